@@ -1,0 +1,658 @@
+"""The fixed-point graph IR: the contract every backend implements.
+
+A :class:`Graph` is an ordered list of small, immutable op dataclasses joined by
+named tensors.  Each tensor has a shape (without the batch axis) and a
+:class:`~fabformer.fixed.FixedType`.  Constants are integer mantissa arrays;
+non-linear functions are :class:`Table` objects with integer contents.  Each
+op's docstring states its exact integer semantics; the golden model
+(``fabformer.golden``), the C++ kernels (``fabformer.hls``) and the Amaranth
+blocks (``fabformer.rtl``) implement exactly that.
+
+Shorthand in the docstrings: ``x.f`` is the frac of ``x``'s type, ``rq(v, f, T)``
+is :func:`fabformer.fixed.requantize` (shift from frac ``f`` to ``T.frac`` with
+``T``'s rounding, then ``T``'s overflow), ``>>`` is an arithmetic (floor) shift.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from .errors import FabformerError, GraphError
+from .fixed import FixedType, accum_type, add_type, mul_type
+
+__all__ = [
+    "Tensor", "Table", "Op", "Quantize", "Dense", "MatMul", "SplitHeads", "MergeHeads",
+    "Add", "Relu", "Lookup", "Softmax", "LayerNorm", "Flatten", "GlobalAvgPool",
+    "Requantize", "Graph", "OPS", "load", "ilog2_bound",
+]
+
+FORMAT_VERSION = 1
+
+
+def _int_array(a) -> np.ndarray:
+    a = np.asarray(a)
+    if a.dtype.kind not in "iu":
+        if a.size and not np.all(np.floor(a) == a):
+            raise FabformerError("constants must be integer mantissas, not floats")
+        a = a.astype(np.int64)
+    return np.ascontiguousarray(a.astype(np.int64))
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    shape: tuple
+    type: FixedType | None  # None only for the float graph input
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+
+@dataclass(frozen=True, eq=False)
+class Table:
+    """A lookup table: ``out = values[clip((src >> shift) - offset, 0, size - 1)]``.
+
+    ``src`` is an integer the owning op defines (its docstring says which);
+    ``[offset << shift, (offset + size) << shift)`` is the input range the table
+    resolves; values of ``out_type`` are integer mantissas.
+    """
+
+    function: str
+    shift: int
+    offset: int
+    out_type: FixedType
+    values: np.ndarray
+
+    def __post_init__(self):
+        object.__setattr__(self, "values", _int_array(self.values))
+        self.values.setflags(write=False)
+
+    @property
+    def size(self) -> int:
+        return int(self.values.shape[0])
+
+    def index(self, src):
+        from .fixed import _xp
+        xp = _xp(src)
+        return xp.clip((src >> self.shift) - self.offset, 0, self.size - 1)
+
+    def to_dict(self):
+        return {"function": self.function, "shift": self.shift, "offset": self.offset,
+                "out_type": self.out_type.to_dict(), "values": self.values.tolist()}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(d["function"], int(d["shift"]), int(d["offset"]),
+                   FixedType.from_dict(d["out_type"]), np.asarray(d["values"], dtype=np.int64))
+
+    def problems(self, where: str) -> list[str]:
+        p = []
+        if self.values.ndim != 1 or self.size < 1:
+            p.append(f"{where}: table {self.function} must be a non-empty 1-D array")
+        elif self.values.min() < self.out_type.min_int or self.values.max() > self.out_type.max_int:
+            p.append(f"{where}: table {self.function} values outside {self.out_type}")
+        if self.shift < 0:
+            p.append(f"{where}: table {self.function} shift {self.shift} must be >= 0")
+        return p
+
+
+def ilog2_bound(hi: int) -> int:
+    """Largest possible leading-one position of a positive integer <= hi."""
+    return max(int(hi).bit_length() - 1, 0)
+
+
+# ------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Op:
+    """Base op: a name, named input tensors and one named output tensor."""
+
+    kind: ClassVar[str] = "op"
+    n_inputs: ClassVar[int] = 1
+    name: str
+    inputs: tuple
+    output: str
+
+    def __post_init__(self):
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+
+    def out_shape(self, shapes: list[tuple]) -> tuple:
+        return shapes[0]
+
+    def problems(self, g: "Graph") -> list[str]:
+        return []
+
+    def macs(self, g: "Graph") -> int:
+        """Multiply-accumulates per sample (0 for ops without a multiplier array)."""
+        return 0
+
+    def constants(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if isinstance(getattr(self, f.name), np.ndarray)}
+
+    # serialisation ---------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = {"kind": self.kind}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.ndarray):
+                v = {"shape": list(v.shape), "data": v.reshape(-1).tolist()}
+            elif isinstance(v, FixedType):
+                v = {"fixed": v.to_dict()}
+            elif isinstance(v, Table):
+                v = {"table": v.to_dict()}
+            elif isinstance(v, tuple):
+                v = list(v)
+            d[f.name] = v
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> "Op":
+        cls = OPS.get(d.get("kind"))
+        if cls is None:
+            raise FabformerError(f"unknown op kind {d.get('kind')!r}; valid kinds: {', '.join(sorted(OPS))}")
+        kw = {}
+        for f in fields(cls):
+            v = d[f.name]
+            if isinstance(v, dict) and "data" in v:
+                v = np.asarray(v["data"], dtype=np.int64).reshape(v["shape"])
+            elif isinstance(v, dict) and "fixed" in v:
+                v = FixedType.from_dict(v["fixed"])
+            elif isinstance(v, dict) and "table" in v:
+                v = Table.from_dict(v["table"])
+            kw[f.name] = v
+        return cls(**kw)
+
+
+@dataclass(frozen=True, eq=False)
+class Quantize(Op):
+    """Float graph input -> fixed point: ``out = overflow(round(x * 2**out.f))``
+    with ``out``'s rounding (floor, or floor(v + 1/2)) and overflow."""
+
+    kind: ClassVar[str] = "quantize"
+
+
+@dataclass(frozen=True, eq=False)
+class Dense(Op):
+    """Dense layer over the last axis (any leading axes, e.g. a token sequence).
+
+    ``acc[..., n] = sum_k x[..., k] * weight[k, n] + (bias[n] << (x.f + weight_type.frac - bias_type.frac))``
+    computed exactly in :meth:`acc_type`; ``out = rq(acc, x.f + weight_type.frac, out)``.
+    """
+
+    kind: ClassVar[str] = "dense"
+    weight: np.ndarray = None
+    weight_type: FixedType = None
+    bias: np.ndarray = None
+    bias_type: FixedType = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "weight", _int_array(self.weight))
+        object.__setattr__(self, "bias", _int_array(self.bias))
+
+    def out_shape(self, shapes):
+        return tuple(shapes[0][:-1]) + (int(self.weight.shape[1]),)
+
+    def acc_frac(self, g) -> int:
+        return g.type_of(self.inputs[0]).frac + self.weight_type.frac
+
+    def acc_type(self, g) -> FixedType:
+        xt = g.type_of(self.inputs[0])
+        k = int(self.weight.shape[0])
+        prod = accum_type(mul_type(xt, self.weight_type), k)
+        return add_type(prod, self.bias_type)
+
+    def macs(self, g):
+        rows = int(np.prod(g.tensors[self.inputs[0]].shape[:-1]))
+        return rows * int(self.weight.size)
+
+    def problems(self, g):
+        p = []
+        if self.weight.ndim != 2:
+            p.append(f"{self.name}: weight must be 2-D [in, out], got shape {self.weight.shape}")
+            return p
+        xs = g.tensors[self.inputs[0]].shape
+        if xs[-1] != self.weight.shape[0]:
+            p.append(f"{self.name}: input has {xs[-1]} features, weight expects {self.weight.shape[0]}")
+        if self.bias.shape != (self.weight.shape[1],):
+            p.append(f"{self.name}: bias shape {self.bias.shape} != ({self.weight.shape[1]},)")
+        for arr, t, what in ((self.weight, self.weight_type, "weight"), (self.bias, self.bias_type, "bias")):
+            if arr.size and (arr.min() < t.min_int or arr.max() > t.max_int):
+                p.append(f"{self.name}: {what} mantissas outside {t}")
+        xt = g.type_of(self.inputs[0])
+        if xt is not None and self.bias_type.frac > xt.frac + self.weight_type.frac:
+            p.append(f"{self.name}: bias frac {self.bias_type.frac} exceeds the product frac "
+                     f"{xt.frac + self.weight_type.frac}")
+        return p
+
+
+@dataclass(frozen=True, eq=False)
+class MatMul(Op):
+    """Batched matrix product for attention, one matrix per head (axis 0).
+
+    ``a: [H, M, K]``, ``b: [H, K, N]`` (or ``[H, N, K]`` when ``transpose_b``).
+    ``acc[h, m, n] = sum_k a[h, m, k] * b[h, k, n]`` (exact);
+    ``out = rq(acc * scale, a.f + b.f + scale_frac, out)`` — ``scale`` is an integer
+    mantissa (``1/sqrt(key_dim)`` for Q·Kᵀ, 1 for A·V).
+    """
+
+    kind: ClassVar[str] = "matmul"
+    n_inputs: ClassVar[int] = 2
+    transpose_b: bool = False
+    scale: int = 1
+    scale_frac: int = 0
+
+    def out_shape(self, shapes):
+        a, b = shapes
+        n = b[1] if self.transpose_b else b[2]
+        return (a[0], a[1], n)
+
+    def k(self, g) -> int:
+        return int(g.tensors[self.inputs[0]].shape[2])
+
+    def acc_type(self, g) -> FixedType:
+        at, bt = g.type_of(self.inputs[0]), g.type_of(self.inputs[1])
+        return accum_type(mul_type(at, bt), self.k(g))
+
+    def scaled_type(self, g) -> FixedType:
+        s = FixedType(max(2, int(abs(self.scale)).bit_length() + 1), self.scale_frac)
+        return mul_type(self.acc_type(g), s)
+
+    def macs(self, g):
+        h, m, k = g.tensors[self.inputs[0]].shape
+        n = g.tensors[self.output].shape[2]
+        return h * m * k * n
+
+    def problems(self, g):
+        a, b = (g.tensors[i].shape for i in self.inputs)
+        if len(a) != 3 or len(b) != 3:
+            return [f"{self.name}: operands must be 3-D [heads, rows, cols], got {a} and {b}"]
+        kb = b[2] if self.transpose_b else b[1]
+        p = []
+        if a[0] != b[0] or a[2] != kb:
+            p.append(f"{self.name}: shapes {a} and {b} (transpose_b={self.transpose_b}) do not multiply")
+        if self.scale <= 0:
+            p.append(f"{self.name}: scale mantissa must be positive, got {self.scale}")
+        return p
+
+
+@dataclass(frozen=True, eq=False)
+class SplitHeads(Op):
+    """``[T, H*D] -> [H, T, D]``: ``out[h, t, d] = x[t, h*D + d]`` (no arithmetic)."""
+
+    kind: ClassVar[str] = "split_heads"
+    heads: int = 1
+
+    def out_shape(self, shapes):
+        t, hd = shapes[0]
+        return (self.heads, t, hd // self.heads)
+
+    def problems(self, g):
+        s = g.tensors[self.inputs[0]].shape
+        if len(s) != 2 or s[1] % self.heads:
+            return [f"{self.name}: input shape {s} cannot split into {self.heads} heads"]
+        return []
+
+
+@dataclass(frozen=True, eq=False)
+class MergeHeads(Op):
+    """``[H, T, D] -> [T, H*D]``: ``out[t, h*D + d] = x[h, t, d]`` (no arithmetic)."""
+
+    kind: ClassVar[str] = "merge_heads"
+
+    def out_shape(self, shapes):
+        h, t, d = shapes[0]
+        return (t, h * d)
+
+
+@dataclass(frozen=True, eq=False)
+class Add(Op):
+    """Element-wise sum: ``F = max(a.f, b.f)``, ``out = rq((a << (F - a.f)) + (b << (F - b.f)), F, out)``."""
+
+    kind: ClassVar[str] = "add"
+    n_inputs: ClassVar[int] = 2
+
+    def problems(self, g):
+        a, b = (g.tensors[i].shape for i in self.inputs)
+        return [] if a == b else [f"{self.name}: operand shapes differ: {a} vs {b}"]
+
+
+@dataclass(frozen=True, eq=False)
+class Relu(Op):
+    """``out = rq(max(x, 0), x.f, out)``."""
+
+    kind: ClassVar[str] = "relu"
+
+
+@dataclass(frozen=True, eq=False)
+class Lookup(Op):
+    """Element-wise function by table (GELU, sigmoid, …): ``out = table[x]`` with
+    ``src = x`` (the mantissa), i.e. ``values[clip((x >> shift) - offset, 0, size-1)]``.
+    ``out``'s type equals ``table.out_type``."""
+
+    kind: ClassVar[str] = "lookup"
+    table: Table = None
+
+    def problems(self, g):
+        p = self.table.problems(self.name)
+        if g.type_of(self.output) != self.table.out_type:
+            p.append(f"{self.name}: output type {g.type_of(self.output)} != table type {self.table.out_type}")
+        return p
+
+
+@dataclass(frozen=True, eq=False)
+class Softmax(Op):
+    """Softmax over the last axis (length ``L``), accurate for any input range.
+
+    1. ``d = max(x) - x >= 0`` (mantissas at ``x.f``); ``e = exp_table[src=d]``,
+       an unsigned ``exp_table.out_type`` (``E = exp_table.out_type.frac``) holding ``exp(-d)``.
+    2. ``s = sum(e)`` (exact; ``s >= 2**E`` because the maximum contributes ``exp(0) = 1``).
+    3. ``p = leading-one position of s``; ``n = s >> (p - R)`` if ``p >= R`` else ``s << (R - p)``
+       with ``R = recip_bits``, so ``n`` is in ``[2**R, 2**(R+1))``;
+       ``r = recip_table[src=n]`` (``recip_table.offset = 2**R``) holds ``2**R / n`` at
+       ``recip_table.out_type.frac = Fr``.
+    4. ``out = rq(e * r, Fr + p, out)`` (a per-row shift), since ``1/s ≈ r * 2**-(Fr + p - E)``.
+    """
+
+    kind: ClassVar[str] = "softmax"
+    exp_table: Table = None
+    recip_table: Table = None
+    recip_bits: int = 8
+
+    def problems(self, g):
+        p = self.exp_table.problems(self.name) + self.recip_table.problems(self.name)
+        if self.exp_table.out_type.signed or self.recip_table.out_type.signed:
+            p.append(f"{self.name}: exp and reciprocal tables must be unsigned")
+        if self.recip_table.offset != 1 << self.recip_bits or self.recip_table.size != 1 << self.recip_bits:
+            p.append(f"{self.name}: reciprocal table must cover [2**{self.recip_bits}, 2**{self.recip_bits + 1})")
+        return p
+
+    def sum_type(self, g) -> FixedType:
+        n = int(g.tensors[self.inputs[0]].shape[-1])
+        return accum_type(self.exp_table.out_type, n)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerNorm(Op):
+    """Layer normalisation over the last axis (``N`` features), accurate for any variance.
+
+    With ``S = sum(x)`` and ``d_i = N*x_i - S`` (exact, frac ``x.f``; ``d = N(x - mean)``):
+
+    1. ``Q = sum(d_i**2) + eps`` (exact, frac ``2 x.f``; ``Q = N**3 (var + epsilon)``, ``eps >= 1``).
+    2. ``p`` = leading-one position of ``Q``; ``sh = p - R`` rounded down to an even number
+       (``R = invsqrt_bits``, even); ``n = Q >> sh`` (``Q << -sh`` if ``sh < 0``), in ``[2**R, 2**(R+2))``;
+       ``t = invsqrt_table[src=n]`` (``offset = 2**R``) holds ``1/sqrt(n / 2**R)`` at frac ``Ft``.
+    3. ``z_i = rq(d_i * t, Ft + (R + sh)/2, norm_type)``: ``z = (x - mean) / (sqrt(var + epsilon) sqrt(N))``.
+    4. ``out = rq(z * gamma + (beta << (norm.f + gamma.f - beta.f)), norm.f + gamma.f, out)``;
+       ``gamma`` holds ``γ·sqrt(N)`` so that ``out = γ (x - mean)/sqrt(var + ε) + β``.
+    """
+
+    kind: ClassVar[str] = "layernorm"
+    gamma: np.ndarray = None
+    gamma_type: FixedType = None
+    beta: np.ndarray = None
+    beta_type: FixedType = None
+    eps: int = 1
+    invsqrt_table: Table = None
+    invsqrt_bits: int = 8
+    norm_type: FixedType = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "gamma", _int_array(self.gamma))
+        object.__setattr__(self, "beta", _int_array(self.beta))
+
+    def n(self, g) -> int:
+        return int(g.tensors[self.inputs[0]].shape[-1])
+
+    def d_type(self, g) -> FixedType:
+        xt = g.type_of(self.inputs[0])
+        n = self.n(g)
+        return FixedType(xt.width + max(1, math.ceil(math.log2(n))) + 1, xt.frac)
+
+    def q_type(self, g) -> FixedType:
+        d = self.d_type(g)
+        return FixedType(2 * d.width + math.ceil(math.log2(self.n(g))) + 1, 2 * d.frac, signed=False)
+
+    def macs(self, g):
+        rows = int(np.prod(g.tensors[self.inputs[0]].shape[:-1]))
+        return rows * self.n(g) * 3  # d*d, d*t, z*gamma
+
+    def problems(self, g):
+        p = self.invsqrt_table.problems(self.name)
+        n = self.n(g)
+        if self.gamma.shape != (n,) or self.beta.shape != (n,):
+            p.append(f"{self.name}: gamma/beta must have shape ({n},)")
+        if self.invsqrt_bits % 2:
+            p.append(f"{self.name}: invsqrt_bits must be even, got {self.invsqrt_bits}")
+        if self.eps < 1:
+            p.append(f"{self.name}: eps mantissa must be >= 1 (avoids 1/sqrt(0)), got {self.eps}")
+        if self.invsqrt_table.offset != 1 << self.invsqrt_bits or self.invsqrt_table.size != 3 << self.invsqrt_bits:
+            p.append(f"{self.name}: invsqrt table must cover [2**R, 2**(R+2))")
+        if self.q_type(g).width > 62:
+            p.append(f"{self.name}: input type {g.type_of(self.inputs[0])} too wide for layer norm "
+                     f"(sum of squares needs {self.q_type(g).width} bits, maximum 62)")
+        return p
+
+
+@dataclass(frozen=True, eq=False)
+class Flatten(Op):
+    """``[T, D] -> [T*D]`` in row-major order (no arithmetic)."""
+
+    kind: ClassVar[str] = "flatten"
+
+    def out_shape(self, shapes):
+        return (int(np.prod(shapes[0])),)
+
+
+@dataclass(frozen=True, eq=False)
+class GlobalAvgPool(Op):
+    """Mean over axis 0 of ``[T, D]``: ``out = rq(sum_t x[t] * scale, x.f + scale_frac, out)``
+    where ``scale * 2**-scale_frac ≈ 1/T``."""
+
+    kind: ClassVar[str] = "global_avg_pool"
+    scale: int = 1
+    scale_frac: int = 0
+
+    def out_shape(self, shapes):
+        return tuple(shapes[0][1:])
+
+
+@dataclass(frozen=True, eq=False)
+class Requantize(Op):
+    """``out = rq(x, x.f, out)``."""
+
+    kind: ClassVar[str] = "requantize"
+
+
+OPS: dict[str, type[Op]] = {c.kind: c for c in (
+    Quantize, Dense, MatMul, SplitHeads, MergeHeads, Add, Relu, Lookup, Softmax,
+    LayerNorm, Flatten, GlobalAvgPool, Requantize)}
+
+
+# ------------------------------------------------------------------------------
+@dataclass
+class Graph:
+    """An ordered list of ops joined by named, typed tensors."""
+
+    name: str
+    tensors: dict = field(default_factory=dict)
+    nodes: list = field(default_factory=list)
+    inputs: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    # building ----------------------------------------------------------------
+    def add_input(self, name: str, shape) -> str:
+        self.tensors[name] = Tensor(name, tuple(int(s) for s in shape), None)
+        self.inputs.append(name)
+        return name
+
+    def add(self, op: Op, out_type: FixedType | None) -> str:
+        shapes = [self.tensors[i].shape for i in op.inputs]
+        self.tensors[op.output] = Tensor(op.output, tuple(int(s) for s in op.out_shape(shapes)), out_type)
+        self.nodes.append(op)
+        return op.output
+
+    def type_of(self, name: str) -> FixedType | None:
+        return self.tensors[name].type
+
+    def node(self, name: str) -> Op:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise FabformerError(f"no node named {name!r}; nodes: {', '.join(n.name for n in self.nodes)}")
+
+    def producer(self, tensor: str) -> Op | None:
+        for n in self.nodes:
+            if n.output == tensor:
+                return n
+        return None
+
+    def replace(self, old: Op, new: Op) -> None:
+        self.nodes[self.nodes.index(old)] = new
+
+    def retype(self, tensor: str, t: FixedType) -> None:
+        self.tensors[tensor] = Tensor(tensor, self.tensors[tensor].shape, t)
+
+    # checking ----------------------------------------------------------------
+    def problems(self) -> list[str]:
+        p = []
+        known = set(self.inputs)
+        names = set()
+        for i in self.inputs:
+            if i not in self.tensors:
+                p.append(f"graph input {i!r} has no tensor")
+        for n in self.nodes:
+            if n.name in names:
+                p.append(f"duplicate node name {n.name!r}")
+            names.add(n.name)
+            if n.kind not in OPS:
+                p.append(f"{n.name}: unknown op kind {n.kind!r}")
+            if len(n.inputs) != n.n_inputs:
+                p.append(f"{n.name}: {n.kind} takes {n.n_inputs} input(s), got {len(n.inputs)}")
+            missing = [i for i in n.inputs if i not in known]
+            if missing:
+                p.append(f"{n.name}: input(s) {missing} not produced before this node")
+                continue
+            if n.output in known:
+                p.append(f"{n.name}: tensor {n.output!r} is produced twice")
+            known.add(n.output)
+            t = self.tensors.get(n.output)
+            if t is None:
+                p.append(f"{n.name}: output tensor {n.output!r} not declared")
+                continue
+            if t.type is None:
+                p.append(f"{n.name}: output tensor {n.output!r} has no fixed-point type")
+            for i in n.inputs:
+                if isinstance(n, Quantize):
+                    if i not in self.inputs:
+                        p.append(f"{n.name}: quantize must read a graph input, not {i!r}")
+                elif self.tensors[i].type is None:
+                    p.append(f"{n.name}: input {i!r} is float; insert a quantize node")
+            try:
+                local = n.problems(self)
+            except Exception as e:  # a malformed op must still be reported, not crash
+                local = [f"{n.name}: malformed {n.kind} op ({type(e).__name__}: {e})"]
+            p.extend(local)
+            if not local:
+                try:
+                    exp = tuple(int(s) for s in n.out_shape([self.tensors[i].shape for i in n.inputs]))
+                    if exp != t.shape:
+                        p.append(f"{n.name}: output shape {t.shape} != expected {exp}")
+                except Exception as e:
+                    p.append(f"{n.name}: cannot infer output shape ({e})")
+        for o in self.outputs:
+            if o not in known:
+                p.append(f"graph output {o!r} is never produced")
+        if not self.outputs:
+            p.append("graph has no outputs")
+        return p
+
+    def verify(self) -> "Graph":
+        p = self.problems()
+        if p:
+            raise GraphError(p)
+        return self
+
+    # analysis ----------------------------------------------------------------
+    def macs(self) -> int:
+        return sum(n.macs(self) for n in self.nodes)
+
+    def weight_stats(self) -> dict:
+        params = nonzero = bits = 0
+        for n in self.nodes:
+            if isinstance(n, Dense):
+                for a, t in ((n.weight, n.weight_type), (n.bias, n.bias_type)):
+                    params += a.size
+                    nonzero += int(np.count_nonzero(a))
+                    bits += a.size * t.width
+            elif isinstance(n, LayerNorm):
+                for a, t in ((n.gamma, n.gamma_type), (n.beta, n.beta_type)):
+                    params += a.size
+                    nonzero += int(np.count_nonzero(a))
+                    bits += a.size * t.width
+        return {"params": params, "nonzero": nonzero, "bits": bits}
+
+    def summary(self) -> str:
+        rows = [f"graph {self.name}: {len(self.nodes)} nodes, {self.macs()} MACs/sample"]
+        for n in self.nodes:
+            t = self.tensors[n.output]
+            rows.append(f"  {n.name:<28} {n.kind:<16} {str(t.shape):<14} {t.type}")
+        return "\n".join(rows)
+
+    # execution ---------------------------------------------------------------
+    def predict(self, x, trace: bool = False, mode: str = "int"):
+        """Run the golden model (``mode="int"``) or the same graph in float
+        (``mode="float"``).  Returns dequantized outputs; with ``trace=True``
+        returns ``(outputs, {tensor: array})`` (integers in int mode)."""
+        from .golden import run
+        return run(self, x, trace=trace, mode=mode)
+
+    # persistence -------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "format": "fabformer-graph", "version": FORMAT_VERSION, "name": self.name,
+            "inputs": list(self.inputs), "outputs": list(self.outputs), "meta": self.meta,
+            "tensors": [{"name": t.name, "shape": list(t.shape),
+                         "type": t.type.to_dict() if t.type else None} for t in self.tensors.values()],
+            "nodes": [n.to_dict() for n in self.nodes],
+        }
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        self.verify()
+        path.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Graph":
+        if d.get("format") != "fabformer-graph":
+            raise FabformerError("not a fabformer graph file (missing format: fabformer-graph)")
+        if d.get("version") != FORMAT_VERSION:
+            raise FabformerError(f"graph file version {d.get('version')!r} is not supported; "
+                                 f"this fabformer reads version {FORMAT_VERSION}")
+        g = cls(d["name"], inputs=list(d["inputs"]), outputs=list(d["outputs"]), meta=d.get("meta", {}))
+        for t in d["tensors"]:
+            g.tensors[t["name"]] = Tensor(t["name"], tuple(t["shape"]),
+                                          FixedType.from_dict(t["type"]) if t["type"] else None)
+        g.nodes = [Op.from_dict(n) for n in d["nodes"]]
+        return g.verify()
+
+
+def load(path) -> Graph:
+    """Load a graph saved with :meth:`Graph.save`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FabformerError(f"graph file {str(path)!r} does not exist")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise FabformerError(f"graph file {str(path)!r} is not valid JSON: {e}") from None
+    return Graph.from_dict(d)
