@@ -1,0 +1,175 @@
+"""The ``fabformer`` command line.
+
+Core commands live here; each backend adds its own through a plugin module
+that defines ``register(subparsers)`` (and optionally ``demo(ctx) -> dict`` with
+an integer ``DEMO_ORDER`` to add a step to ``fabformer demo``).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from .errors import FabformerError
+
+PLUGINS = [
+    "fabformer.hls.cli",
+    "fabformer.sim.cli",
+    "fabformer.boards.cli",
+    "fabformer.frontend.compress.cli",
+    "fabformer.report_cli",
+    "fabformer.explore_cli",
+]
+
+EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "digits"
+
+
+def _plugins():
+    mods = []
+    for name in PLUGINS:
+        try:
+            mods.append(importlib.import_module(name))
+        except ModuleNotFoundError as e:
+            if e.name and (name == e.name or name.startswith(e.name + ".")):
+                continue  # that backend is not part of this install
+            raise
+    return mods
+
+
+def emit(args, result: dict, text: str) -> None:
+    """Print ``result`` as one JSON object with --json, else the human text."""
+    if getattr(args, "json", False):
+        print(json.dumps(result, indent=1, sort_keys=True, default=str))
+    else:
+        print(text)
+
+
+def load_model(path):
+    """Load a Keras / QKeras model with fabformer's custom layers registered."""
+    from .frontend import load_keras_model
+    return load_keras_model(path)
+
+
+def evaluate(graph, model=None, samples: int | None = None) -> dict:
+    """Accuracy of the Keras model, the float graph and the golden model on the digits test split."""
+    import numpy as np
+    from .data import digits
+    d = digits()
+    x, y = d.x_test, d.y_test
+    if samples:
+        x, y = x[:samples], y[:samples]
+    g_out = graph.predict(x)
+    f_out = graph.predict(x, mode="float")
+    res = {"samples": int(len(y)), "accuracy": {
+        "float": float(np.mean(np.argmax(f_out, -1) == y)),
+        "golden": float(np.mean(np.argmax(g_out, -1) == y))}, "agreement": {}}
+    if model is not None:
+        k_out = np.asarray(model.predict(x, verbose=0, batch_size=512))
+        res["accuracy"]["keras"] = float(np.mean(np.argmax(k_out, -1) == y))
+        res["agreement"]["golden_vs_keras"] = float(np.mean(np.argmax(g_out, -1) == np.argmax(k_out, -1)))
+        res["agreement"]["float_vs_keras"] = float(np.mean(np.argmax(f_out, -1) == np.argmax(k_out, -1)))
+    return res
+
+
+def _eval_text(r: dict) -> str:
+    rows = [f"digits test split: {r['samples']} samples"]
+    for k, v in r["accuracy"].items():
+        rows.append(f"  accuracy {k:<8} {100 * v:6.2f} %")
+    for k, v in r["agreement"].items():
+        rows.append(f"  agreement {k:<16} {100 * v:6.2f} %")
+    return "\n".join(rows)
+
+
+def cmd_convert(args) -> int:
+    from . import convert
+    from .frontend.config import ConvertConfig
+    from .data import digits
+    model = load_model(args.model)
+    cfg = ConvertConfig.from_file(args.config) if args.config else None
+    g = convert(model, config=cfg, calibration=digits().x_train)
+    g.save(args.output)
+    emit(args, {"graph": str(args.output), "nodes": len(g.nodes), "macs": g.macs(), **g.weight_stats()},
+         g.summary() + f"\nwrote {args.output}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .ir import load
+    g = load(args.graph)
+    model_path = args.model or g.meta.get("source_model")
+    model = None
+    if model_path:
+        p = Path(model_path)
+        if not p.is_absolute() and not p.exists():
+            p = Path(args.graph).resolve().parent / model_path
+        model = load_model(p)
+    r = evaluate(g, model, args.samples)
+    emit(args, r, _eval_text(r))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from . import convert
+    from .data import digits
+    out = Path(args.output)
+    from .outdir import prepare_dir
+    prepare_dir(out)
+    model_path = EXAMPLE_DIR / "model_q8.h5"
+    model = load_model(model_path)
+    g = convert(model, calibration=digits().x_train)
+    g.meta["source_model"] = str(model_path)
+    gpath = g.save(out / "digits.graph.json")
+    if not args.json:
+        print(g.summary())
+    res = {"graph": str(gpath), **evaluate(g, model)}
+    if not args.json:
+        print(_eval_text(res))
+    ctx = {"graph": g, "graph_path": gpath, "model": model, "model_path": model_path, "out": out,
+           "json": args.json, "quick": args.quick}
+    for mod in sorted((m for m in _plugins() if hasattr(m, "demo")), key=lambda m: getattr(m, "DEMO_ORDER", 100)):
+        name, step = mod.demo(ctx)
+        res[name] = step
+        ctx[name] = step
+    if args.json:
+        print(json.dumps(res, indent=1, sort_keys=True, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fabformer", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("convert", help="convert a Keras/QKeras model (.h5) to a graph file")
+    c.add_argument("model")
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--config", help="JSON precision config (see README)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_convert)
+    e = sub.add_parser("eval", help="accuracy of Keras, float graph and golden on the digits test split")
+    e.add_argument("graph")
+    e.add_argument("--model", help="Keras model to compare with (default: the graph's source model)")
+    e.add_argument("--samples", type=int)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+    d = sub.add_parser("demo", help="the whole pipeline on the shipped digits example")
+    d.add_argument("-o", "--output", default="out/demo")
+    d.add_argument("--quick", action="store_true", help="fewer samples in the slow steps")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    for mod in _plugins():
+        mod.register(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FabformerError as e:
+        print(f"fabformer {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Small graphs for backend tests: one graph per op kind and a whole tiny encoder.
+
+Every backend test runs these through golden and its own path on the same
+random inputs; inputs are drawn wide enough that saturation and wrap happen.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import tables
+from .fixed import FixedType, Rounding, Overflow
+from .ir import (Add, Dense, Flatten, GlobalAvgPool, Graph, LayerNorm, Lookup, MatMul, MergeHeads,
+                 Quantize, Relu, Requantize, Softmax, SplitHeads)
+
+IN_T = FixedType(8, 5, rounding=Rounding.RND, overflow=Overflow.SAT)
+
+
+def _act(width=12, frac=6, overflow=Overflow.SAT, rounding=Rounding.RND, signed=True):
+    return FixedType(width, frac, signed, rounding, overflow)
+
+
+def _dense(name, x, out, k, n, rng, sparsity=0.0, wt=FixedType(8, 6)):
+    w = rng.integers(wt.min_int, wt.max_int + 1, (k, n))
+    if sparsity:
+        w[rng.random((k, n)) < sparsity] = 0
+    b = rng.integers(-200, 200, n)
+    return Dense(name, (x,), out, weight=w, weight_type=wt, bias=b, bias_type=FixedType(12, 8))
+
+
+def op_graph(kind: str, seed: int = 0, overflow: Overflow = Overflow.SAT, tokens: int = 4,
+             features: int = 8) -> Graph:
+    """A graph ``input -> quantize -> <one op of kind> -> output``, random constants."""
+    rng = np.random.default_rng(seed)
+    g = Graph(f"op_{kind}")
+    shape = (tokens, features)
+    g.add_input("x", shape)
+    g.add(Quantize("quant", ("x",), "xq"), IN_T)
+    out_t = _act(10, 4, overflow)
+    if kind == "quantize":
+        g.outputs = ["xq"]
+        return g.verify()
+    if kind == "dense":
+        g.add(_dense("op", "xq", "y", features, 6, rng, sparsity=0.3), out_t)
+    elif kind == "relu":
+        g.add(Relu("op", ("xq",), "y"), _act(6, 4, overflow, signed=False))
+    elif kind == "add":
+        g.add(_dense("d", "xq", "h", features, features, rng), _act(10, 5))
+        g.add(Add("op", ("xq", "h"), "y"), _act(8, 4, overflow))
+    elif kind == "requantize":
+        g.add(Requantize("op", ("xq",), "y"), _act(6, 3, overflow))
+    elif kind == "lookup":
+        g.add(Lookup("op", ("xq",), "y", table=tables.function_table("gelu", IN_T, _act(10, 6))), _act(10, 6))
+    elif kind == "flatten":
+        g.add(Flatten("op", ("xq",), "y"), IN_T)
+    elif kind == "global_avg_pool":
+        g.add(GlobalAvgPool("op", ("xq",), "y", scale=round(2 ** 12 / tokens), scale_frac=12), _act(10, 6, overflow))
+    elif kind in ("split_heads", "merge_heads", "matmul", "softmax"):
+        g.add(SplitHeads("split", ("xq",), "hs", heads=2), IN_T)
+        if kind == "split_heads":
+            g.outputs = ["hs"]
+            return g.verify()
+        if kind == "merge_heads":
+            g.add(MergeHeads("op", ("hs",), "y"), IN_T)
+        elif kind == "matmul":
+            d = features // 2
+            g.add(MatMul("op", ("hs", "hs"), "y", transpose_b=True, scale=round(2 ** 12 / math.sqrt(d)),
+                         scale_frac=12), _act(10, 4, overflow))
+            g.add(MatMul("op2", ("y", "hs"), "y2"), _act(12, 5, overflow))
+            g.outputs = ["y2"]
+            return g.verify()
+        else:
+            g.add(MatMul("qk", ("hs", "hs"), "s", transpose_b=True, scale=1, scale_frac=0), _act(12, 6))
+            g.add(Softmax("op", ("s",), "y", exp_table=tables.exp_table(6), recip_table=tables.recip_table()),
+                  FixedType(10, 9, signed=False, rounding=Rounding.RND, overflow=Overflow.SAT))
+    elif kind == "layernorm":
+        gt, bt = FixedType(10, 6), FixedType(10, 6)
+        g.add(LayerNorm("op", ("xq",), "y", gamma=rng.integers(-500, 500, features), gamma_type=gt,
+                        beta=rng.integers(-300, 300, features), beta_type=bt, eps=1,
+                        invsqrt_table=tables.invsqrt_table(), norm_type=_act(16, 14)), _act(10, 5, overflow))
+    else:
+        raise ValueError(f"no test graph for op kind {kind!r}")
+    g.outputs = ["y"]
+    return g.verify()
+
+
+OP_KINDS = ["quantize", "dense", "matmul", "split_heads", "merge_heads", "add", "relu", "lookup",
+            "softmax", "layernorm", "flatten", "global_avg_pool", "requantize"]
+
+
+def encoder_graph(seed: int = 0, tokens: int = 8, features: int = 8, d_model: int = 16, heads: int = 2,
+                  ff: int = 32, classes: int = 10, sparsity: float = 0.0) -> Graph:
+    """A whole tiny encoder with random weights, shaped like the digits example."""
+    rng = np.random.default_rng(seed)
+    g = Graph("encoder")
+    g.add_input("x", (tokens, features))
+    A = _act(16, 10)
+    g.add(Quantize("quant", ("x",), "xq"), FixedType(8, 7, rounding=Rounding.RND, overflow=Overflow.SAT))
+    g.add(_dense("embed", "xq", "h0", features, d_model, rng, sparsity), A)
+    for nm in ("q", "k", "v"):
+        g.add(_dense(nm, "h0", nm, d_model, d_model, rng, sparsity), A)
+        g.add(SplitHeads(nm + "_split", (nm,), nm + "h", heads=heads), A)
+    dk = d_model // heads
+    g.add(MatMul("qk", ("qh", "kh"), "scores", transpose_b=True, scale=round(2 ** 15 / math.sqrt(dk)),
+                 scale_frac=15), A)
+    g.add(Softmax("softmax", ("scores",), "probs", exp_table=tables.exp_table(A.frac),
+                  recip_table=tables.recip_table()), FixedType(16, 15, False, Rounding.RND, Overflow.SAT))
+    g.add(MatMul("av", ("probs", "vh"), "ctx"), A)
+    g.add(MergeHeads("merge", ("ctx",), "ctxm"), A)
+    g.add(_dense("o", "ctxm", "attn", d_model, d_model, rng, sparsity), A)
+    g.add(Add("res1", ("h0", "attn"), "r1"), A)
+    gt = FixedType(12, 8)
+    ln = lambda nm, x, o: LayerNorm(nm, (x,), o, gamma=rng.integers(400, 1200, d_model), gamma_type=gt,
+                                    beta=rng.integers(-200, 200, d_model), beta_type=gt, eps=1,
+                                    invsqrt_table=tables.invsqrt_table(), norm_type=_act(18, 16))
+    g.add(ln("ln1", "r1", "n1"), A)
+    g.add(_dense("ff1", "n1", "f1", d_model, ff, rng, sparsity), _act(17, 10))
+    g.add(Relu("relu", ("f1",), "f1r"), FixedType(16, 10, False, Rounding.RND, Overflow.SAT))
+    g.add(_dense("ff2", "f1r", "f2", ff, d_model, rng, sparsity), A)
+    g.add(Lookup("gelu", ("f2",), "f2g", table=tables.function_table("gelu", A, A)), A)
+    g.add(Add("res2", ("n1", "f2g"), "r2"), A)
+    g.add(ln("ln2", "r2", "n2"), A)
+    g.add(Flatten("flatten", ("n2",), "flat"), A)
+    g.add(_dense("head", "flat", "logits", tokens * d_model, classes, rng, sparsity), A)
+    g.outputs = ["logits"]
+    return g.verify()
+
+
+def random_inputs(g: Graph, n: int, seed: int = 0, scale: float = 4.0) -> np.ndarray:
+    """Inputs spread over (and beyond) the input type's range, so saturation happens."""
+    rng = np.random.default_rng(seed)
+    shape = g.tensors[g.inputs[0]].shape
+    return rng.uniform(-scale, scale, (n,) + tuple(shape))
