@@ -1,0 +1,253 @@
+"""The I/O shell that makes a model usable on a real board: UART in, UART out.
+
+One sample at a time (the frame format is :mod:`fabformer.boards.protocol`):
+
+1. the host sends ``SYNC_IN`` and then every input element, row by row, each
+   element as ``ceil(width / 8)`` little-endian bytes (two's complement);
+2. the shell stores the rows, then streams them into the model at full clock
+   rate and stores the output rows as the model produces them, counting the
+   clock cycles from the first input beat offered to the last output beat taken;
+3. it answers ``SYNC_OUT``, every output element (``ceil(width / 8)`` bytes each,
+   little-endian, the upper bits zero: the host sign-extends) and the cycle
+   count as 4 little-endian bytes.
+
+Ports: ``rx`` / ``tx`` (idle high, 8N1), ``led_alive`` (blinks while the clock
+runs and the design is out of reset) and ``led_busy`` (on while a sample is
+being received, computed or sent).
+"""
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Signal
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+SYNC_IN = 0x5A
+SYNC_OUT = 0xA5
+CYCLE_BYTES = 4
+
+
+def bytes_per_element(width: int) -> int:
+    return (width + 7) // 8
+
+
+class UARTRx(wiring.Component):
+    """8N1 receiver: ``valid`` pulses one cycle with ``data`` after each stop bit."""
+
+    rx: In(1, init=1)
+    data: Out(8)
+    valid: Out(1)
+
+    def __init__(self, divisor: int):
+        if divisor < 4:
+            raise ValueError(f"UART divisor must be >= 4 clock cycles per bit, not {divisor}")
+        self.divisor = divisor
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        d = self.divisor
+        s1, s2 = Signal(init=1), Signal(init=1)
+        m.d.sync += [s1.eq(self.rx), s2.eq(s1)]
+        timer = Signal(range(d + d // 2 + 1))
+        bits = Signal(range(10))
+        shreg = Signal(8)
+        m.d.sync += self.valid.eq(0)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(~s2):
+                    m.d.sync += [timer.eq(d // 2), bits.eq(0)]
+                    m.next = "START"
+            with m.State("START"):  # re-check the start bit in its middle
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.Elif(s2):
+                    m.next = "IDLE"  # a glitch, not a start bit
+                with m.Else():
+                    m.d.sync += timer.eq(d - 1)
+                    m.next = "DATA"
+            with m.State("DATA"):
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.Else():
+                    m.d.sync += [timer.eq(d - 1), shreg.eq(Cat(shreg[1:], s2)), bits.eq(bits + 1)]
+                    with m.If(bits == 7):
+                        m.next = "STOP"
+            with m.State("STOP"):
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.Else():
+                    with m.If(s2):  # a framing error (low stop bit) drops the byte
+                        m.d.sync += [self.data.eq(shreg), self.valid.eq(1)]
+                    m.next = "IDLE"
+        return m
+
+
+class UARTTx(wiring.Component):
+    """8N1 transmitter with a valid/ready byte input."""
+
+    data: In(8)
+    valid: In(1)
+    ready: Out(1)
+    tx: Out(1, init=1)
+
+    def __init__(self, divisor: int):
+        if divisor < 4:
+            raise ValueError(f"UART divisor must be >= 4 clock cycles per bit, not {divisor}")
+        self.divisor = divisor
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        timer = Signal(range(self.divisor))
+        shreg = Signal(10, init=0x3FF)
+        left = Signal(range(11))
+        m.d.comb += [self.ready.eq(left == 0), self.tx.eq(shreg[0])]
+        with m.If(left == 0):
+            with m.If(self.valid):
+                m.d.sync += [shreg.eq(Cat(Const(0, 1), self.data, Const(1, 1))), left.eq(10),
+                             timer.eq(self.divisor - 1)]
+        with m.Elif(timer != 0):
+            m.d.sync += timer.eq(timer - 1)
+        with m.Else():
+            m.d.sync += [shreg.eq(Cat(shreg[1:], Const(1, 1))), left.eq(left - 1),
+                         timer.eq(self.divisor - 1)]
+        return m
+
+
+class UARTShell(wiring.Component):
+    """The model between a UART receiver and transmitter (see the module docstring).
+
+    ``model`` has ``i`` / ``o`` streams of rows (``in_cols`` elements of
+    ``in_width`` bits, ``out_cols`` of ``out_width``); a sample is ``in_rows``
+    input beats and ``out_rows`` output beats.  ``divisor`` is clock cycles per
+    UART bit; ``blink_bits`` sets the alive LED period (``2**blink_bits`` cycles).
+    """
+
+    rx: In(1, init=1)
+    tx: Out(1, init=1)
+    led_alive: Out(1)
+    led_busy: Out(1)
+
+    def __init__(self, model, *, in_rows, in_cols, in_width, out_rows, out_cols, out_width,
+                 divisor: int, blink_bits: int = 23):
+        self.model = model
+        self.in_rows, self.in_cols, self.in_width = in_rows, in_cols, in_width
+        self.out_rows, self.out_cols, self.out_width = out_rows, out_cols, out_width
+        self.divisor = divisor
+        self.blink_bits = blink_bits
+        super().__init__()
+
+    @classmethod
+    def for_design(cls, design, divisor: int, **kw):
+        return cls(design.top, in_rows=design.in_rows, in_cols=design.in_cols, in_width=design.in_type.width,
+                   out_rows=design.out_rows, out_cols=design.out_cols, out_width=design.out_type.width,
+                   divisor=divisor, **kw)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.model = model = self.model
+        m.submodules.urx = urx = UARTRx(self.divisor)
+        m.submodules.utx = utx = UARTTx(self.divisor)
+        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+
+        iw, ow = self.in_width, self.out_width
+        ib, ob = bytes_per_element(iw), bytes_per_element(ow)
+        row_bytes_in, row_bytes_out = self.in_cols * ib, self.out_cols * ob
+
+        m.submodules.imem = imem = memory.Memory(shape=self.in_cols * iw, depth=max(self.in_rows, 2), init=[])
+        m.submodules.omem = omem = memory.Memory(shape=self.out_cols * ow, depth=max(self.out_rows, 2), init=[])
+        iwr, ird = imem.write_port(), imem.read_port()
+        owr, ord_ = omem.write_port(), omem.read_port()
+
+        # alive LED: a free-running counter's top bit
+        blink = Signal(self.blink_bits)
+        m.d.sync += blink.eq(blink + 1)
+        m.d.comb += self.led_alive.eq(blink[-1])
+
+        # -- receive: bytes -> rows ------------------------------------------------
+        rowbuf = Signal(row_bytes_in * 8)
+        nxt = Signal(row_bytes_in * 8)
+        m.d.comb += nxt.eq(Cat(rowbuf[8:], urx.data))
+        byte_i = Signal(range(row_bytes_in + 1))
+        row_i = Signal(range(self.in_rows + 1))
+        m.d.comb += [iwr.addr.eq(row_i),
+                     iwr.data.eq(Cat(*(nxt[j * ib * 8: j * ib * 8 + iw] for j in range(self.in_cols))))]
+
+        # -- run: rows -> model -> rows -------------------------------------------
+        rd_ptr = Signal(range(self.in_rows + 1))
+        ivalid = Signal()
+        wr_ptr = Signal(range(self.out_rows + 1))
+        cycles = Signal(32)
+        cyc_out = Signal(32)
+        advance = Signal()
+        m.d.comb += [advance.eq(~ivalid | model.i.ready),
+                     ird.addr.eq(rd_ptr),
+                     model.i.valid.eq(ivalid),
+                     model.i.payload.as_value().eq(ird.data),
+                     owr.addr.eq(wr_ptr),
+                     owr.data.eq(model.o.payload.as_value())]
+
+        # -- send: rows -> bytes ---------------------------------------------------
+        padded = Cat(*(Cat(ord_.data[j * ow:(j + 1) * ow], Const(0, ob * 8 - ow)) for j in range(self.out_cols)))
+        tx_byte = Signal(range(max(row_bytes_out, CYCLE_BYTES) + 1))
+        tx_row = Signal(range(self.out_rows + 1))
+        m.d.comb += ord_.addr.eq(tx_row)
+
+        with m.FSM():
+            with m.State("WAIT"):
+                with m.If(urx.valid & (urx.data == SYNC_IN)):
+                    m.d.sync += [byte_i.eq(0), row_i.eq(0)]
+                    m.next = "RECEIVE"
+            with m.State("RECEIVE"):
+                m.d.comb += self.led_busy.eq(1)
+                with m.If(urx.valid):
+                    m.d.sync += rowbuf.eq(nxt)
+                    with m.If(byte_i == row_bytes_in - 1):
+                        m.d.comb += iwr.en.eq(1)
+                        m.d.sync += [byte_i.eq(0), row_i.eq(row_i + 1)]
+                        with m.If(row_i == self.in_rows - 1):
+                            m.d.sync += [rd_ptr.eq(0), wr_ptr.eq(0), cycles.eq(0), ivalid.eq(0)]
+                            m.next = "RUN"
+                    with m.Else():
+                        m.d.sync += byte_i.eq(byte_i + 1)
+            with m.State("RUN"):
+                m.d.comb += [self.led_busy.eq(1), model.o.ready.eq(1), ird.en.eq(advance)]
+                m.d.sync += cycles.eq(cycles + 1)
+                with m.If(advance):
+                    with m.If(rd_ptr != self.in_rows):
+                        m.d.sync += [ivalid.eq(1), rd_ptr.eq(rd_ptr + 1)]
+                    with m.Else():
+                        m.d.sync += ivalid.eq(0)
+                with m.If(model.o.valid):
+                    m.d.comb += owr.en.eq(1)
+                    m.d.sync += wr_ptr.eq(wr_ptr + 1)
+                    with m.If(wr_ptr == self.out_rows - 1):
+                        m.d.sync += [cyc_out.eq(cycles), ivalid.eq(0)]
+                        m.next = "SEND_SYNC"
+            with m.State("SEND_SYNC"):
+                m.d.comb += [self.led_busy.eq(1), utx.data.eq(SYNC_OUT), utx.valid.eq(1)]
+                with m.If(utx.ready):
+                    m.d.sync += [tx_row.eq(0), tx_byte.eq(0)]
+                    m.next = "SEND_FETCH"
+            with m.State("SEND_FETCH"):  # one cycle for the read port
+                m.d.comb += [self.led_busy.eq(1), ord_.en.eq(1)]
+                m.next = "SEND_ROW"
+            with m.State("SEND_ROW"):
+                m.d.comb += [self.led_busy.eq(1), utx.data.eq(padded.word_select(tx_byte, 8)), utx.valid.eq(1)]
+                with m.If(utx.ready):
+                    with m.If(tx_byte == row_bytes_out - 1):
+                        m.d.sync += [tx_byte.eq(0), tx_row.eq(tx_row + 1)]
+                        with m.If(tx_row == self.out_rows - 1):
+                            m.next = "SEND_CYCLES"
+                        with m.Else():
+                            m.next = "SEND_FETCH"
+                    with m.Else():
+                        m.d.sync += tx_byte.eq(tx_byte + 1)
+            with m.State("SEND_CYCLES"):
+                m.d.comb += [self.led_busy.eq(1), utx.data.eq(cyc_out.word_select(tx_byte[:2], 8)),
+                             utx.valid.eq(1)]
+                with m.If(utx.ready):
+                    m.d.sync += tx_byte.eq(tx_byte + 1)
+                    with m.If(tx_byte == CYCLE_BYTES - 1):
+                        m.next = "WAIT"
+        return m

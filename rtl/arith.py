@@ -1,0 +1,94 @@
+"""Amaranth expressions for the fixed-point arithmetic of :mod:`fabformer.fixed`.
+
+Every helper builds combinational logic that equals the golden integer function
+bit for bit: :func:`requantize` (constant shift), :func:`requantize_var` (a
+shift picked at run time from a small set, used by softmax and layer norm),
+:func:`lookup` (a table ROM) and :func:`leading_one`.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Mux, Signal, signed, unsigned
+from amaranth.lib.memory import Memory
+
+from ..fixed import FixedType, Overflow, Rounding
+
+__all__ = ["shape_of", "requantize", "requantize_var", "lookup", "leading_one", "unpack", "pack", "clip"]
+
+
+def shape_of(t: FixedType):
+    """The Amaranth shape of a mantissa of type ``t``."""
+    return signed(t.width) if t.signed else unsigned(t.width)
+
+
+def unpack(value, n: int, t: FixedType) -> list:
+    """Split a flat row of ``n`` elements of type ``t`` into element values."""
+    v = value.as_value() if hasattr(value, "as_value") else value
+    w = t.width
+    out = []
+    for j in range(n):
+        e = v[j * w:(j + 1) * w]
+        out.append(e.as_signed() if t.signed else e)
+    return out
+
+
+def pack(elems) -> "Cat":
+    return Cat(*elems)
+
+
+def clip(v, lo: int, hi: int):
+    return Mux(v < lo, lo, Mux(v > hi, hi, v))
+
+
+def shift_round(v, s: int, rounding: Rounding):
+    if s <= 0:
+        return v << (-s) if s < 0 else v
+    if Rounding(rounding) is Rounding.RND:
+        v = v + (1 << (s - 1))
+    return v >> s
+
+
+def overflow(v, t: FixedType):
+    if t.overflow is Overflow.SAT:
+        return clip(v, t.min_int, t.max_int)
+    return v  # assigning to a signal of t's width keeps the low bits: two's-complement wrap
+
+
+def requantize(m, v, from_frac: int, t: FixedType, name: str = "rq"):
+    """A signal of ``shape_of(t)`` holding ``fixed.requantize(v, from_frac, t)``."""
+    out = Signal(shape_of(t), name=name)
+    m.d.comb += out.eq(overflow(shift_round(v, from_frac - t.frac, t.rounding), t))
+    return out
+
+
+def requantize_var(m, v, sel, choices: dict, t: FixedType, name: str = "rqv"):
+    """``requantize(v, choices[sel], t)`` where ``sel`` is a run-time value taking the
+    keys of ``choices``; one constant-shift requantizer per choice and a multiplexer."""
+    out = Signal(shape_of(t), name=name)
+    with m.Switch(sel):
+        for key, frac in choices.items():
+            with m.Case(key):
+                m.d.comb += out.eq(overflow(shift_round(v, frac - t.frac, t.rounding), t))
+    return out
+
+
+def lookup(m, table, src, name: str = "lut"):
+    """The table ROM read combinationally: ``values[clip((src >> shift) - offset, 0, size-1)]``."""
+    idx = Signal(range(table.size), name=name + "_idx")
+    m.d.comb += idx.eq(clip((src >> table.shift) - table.offset, 0, table.size - 1))
+    out = Signal(shape_of(table.out_type), name=name)
+    init = [int(v) for v in table.values]
+    mem = Memory(shape=shape_of(table.out_type), depth=table.size, init=init)
+    m.submodules[name + "_rom"] = mem
+    port = mem.read_port(domain="comb")
+    m.d.comb += [port.addr.eq(idx), out.eq(port.data)]
+    return out
+
+
+def leading_one(m, v, width: int, name: str = "lop"):
+    """Position of the highest set bit of the non-negative ``v`` (0 when ``v == 0``)."""
+    p = Signal(range(max(width, 2)), name=name)
+    m.d.comb += p.eq(0)
+    for i in range(width):
+        with m.If(v[i]):
+            m.d.comb += p.eq(i)
+    return p

@@ -1,0 +1,514 @@
+"""Amaranth blocks, one per IR op kind, joined by ``lib.stream`` valid/ready streams.
+
+A stream beat carries one row (the last-axis vector) of a tensor as a
+``data.ArrayLayout`` of mantissas.  Each block states its timing analytically
+(:meth:`Block.timing`): given when its inputs' first and last rows arrive, when
+its output's first and last rows leave, and how many cycles it is busy per
+sample (its initiation interval).  The simulation checks these numbers.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .. import ir
+from ..fixed import FixedType, mul_type
+from . import arith
+from .arith import lookup, leading_one, pack, requantize, requantize_var, shape_of, unpack
+
+__all__ = ["Block", "RowMap", "AddBlock", "MacEngine", "DenseBlock", "MatMulBlock", "ReshapeBlock",
+           "PoolBlock", "Fork", "row_shape", "row_layout", "mac_split"]
+
+
+def row_shape(shape) -> tuple[int, int]:
+    """(rows, cols) of a tensor streamed one last-axis row per beat."""
+    shape = tuple(shape)
+    if not shape:
+        return 1, 1
+    return int(np.prod(shape[:-1])) if len(shape) > 1 else 1, int(shape[-1])
+
+
+def row_layout(t: FixedType, cols: int):
+    return data.ArrayLayout(shape_of(t), cols)
+
+
+def mac_split(k: int, n: int, parallelism: int) -> tuple[int, int]:
+    """Multipliers (``pn`` output lanes x ``pk`` products per lane) for a ``k x n`` product
+    with at most ``parallelism`` multipliers: ``pn`` divides ``n`` and ``pk`` divides ``k``."""
+    p = max(1, int(parallelism))
+    pn = max(d for d in range(1, n + 1) if n % d == 0 and d <= p)
+    pk = max(d for d in range(1, k + 1) if k % d == 0 and d <= max(1, p // pn))
+    return pn, pk
+
+
+class Block(wiring.Component):
+    """Base of all blocks: ``i`` (or ``a``/``b``) input streams and an ``o`` output stream."""
+
+    kind = "block"
+
+    def __init__(self, name: str, ins: list, out: tuple):
+        self.name = name
+        self.in_specs = ins  # [(type, rows, cols)]
+        self.out_spec = out
+        members = {}
+        names = ["i"] if len(ins) == 1 else ["a", "b"]
+        for nm, (t, rows, cols) in zip(names, ins):
+            members[nm] = In(stream.Signature(row_layout(t, cols)))
+        t, rows, cols = out
+        members["o"] = Out(stream.Signature(row_layout(t, cols)))
+        self.port_names = names
+        super().__init__(members)
+
+    # analytic timing -----------------------------------------------------------
+    multipliers = 0
+
+    def timing(self, first: int, last: int) -> tuple[int, int]:
+        """(first output beat, last output beat) cycles given first/last input beat cycles."""
+        raise NotImplementedError
+
+    @property
+    def ii(self) -> int:
+        raise NotImplementedError
+
+    def info(self) -> dict:
+        f, l = self.timing(0, self.in_specs[0][1] - 1)
+        return {"name": self.name, "kind": self.kind, "multipliers": self.multipliers,
+                "latency": l, "ii": self.ii}
+
+
+class RowMap(Block):
+    """A row-wise combinational function followed by one output register (latency 1, II 1 row)."""
+
+    def __init__(self, name, kind, fn, in_t, out_t, rows, in_cols, out_cols):
+        self.kind = kind
+        self.fn = fn  # fn(m, elems) -> list of output element values
+        super().__init__(name, [(in_t, rows, in_cols)], (out_t, rows, out_cols))
+
+    def timing(self, first, last):
+        return first + 1, last + 1
+
+    @property
+    def ii(self):
+        return self.in_specs[0][1]
+
+    def elaborate(self, platform):
+        m = Module()
+        in_t, _, in_cols = self.in_specs[0]
+        xs = unpack(self.i.payload, in_cols, in_t)
+        ys = self.fn(m, xs)
+        can = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(can)
+        with m.If(can):
+            m.d.sync += self.o.valid.eq(self.i.valid)
+            with m.If(self.i.valid):
+                m.d.sync += self.o.payload.as_value().eq(pack(ys))
+        return m
+
+
+class AddBlock(Block):
+    """Element-wise sum of two streams (golden ``add``); consumes one beat of each at once."""
+
+    kind = "add"
+
+    def __init__(self, name, a_t, b_t, out_t, rows, cols):
+        super().__init__(name, [(a_t, rows, cols), (b_t, rows, cols)], (out_t, rows, cols))
+
+    def timing(self, first, last):
+        return first + 1, last + 1
+
+    @property
+    def ii(self):
+        return self.in_specs[0][1]
+
+    def elaborate(self, platform):
+        m = Module()
+        (at, _, cols), (bt, _, _) = self.in_specs
+        out_t = self.out_spec[0]
+        f = max(at.frac, bt.frac)
+        xa, xb = unpack(self.a.payload, cols, at), unpack(self.b.payload, cols, bt)
+        ys = [requantize(m, (p << (f - at.frac)) + (q << (f - bt.frac)), f, out_t, name=f"y{j}")
+              for j, (p, q) in enumerate(zip(xa, xb))]
+        can = ~self.o.valid | self.o.ready
+        both = self.a.valid & self.b.valid
+        m.d.comb += [self.a.ready.eq(can & both), self.b.ready.eq(can & both)]
+        with m.If(can):
+            m.d.sync += self.o.valid.eq(both)
+            with m.If(both):
+                m.d.sync += self.o.payload.as_value().eq(pack(ys))
+        return m
+
+
+# -- multiply-accumulate engine -------------------------------------------------------
+class MacEngine(Elaboratable):
+    """Computes one output row ``y[n] = rq(sum_k x[k] * W[k, n] + bias[n])`` per job with
+    ``pn * pk`` multipliers in ``steps = (K/pk) * (N/pn)`` cycles.
+
+    A job is accepted (``start & ready``) together with its ``x`` elements and a
+    head index; the next job is accepted during the last step of the current one,
+    so a row takes exactly ``steps`` cycles and leaves one cycle later on ``o``.
+    ``weight(m, head, step_idx, i, j)`` returns the weight (value or int) feeding
+    lane ``i``, product ``j``; ``bias(b, i)`` an int (already shifted to the
+    accumulator frac) or None; ``finish(m, acc, lane)`` requantizes.
+    """
+
+    def __init__(self, k, n, pn, pk, x_t, acc_width, out_t, heads, weight, bias, finish, const_weights=None):
+        self.k, self.n, self.pn, self.pk = k, n, pn, pk
+        self.KB, self.NB = k // pk, n // pn
+        self.steps = self.KB * self.NB
+        self.x_t, self.out_t, self.heads = x_t, out_t, heads
+        self.acc_width = acc_width
+        self.weight, self.bias, self.finish = weight, bias, finish
+        self.const_weights = const_weights  # full [k, n] int array when steps == 1 (zero -> no multiplier)
+        self.start = Signal()
+        self.ready = Signal()
+        self.x = [Signal(shape_of(x_t), name=f"x_in{j}") for j in range(k)]
+        self.head = Signal(range(max(heads, 2)))
+        self.o = stream.Signature(row_layout(out_t, n)).create(path=("eng_o",))
+        self.busy = Signal()
+        self.multipliers = 0
+
+    def elaborate(self, platform):
+        m = Module()
+        KB, NB, pn, pk = self.KB, self.NB, self.pn, self.pk
+        x_reg = [Signal(shape_of(self.x_t), name=f"x{j}") for j in range(self.k)]
+        head = Signal.like(self.head)
+        kb = Signal(range(max(KB, 2)))
+        nb = Signal(range(max(NB, 2)))
+        cnt = Signal(range(max(self.steps, 2)))
+        acc = [Signal(signed(self.acc_width), name=f"acc{i}") for i in range(pn)]
+        res = [Signal(shape_of(self.out_t), name=f"res{n}") for n in range(self.n)]
+        last_k = kb == KB - 1
+        last = last_k & (nb == NB - 1)
+        out_free = ~self.o.valid | self.o.ready
+        advance = self.busy & (~last | out_free)
+
+        # lane datapath
+        xsel = [x_reg[j] if KB == 1 else Array(x_reg[b * pk + j] for b in range(KB))[kb] for j in range(pk)]
+        q = []
+        mults = 0
+        for i in range(pn):
+            terms = []
+            for j in range(pk):
+                if self.const_weights is not None:
+                    w = int(self.const_weights[j, i])
+                    if w == 0:
+                        continue  # pruned weight: no multiplier
+                    terms.append(xsel[j] * Const(w))
+                else:
+                    terms.append(xsel[j] * self.weight(m, head, cnt, i, j))
+                mults += 1
+            partial = Signal(signed(self.acc_width), name=f"partial{i}")
+            m.d.comb += partial.eq(sum(terms) if terms else 0)
+            if self.bias is not None:
+                bvals = [int(self.bias(b, i)) for b in range(NB)]
+                b0 = Const(bvals[0], signed(self.acc_width)) if NB == 1 else \
+                    Array(Const(v, signed(self.acc_width)) for v in bvals)[nb]
+            else:
+                b0 = 0
+            base = Mux(kb == 0, b0, acc[i])
+            new = Signal(signed(self.acc_width), name=f"new{i}")
+            m.d.comb += new.eq(base + partial)
+            q.append(self.finish(m, new, i))
+            with m.If(advance):
+                m.d.sync += acc[i].eq(new)
+                with m.If(last_k):
+                    with m.Switch(nb):
+                        for b in range(NB):
+                            with m.Case(b):
+                                m.d.sync += res[b * pn + i].eq(q[i])
+        self.multipliers = mults
+
+        with m.If(advance):
+            with m.If(last_k):
+                m.d.sync += [kb.eq(0), nb.eq(nb + 1)]
+            with m.Else():
+                m.d.sync += kb.eq(kb + 1)
+            m.d.sync += cnt.eq(cnt + 1)
+            with m.If(last):
+                m.d.sync += [self.busy.eq(0), nb.eq(0), cnt.eq(0), self.o.valid.eq(1),
+                             self.o.payload.as_value().eq(Cat(*res[:(NB - 1) * pn], *q))]
+        with m.If(self.o.valid & self.o.ready & ~(advance & last)):
+            m.d.sync += self.o.valid.eq(0)
+        m.d.comb += self.ready.eq(~self.busy | (advance & last))
+        with m.If(self.start & self.ready):
+            m.d.sync += [self.busy.eq(1), kb.eq(0), nb.eq(0), cnt.eq(0), head.eq(self.head)]
+            m.d.sync += [r.eq(x) for r, x in zip(x_reg, self.x)]
+        return m
+
+
+def _rom_word(m, name, words: list[list[int]], t: FixedType, addr):
+    """A ROM of packed weight words read combinationally at ``addr``; returns element values."""
+    per = len(words[0])
+    w = t.width
+    init = [sum((int(v) & ((1 << w) - 1)) << (w * e) for e, v in enumerate(word)) for word in words]
+    mem = Memory(shape=unsigned(w * per), depth=len(words), init=init)
+    m.submodules[name] = mem
+    port = mem.read_port(domain="comb")
+    m.d.comb += port.addr.eq(addr)
+    return unpack(port.data, per, t)
+
+
+class DenseBlock(Block):
+    """Dense layer over the last axis; weights in ROM (constants when fully unrolled)."""
+
+    kind = "dense"
+
+    def __init__(self, name, op: ir.Dense, g: ir.Graph, parallelism: int):
+        xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
+        rows, k = row_shape(g.tensors[op.inputs[0]].shape)
+        n = int(op.weight.shape[1])
+        self.op, self.rows = op, rows
+        self.pn, self.pk = mac_split(k, n, parallelism)
+        self.steps = (k // self.pk) * (n // self.pn)
+        self.multipliers = self.pn * self.pk if self.steps > 1 else int(np.count_nonzero(op.weight))
+        self.acc_frac = op.acc_frac(g)
+        self.acc_width = op.acc_type(g).width + 1
+        self.x_t = xt
+        super().__init__(name, [(xt, rows, k)], (out_t, rows, n))
+
+    def timing(self, first, last):
+        return first + self.steps + 1, max(last + self.steps + 1, first + self.rows * self.steps + 1)
+
+    @property
+    def ii(self):
+        return self.rows * self.steps
+
+    def elaborate(self, platform):
+        m = Module()
+        op, pn, pk = self.op, self.pn, self.pk
+        k, n = op.weight.shape
+        KB, NB = k // pk, n // pn
+        out_t = self.out_spec[0]
+        W = op.weight
+        shift = self.acc_frac - op.bias_type.frac
+        words = None
+        if self.steps > 1:
+            words = [[W[kb * pk + j, nb * pn + i] for i in range(pn) for j in range(pk)]
+                     for nb in range(NB) for kb in range(KB)]
+        wvals = {}
+
+        def weight(mm, head, cnt, i, j):
+            if "w" not in wvals:
+                wvals["w"] = _rom_word(m, "weights", words, op.weight_type, cnt)
+            return wvals["w"][i * pk + j]
+
+        eng = MacEngine(k, n, pn, pk, self.x_t, self.acc_width, out_t, 1, weight,
+                        lambda b, i: int(op.bias[b * pn + i]) << shift,
+                        lambda mm, v, i: requantize(mm, v, self.acc_frac, out_t, name=f"q{i}"),
+                        const_weights=W if self.steps == 1 else None)
+        m.submodules.engine = eng
+        xs = unpack(self.i.payload, k, self.x_t)
+        m.d.comb += [eng.start.eq(self.i.valid), self.i.ready.eq(eng.ready)]
+        m.d.comb += [a.eq(b) for a, b in zip(eng.x, xs)]
+        wiring.connect(m, eng.o, wiring.flipped(self.o))
+        return m
+
+
+class MatMulBlock(Block):
+    """Batched (per-head) matrix product of two streamed tensors; both are buffered whole,
+    then each row of ``a`` runs through a :class:`MacEngine` whose weights are ``b``."""
+
+    kind = "matmul"
+
+    def __init__(self, name, op: ir.MatMul, g: ir.Graph, parallelism: int):
+        at, bt, out_t = (g.type_of(op.inputs[0]), g.type_of(op.inputs[1]), g.type_of(op.output))
+        h, mm, k = g.tensors[op.inputs[0]].shape
+        bs = g.tensors[op.inputs[1]].shape
+        n = int(g.tensors[op.output].shape[2])
+        self.op, self.h, self.m, self.k, self.n = op, h, mm, k, n
+        self.a_rows, self.b_rows, self.b_cols = h * mm, bs[0] * bs[1], bs[2]
+        self.pn, self.pk = mac_split(k, n, parallelism)
+        self.steps = (k // self.pk) * (n // self.pn)
+        self.multipliers = self.pn * self.pk
+        self.acc_width = op.acc_type(g).width + 1
+        self.frac = at.frac + bt.frac + op.scale_frac
+        super().__init__(name, [(at, h * mm, k), (bt, self.b_rows, self.b_cols)], (out_t, h * mm, n))
+
+    def timing(self, first, last):
+        start = last + 2  # last operand row written, then the first job is latched
+        return start + self.steps + 1, start + self.a_rows * self.steps + 1
+
+    @property
+    def ii(self):
+        return max(self.a_rows, self.b_rows) + self.a_rows * self.steps + 2
+
+    def elaborate(self, platform):
+        m = Module()
+        op, pn, pk, K, N, M = self.op, self.pn, self.pk, self.k, self.n, self.m
+        (at, ar, _), (bt, br, bc) = self.in_specs
+        out_t = self.out_spec[0]
+        KB, NB = K // pk, N // pn
+        a_buf = [[Signal(shape_of(at), name=f"a{r}_{c}") for c in range(K)] for r in range(ar)]
+        b_buf = [[Signal(shape_of(bt), name=f"b{r}_{c}") for c in range(bc)] for r in range(br)]
+        a_cnt = Signal(range(ar + 1))
+        b_cnt = Signal(range(br + 1))
+        r_cnt = Signal(range(ar + 1))
+        m_cnt = Signal(range(max(M, 2)))
+        h_cnt = Signal(range(max(self.h, 2)))
+        a_done, b_done = a_cnt == ar, b_cnt == br
+        # load both operands concurrently
+        for port, buf, cnt, done, t, cols in ((self.a, a_buf, a_cnt, a_done, at, K),
+                                               (self.b, b_buf, b_cnt, b_done, bt, bc)):
+            m.d.comb += port.ready.eq(~done)
+            with m.If(port.valid & ~done):
+                m.d.sync += cnt.eq(cnt + 1)
+                xs = unpack(port.payload, cols, t)
+                with m.Switch(cnt):
+                    for r in range(len(buf)):
+                        with m.Case(r):
+                            m.d.sync += [s.eq(x) for s, x in zip(buf[r], xs)]
+
+        def b_elem(h, kk, nn):
+            return b_buf[h * K + kk][nn] if not op.transpose_b else b_buf[h * N + nn][kk]
+
+        def weight(mm, head, cnt, i, j):
+            sel = [b_elem(h, kb * pk + j, nb * pn + i)
+                   for h in range(self.h) for nb in range(NB) for kb in range(KB)]
+            return Array(sel)[head * self.steps + cnt] if len(sel) > 1 else sel[0]
+
+        eng = MacEngine(K, N, pn, pk, at, self.acc_width, out_t, self.h, weight, None,
+                        lambda mm, v, i: requantize(mm, v * op.scale, self.frac, out_t, name=f"q{i}"))
+        m.submodules.engine = eng
+        computing = a_done & b_done
+        issuing = computing & (r_cnt != ar)
+        rows = [Cat(*row) for row in a_buf]
+        sel_row = Array(rows)[r_cnt] if ar > 1 else rows[0]
+        m.d.comb += [eng.start.eq(issuing), eng.head.eq(h_cnt)]
+        m.d.comb += [x.eq(e) for x, e in zip(eng.x, unpack(sel_row, K, at))]
+        with m.If(issuing & eng.ready):
+            m.d.sync += r_cnt.eq(r_cnt + 1)
+            with m.If(m_cnt == M - 1):
+                m.d.sync += [m_cnt.eq(0), h_cnt.eq(h_cnt + 1)]
+            with m.Else():
+                m.d.sync += m_cnt.eq(m_cnt + 1)
+        # all rows issued and the last one finished: ready for the next sample's operands
+        with m.If(computing & (r_cnt == ar) & ~eng.busy):
+            m.d.sync += [a_cnt.eq(0), b_cnt.eq(0), r_cnt.eq(0), m_cnt.eq(0), h_cnt.eq(0)]
+        wiring.connect(m, eng.o, wiring.flipped(self.o))
+        return m
+
+
+class ReshapeBlock(Block):
+    """Buffers a whole tensor, then emits it in another row order / row length
+    (``split_heads``, ``merge_heads``, ``flatten``): ``out_row[r][c] = in_flat[index[r][c]]``."""
+
+    def __init__(self, name, kind, t, in_rows, in_cols, out_rows, out_cols, index):
+        self.kind = kind
+        self.index = index
+        super().__init__(name, [(t, in_rows, in_cols)], (t, out_rows, out_cols))
+
+    def timing(self, first, last):
+        return last + 1, last + self.out_spec[1]
+
+    @property
+    def ii(self):
+        return self.in_specs[0][1] + self.out_spec[1]
+
+    def elaborate(self, platform):
+        m = Module()
+        t, ir_, ic = self.in_specs[0]
+        _, orows, oc = self.out_spec
+        buf = [Signal(shape_of(t), name=f"e{e}") for e in range(ir_ * ic)]
+        in_cnt = Signal(range(ir_ + 1))
+        out_cnt = Signal(range(max(orows, 2)))
+        full = in_cnt == ir_
+        m.d.comb += self.i.ready.eq(~full)
+        with m.If(self.i.valid & ~full):
+            m.d.sync += in_cnt.eq(in_cnt + 1)
+            xs = unpack(self.i.payload, ic, t)
+            with m.Switch(in_cnt):
+                for r in range(ir_):
+                    with m.Case(r):
+                        m.d.sync += [buf[r * ic + c].eq(xs[c]) for c in range(ic)]
+        rows = [Cat(*(buf[e] for e in self.index[r])) for r in range(orows)]
+        m.d.comb += [self.o.valid.eq(full),
+                     self.o.payload.as_value().eq(Array(rows)[out_cnt] if orows > 1 else rows[0])]
+        with m.If(self.o.valid & self.o.ready):
+            with m.If(out_cnt == orows - 1):
+                m.d.sync += [out_cnt.eq(0), in_cnt.eq(0)]
+            with m.Else():
+                m.d.sync += out_cnt.eq(out_cnt + 1)
+        return m
+
+
+class PoolBlock(Block):
+    """Global average pool over rows: running column sums, one output row per sample."""
+
+    kind = "global_avg_pool"
+
+    def __init__(self, name, op: ir.GlobalAvgPool, g: ir.Graph):
+        xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
+        rows, cols = row_shape(g.tensors[op.inputs[0]].shape)
+        self.op = op
+        self.acc_width = xt.width + max(1, math.ceil(math.log2(rows))) + 1
+        super().__init__(name, [(xt, rows, cols)], (out_t, 1, cols))
+
+    def timing(self, first, last):
+        return last + 1, last + 1
+
+    @property
+    def ii(self):
+        return self.in_specs[0][1]
+
+    def elaborate(self, platform):
+        m = Module()
+        xt, rows, cols = self.in_specs[0]
+        out_t = self.out_spec[0]
+        acc = [Signal(signed(self.acc_width), name=f"s{j}") for j in range(cols)]
+        cnt = Signal(range(max(rows, 2)))
+        xs = unpack(self.i.payload, cols, xt)
+        ys = [requantize(m, (a + x) * self.op.scale, xt.frac + self.op.scale_frac, out_t, name=f"y{j}")
+              for j, (a, x) in enumerate(zip(acc, xs))]
+        can = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(can)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(self.i.valid & can):
+            with m.If(cnt == rows - 1):
+                m.d.sync += [cnt.eq(0), self.o.valid.eq(1), self.o.payload.as_value().eq(pack(ys))]
+                m.d.sync += [a.eq(0) for a in acc]
+            with m.Else():
+                m.d.sync += cnt.eq(cnt + 1)
+                m.d.sync += [a.eq(a + x) for a, x in zip(acc, xs)]
+        return m
+
+
+class Fork(wiring.Component):
+    """One stream to several consumers, each behind its own FIFO of ``depth`` rows, so
+    a consumer that lags by up to a whole tensor does not stall the others."""
+
+    def __init__(self, t: FixedType, cols: int, n: int, depth: int):
+        self.t, self.cols, self.n, self.depth = t, cols, n, depth
+        members = {"i": In(stream.Signature(row_layout(t, cols)))}
+        for j in range(n):
+            members[f"o{j}"] = Out(stream.Signature(row_layout(t, cols)))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        w = self.t.width * self.cols
+        fifos = []
+        for j in range(self.n):
+            f = fifo.SyncFIFOBuffered(width=w, depth=self.depth)
+            m.submodules[f"fifo{j}"] = f
+            fifos.append(f)
+        all_rdy = Signal()
+        m.d.comb += all_rdy.eq(sum_and([f.w_rdy for f in fifos]))
+        m.d.comb += self.i.ready.eq(all_rdy)
+        for j, f in enumerate(fifos):
+            o = getattr(self, f"o{j}")
+            m.d.comb += [f.w_data.eq(self.i.payload.as_value()), f.w_en.eq(self.i.valid & all_rdy),
+                         o.valid.eq(f.r_rdy), o.payload.as_value().eq(f.r_data), f.r_en.eq(o.ready)]
+        return m
+
+
+def sum_and(xs):
+    v = xs[0]
+    for x in xs[1:]:
+        v = v & x
+    return v
