@@ -66,8 +66,8 @@ class FixedType:
             raise FabformerError(f"a signed FixedType needs width >= 2, not {self.width!r}")
         if not isinstance(self.frac, int) or isinstance(self.frac, bool):
             raise FabformerError(f"FixedType frac must be an integer, not {self.frac!r}")
-        if self.width > 62:
-            raise FabformerError(f"FixedType width {self.width} is above the supported maximum of 62 bits")
+        if self.width > 128:
+            raise FabformerError(f"FixedType width {self.width} is above the maximum of 128 bits")
         object.__setattr__(self, "rounding", Rounding(self.rounding))
         object.__setattr__(self, "overflow", Overflow(self.overflow))
 

@@ -209,7 +209,13 @@ def _f_relu(n, g, xs, xp):
 @floating("lookup")
 def _f_lookup(n, g, xs, xp):
     from .tables import FLOAT_FUNCTIONS
-    return xp.asarray(FLOAT_FUNCTIONS[n.table.function](np.asarray(xs[0])))
+    x = xs[0]
+    if isinstance(x, np.ndarray):
+        return FLOAT_FUNCTIONS[n.table.function](x)
+    # a GPU array: the float functions (erf, ...) are NumPy/SciPy ones, so evaluate on the host
+    from array_api_compat import device, to_device
+    y = FLOAT_FUNCTIONS[n.table.function](np.asarray(to_device(x, "cpu")))
+    return xp.asarray(y, device=device(x))
 
 
 @floating("softmax")

@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+MAX_TENSOR_BITS = 32  # widest tensor element
+MAX_ACC_BITS = 62  # widest intermediate (exact in int64)
 
 
 def _int_array(a) -> np.ndarray:
@@ -226,6 +228,8 @@ class Dense(Op):
             if arr.size and (arr.min() < t.min_int or arr.max() > t.max_int):
                 p.append(f"{self.name}: {what} mantissas outside {t}")
         xt = g.type_of(self.inputs[0])
+        if xt is not None and self.acc_type(g).width > MAX_ACC_BITS:
+            p.append(f"{self.name}: accumulator {self.acc_type(g)} is wider than {MAX_ACC_BITS} bits")
         if xt is not None and self.bias_type.frac > xt.frac + self.weight_type.frac:
             p.append(f"{self.name}: bias frac {self.bias_type.frac} exceeds the product frac "
                      f"{xt.frac + self.weight_type.frac}")
@@ -279,6 +283,8 @@ class MatMul(Op):
             p.append(f"{self.name}: shapes {a} and {b} (transpose_b={self.transpose_b}) do not multiply")
         if self.scale <= 0:
             p.append(f"{self.name}: scale mantissa must be positive, got {self.scale}")
+        elif self.scaled_type(g).width > MAX_ACC_BITS:
+            p.append(f"{self.name}: scaled accumulator {self.scaled_type(g)} is wider than {MAX_ACC_BITS} bits")
         return p
 
 
@@ -435,7 +441,7 @@ class LayerNorm(Op):
             p.append(f"{self.name}: eps mantissa must be >= 1 (avoids 1/sqrt(0)), got {self.eps}")
         if self.invsqrt_table.offset != 1 << self.invsqrt_bits or self.invsqrt_table.size != 3 << self.invsqrt_bits:
             p.append(f"{self.name}: invsqrt table must cover [2**R, 2**(R+2))")
-        if self.q_type(g).width > 62:
+        if self.q_type(g).width > MAX_ACC_BITS:
             p.append(f"{self.name}: input type {g.type_of(self.inputs[0])} too wide for layer norm "
                      f"(sum of squares needs {self.q_type(g).width} bits, maximum 62)")
         return p
@@ -540,6 +546,7 @@ class Graph:
             missing = [i for i in n.inputs if i not in known]
             if missing:
                 p.append(f"{n.name}: input(s) {missing} not produced before this node")
+                known.add(n.output)  # report the cause once, not again at every consumer
                 continue
             if n.output in known:
                 p.append(f"{n.name}: tensor {n.output!r} is produced twice")
@@ -550,6 +557,8 @@ class Graph:
                 continue
             if t.type is None:
                 p.append(f"{n.name}: output tensor {n.output!r} has no fixed-point type")
+            elif t.type.width > MAX_TENSOR_BITS:
+                p.append(f"{n.name}: output type {t.type} is wider than {MAX_TENSOR_BITS} bits")
             for i in n.inputs:
                 if isinstance(n, Quantize):
                     if i not in self.inputs:

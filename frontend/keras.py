@@ -140,6 +140,15 @@ def _check(layers: list[_Layer]) -> list[str]:
             if L.cls != "QDense" or an is not None:
                 if an is not None and an not in ACTIVATIONS:
                     p.append(f"{where}: activation {an!r} not supported; supported: {', '.join(ACTIVATIONS)}")
+        if L.cls == "QDense":
+            for what, q in (("kernel", lay.kernel_quantizer_internal), ("bias", lay.bias_quantizer_internal)):
+                if q is not None:
+                    quantizer_type(q, f"{where} {what}", p)
+            act = lay.activation
+            if act is not None and getattr(act, "__name__", None) is None:
+                quantizer_type(act, f"{where} activation", p)
+        if L.cls == "QActivation" and not isinstance(lay.quantizer, str) and lay.quantizer is not None:
+            quantizer_type(lay.quantizer, where, p)
         if L.cls == "MultiHeadAttention":
             kw = dict(L.kwargs)
             for bad in ("attention_mask", "use_causal_mask", "return_attention_scores"):
@@ -367,7 +376,8 @@ class _Builder:
             self.tensor_of[L.name] = self.add(op, self.act_type(L.name, "output", L.name))
             return
         pre = L.name + "/pre"
-        d = self.add(op.__class__(**{**op.__dict__, "output": pre}), self.act_type(L.name, "pre_activation", pre))
+        d = self.add(op.__class__(**{**op.__dict__, "name": pre, "output": pre}),
+                     self.act_type(L.name, "pre_activation", pre))
         self._activation(L, d, aname, L.name)
 
     def _Add(self, L):

@@ -1,0 +1,614 @@
+"""The hardware-vs-software report: accuracy, agreement, per-layer error, speed and size.
+
+Every path runs the same :class:`~fabformer.ir.Graph` on the digits test split:
+
+========== ===============================================================
+keras      the float Keras model on CPU (TensorFlow)
+float      ``graph.predict(x, mode="float")`` on CPU (NumPy)
+golden     ``graph.predict(x)``: the bit-exact golden model on CPU (NumPy)
+float_gpu  the float graph on a GPU (CuPy through ``array-api-compat``)
+golden_gpu the golden model on a GPU: must equal ``golden`` bit for bit
+csim       HLS C-simulation (``fabformer.hls``; g++)
+rtl        RTL simulation of ``fabformer.rtl.generate(graph)`` (``fabformer.sim``; Verilator)
+========== ===============================================================
+
+A path that cannot run here (no TensorFlow, no GPU, no Verilator, a backend
+not installed) is listed as ``unavailable: <reason>``; it is never replaced by
+another path.  :func:`make_report` writes ``report.md``, a self-contained
+``report.html`` (plots inlined as base64 PNG) and ``report.json``.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FabformerError
+
+PATH_ORDER = ["keras", "float", "golden", "float_gpu", "golden_gpu", "csim", "rtl"]
+PATH_LABEL = {
+    "keras": "Keras float model, CPU (TensorFlow)",
+    "float": "float graph, CPU (NumPy)",
+    "golden": "golden bit-exact model, CPU (NumPy)",
+    "float_gpu": "float graph, GPU",
+    "golden_gpu": "golden bit-exact model, GPU",
+    "csim": "HLS C-simulation (g++)",
+    "rtl": "RTL simulation (Verilator)",
+}
+DEVICES = ("cpu", "gpu")
+NOMINAL_CLOCK_MHZ = 100.0
+SWEEP_BITS = tuple(range(4, 11))
+
+
+# -- array back ends: one code path for NumPy and a GPU array library ------------------------
+@dataclass
+class Backend:
+    """Where ``graph.predict`` runs: ``to_device``/``to_host`` move arrays, ``sync`` waits."""
+
+    device: str
+    name: str
+    library: str
+    to_device: object
+    to_host: object
+    sync: object
+
+    def predict(self, graph, x, mode: str = "int", trace: bool = False):
+        """``graph.predict`` on this device; returns host (NumPy) arrays."""
+        out = graph.predict(self.to_device(np.ascontiguousarray(x, dtype=np.float64)), mode=mode, trace=trace)
+        self.sync()
+        if trace:
+            y, env = out
+            return self.to_host(y), {k: self.to_host(v) for k, v in env.items()}
+        return self.to_host(out)
+
+
+def _noop():
+    return None
+
+
+def backend(device: str) -> Backend:
+    """The array back end for ``--device``: ``cpu`` is NumPy, ``gpu`` is CuPy on GPU 0.
+
+    Both go through the same array-API code in :mod:`fabformer.golden`."""
+    if device not in DEVICES:
+        raise FabformerError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
+    if device == "cpu":
+        return Backend("cpu", "CPU (NumPy)", f"numpy {np.__version__}", np.asarray, np.asarray, _noop)
+    reason = gpu_unavailable_reason()
+    if reason:
+        raise FabformerError(f"--device gpu: no usable GPU ({reason}); use --device cpu")
+    import cupy
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    return Backend("gpu", f"GPU 0: {name}", f"cupy {cupy.__version__}", cupy.asarray, cupy.asnumpy,
+                   lambda: cupy.cuda.Device().synchronize())
+
+
+def gpu_unavailable_reason() -> str | None:
+    """None when a GPU back end works here, else why not (for messages and the report)."""
+    try:
+        import array_api_compat  # noqa: F401  (golden finds the array namespace through it)
+    except ImportError:
+        return "array-api-compat is not installed"
+    try:
+        import cupy
+    except ImportError:
+        return "CuPy is not installed"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDA driver missing or broken
+        return f"CUDA reports no device ({type(e).__name__}: {e})"
+    return None if n > 0 else "CUDA reports 0 devices"
+
+
+# -- timing ---------------------------------------------------------------------------
+def time_call(fn, x, min_seconds: float = 0.2, min_reps: int = 3, max_reps: int = 1000) -> dict:
+    """Time ``fn(x)`` (after one warm-up call): the median seconds per call and per sample."""
+    fn(x)
+    times = []
+    start = time.perf_counter()
+    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < min_seconds):
+        t0 = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t0)
+    med = float(np.median(times))
+    n = len(x)
+    return {"batch": n, "reps": len(times), "seconds_per_call": med, "latency_s": med / n,
+            "samples_per_s": n / med}
+
+
+def time_path(fn, x, big_batch: int, min_seconds: float = 0.2) -> dict:
+    """Batch-1 and large-batch timings of one path."""
+    big = x[:big_batch] if len(x) >= big_batch else np.concatenate([x] * math.ceil(big_batch / len(x)))[:big_batch]
+    return {"batch1": time_call(fn, x[:1], min_seconds), "large": time_call(fn, big, min_seconds)}
+
+
+# -- paths ----------------------------------------------------------------------------
+@dataclass
+class PathResult:
+    name: str
+    status: str = "ok"
+    outputs: np.ndarray | None = None
+    timing: dict | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _accuracy(out, y) -> float:
+    return float(np.mean(np.argmax(out, -1) == y[: len(out)]))
+
+
+def _keras_path(model, x, timing, big_batch, min_seconds):
+    r = PathResult("keras")
+    if model is None:
+        r.status = "unavailable: no Keras model (give --model or a graph with meta source_model)"
+        return r
+    r.outputs = np.asarray(model.predict(x, verbose=0, batch_size=512), dtype=np.float64)
+    if timing:
+        r.timing = time_path(lambda v: model(v, training=False), x.astype(np.float32), big_batch, min_seconds)
+    return r
+
+
+def _graph_path(name, graph, x, be: Backend, mode, timing, big_batch, min_seconds):
+    r = PathResult(name, info={"device": be.name, "library": be.library})
+    r.outputs = np.asarray(be.predict(graph, x, mode=mode), dtype=np.float64)
+    if timing:
+        r.timing = time_path(lambda v: be.predict(graph, v, mode=mode), x, big_batch, min_seconds)
+    return r
+
+
+def _csim_path(graph, x, out_dir, timing, big_batch, min_seconds):
+    r = PathResult("csim")
+    try:
+        from . import hls
+        write = hls.write
+    except (ImportError, AttributeError) as e:
+        r.status = f"unavailable: fabformer.hls is not installed ({e})"
+        return r
+    try:
+        prj = write(graph, Path(out_dir) / "hls")
+        prj.compile()
+    except FabformerError as e:
+        r.status = f"unavailable: HLS C-simulation failed to build: {str(e).splitlines()[0]}"
+        return r
+    r.outputs = np.asarray(prj.predict(x), dtype=np.float64)
+    r.info = {"project": str(prj.path), "compile_seconds": getattr(prj, "compile_seconds", None)}
+    if timing:
+        r.timing = time_path(prj.predict, x, big_batch, min_seconds)
+    return r
+
+
+def _design(graph):
+    """The generated RTL design (for cycle counts), or (None, reason)."""
+    try:
+        from . import rtl
+        return rtl.generate(graph), None
+    except (ImportError, AttributeError) as e:
+        return None, f"fabformer.rtl is not installed ({e})"
+    except FabformerError as e:
+        return None, f"RTL generation failed: {str(e).splitlines()[0]}"
+
+
+def _rtl_path(graph, design, design_err, x, n):
+    r = PathResult("rtl")
+    if design is None:
+        r.status = f"unavailable: {design_err}"
+        return r
+    try:
+        from . import sim
+        run = sim.run
+    except (ImportError, AttributeError) as e:
+        r.status = f"unavailable: fabformer.sim.run is not installed ({e})"
+        return r
+    try:
+        res = run(design, x[:n], simulator="verilator")
+    except FabformerError as e:
+        r.status = f"unavailable: RTL simulation failed: {str(e).splitlines()[0]}"
+        return r
+    r.outputs = np.asarray(res.outputs, dtype=np.float64).reshape(n, -1)
+    r.info = {"samples": n, "latency_cycles": getattr(res, "latency_cycles", None),
+              "ii_cycles": getattr(res, "ii_cycles", None)}
+    return r
+
+
+# -- analyses -------------------------------------------------------------------------
+def agreement(results: dict) -> list[dict]:
+    """Every pair of paths with outputs, over the samples both ran."""
+    names = [n for n in PATH_ORDER if n in results and results[n].ok]
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            oa, ob = results[a].outputs, results[b].outputs
+            n = min(len(oa), len(ob))
+            d = np.abs(oa[:n].reshape(n, -1) - ob[:n].reshape(n, -1))
+            rows.append({"a": a, "b": b, "samples": n,
+                         "argmax": float(np.mean(np.argmax(oa[:n], -1) == np.argmax(ob[:n], -1))),
+                         "max_abs_dlogit": float(d.max()), "mean_abs_dlogit": float(d.mean()),
+                         "bit_exact": bool(np.array_equal(oa[:n], ob[:n]))})
+    return rows
+
+
+def layer_trace(graph, x) -> list[dict]:
+    """Float graph vs golden, tensor by tensor: where quantization error enters."""
+    _, gi = graph.predict(x, trace=True)
+    _, fl = graph.predict(x, mode="float", trace=True)
+    rows = []
+    for n in graph.nodes:
+        t = graph.type_of(n.output)
+        if t is None:
+            continue
+        g = np.asarray(gi[n.output], dtype=np.float64) * 2.0 ** -t.frac
+        f = np.asarray(fl[n.output], dtype=np.float64)
+        d = np.abs(g - f)
+        scale = float(np.sqrt(np.mean(f * f)))
+        rms = float(np.sqrt(np.mean(d * d)))
+        rows.append({"layer": n.name, "kind": n.kind, "tensor": n.output, "type": str(t),
+                     "max_abs_err": float(d.max()), "mean_abs_err": float(d.mean()), "rms_err": rms,
+                     "rel_rms_err": rms / scale if scale > 0 else 0.0,
+                     "saturated": float(np.mean((gi[n.output] == t.min_int) | (gi[n.output] == t.max_int)))})
+    return rows
+
+
+def requantize_weights(graph, bits: int):
+    """A copy of ``graph`` whose Dense weights have ``bits`` bits (round half up, saturate),
+    keeping each weight's integer bits; other constants and activation types stay."""
+    from dataclasses import replace
+    from .fixed import Overflow, Rounding, requantize
+    from .ir import Dense, Graph
+    g = Graph.from_dict(graph.to_dict())
+    for n in list(g.nodes):
+        if isinstance(n, Dense) and n.weight_type.width > bits:
+            drop = n.weight_type.width - bits
+            wt = n.weight_type.with_(width=bits, frac=n.weight_type.frac - drop, rounding=Rounding.RND,
+                                     overflow=Overflow.SAT)
+            w = requantize(np.asarray(n.weight, dtype=np.int64), n.weight_type.frac, wt)
+            g.replace(n, replace(n, weight=w, weight_type=wt))
+    return g.verify()
+
+
+def bit_sweep(graph, x, y, float_model=None, calibration=None, bits=SWEEP_BITS) -> dict:
+    """Golden and float-graph accuracy against weight bit width.
+
+    With ``float_model`` (a float Keras model) each width is a fresh conversion with
+    ``weight_bits=b``; without it the graph's Dense weights are re-quantized."""
+    rows = []
+    if float_model is not None:
+        from . import convert
+        method = "re-converted the float Keras model with weight_bits=b (activations by range analysis)"
+        for b in bits:
+            g = convert(float_model, config={"weight_bits": b}, calibration=calibration)
+            rows.append({"bits": b, "golden": _accuracy(g.predict(x), y),
+                         "float": _accuracy(g.predict(x, mode="float"), y)})
+    else:
+        method = "re-quantized the graph's Dense weights to b bits (round half up, saturate; other types kept)"
+        for b in bits:
+            g = requantize_weights(graph, b)
+            rows.append({"bits": b, "golden": _accuracy(g.predict(x), y),
+                         "float": _accuracy(g.predict(x, mode="float"), y)})
+    return {"method": method, "rows": rows}
+
+
+def fpga_figures(design, rtl_info: dict | None, board: dict | None) -> dict:
+    """Cycles (RTL simulation, else the design's analytic numbers), Fmax, latency, throughput."""
+    f: dict = {}
+    if design is not None:
+        f.update({"multipliers": design.multipliers, "macs": design.macs,
+                  "latency_cycles": design.latency_cycles, "ii_cycles": design.ii_cycles,
+                  "cycles_from": "analytic (fabformer.rtl design)"})
+    if rtl_info and rtl_info.get("latency_cycles"):
+        f.update({"latency_cycles": rtl_info["latency_cycles"], "ii_cycles": rtl_info.get("ii_cycles"),
+                  "cycles_from": "RTL simulation (Verilator)"})
+    board = board or {}
+    if board.get("latency_cycles") and "latency_cycles" not in f:
+        f.update({"latency_cycles": board["latency_cycles"], "ii_cycles": board.get("ii_cycles"),
+                  "cycles_from": "board figures"})
+    fmax = board.get("fmax_mhz")
+    if fmax:
+        f.update({"clock_mhz": float(fmax), "clock_from": f"Fmax of the {board.get('board', 'board')} build"})
+    else:
+        f.update({"clock_mhz": NOMINAL_CLOCK_MHZ, "clock_from": f"nominal {NOMINAL_CLOCK_MHZ:g} MHz (no board build)"})
+    if f.get("latency_cycles"):
+        f["latency_s"] = f["latency_cycles"] / (f["clock_mhz"] * 1e6)
+    if f.get("ii_cycles"):
+        f["samples_per_s"] = f["clock_mhz"] * 1e6 / f["ii_cycles"]
+    res = board.get("resources") or {}
+    f["resources"] = {k: res[k] for k in ("lut", "ff", "dsp", "bram") if k in res}
+    if board.get("board"):
+        f["board"] = board["board"]
+    return f
+
+
+# -- collection -----------------------------------------------------------------------
+def collect(graph, x, y, *, model=None, device: str = "cpu", out_dir=None, rtl_samples: int = 20,
+            paths=None, timing: bool = True, big_batch: int = 256, min_seconds: float = 0.2,
+            sweep: bool = True, sweep_model=None, calibration=None, board: dict | None = None) -> dict:
+    """Run every path and every analysis; returns the report's data (JSON-ready, no arrays)."""
+    be = backend(device)  # raises early and clearly for --device gpu without a GPU
+    want = set(paths) if paths else set(PATH_ORDER)
+    unknown = want - set(PATH_ORDER)
+    if unknown:
+        raise FabformerError(f"unknown report path(s) {', '.join(sorted(unknown))}; valid: {', '.join(PATH_ORDER)}")
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y)
+    cpu = backend("cpu")
+    res: dict[str, PathResult] = {}
+    if "keras" in want:
+        res["keras"] = _keras_path(model, x, timing, big_batch, min_seconds)
+    if "float" in want:
+        res["float"] = _graph_path("float", graph, x, cpu, "float", timing, big_batch, min_seconds)
+    if "golden" in want:
+        res["golden"] = _graph_path("golden", graph, x, cpu, "int", timing, big_batch, min_seconds)
+    for name, mode in (("float_gpu", "float"), ("golden_gpu", "int")):
+        if name in want and device == "gpu":
+            res[name] = _graph_path(name, graph, x, be, mode, timing, big_batch, min_seconds)
+    if "csim" in want:
+        if out_dir is None:
+            res["csim"] = PathResult("csim", "unavailable: no output folder for the HLS project")
+        else:
+            res["csim"] = _csim_path(graph, x, out_dir, timing, big_batch, min_seconds)
+    design, derr = _design(graph) if ("rtl" in want or board) else (None, "not requested")
+    if "rtl" in want:
+        res["rtl"] = _rtl_path(graph, design, derr, x, min(rtl_samples, len(x)))
+
+    paths_out = {}
+    for name in PATH_ORDER:
+        if name not in res:
+            continue
+        r = res[name]
+        d = {"label": PATH_LABEL[name], "status": r.status, **r.info}
+        if r.ok:
+            d.update({"accuracy": _accuracy(r.outputs, y), "samples": int(len(r.outputs))})
+        else:
+            d["accuracy"] = None
+        if r.timing:
+            d["timing"] = r.timing
+        paths_out[name] = d
+    agree = agreement(res)
+    fpga = fpga_figures(design, res["rtl"].info if "rtl" in res and res["rtl"].ok else None, board)
+    data = {
+        "graph": graph.name, "samples": int(len(y)), "device": be.name,
+        "paths": paths_out, "agreement": agree,
+        "layers": layer_trace(graph, x[: min(len(x), 200)]),
+        "size": {**graph.weight_stats(), "macs": graph.macs(), **fpga.get("resources", {})},
+        "fpga": fpga,
+    }
+    if "golden" in res and "golden_gpu" in res and res["golden"].ok and res["golden_gpu"].ok:
+        data["gpu_bit_exact"] = bool(np.array_equal(res["golden"].outputs, res["golden_gpu"].outputs))
+    if sweep:
+        data["sweep"] = bit_sweep(graph, x, y, sweep_model, calibration)
+    return data
+
+
+# -- rendering ------------------------------------------------------------------------
+def _pct(v):
+    return "—" if v is None else f"{100 * v:.2f} %"
+
+
+def _si_time(s):
+    if s is None:
+        return "—"
+    for unit, f in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if s >= f:
+            return f"{s / f:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def _rate(v):
+    return "—" if v is None else f"{v:,.0f}"
+
+
+def tables(data: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """The report's tables as (heading, note, header, rows): rendered to Markdown and HTML alike."""
+    out = []
+    rows = []
+    for name, p in data["paths"].items():
+        rows.append([name, p["label"], _pct(p.get("accuracy")), str(p.get("samples", "—")), p["status"]])
+    out.append(("Accuracy", f"digits test split, {data['samples']} samples (RTL on a subset).",
+                ["path", "what", "accuracy", "samples", "status"], rows))
+    rows = [[r["a"], r["b"], str(r["samples"]), _pct(r["argmax"]), f"{r['max_abs_dlogit']:.6g}",
+             f"{r['mean_abs_dlogit']:.6g}", "yes" if r["bit_exact"] else "no"] for r in data["agreement"]]
+    out.append(("Agreement", "every pair of paths that ran, over the samples both ran.",
+                ["a", "b", "samples", "argmax agreement", "max |Δlogit|", "mean |Δlogit|", "bit-exact"], rows))
+    rows = [[r["layer"], r["kind"], r["type"], f"{r['max_abs_err']:.4g}", f"{r['mean_abs_err']:.4g}",
+             f"{100 * r['rel_rms_err']:.3g} %", f"{100 * r['saturated']:.2g} %"] for r in data["layers"]]
+    out.append(("Per-layer error", "golden (dequantized) minus float graph, tensor by tensor; relative = RMS error / RMS value.",
+                ["layer", "kind", "type", "max |err|", "mean |err|", "relative RMS", "saturated"], rows))
+    rows = []
+    for name, p in data["paths"].items():
+        t = p.get("timing")
+        if t:
+            rows.append([name, p.get("device", "CPU"), _si_time(t["batch1"]["latency_s"]),
+                         _rate(t["batch1"]["samples_per_s"]), str(t["large"]["batch"]),
+                         _si_time(t["large"]["latency_s"]), _rate(t["large"]["samples_per_s"])])
+    f = data["fpga"]
+    if f.get("latency_s"):
+        rows.append(["fpga", f"{f.get('board', 'FPGA')} at {f['clock_mhz']:g} MHz ({f['clock_from']})",
+                     f"{_si_time(f['latency_s'])} ({f['latency_cycles']} cycles)", "—", "stream",
+                     f"{_si_time(1 / f['samples_per_s'])} (II {f['ii_cycles']} cycles)" if f.get("samples_per_s") else "—",
+                     _rate(f.get("samples_per_s"))])
+    out.append(("Speed", "median wall time per call; latency per sample; FPGA cycles from "
+                + f.get("cycles_from", "—") + ".",
+                ["path", "where", "batch-1 latency", "batch-1 samples/s", "large batch", "per-sample", "samples/s"],
+                rows))
+    s = data["size"]
+    rows = [[k, f"{s[k]:,}"] for k in ("params", "nonzero", "bits", "macs", "lut", "ff", "dsp", "bram") if k in s]
+    if f.get("multipliers"):
+        rows.append(["multipliers (RTL)", f"{f['multipliers']:,}"])
+    note = "LUT/FF/DSP/BRAM from the board build." if f.get("resources") else \
+        "LUT/FF/DSP/BRAM: no board figures given (fabformer boards / --board-json)."
+    out.append(("Size", note, ["quantity", "value"], rows))
+    if data.get("sweep"):
+        rows = [[str(r["bits"]), _pct(r["golden"]), _pct(r["float"])] for r in data["sweep"]["rows"]]
+        out.append(("Accuracy vs weight bit width", data["sweep"]["method"] + ".",
+                    ["weight bits", "golden", "float graph"], rows))
+    return out
+
+
+def plots(data: dict, out_dir: Path) -> dict:
+    """PNG plots; returns {name: path}."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    meta = {"Software": None}
+    files = {}
+
+    def save(fig, name):
+        p = out_dir / f"{name}.png"
+        fig.tight_layout()
+        fig.savefig(p, dpi=110, metadata=meta)
+        plt.close(fig)
+        files[name] = p
+
+    ok = [(n, p) for n, p in data["paths"].items() if p.get("accuracy") is not None]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    names = [n for n, _ in ok]
+    accs = [100 * p["accuracy"] for _, p in ok]
+    bars = ax.bar(names, accs, color=["#4c72b0" if "gpu" not in n else "#55a868" for n in names])
+    for b, a in zip(bars, accs):
+        ax.text(b.get_x() + b.get_width() / 2, a + 0.5, f"{a:.1f}", ha="center", va="bottom", fontsize=8)
+    lo = max(0.0, min(accs + [100]) - 10)
+    ax.set_ylim(lo, 101)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"Accuracy per path (digits test split, {data['samples']} samples)")
+    ax.grid(axis="y", alpha=0.3)
+    save(fig, "accuracy")
+
+    lab, b1, big = [], [], []
+    for n, p in data["paths"].items():
+        if p.get("timing"):
+            lab.append(n)
+            b1.append(p["timing"]["batch1"]["latency_s"])
+            big.append(p["timing"]["large"]["latency_s"])
+    f = data["fpga"]
+    if f.get("latency_s"):
+        lab.append("fpga")
+        b1.append(f["latency_s"])
+        big.append(1 / f["samples_per_s"] if f.get("samples_per_s") else f["latency_s"])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(lab), 2) + 1.4))
+    yy = np.arange(len(lab))
+    ax.barh(yy - 0.2, b1, 0.4, label="batch 1: latency per sample", color="#c44e52")
+    ax.barh(yy + 0.2, big, 0.4, label="large batch: time per sample (FPGA: II / clock)", color="#4c72b0")
+    ax.set_yticks(yy, lab)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per sample (log scale)")
+    ax.set_title("Latency per path" + (f" (FPGA at {f['clock_mhz']:g} MHz)" if f.get("latency_s") else ""))
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="x", alpha=0.3, which="both")
+    save(fig, "latency")
+
+    L = data["layers"]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    xs = np.arange(len(L))
+    ax.plot(xs, [max(r["rel_rms_err"], 1e-9) * 100 for r in L], "o-", label="relative RMS error (%)")
+    ax.plot(xs, [max(r["max_abs_err"], 1e-9) for r in L], "s--", alpha=0.7, label="max |error| (absolute)")
+    ax.set_yscale("log")
+    ax.set_xticks(xs, [r["layer"] for r in L], rotation=60, ha="right", fontsize=7)
+    ax.set_title("Per-layer error: golden vs float graph")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+    save(fig, "layer_error")
+
+    if data.get("sweep"):
+        S = data["sweep"]["rows"]
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        ax.plot([r["bits"] for r in S], [100 * r["golden"] for r in S], "o-", label="golden (bit-exact)")
+        ax.plot([r["bits"] for r in S], [100 * r["float"] for r in S], "s--", label="float graph")
+        k = data["paths"].get("keras", {}).get("accuracy")
+        if k is not None:
+            ax.axhline(100 * k, color="gray", ls=":", label="Keras model")
+        ax.set_xlabel("weight bits")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title("Accuracy vs weight bit width")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        save(fig, "bit_sweep")
+    return files
+
+
+def _summary_lines(data: dict) -> list[str]:
+    lines = [f"Graph `{data['graph']}`, digits test split ({data['samples']} samples), device {data['device']}."]
+    hw = [r for r in data["agreement"] if {r["a"], r["b"]} <= {"golden", "golden_gpu", "csim", "rtl"}]
+    for r in hw:
+        lines.append(f"{r['a']} vs {r['b']}: argmax agreement {_pct(r['argmax'])}, max |Δlogit| "
+                     f"{r['max_abs_dlogit']:.3g} over {r['samples']} samples"
+                     + (" (bit-exact)." if r["bit_exact"] else " (NOT bit-exact)."))
+    for n, p in data["paths"].items():
+        if not p["status"] == "ok":
+            lines.append(f"{n}: {p['status']}.")
+    return lines
+
+
+def render_markdown(data: dict, images: dict) -> str:
+    out = [f"# fabformer report: {data['graph']}", ""]
+    out += [f"- {s}" for s in _summary_lines(data)] + [""]
+    for head, note, hdr, rows in tables(data):
+        out += [f"## {head}", "", note, "", "| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows] + [""]
+    out += ["## Plots", ""]
+    out += [f"![{k}]({Path(p).name})" for k, p in images.items()] + [""]
+    return "\n".join(out)
+
+
+_CSS = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #bbb;padding:3px 8px;"
+        "font-size:13px;text-align:left}th{background:#eee}img{max-width:100%;display:block;margin:1em 0}"
+        ".note{color:#555;font-size:13px}")
+
+
+def render_html(data: dict, images: dict) -> str:
+    e = html.escape
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>fabformer report: {e(data['graph'])}</title><style>{_CSS}</style></head><body>",
+           f"<h1>fabformer report: {e(data['graph'])}</h1><ul>"]
+    out += [f"<li>{e(s)}</li>" for s in _summary_lines(data)] + ["</ul>"]
+    for i, (head, note, hdr, rows) in enumerate(tables(data)):
+        out.append(f"<h2>{e(head)}</h2><p class=\"note\">{e(note)}</p>")
+        out.append(f'<table id="t{i}"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in hdr) + "</tr></thead><tbody>")
+        out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
+        out.append("</tbody></table>")
+    out.append("<h2>Plots</h2>")
+    for k, p in images.items():
+        b64 = base64.b64encode(Path(p).read_bytes()).decode()
+        out.append(f'<img alt="{e(k)}" id="plot-{e(k)}" src="data:image/png;base64,{b64}">')
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def write(data: dict, out_dir) -> dict:
+    """Write plots, report.md, report.html and report.json into ``out_dir`` (a folder fabformer creates)."""
+    from .outdir import prepare_dir
+    out_dir = prepare_dir(out_dir)
+    images = plots(data, out_dir)
+    (out_dir / "report.md").write_text(render_markdown(data, images))
+    (out_dir / "report.html").write_text(render_html(data, images))
+    data = {**data, "html": str(out_dir / "report.html"), "md": str(out_dir / "report.md"),
+            "json": str(out_dir / "report.json"), "plots": {k: str(v) for k, v in images.items()}}
+    (out_dir / "report.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return data
+
+
+def make_report(graph, out_dir, *, model=None, samples: int | None = None, device: str = "cpu", **kw) -> dict:
+    """Run every path on the digits test split (first ``samples``) and write the report."""
+    from .data import digits
+    d = digits()
+    x, y = d.x_test, d.y_test
+    if samples:
+        x, y = x[:samples], y[:samples]
+    kw.setdefault("calibration", d.x_train)
+    be = backend(device)  # clear error before any slow work
+    del be
+    out_dir = Path(out_dir)
+    from .outdir import prepare_dir
+    prepare_dir(out_dir)
+    data = collect(graph, x, y, model=model, device=device, out_dir=out_dir, **kw)
+    return write(data, out_dir)

@@ -1,0 +1,125 @@
+"""``fabformer report``: the hardware-vs-software report (plugin of :mod:`fabformer.cli`)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import FabformerError
+
+DEMO_ORDER = 90
+
+
+def _resolve(path, graph_path):
+    p = Path(path)
+    if not p.is_absolute() and not p.exists() and graph_path is not None:
+        q = Path(graph_path).resolve().parent / p
+        if q.exists():
+            return q
+    return p
+
+
+def _load_model(path):
+    """(model, None) or (None, reason): a missing TensorFlow makes the keras path unavailable."""
+    from .cli import load_model
+    try:
+        return load_model(path), None
+    except ImportError as e:
+        return None, f"cannot load the Keras model: {e}"
+
+
+def _float_model_for(model_path):
+    """The float Keras model for the bit-width sweep: ``model_float.h5`` beside the source model."""
+    if model_path is None:
+        return None
+    cand = Path(model_path).parent / "model_float.h5"
+    return cand if cand.is_file() else None
+
+
+def _text(r: dict) -> str:
+    rows = [f"report: {r['html']}"]
+    for name, p in r["paths"].items():
+        acc = "—" if p.get("accuracy") is None else f"{100 * p['accuracy']:6.2f} %"
+        rows.append(f"  {name:<11} {acc:>9}  {p['status']}")
+    for a in r["agreement"]:
+        if a["a"] == "golden" or a["b"] == "golden":
+            rows.append(f"  {a['a']} vs {a['b']}: argmax {100 * a['argmax']:.2f} %, "
+                        f"max |Δlogit| {a['max_abs_dlogit']:.4g}")
+    return "\n".join(rows)
+
+
+def run_report(graph, out, *, model=None, model_path=None, samples=None, rtl_samples=20, device="cpu", board=None,
+               sweep=True, quick=False) -> dict:
+    from .report import make_report
+    why = None
+    if model is None and model_path is not None:
+        model, why = _load_model(model_path)
+    sweep_model = None
+    fm = _float_model_for(model_path) if sweep else None
+    if fm is not None:
+        sweep_model, _ = _load_model(fm)
+    r = make_report(graph, out, model=model, samples=samples, device=device, rtl_samples=rtl_samples,
+                    board=board, sweep=sweep, sweep_model=sweep_model,
+                    min_seconds=0.05 if quick else 0.2)
+    if why and "keras" in r["paths"]:
+        r["paths"]["keras"]["status"] = f"unavailable: {why}"
+    return r
+
+
+def cmd_report(args) -> int:
+    from .ir import load
+    g = load(args.graph)
+    model_path = args.model or g.meta.get("source_model")
+    if model_path:
+        model_path = _resolve(model_path, args.graph)
+        if not Path(model_path).exists():
+            raise FabformerError(f"Keras model {str(model_path)!r} does not exist (from "
+                                 f"{'--model' if args.model else 'the graph meta source_model'})")
+    board = None
+    if args.board_json:
+        try:
+            board = json.loads(Path(args.board_json).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise FabformerError(f"cannot read --board-json {args.board_json!r}: {e}") from None
+    r = run_report(g, args.output, model_path=model_path, samples=args.samples, rtl_samples=args.rtl_samples,
+                   device=args.device, board=board, sweep=not args.no_sweep)
+    from .cli import emit
+    emit(args, r, _text(r))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="hardware vs software report: accuracy, agreement, speed, size (md, html, json)")
+    p.add_argument("graph")
+    p.add_argument("--model", help="Keras model (default: the graph's source model)")
+    p.add_argument("--samples", type=int, help="first N samples of the digits test split (default: all)")
+    p.add_argument("--rtl-samples", type=int, default=20, help="samples for RTL simulation (default 20)")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="also run float and golden on a GPU")
+    p.add_argument("--board-json", help="board figures (fmax_mhz, resources{lut,ff,dsp,bram}, board) as JSON")
+    p.add_argument("--no-sweep", action="store_true", help="skip accuracy vs weight bit width")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--json", action="store_true", help="print report.json")
+    p.set_defaults(func=cmd_report)
+
+
+def _board_from_ctx(ctx):
+    b = ctx.get("boards")
+    if not isinstance(b, dict):
+        return None
+    out = {k: b[k] for k in ("board", "fmax_mhz", "latency_cycles", "ii_cycles") if b.get(k) is not None}
+    res = b.get("resources") or b.get("utilization") or {}
+    if res:
+        out["resources"] = res
+    return out or None
+
+
+def demo(ctx):
+    from .report import gpu_unavailable_reason
+    device = "gpu" if gpu_unavailable_reason() is None else "cpu"
+    r = run_report(ctx["graph"], Path(ctx["out"]) / "report", model=ctx.get("model"),
+                   model_path=ctx.get("model_path"),
+                   rtl_samples=10 if ctx.get("quick") else 50, device=device, board=_board_from_ctx(ctx),
+                   quick=bool(ctx.get("quick")))
+    if not ctx.get("json"):
+        print(_text(r))
+    return "report", {"html": r["html"], "json": r["json"], "device": device,
+                      "accuracy": {k: v.get("accuracy") for k, v in r["paths"].items()}}
