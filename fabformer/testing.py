@@ -132,3 +132,17 @@ def random_inputs(g: Graph, n: int, seed: int = 0, scale: float = 4.0) -> np.nda
     rng = np.random.default_rng(seed)
     shape = g.tensors[g.inputs[0]].shape
     return rng.uniform(-scale, scale, (n,) + tuple(shape))
+
+
+def classifier_graph(seed: int = 0, tokens: int = 4, features: int = 8, hidden: int = 6, classes: int = 4) -> Graph:
+    """A tiny classifier (dense, relu, flatten, dense): small enough for sweeps in tests."""
+    rng = np.random.default_rng(seed)
+    g = Graph("classifier")
+    g.add_input("x", (tokens, features))
+    g.add(Quantize("quant", ("x",), "xq"), IN_T)
+    g.add(_dense("d1", "xq", "h", features, hidden, rng), _act(10, 5))
+    g.add(Relu("relu", ("h",), "hr"), _act(9, 5, signed=False))
+    g.add(Flatten("flatten", ("hr",), "flat"), _act(9, 5, signed=False))
+    g.add(_dense("d2", "flat", "logits", tokens * hidden, classes, rng), _act(12, 5))
+    g.outputs = ["logits"]
+    return g.verify()

@@ -1,1 +1,10 @@
-"""fabformer.hls"""
+"""fabformer.hls: a Vitis HLS C++ project per graph, bit-exact with the golden model in C-simulation.
+
+``prj = fabformer.hls.write(graph, out_dir)``; ``prj.compile()``; ``prj.predict(x)``.
+The C++ kernels (``include/*.h``) compute on integer mantissas exactly as
+``fabformer.golden`` does; the generated top level only wires them together.
+"""
+from .config import HLSConfig
+from .project import HLSProject, ap_types_dir, compile_together, write
+
+__all__ = ["HLSConfig", "HLSProject", "write", "compile_together", "ap_types_dir"]

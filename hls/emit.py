@@ -203,7 +203,8 @@ def _layernorm(n, g, ctx):
     # sh = floor_even(p - R) with p in [0, q.width - 1]: (R + sh) / 2 in [0, (q.width - 1) / 2]
     lo_shift = Ft - zt.frac
     hi_shift = Ft + (qt.width - 1) // 2 + 1 - zt.frac
-    fl = [("type", "sum_t", sint(accum_type(xt, N).width + 1)), ("type", "d_t", sint(dt.width)),
+    fl = [("type", "norm_t", ctype(zt)),
+          ("type", "sum_t", sint(accum_type(xt, N).width + 1)), ("type", "d_t", sint(dt.width)),
           ("type", "q_t", uint(max(qt.width, R + 3))), ("type", "table_t", mtype(tt)),
           ("type", "dt_t", sint(dt.width + tt.width + 1)),
           ("type", "gamma_t", mtype(n.gamma_type)), ("type", "beta_t", mtype(n.beta_type)),

@@ -1,0 +1,57 @@
+"""``fabformer explore``: the design-space sweep from the command line."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _ints(text: str) -> list[int]:
+    from .errors import FabformerError
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise FabformerError(f"expected a comma-separated list of integers, not {text!r}") from None
+
+
+def register(sub) -> None:
+    p = sub.add_parser("explore", help="sweep weight bits x parallelism: accuracy, latency, resources, Pareto front")
+    p.add_argument("source", help="a graph file (.json) or a Keras/QKeras model (.h5)")
+    p.add_argument("--bits", default="4,6,8", help="weight bit widths, e.g. 4,6,8")
+    p.add_argument("--parallelism", default="1,2,4,8", help="multipliers per matmul-like block, e.g. 1,2,4,8")
+    p.add_argument("--board", help="an open-flow board or part: adds Fmax from nextpnr (slow)")
+    p.add_argument("--family", default="ice40", help="yosys synthesis family for resources: ice40, ecp5, none")
+    p.add_argument("--sim-samples", type=int, default=1, help="samples simulated per point to check latency (0: off)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
+    g.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="run on Ray (local, or a cluster address)")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_explore)
+
+
+def load_source(path):
+    from . import convert
+    from .data import digits
+    from .ir import load
+    p = Path(path)
+    if p.suffix in (".h5", ".keras") or p.is_dir():
+        from .frontend import load_keras_model
+        return convert(load_keras_model(p), calibration=digits().x_train)
+    return load(p)
+
+
+def cmd_explore(args) -> int:
+    from .cli import emit
+    from .explore import LocalExecutor, RayExecutor, explore
+    g = load_source(args.source)
+    ex = RayExecutor(args.ray or None) if args.ray is not None else LocalExecutor(args.workers)
+    fam = None if args.family == "none" else args.family
+    rep = explore(g, _ints(args.bits), _ints(args.parallelism), args.output, board=args.board, family=fam,
+                  executor=ex, sim_samples=args.sim_samples, progress=not args.json)
+    rows = [f"{'bits':>4} {'par':>4} {'acc %':>7} {'latency':>8} {'II':>6} {'LUTs':>6} {'DSPs':>5}  error"]
+    for i, p in enumerate(rep["points"]):
+        mark = "*" if i in rep["pareto"] else " "
+        acc = f"{100 * p['accuracy']:.2f}" if p["accuracy"] is not None else "-"
+        rows.append(f"{p['bits']:>4} {p['parallelism']:>4} {acc:>7} {str(p['latency_cycles']):>8} "
+                    f"{str(p['ii_cycles']):>6} {str(p['luts']):>6} {str(p['dsps']):>5}{mark} {p['error'] or ''}")
+    emit(args, rep, "\n".join(rows) + f"\n* = Pareto front; wrote {rep['json']}")
+    return 0

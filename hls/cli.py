@@ -1,0 +1,86 @@
+"""``fabformer hls``: write a Vitis HLS project for a graph, optionally C-simulate it."""
+from __future__ import annotations
+
+import time
+
+DEMO_ORDER = 20
+
+
+def register(sub) -> None:
+    p = sub.add_parser("hls", help="write a Vitis HLS C++ project for a graph (and C-simulate it)")
+    p.add_argument("graph", help="graph file (from fabformer convert)")
+    p.add_argument("-o", "--output", required=True, help="project folder (new, or one fabformer made)")
+    p.add_argument("--config", help="JSON HLS config (keys of fabformer.hls.HLSConfig)")
+    p.add_argument("--csim", action="store_true",
+                   help="compile with g++ and check bit for bit against golden on the digits test split")
+    p.add_argument("--samples", type=int, help="test samples used by --csim (default: all)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_hls)
+
+
+def csim(graph, out, config=None, samples=None) -> dict:
+    """Write, compile and C-simulate ``graph`` on the digits test split; compare with golden."""
+    import numpy as np
+    from ..data import digits
+    from .project import write
+    x = digits().x_test
+    if samples:
+        x = x[:samples]
+    t0 = time.perf_counter()
+    prj = write(graph, out, config, tb_inputs=x[:64])
+    gen_s = time.perf_counter() - t0
+    prj.compile()
+    _, env = graph.predict(x, trace=True)
+    got = prj.predict(x, raw=True)
+    outs = got if isinstance(got, list) else [got]
+    bad = np.zeros(len(x), dtype=bool)
+    first = None
+    for name, o in zip(graph.outputs, outs):
+        diff = (o != np.asarray(env[name])).reshape(len(x), -1)
+        bad |= diff.any(axis=1)
+        if first is None and diff.any():
+            s, i = map(int, np.argwhere(diff)[0])
+            first = {"tensor": name, "sample": s, "index": i,
+                     "expected": int(np.asarray(env[name]).reshape(len(x), -1)[s, i]),
+                     "actual": int(o.reshape(len(x), -1)[s, i])}
+    res = {"project": str(prj.path), "samples": int(len(x)), "bit_exact": not bad.any(),
+           "mismatches": int(bad.sum()), "compile_seconds": round(prj.compile_seconds, 2),
+           "write_seconds": round(gen_s, 3)}
+    if first:
+        res["first_mismatch"] = first
+    return res
+
+
+def _text(r: dict) -> str:
+    if "samples" not in r:
+        return f"wrote HLS project {r['project']}"
+    s = (f"wrote HLS project {r['project']}\nC-simulation on {r['samples']} digits test samples: "
+         f"{'bit exact' if r['bit_exact'] else 'NOT bit exact'} ({r['mismatches']} mismatching samples), "
+         f"compiled in {r['compile_seconds']} s")
+    if r.get("first_mismatch"):
+        f = r["first_mismatch"]
+        s += (f"\nfirst mismatch: {f['tensor']} sample {f['sample']} index {f['index']}: "
+              f"expected {f['expected']}, got {f['actual']}")
+    return s
+
+
+def cmd_hls(args) -> int:
+    from ..cli import emit
+    from ..ir import load
+    from .config import HLSConfig
+    from .project import write
+    g = load(args.graph)
+    cfg = HLSConfig.from_file(args.config) if args.config else None
+    if args.csim:
+        r = csim(g, args.output, cfg, args.samples)
+    else:
+        r = {"project": str(write(g, args.output, cfg).path)}
+    emit(args, r, _text(r))
+    return 0 if r.get("bit_exact", True) else 1
+
+
+def demo(ctx):
+    r = csim(ctx["graph"], ctx["out"] / "hls", samples=100 if ctx.get("quick") else None)
+    if not ctx.get("json"):
+        print(_text(r))
+    return "hls", {k: r[k] for k in ("samples", "bit_exact", "mismatches", "compile_seconds")}
