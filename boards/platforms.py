@@ -32,6 +32,9 @@ class FabformerBoard:
     leds: tuple = (("led", 0), ("led", 1))
     synth_opts: str = ""
 
+    def board_extras(self, m) -> None:
+        """Drive board pins the shell needs besides UART and LEDs (none by default)."""
+
     @property
     def clock_mhz(self) -> float:
         return self.default_clk_frequency / 1e6
@@ -57,6 +60,9 @@ class ULX3S85F(FabformerBoard, ULX3S_85F_Platform):
     available = {"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208}
     bram_bits = 18432
     dsp_width = 18
+
+    def board_extras(self, m) -> None:
+        m.d.comb += self.request("uart_tx_enable", 0).o.eq(1)  # enables the FTDI's receive path
 
 
 class ArtyA7_35(FabformerBoard, ArtyA7_35Platform):
@@ -138,7 +144,7 @@ class PartTarget:
         self.available = dict(avail)
         self.bram_bits = bits
         self.dsp_width = 16 if self.family == "ice40" else 18
-        self.synth_opts = "-dsp" if self.family == "ice40" else ""
+        self.synth_opts = "-dsp" if self.family == "ice40" and avail["dsp"] else ""
 
 
 PART_DEVICES = [d for devs in _PARTS.values() for d in devs]

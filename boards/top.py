@@ -1,0 +1,24 @@
+"""The board-level top: the UART shell wired to a board's UART pins and LEDs."""
+from __future__ import annotations
+
+from amaranth import Elaboratable, Module
+
+from .shell import UARTShell
+
+
+class BoardTop(Elaboratable):
+    """``shell`` connected to the platform's UART and two LEDs (alive, busy)."""
+
+    def __init__(self, shell: UARTShell):
+        self.shell = shell
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.shell = shell = self.shell
+        uart = platform.request(*platform.uart)
+        m.d.comb += [shell.rx.eq(uart.rx.i), uart.tx.o.eq(shell.tx)]
+        (a_name, a_num), (b_name, b_num) = platform.leds
+        m.d.comb += [platform.request(a_name, a_num).o.eq(shell.led_alive),
+                     platform.request(b_name, b_num).o.eq(shell.led_busy)]
+        platform.board_extras(m)
+        return m

