@@ -174,6 +174,7 @@ class _NumPy:
     int64, float64 = np.int64, np.float64
     permute_dims = staticmethod(np.transpose)
     clip = staticmethod(np.core.umath.clip)
+    concat = staticmethod(np.concatenate)
 
     @staticmethod
     def astype(a, dtype):

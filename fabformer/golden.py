@@ -252,6 +252,24 @@ for _k in ("split_heads", "merge_heads", "flatten"):
 
 
 # -- interpreter -------------------------------------------------------------------
+CHUNK = 1024  # samples per pass: keeps the working set in cache
+
+
+def _run_nodes(g, x, table, xp, keep=None):
+    env = {g.inputs[0]: x}
+    last_use = {}
+    for k, n in enumerate(g.nodes):
+        for i in n.inputs:
+            last_use[i] = k
+    for k, n in enumerate(g.nodes):
+        env[n.output] = table[n.kind](n, g, [env[i] for i in n.inputs], xp)
+        if keep is not None:  # free what no later node reads
+            for i in n.inputs:
+                if last_use[i] == k and i not in keep:
+                    del env[i]
+    return env
+
+
 def run(g, x, trace: bool = False, mode: str = "int"):
     if mode not in ("int", "float"):
         raise FabformerError(f"predict mode must be 'int' or 'float', not {mode!r}")
@@ -266,12 +284,14 @@ def run(g, x, trace: bool = False, mode: str = "int"):
         else:
             raise FabformerError(f"input {inp!r} expects shape (batch, {', '.join(map(str, exp_shape))}), "
                                  f"got {tuple(x.shape)}")
-    env = {inp: x}
     for n in g.nodes:
-        fn = table.get(n.kind)
-        if fn is None:
+        if n.kind not in table:
             raise FabformerError(f"{n.name}: no {mode} golden implementation for op kind {n.kind!r}")
-        env[n.output] = fn(n, g, [env[i] for i in n.inputs], xp)
+    if trace or x.shape[0] <= CHUNK:
+        env = _run_nodes(g, x, table, xp)
+    else:  # samples are independent: run cache-sized chunks (same bits, faster)
+        parts = [_run_nodes(g, x[i:i + CHUNK], table, xp, keep=g.outputs) for i in range(0, x.shape[0], CHUNK)]
+        env = {o: xp.concat([p[o] for p in parts], axis=0) for o in g.outputs}
     if mode == "int":
         outs = [dequantize(env[o], g.type_of(o).frac) for o in g.outputs]
     else:
