@@ -1,6 +1,6 @@
 """Compress the digits teacher into the example student with ``fabformer compress``'s API.
 
-    python examples/digits/compress_example.py              # writes student_q8.h5 here, prints the stage table
+    python examples/digits/compress_example.py              # writes model_q8.h5 here (the example's model), prints the stage table
     python examples/digits/compress_example.py --bits 4     # the 4-bit run (table only, no file)
 
 Teacher: model_float.h5 (float encoder, train.py).  Student: the encoder template
@@ -27,7 +27,7 @@ def main(argv=None):
     p.add_argument("--student", default="d_model=16,heads=2,ff=32")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--finetune-epochs", type=int, default=20)
-    p.add_argument("--save", action="store_true", help="write student_q<bits>.h5 even when bits != 8")
+    p.add_argument("--save", action="store_true", help="write model_q<bits>.h5 even when bits != 8")
     args = p.parse_args(argv)
     from fabformer.frontend import load_keras_model
     from fabformer.frontend.compress import CompressConfig, compress, parse_student
@@ -37,7 +37,7 @@ def main(argv=None):
     r = compress(teacher, parse_student(args.student), cfg)
     path = None
     if args.bits == 8 or args.save:
-        path = HERE / f"student_q{args.bits}.h5"
+        path = HERE / f"model_q{args.bits}.h5"
         r.student.save(path)
     print(r.table())
     print(json.dumps(r.to_dict(path.name if path else None), indent=1))

@@ -1,6 +1,10 @@
-"""Train the digits example: a float encoder and its QKeras 8-bit twin.
+"""Train the digits example: the float teacher, then compress it into the 8-bit student.
 
-    python examples/digits/train.py            # writes model_float.h5 and model_q8.h5 here
+    python examples/digits/train.py            # writes model_float.h5, then model_q8.h5 here
+
+``model_q8.h5`` (the model the demo and the tests use) is made by ``fabformer compress``
+(through compress_example.py): distilled from the teacher, 50 % pruned, 8-bit QKeras.
+``--twin`` also trains a plain QKeras 8-bit twin from scratch, for comparison.
 
 The data: scikit-learn digits as 8 tokens x 8 features (fabformer.data.digits).
 The architecture: Dense(16) -> MultiHeadAttention(2 heads, key_dim 8) -> Add ->
@@ -56,9 +60,12 @@ def train(model, data, epochs: int, seed: int = 0):
 
 
 def main(argv=None):
+    import sys
+    sys.path.insert(0, str(HERE))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=80)
     p.add_argument("-o", "--out", default=str(HERE))
+    p.add_argument("--twin", action="store_true", help="also train a plain QKeras twin (model_q8_twin.h5)")
     args = p.parse_args(argv)
     import tensorflow as tf
     from fabformer.data import digits
@@ -69,9 +76,12 @@ def main(argv=None):
     fm = build(False)
     print("float accuracy", train(fm, data, args.epochs))
     fm.save(out / "model_float.h5")
-    qm = build(True)
-    print("q8 accuracy", train(qm, data, args.epochs))
-    qm.save(out / "model_q8.h5")
+    if args.twin:
+        qm = build(True)
+        print("q8 twin accuracy", train(qm, data, args.epochs))
+        qm.save(out / "model_q8_twin.h5")
+    import compress_example  # the example's student: distilled, pruned, quantized
+    compress_example.main([])
 
 
 if __name__ == "__main__":

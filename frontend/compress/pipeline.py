@@ -317,7 +317,39 @@ def prune(model, x, y, loss, cfg: CompressConfig, progress: _Progress):
     _fit(pm, x, y, loss, epochs, cfg, progress, "pruning", callbacks=[sp.UpdatePruningStep()])
     stripped = sp.strip_pruning(pm)
     masks = {n: (stripped.get_layer(n).kernel.numpy() != 0) for n in names}
+    # tfmot cannot wrap MultiHeadAttention (its projections are built on first call): prune its
+    # query/key/value/output kernels by magnitude in one shot, then fine-tune with every mask held
+    att = [f"{l.name}/{p}" for l in stripped.layers if type(l).__name__ == "MultiHeadAttention"
+           for p in ATTENTION_PROJECTIONS]
+    if att and cfg.sparsity > 0:
+        for key, target in _prune_targets_vars(stripped, att, cfg.sparsity, cfg.scope).items():
+            k = _kernel(stripped, key)
+            w = k.numpy()
+            thr = np.quantile(np.abs(w), target)
+            masks[key] = np.abs(w) > thr
+            k.assign(w * masks[key])
+        _fit(stripped, x, y, loss, epochs, cfg, progress, "pruning attention", callbacks=[_mask_keeper(masks)])
     return stripped, masks
+
+
+ATTENTION_PROJECTIONS = ("query", "key", "value", "output")
+
+
+def _kernel(model, key: str):
+    """The kernel variable of a Dense layer (``name``) or of an attention projection (``mha/query``)."""
+    if "/" not in key:
+        return model.get_layer(key).kernel
+    layer, part = key.split("/", 1)
+    sub = "_output_dense" if part == "output" else f"_{part}_dense"
+    return getattr(model.get_layer(layer), sub).kernel
+
+
+def _prune_targets_vars(model, keys, sparsity: float, scope: str) -> dict:
+    if scope == "layer":
+        return {k: sparsity for k in keys}
+    mags = np.concatenate([np.abs(_kernel(model, k).numpy()).ravel() for k in keys])
+    thr = np.quantile(mags, sparsity)
+    return {k: float(min(0.99, np.mean(np.abs(_kernel(model, k).numpy()) <= thr))) for k in keys}
 
 
 def _mask_keeper(masks: dict):
@@ -326,7 +358,7 @@ def _mask_keeper(masks: dict):
     class KeepMasks(keras.callbacks.Callback):
         def _apply(self):
             for n, m in masks.items():
-                k = self.model.get_layer(n).kernel
+                k = _kernel(self.model, n)
                 k.assign(k.numpy() * m)
 
         def on_train_begin(self, logs=None):
