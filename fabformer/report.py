@@ -43,7 +43,7 @@ PATH_LABEL = {
 }
 DEVICES = ("cpu", "gpu")
 NOMINAL_CLOCK_MHZ = 100.0
-SWEEP_BITS = tuple(range(4, 11))
+SWEEP_BITS = tuple(range(2, 11))
 
 
 # -- array back ends: one code path for NumPy and a GPU array library ------------------------
@@ -177,8 +177,11 @@ def _csim_path(graph, x, out_dir, timing, big_batch, min_seconds):
     try:
         prj = write(graph, Path(out_dir) / "hls")
         prj.compile()
-    except FabformerError as e:
-        r.status = f"unavailable: HLS C-simulation failed to build: {str(e).splitlines()[0]}"
+    except Exception as e:  # a compiler failure: shown, never hidden
+        if isinstance(e, FabformerError) and "not installed" in str(e):
+            r.status = f"unavailable: {str(e).splitlines()[0]}"
+            return r
+        r.status = f"failed: HLS C-simulation build: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         return r
     r.outputs = np.asarray(prj.predict(x), dtype=np.float64)
     r.info = {"project": str(prj.path), "compile_seconds": getattr(prj, "compile_seconds", None)}
@@ -211,12 +214,16 @@ def _rtl_path(graph, design, design_err, x, n):
         return r
     try:
         res = run(design, x[:n], simulator="verilator")
-    except FabformerError as e:
-        r.status = f"unavailable: RTL simulation failed: {str(e).splitlines()[0]}"
+    except ImportError as e:
+        r.status = f"unavailable: RTL simulation needs {e.name or e}"
+        return r
+    except Exception as e:  # a simulator build or run failure: shown, never hidden
+        r.status = f"failed: RTL simulation: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         return r
     r.outputs = np.asarray(res.outputs, dtype=np.float64).reshape(n, -1)
     r.info = {"samples": n, "latency_cycles": getattr(res, "latency_cycles", None),
-              "ii_cycles": getattr(res, "ii_cycles", None)}
+              "ii_cycles": getattr(res, "ii_cycles", None), "mismatches": getattr(res, "mismatches", None),
+              "simulated_cycles": getattr(res, "cycles", None), "sim_wall_s": getattr(res, "wall_s", None)}
     return r
 
 
@@ -254,8 +261,16 @@ def layer_trace(graph, x) -> list[dict]:
         rows.append({"layer": n.name, "kind": n.kind, "tensor": n.output, "type": str(t),
                      "max_abs_err": float(d.max()), "mean_abs_err": float(d.mean()), "rms_err": rms,
                      "rel_rms_err": rms / scale if scale > 0 else 0.0,
-                     "saturated": float(np.mean((gi[n.output] == t.min_int) | (gi[n.output] == t.max_int)))})
+                     "saturated": _saturated(np.asarray(gi[n.output]), t)})
     return rows
+
+
+def _saturated(v, t) -> float:
+    """Share of values at the type's limits (for an unsigned type only the top one: 0 is not a clip)."""
+    hit = v == t.max_int
+    if t.signed:
+        hit = hit | (v == t.min_int)
+    return float(np.mean(hit))
 
 
 def requantize_weights(graph, bits: int):
@@ -271,11 +286,17 @@ def requantize_weights(graph, bits: int):
             wt = n.weight_type.with_(width=bits, frac=n.weight_type.frac - drop, rounding=Rounding.RND,
                                      overflow=Overflow.SAT)
             w = requantize(np.asarray(n.weight, dtype=np.int64), n.weight_type.frac, wt)
-            g.replace(n, replace(n, weight=w, weight_type=wt))
+            bt, bias = n.bias_type, np.asarray(n.bias, dtype=np.int64)
+            pf = g.type_of(n.inputs[0]).frac + wt.frac  # the bias may not be finer than the product
+            if bt.frac > pf:
+                nbt = bt.with_(width=max(bt.width - (bt.frac - pf), 2), frac=pf, rounding=Rounding.RND,
+                               overflow=Overflow.SAT)
+                bias, bt = requantize(bias, bt.frac, nbt), nbt
+            g.replace(n, replace(n, weight=w, weight_type=wt, bias=bias, bias_type=bt))
     return g.verify()
 
 
-def bit_sweep(graph, x, y, float_model=None, calibration=None, bits=SWEEP_BITS) -> dict:
+def bit_sweep(graph, x, y, float_model=None, calibration=None, bits=SWEEP_BITS, float_model_name=None) -> dict:
     """Golden and float-graph accuracy against weight bit width.
 
     With ``float_model`` (a float Keras model) each width is a fresh conversion with
@@ -283,13 +304,16 @@ def bit_sweep(graph, x, y, float_model=None, calibration=None, bits=SWEEP_BITS) 
     rows = []
     if float_model is not None:
         from . import convert
-        method = "re-converted the float Keras model with weight_bits=b (activations by range analysis)"
+        method = (f"re-converted the float Keras model {float_model_name or getattr(float_model, 'name', '')} "
+                  "with weight_bits=b (activations by range analysis)")
         for b in bits:
             g = convert(float_model, config={"weight_bits": b}, calibration=calibration)
             rows.append({"bits": b, "golden": _accuracy(g.predict(x), y),
                          "float": _accuracy(g.predict(x, mode="float"), y)})
     else:
-        method = "re-quantized the graph's Dense weights to b bits (round half up, saturate; other types kept)"
+        method = ("re-quantized the graph's Dense weights to b bits (round half up, saturate, integer bits kept; "
+                  "a bias finer than the new product is rounded to it; activation types kept; widths at or above "
+                  "the graph's own leave its weights unchanged)")
         for b in bits:
             g = requantize_weights(graph, b)
             rows.append({"bits": b, "golden": _accuracy(g.predict(x), y),
@@ -330,7 +354,8 @@ def fpga_figures(design, rtl_info: dict | None, board: dict | None) -> dict:
 # -- collection -----------------------------------------------------------------------
 def collect(graph, x, y, *, model=None, device: str = "cpu", out_dir=None, rtl_samples: int = 20,
             paths=None, timing: bool = True, big_batch: int = 256, min_seconds: float = 0.2,
-            sweep: bool = True, sweep_model=None, calibration=None, board: dict | None = None) -> dict:
+            sweep: bool = True, sweep_model=None, sweep_model_name=None, calibration=None,
+            board: dict | None = None) -> dict:
     """Run every path and every analysis; returns the report's data (JSON-ready, no arrays)."""
     be = backend(device)  # raises early and clearly for --device gpu without a GPU
     want = set(paths) if paths else set(PATH_ORDER)
@@ -355,7 +380,7 @@ def collect(graph, x, y, *, model=None, device: str = "cpu", out_dir=None, rtl_s
             res["csim"] = PathResult("csim", "unavailable: no output folder for the HLS project")
         else:
             res["csim"] = _csim_path(graph, x, out_dir, timing, big_batch, min_seconds)
-    design, derr = _design(graph) if ("rtl" in want or board) else (None, "not requested")
+    design, derr = _design(graph)  # analytic cycles for the FPGA figures even without simulation
     if "rtl" in want:
         res["rtl"] = _rtl_path(graph, design, derr, x, min(rtl_samples, len(x)))
 
@@ -384,7 +409,7 @@ def collect(graph, x, y, *, model=None, device: str = "cpu", out_dir=None, rtl_s
     if "golden" in res and "golden_gpu" in res and res["golden"].ok and res["golden_gpu"].ok:
         data["gpu_bit_exact"] = bool(np.array_equal(res["golden"].outputs, res["golden_gpu"].outputs))
     if sweep:
-        data["sweep"] = bit_sweep(graph, x, y, sweep_model, calibration)
+        data["sweep"] = bit_sweep(graph, x, y, sweep_model, calibration, float_model_name=sweep_model_name)
     return data
 
 

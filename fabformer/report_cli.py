@@ -48,7 +48,7 @@ def _text(r: dict) -> str:
 
 
 def run_report(graph, out, *, model=None, model_path=None, samples=None, rtl_samples=20, device="cpu", board=None,
-               sweep=True, quick=False) -> dict:
+               sweep=True, quick=False, paths=None) -> dict:
     from .report import make_report
     why = None
     if model is None and model_path is not None:
@@ -59,7 +59,8 @@ def run_report(graph, out, *, model=None, model_path=None, samples=None, rtl_sam
         sweep_model, _ = _load_model(fm)
     r = make_report(graph, out, model=model, samples=samples, device=device, rtl_samples=rtl_samples,
                     board=board, sweep=sweep, sweep_model=sweep_model,
-                    min_seconds=0.05 if quick else 0.2)
+                    sweep_model_name=Path(fm).name if sweep_model is not None else None,
+                    min_seconds=0.05 if quick else 0.2, paths=paths)
     if why and "keras" in r["paths"]:
         r["paths"]["keras"]["status"] = f"unavailable: {why}"
     return r
@@ -81,7 +82,8 @@ def cmd_report(args) -> int:
         except (OSError, json.JSONDecodeError) as e:
             raise FabformerError(f"cannot read --board-json {args.board_json!r}: {e}") from None
     r = run_report(g, args.output, model_path=model_path, samples=args.samples, rtl_samples=args.rtl_samples,
-                   device=args.device, board=board, sweep=not args.no_sweep)
+                   device=args.device, board=board, sweep=not args.no_sweep,
+                   paths=[v.strip() for v in args.paths.split(",")] if args.paths else None)
     from .cli import emit
     emit(args, r, _text(r))
     return 0
@@ -95,6 +97,8 @@ def register(sub) -> None:
     p.add_argument("--rtl-samples", type=int, default=20, help="samples for RTL simulation (default 20)")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="also run float and golden on a GPU")
     p.add_argument("--board-json", help="board figures (fmax_mhz, resources{lut,ff,dsp,bram}, board) as JSON")
+    p.add_argument("--paths", help="comma-separated subset of keras,float,golden,float_gpu,golden_gpu,csim,rtl "
+                   "(default: all; the GPU ones need --device gpu)")
     p.add_argument("--no-sweep", action="store_true", help="skip accuracy vs weight bit width")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--json", action="store_true", help="print report.json")

@@ -1,1 +1,9 @@
-"""fabformer.rtl"""
+"""fabformer.rtl: Amaranth hardware for a fixed-point graph.
+
+``design = generate(graph, parallelism=None)`` builds one block per node after
+the Quantize node, joined by valid/ready streams; ``design.top`` is the
+Amaranth component and ``design.write_verilog(dir)`` writes Verilog.
+"""
+from .generate import Design, DesignSet, Top, cell_counts, generate, run_yosys, yosys_reemit
+
+__all__ = ["generate", "Design", "DesignSet", "cell_counts", "Top", "run_yosys", "yosys_reemit"]

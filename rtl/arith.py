@@ -12,7 +12,7 @@ from amaranth.lib.memory import Memory
 
 from ..fixed import FixedType, Overflow, Rounding
 
-__all__ = ["shape_of", "requantize", "requantize_var", "lookup", "leading_one", "unpack", "pack", "clip"]
+__all__ = ["shape_of", "requantize", "requantize_var", "shift_var", "shift_amount", "lookup", "leading_one", "unpack", "pack", "clip"]
 
 
 def shape_of(t: FixedType):
@@ -60,14 +60,34 @@ def requantize(m, v, from_frac: int, t: FixedType, name: str = "rq"):
     return out
 
 
-def requantize_var(m, v, sel, choices: dict, t: FixedType, name: str = "rqv"):
-    """``requantize(v, choices[sel], t)`` where ``sel`` is a run-time value taking the
-    keys of ``choices``; one constant-shift requantizer per choice and a multiplexer."""
-    out = Signal(shape_of(t), name=name)
+def shift_amount(m, sel, shifts: dict, name: str = "sh"):
+    """A small signed signal holding ``shifts[sel]`` (a run-time pick from a table of ints)."""
+    lo, hi = min(shifts.values()), max(shifts.values())
+    out = Signal(range(min(lo, 0), max(hi, 0) + 1), name=name)
     with m.Switch(sel):
-        for key, frac in choices.items():
+        for key, v in shifts.items():
             with m.Case(key):
-                m.d.comb += out.eq(overflow(shift_round(v, frac - t.frac, t.rounding), t))
+                m.d.comb += out.eq(v)
+    return out
+
+
+def shift_var(m, v, s, rounding: Rounding = Rounding.TRN, name: str = "shv"):
+    """``v * 2**-s`` for a run-time signed shift ``s`` (a barrel shifter), with the
+    rounding of :func:`fabformer.fixed.shift_round` when ``s > 0``."""
+    smin = s.shape().signed and -(1 << (s.shape().width - 1)) or 0
+    smax = (1 << (s.shape().width - (1 if s.shape().signed else 0))) - 1
+    pos = Signal(range(0, max(smax, 0) + 1), name=name + "_r")
+    neg = Signal(range(0, max(-smin, 0) + 1), name=name + "_l")
+    m.d.comb += [pos.eq(Mux(s > 0, s, 0)), neg.eq(Mux(s < 0, -s, 0))]
+    if Rounding(rounding) is Rounding.RND:
+        v = v + ((Const(1, 1) << pos) >> 1)
+    return (v >> pos) << neg
+
+
+def requantize_var(m, v, s, t: FixedType, name: str = "rqv"):
+    """``requantize(v, t.frac + s, t)`` for a run-time shift ``s`` (see :func:`shift_amount`)."""
+    out = Signal(shape_of(t), name=name)
+    m.d.comb += out.eq(overflow(shift_var(m, v, s, t.rounding, name=name + "_s"), t))
     return out
 
 

@@ -294,7 +294,7 @@ class DenseBlock(Block):
 
         def weight(mm, head, cnt, i, j):
             if "w" not in wvals:
-                wvals["w"] = _rom_word(m, "weights", words, op.weight_type, cnt)
+                wvals["w"] = _rom_word(mm, "weights", words, op.weight_type, cnt)
             return wvals["w"][i * pk + j]
 
         eng = MacEngine(k, n, pn, pk, self.x_t, self.acc_width, out_t, 1, weight,
@@ -330,7 +330,7 @@ class MatMulBlock(Block):
         super().__init__(name, [(at, h * mm, k), (bt, self.b_rows, self.b_cols)], (out_t, h * mm, n))
 
     def timing(self, first, last):
-        start = last + 2  # last operand row written, then the first job is latched
+        start = last + 1  # last operand row written, then the first job is latched
         return start + self.steps + 1, start + self.a_rows * self.steps + 1
 
     @property
