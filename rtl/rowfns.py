@@ -1,0 +1,131 @@
+"""Row-wise functions (combinational) for :class:`~fabformer.rtl.blocks.RowMap` blocks.
+
+Each ``make_<kind>(op, g)`` returns ``fn(m, xs) -> ys`` that maps the elements
+of one input row to the elements of one output row exactly as the golden
+function in :mod:`fabformer.golden` does (see the op docstrings in
+:mod:`fabformer.ir`).
+"""
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Mux, Signal, signed, unsigned
+
+from .. import ir
+from ..fixed import FixedType
+from .arith import leading_one, lookup, requantize, requantize_var, shape_of, shift_amount, shift_var
+
+
+def _sum(m, xs, shape, name):
+    s = Signal(shape, name=name)
+    acc = xs[0]
+    for x in xs[1:]:
+        acc = acc + x
+    m.d.comb += s.eq(acc)
+    return s
+
+
+def make_relu(op: ir.Relu, g):
+    xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
+
+    def fn(m, xs):
+        return [requantize(m, Mux(x > 0, x, 0), xt.frac, out_t, name=f"y{j}") for j, x in enumerate(xs)]
+    return fn
+
+
+def make_requantize(op: ir.Requantize, g):
+    xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
+
+    def fn(m, xs):
+        return [requantize(m, x, xt.frac, out_t, name=f"y{j}") for j, x in enumerate(xs)]
+    return fn
+
+
+def make_lookup(op: ir.Lookup, g):
+    def fn(m, xs):
+        return [lookup(m, op.table, x, name=f"y{j}") for j, x in enumerate(xs)]
+    return fn
+
+
+def make_softmax(op: ir.Softmax, g):
+    xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
+    L = int(g.tensors[op.inputs[0]].shape[-1])
+    et = op.exp_table.out_type
+    sw = op.sum_type(g).width
+    R = op.recip_bits
+    Fr = op.recip_table.out_type.frac
+
+    def fn(m, xs):
+        mx = xs[0]
+        for x in xs[1:]:
+            mx = Mux(x > mx, x, mx)
+        mxs = Signal(shape_of(xt), name="row_max")
+        m.d.comb += mxs.eq(mx)
+        es = []
+        for j, x in enumerate(xs):
+            d = Signal(signed(xt.width + 1), name=f"d{j}")
+            m.d.comb += d.eq(mxs - x)
+            es.append(lookup(m, op.exp_table, d, name=f"e{j}"))
+        s = _sum(m, es, unsigned(sw), "s")
+        p = leading_one(m, s, sw, name="p")
+        n = Signal(unsigned(R + 2), name="n")
+        m.d.comb += n.eq(shift_var(m, s, shift_amount(m, p, {pv: pv - R for pv in range(sw)}, "nsh"), name="ns"))
+        r = lookup(m, op.recip_table, n, name="r")
+        osh = shift_amount(m, p, {pv: Fr + pv - out_t.frac for pv in range(sw)}, "osh")
+        return [requantize_var(m, e * r, osh, out_t, name=f"y{j}") for j, e in enumerate(es)]
+    return fn
+
+
+def make_layernorm(op: ir.LayerNorm, g):
+    xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
+    N = op.n(g)
+    dt, qt = op.d_type(g), op.q_type(g)
+    R = op.invsqrt_bits
+    Ft = op.invsqrt_table.out_type.frac
+    nt = op.norm_type
+    f = nt.frac + op.gamma_type.frac
+    bshift = f - op.beta_type.frac
+
+    def sh_of(pv):
+        sh = pv - R
+        return sh - (sh % 2)
+
+    def fn(m, xs):
+        S = _sum(m, xs, signed(xt.width + math.ceil(math.log2(max(N, 2))) + 1), "S")
+        ds = []
+        for j, x in enumerate(xs):
+            d = Signal(signed(dt.width), name=f"d{j}")
+            m.d.comb += d.eq(x * N - S)
+            ds.append(d)
+        sq = []
+        for j, d in enumerate(ds):
+            s2 = Signal(unsigned(2 * dt.width), name=f"sq{j}")
+            m.d.comb += s2.eq(d * d)
+            sq.append(s2)
+        Q = Signal(unsigned(qt.width), name="Q")
+        acc = sq[0]
+        for s2 in sq[1:]:
+            acc = acc + s2
+        m.d.comb += Q.eq(acc + op.eps)
+        p = leading_one(m, Q, qt.width, name="p")
+        n = Signal(unsigned(R + 3), name="n")
+        m.d.comb += n.eq(shift_var(m, Q, shift_amount(m, p, {pv: sh_of(pv) for pv in range(qt.width)}, "nsh"),
+                                   name="ns"))
+        t = lookup(m, op.invsqrt_table, n, name="t")
+        zsh = shift_amount(m, p, {pv: Ft + (R + sh_of(pv)) // 2 - nt.frac for pv in range(qt.width)}, "zsh")
+        ys = []
+        for j, d in enumerate(ds):
+            z = requantize_var(m, d * t, zsh, nt, name=f"z{j}")
+            y = z * int(op.gamma[j]) + (int(op.beta[j]) << bshift)
+            ys.append(requantize(m, y, f, out_t, name=f"y{j}"))
+        return ys
+    return fn
+
+
+ROW_FUNCTIONS = {
+    "relu": make_relu,
+    "requantize": make_requantize,
+    "lookup": make_lookup,
+    "softmax": make_softmax,
+    "layernorm": make_layernorm,
+}

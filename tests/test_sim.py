@@ -1,0 +1,151 @@
+"""RTL simulation in cocotb against golden: every op kind (Verilator and Icarus, random
+stalls on both sides), the whole example model, and the matmul-engine parallelism sweep.
+
+Builds are few on purpose (Verilator compile time dominates): one design set holds all
+op graphs and the sweep designs, so one Verilator and one Icarus build serve them all.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fabformer import FabformerError, testing
+from fabformer.rtl import DesignSet, generate
+from fabformer.rtl.sweep import dense_graph
+from fabformer.sim import run, run_many
+
+ROOT = Path(__file__).resolve().parent.parent
+KINDS = [k for k in testing.OP_KINDS if k != "quantize"]
+SWEEP = [1, 2, 4, 8, 16]
+# op graphs whose hardware is a single block: their measured II must equal the block's formula
+SINGLE_BLOCK = {"dense", "relu", "lookup", "layernorm", "requantize", "flatten", "global_avg_pool", "split_heads"}
+
+
+@pytest.fixture(scope="module")
+def design_set():
+    designs = [generate(testing.op_graph(k)) for k in KINDS]
+    designs += [generate(dense_graph(16, 16, rows=16), parallelism=p) for p in SWEEP]
+    return DesignSet(designs, name="rtl_tests")
+
+
+def _pairs(ds, op_samples, sweep_samples):
+    pairs = [(m, testing.random_inputs(m.graph, op_samples, seed=i)) for i, m in enumerate(ds.members[:len(KINDS)])]
+    pairs += [(m, testing.random_inputs(m.graph, sweep_samples, seed=99)) for m in ds.members[len(KINDS):]]
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def verilator_results(design_set):
+    return run_many(_pairs(design_set, 20, 2), simulator="verilator")
+
+
+@pytest.fixture(scope="module")
+def icarus_results(design_set):
+    return run_many(_pairs(design_set, 3, 0)[:len(KINDS)], simulator="icarus")
+
+
+def _check_op(kind, member, r):
+    assert r.mismatches == 0, "\n".join(r.mismatch_report[:10])
+    assert r.bit_exact
+    np.testing.assert_array_equal(r.raw, r.expected_raw)
+    assert r.latency_cycles == member.latency_cycles, "analytic latency formula"
+    if kind in SINGLE_BLOCK:
+        assert r.ii_cycles == member.ii_cycles, "analytic II formula"
+    else:
+        assert r.ii_cycles >= member.ii_cycles
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_op_kind_verilator(kind, design_set, verilator_results):
+    i = KINDS.index(kind)
+    _check_op(kind, design_set.members[i], verilator_results[i])
+    assert verilator_results[i].samples == 20
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_op_kind_icarus(kind, design_set, icarus_results):
+    i = KINDS.index(kind)
+    _check_op(kind, design_set.members[i], icarus_results[i])
+
+
+@pytest.mark.parametrize("p", SWEEP)
+def test_parallelism_sweep(p, design_set, verilator_results):
+    """16 rows x (16x16) dense: cycles within 10% of MACs/multipliers plus the fixed depth."""
+    i = len(KINDS) + SWEEP.index(p)
+    m, r = design_set.members[i], verilator_results[i]
+    assert r.bit_exact
+    assert m.multipliers == p
+    bound = m.macs / m.multipliers
+    depth = 1  # the output register
+    assert abs(r.latency_cycles - (bound + depth)) <= 0.1 * bound, (r.latency_cycles, bound)
+    assert abs(r.ii_cycles - bound) <= 0.1 * bound, (r.ii_cycles, bound)
+
+
+def _example():
+    model = ROOT / "examples" / "digits" / "model_q8.h5"
+    if model.is_file():
+        try:
+            import fabformer
+            from fabformer.data import digits
+            from fabformer.frontend import load_keras_model
+            d = digits()
+            g = fabformer.convert(load_keras_model(model), calibration=d.x_train)
+            return g, d.x_test[:200]
+        except ImportError:
+            pass
+    g = testing.encoder_graph()
+    return g, testing.random_inputs(g, 200, seed=3)
+
+
+def test_whole_model_verilator():
+    g, x = _example()
+    d = generate(g)
+    r = run(d, x, simulator="verilator")
+    assert r.samples >= 200
+    assert r.mismatches == 0, "\n".join(r.mismatch_report[:10])
+    np.testing.assert_array_equal(r.outputs, g.predict(x))
+    assert r.latency_cycles == d.latency_cycles
+    assert r.ii_cycles >= d.ii_cycles
+    # whole-model latency beside its multiplier bound
+    assert d.latency_cycles >= d.mac_bound_cycles
+
+
+def test_sim_errors(design_set):
+    with pytest.raises(FabformerError, match="unknown simulator 'modelsim'; valid: verilator, icarus"):
+        run(design_set.members[0], np.zeros((1, 4, 8)), simulator="modelsim")
+    with pytest.raises(FabformerError, match="expects shape"):
+        run(design_set.members[0], np.zeros((1, 3, 3)), simulator="icarus")
+
+
+def test_cli_sim_json(tmp_path, capsys):
+    from fabformer.cli import main
+    gpath = testing.op_graph("relu").save(tmp_path / "relu.graph.json")
+    rc = main(["sim", str(gpath), "-o", str(tmp_path / "out"), "--simulator", "icarus", "--samples", "4",
+               "--parallelism", "2", "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    for key in ("samples", "bit_exact", "mismatches", "latency_cycles", "ii_cycles", "multipliers",
+                "mac_bound_cycles"):
+        assert key in res
+    assert res["samples"] == 4 and res["bit_exact"] and res["mismatches"] == 0
+    assert (tmp_path / "out" / "top.v").is_file() and (tmp_path / "out" / "sim.json").is_file()
+    rc = main(["sim", str(gpath), "-o", str(tmp_path / "out2"), "--parallelism", "x=y=", "--json"])
+    assert rc == 2
+    assert "cannot parse --parallelism" in capsys.readouterr().err
+
+
+def test_scoreboard_reports_tensor_index_expected_actual():
+    from fabformer.fixed import FixedType
+    from fabformer.sim.scoreboard import Scoreboard, pack_rows, unpack_rows
+    t = FixedType(6, 2)
+    exp = np.array([[[1, -2, 3], [-32, 31, 0]], [[5, 6, -7], [8, 9, 10]]])  # 2 samples x [2, 3]
+    rows = pack_rows(exp, t, 3)
+    np.testing.assert_array_equal(unpack_rows(rows, t, 3).reshape(exp.shape), exp)
+    sb = Scoreboard("y", rows, t, 3, 2, (2, 3))
+    bad = exp.copy()
+    bad[1, 1, 2] = -1
+    for r in pack_rows(bad, t, 3):
+        sb.check(r)
+    assert sb.complete and len(sb.mismatches) == 1
+    assert str(sb.mismatches[0]) == "tensor 'y' sample 1 index (1, 2): expected 10, got -1"
