@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fabformer-setup
-# Debian packages: Icarus Verilog (RTL simulation), LZ4 headers (Verilator FST waveforms), Tcl (checks Vivado scripts)
-APT_PACKAGES := iverilog liblz4-dev tcl g++ make
+# Debian packages: Icarus Verilog (RTL simulation), LZ4 headers (Verilator FST waveforms), Tcl (checks
+# Vivado scripts), Chromium (checks the HTML report in a headless browser)
+APT_PACKAGES := iverilog liblz4-dev tcl g++ make chromium
 
 .PHONY: setup system demo test clean
 

@@ -26,15 +26,19 @@ PLUGINS = [
 EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "digits"
 
 
+UNAVAILABLE: dict = {}  # plugin module -> why it is not available here
+
+
 def _plugins():
     mods = []
     for name in PLUGINS:
         try:
             mods.append(importlib.import_module(name))
         except ModuleNotFoundError as e:
-            if e.name and (name == e.name or name.startswith(e.name + ".")):
-                continue  # that backend is not part of this install
-            raise
+            missing = e.name or ""
+            if missing.startswith("fabformer") and not (name == missing or name.startswith(missing + ".")):
+                raise  # a broken fabformer module is a bug, not a missing extra
+            UNAVAILABLE[name] = f"needs the Python package {missing!r} (pip install 'fabformer[all]')"
     return mods
 
 

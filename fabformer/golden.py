@@ -287,7 +287,7 @@ def run(g, x, trace: bool = False, mode: str = "int"):
     for n in g.nodes:
         if n.kind not in table:
             raise FabformerError(f"{n.name}: no {mode} golden implementation for op kind {n.kind!r}")
-    if trace or x.shape[0] <= CHUNK:
+    if trace or x.shape[0] <= CHUNK or not isinstance(x, np.ndarray):  # GPUs want one big batch
         env = _run_nodes(g, x, table, xp)
     else:  # samples are independent: run cache-sized chunks (same bits, faster)
         parts = [_run_nodes(g, x[i:i + CHUNK], table, xp, keep=g.outputs) for i in range(0, x.shape[0], CHUNK)]

@@ -318,7 +318,8 @@ def bit_sweep(graph, x, y, float_model=None, calibration=None, bits=SWEEP_BITS, 
             g = requantize_weights(graph, b)
             rows.append({"bits": b, "golden": _accuracy(g.predict(x), y),
                          "float": _accuracy(g.predict(x, mode="float"), y)})
-    return {"method": method, "rows": rows}
+    short = "float Keras model re-converted" if float_model is not None else "graph's Dense weights re-quantized"
+    return {"method": method, "short": short, "rows": rows}
 
 
 def fpga_figures(design, rtl_info: dict | None, board: dict | None) -> dict:
@@ -550,10 +551,10 @@ def plots(data: dict, out_dir: Path) -> dict:
         ax.plot([r["bits"] for r in S], [100 * r["float"] for r in S], "s--", label="float graph")
         k = data["paths"].get("keras", {}).get("accuracy")
         if k is not None:
-            ax.axhline(100 * k, color="gray", ls=":", label="Keras model")
+            ax.axhline(100 * k, color="gray", ls=":", label="keras path (the report's model)")
         ax.set_xlabel("weight bits")
         ax.set_ylabel("accuracy (%)")
-        ax.set_title("Accuracy vs weight bit width")
+        ax.set_title(f"Accuracy vs weight bit width ({data['sweep'].get('short', '')})", fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         save(fig, "bit_sweep")

@@ -39,7 +39,8 @@ def _text(r: dict) -> str:
     rows = [f"report: {r['html']}"]
     for name, p in r["paths"].items():
         acc = "—" if p.get("accuracy") is None else f"{100 * p['accuracy']:6.2f} %"
-        rows.append(f"  {name:<11} {acc:>9}  {p['status']}")
+        n = f"{p['samples']} samples" if p.get("samples") else ""
+        rows.append(f"  {name:<11} {acc:>9} {n:>12}  {p['status']}")
     for a in r["agreement"]:
         if a["a"] == "golden" or a["b"] == "golden":
             rows.append(f"  {a['a']} vs {a['b']}: argmax {100 * a['argmax']:.2f} %, "
