@@ -27,6 +27,24 @@ def example_graph():
     return encoder_graph(), "testing.encoder_graph()"
 
 
+def rtl_state() -> dict:
+    """Which RTL the numbers come from: the last commit and a digest of rtl/*.py as they are now."""
+    import hashlib
+    import subprocess
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for f in sorted((root / "rtl").glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    try:
+        commit = subprocess.run(["git", "log", "-1", "--format=%h %s"], cwd=root, capture_output=True,
+                                text=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "rtl"], cwd=root, capture_output=True,
+                                    text=True).stdout.strip())
+    except OSError:
+        commit, dirty = None, None
+    return {"commit": commit, "rtl_uncommitted_changes": dirty, "rtl_digest": h.hexdigest()[:12]}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-o", "--output", default="out/bench_boards")
@@ -35,20 +53,25 @@ def main():
     from fabformer.boards.build import build
     out = prepare_dir(args.output)
     g, source = example_graph()
+    state = rtl_state()
     results = []
     for b in args.boards:
         t = time.time()
         try:
             rep = build(g, b, out / b)
-            row = {k: rep[k] for k in ("board", "bitstream", "fmax_mhz", "clock_mhz", "resources", "multipliers",
-                                       "parallelism", "latency_cycles", "latency_ns",
-                                       "throughput_inferences_per_s")}
+            row = {k: rep.get(k) for k in ("board", "bitstream", "fmax_mhz", "clock_mhz", "resources",
+                                           "multipliers", "parallelism", "latency_cycles", "latency_ns",
+                                           "ii_cycles", "throughput_inferences_per_s", "uart", "attempts")}
         except FabformerError as e:
             row = {"board": b, "error": str(e)}
-        row.update(source=source, seconds=round(time.time() - t, 1))
+        row.update(source=source, seconds=round(time.time() - t, 1), rtl=state)
         print(json.dumps(row, sort_keys=True), flush=True)
         results.append(row)
-    (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    path = out / "results.json"  # rows of boards not built this time are kept
+    old = json.loads(path.read_text()) if path.exists() else []
+    done = {r["board"] for r in results}
+    results = [r for r in old if r.get("board") not in done] + results
+    path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """``build(graph, board, out)``: a fitted design, the shell, a bitstream (or a Vivado plan), a report.
 
-Fitting: the matmul-like nodes share a multiplier budget in proportion to their
-MACs (so no block is much slower than the others); budgets are tried from the
-board's DSP count downwards, each through synthesis and place-and-route, until
-one fits the LUT/FF/DSP/BRAM of the device.  If even one multiplier per node does
-not fit, :class:`FabformerError` says what was needed and what is available,
-and the output folder holds no bitstream and no report claiming success.
+Fitting: for a target II every matmul-like node gets the fewest multipliers that
+reach it (:func:`parallelism_candidates`); the fastest such setting whose
+multipliers fit the board's DSP count is tried first, then settings with about
+half the multipliers each, down to one per node.  Each try is synthesized first:
+one that yosys already shows too big for the device's LUT/FF/DSP/BRAM is not
+placed; one that places but misses the clock moves on to the next, smaller one.
+If none fits, :class:`FabformerError` says what was needed and what is available
+(or the best Fmax reached), and the output folder holds ``FAILED.txt`` with every
+try, no bitstream and no report claiming success.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from pathlib import Path
 from ..errors import FabformerError
 from ..outdir import prepare_dir
 from .platforms import RESOURCE_KINDS, get_target
-from .shell import UARTShell
+from .shell import UARTShell, shell_cycles
 from .top import BoardTop
 from . import flow
 
@@ -25,29 +28,48 @@ DEFAULT_BAUD = 115200
 FAILED = "FAILED.txt"
 
 
+def _node_options(graph, node) -> list[tuple[int, int, int]]:
+    """(multipliers, II cycles, parallelism) of one matmul-like node for every useful parallelism
+    up to one multiplier per output column, from the RTL blocks themselves."""
+    from ..rtl.generate import default_parallelism, make_block
+    best: dict[int, tuple[int, int, int]] = {}
+    for p in range(1, default_parallelism(node, graph) + 1):
+        blk = make_block(node, graph, p)
+        blk._MustUse__silence = True  # analysis only
+        opt = (int(blk.multipliers), int(blk.ii), p)
+        if opt[1] not in best or opt < best[opt[1]]:
+            best[opt[1]] = opt
+    return sorted(best.values())
+
+
 def parallelism_candidates(graph, dsp: int, max_candidates: int = 6) -> list[dict]:
-    """Per-node parallelism settings from most to fewest multipliers (``{node: int}``)."""
-    from ..rtl.generate import MAC_KINDS, default_parallelism
+    """Per-node parallelism settings (``{node: int}``), most promising first.
+
+    Each setting is balanced: for a target II every node gets the fewest
+    multipliers that reach it (so no block idles waiting for a slower one).  The
+    first setting is the fastest one whose multipliers fit the ``dsp`` budget;
+    the next ones roughly halve the multipliers, down to one per node.
+    """
+    from ..rtl.generate import MAC_KINDS
     nodes = [n for n in graph.nodes if n.kind in MAC_KINDS]
     if not nodes:
         return [{}]
-    macs = {n.name: max(n.macs(graph), 1) for n in nodes}
-    cap = {n.name: default_parallelism(n, graph) for n in nodes}
-    total = sum(macs.values())
-    out, seen = [], set()
-    budget = max(dsp, len(nodes))
-    while True:
-        par = {k: max(1, min(cap[k], math.floor(budget * macs[k] / total))) for k in macs}
-        key = tuple(sorted(par.items()))
-        if key not in seen:
-            seen.add(key)
-            out.append(par)
-        if budget <= 1:
-            break
-        budget //= 2
-    ones = {k: 1 for k in macs}
-    if tuple(sorted(ones.items())) not in seen:
-        out.append(ones)
+    opts = {n.name: _node_options(graph, n) for n in nodes}
+    settings = {}
+    for target in sorted({o[1] for v in opts.values() for o in v}):
+        par, mults = {}, 0
+        for name, v in opts.items():
+            ok = [o for o in v if o[1] <= target] or [max(v, key=lambda o: o[0])]
+            m, _, p = min(ok)
+            par[name], mults = p, mults + m
+        settings[tuple(sorted(par.items()))] = mults
+    ranked = sorted(settings.items(), key=lambda kv: -kv[1])
+    fitting = [kv for kv in ranked if kv[1] <= dsp] or ranked[-1:]
+    out, last = [], None
+    for par, mults in fitting:
+        if last is None or mults <= last / 2 or par == fitting[-1][0]:
+            out.append(dict(par))
+            last = mults
     if len(out) > max_candidates:  # keep the largest few and the smallest
         out = out[:max_candidates - 1] + out[-1:]
     return out
@@ -101,6 +123,8 @@ def _design(graph, par):
 
 
 def _open_flow(graph, target, out, clock_mhz, candidates, design, divisor, baud, seed):
+    """Try the candidates in order: a synthesis too big for the device skips place and route,
+    a routed design below the clock moves on to the next (smaller) candidate."""
     attempts = []
     for i, par in enumerate(candidates):
         d = design if design is not None else _design(graph, par)
@@ -112,33 +136,59 @@ def _open_flow(graph, target, out, clock_mhz, candidates, design, divisor, baud,
             r = flow.part_build(target, shell, bdir, clock_mhz=clock_mhz, seed=seed)
         used = r["nextpnr"] or r["yosys"] or {}
         over = _over(used, target.available)
+        fmax = r["fmax_mhz"]
+        timing_met = fmax is not None and fmax >= clock_mhz
         attempt = {"parallelism": d.parallelism if hasattr(d, "parallelism") else par,
-                   "multipliers": d.multipliers, "used": used, "fmax_mhz": r["fmax_mhz"],
-                   "routed": r["ok"], "over": over}
+                   "multipliers": d.multipliers, "latency_cycles": int(d.latency_cycles),
+                   "used": used, "used_by": "nextpnr" if r["nextpnr"] else "yosys",
+                   "fmax_mhz": None if fmax is None else round(fmax, 2),
+                   "routed": r["ok"], "skipped_pnr": bool(r.get("skipped_pnr")), "over": over,
+                   "timing_met": timing_met, "seconds": r.get("seconds")}
         attempts.append(attempt)
-        if r["ok"] and not over:
+        if r["ok"] and not over and timing_met:
             return _finish(out, target, d, clock_mhz, r, attempts, baud, bdir)
     _fail(out, target, clock_mhz, attempts)
 
 
 def _fail(out, target, clock_mhz, attempts):
     last = attempts[-1]
+    device = getattr(target, "device", "")
     needed = ", ".join(f"{k.upper()} {last['used'].get(k)}/{target.available[k]}" for k in RESOURCE_KINDS
                        if last["used"].get(k) is not None)
-    why = "; ".join(last["over"]) if last["over"] else "place and route failed (see build/ logs)"
-    msg = (f"the design does not fit {target.board} ({target.device if hasattr(target, 'device') else ''}) "
-           f"even at the smallest parallelism tried ({last['multipliers']} multipliers): {why}. "
-           f"needed/available: {needed}. Tried {len(attempts)} setting(s); choose a larger board "
-           f"(e.g. ulx3s-85f) or a smaller model")
+    tried = "; ".join(f"{a['multipliers']} multipliers: " + (
+        ", ".join(a["over"]) + (" (from synthesis, not placed)" if a["skipped_pnr"] else "") if a["over"]
+        else f"Fmax {a['fmax_mhz']} MHz < {clock_mhz:g} MHz" if a["routed"] or a["fmax_mhz"] is not None
+        else "place and route failed") for a in attempts)
+    if last["over"] or not last["routed"] and last["fmax_mhz"] is None:
+        why = "; ".join(last["over"]) if last["over"] else "place and route failed (see build/ logs)"
+        msg = (f"the design does not fit {target.board} ({device}) even at the smallest parallelism tried "
+               f"({last['multipliers']} multipliers): {why}. needed/available: {needed}. "
+               f"Tried {len(attempts)} setting(s) [{tried}]; choose a larger board (e.g. ulx3s-85f) "
+               f"or a smaller model")
+    else:
+        best = max((a["fmax_mhz"] for a in attempts if a["fmax_mhz"] is not None), default=None)
+        msg = (f"{target.board} ({device}): the design fits but nextpnr reaches at most {best} MHz, below the "
+               f"board's {clock_mhz:g} MHz clock. Tried {len(attempts)} setting(s) [{tried}]; "
+               + (f"the board runs from its oscillator (fabformer makes no PLL), so use a part: target "
+                  f"with --clock {math.floor(best)} or less" if best and hasattr(target, "default_clk_frequency")
+                  else f"ask for a lower --clock (at most {math.floor(best)} MHz)" if best
+                  else "ask for a lower --clock"))
     (out / FAILED).write_text(msg + "\n\n" + json.dumps(attempts, indent=1, sort_keys=True, default=str) + "\n")
     raise FabformerError(msg)
 
 
-def _timing(d, clock_mhz):
+def _timing(d, clock_mhz, divisor=None, baud=None):
+    """The model's latency/throughput, and (with ``divisor``) one sample's cycles through the UART shell."""
     lat = int(d.latency_cycles)
     ii = max(int(d.ii_cycles), 1)
-    return {"latency_cycles": lat, "latency_ns": round(lat * 1000.0 / clock_mhz, 3), "ii_cycles": ii,
-            "throughput_inferences_per_s": round(clock_mhz * 1e6 / ii, 1)}
+    t = {"latency_cycles": lat, "latency_ns": round(lat * 1000.0 / clock_mhz, 3), "ii_cycles": ii,
+         "throughput_inferences_per_s": round(clock_mhz * 1e6 / ii, 1)}
+    if divisor is not None:
+        sc = shell_cycles(lat, in_rows=d.in_rows, in_cols=d.in_cols, in_width=d.in_type.width,
+                          out_rows=d.out_rows, out_cols=d.out_cols, out_width=d.out_type.width, divisor=divisor)
+        t["uart"] = {"baud": baud, "divisor": divisor, "shell_cycles": sc,
+                     "samples_per_s": round(clock_mhz * 1e6 / sc["total"], 1)}
+    return t
 
 
 def _finish(out, target, d, clock_mhz, r, attempts, baud, bdir):
@@ -151,13 +201,8 @@ def _finish(out, target, d, clock_mhz, r, attempts, baud, bdir):
            "timing_met": fmax is not None and fmax >= clock_mhz,
            "resources": _resources(r["nextpnr"] or r["yosys"], target.available),
            "parallelism": getattr(d, "parallelism", None), "multipliers": d.multipliers, "macs": d.macs,
-           **_timing(d, clock_mhz), "uart": {"baud": baud, "divisor": max(4, round(clock_mhz * 1e6 / baud))},
+           **_timing(d, clock_mhz, max(4, round(clock_mhz * 1e6 / baud)), baud),
            "attempts": attempts, "build_dir": str(bdir)}
-    if not rep["timing_met"]:
-        (out / FAILED).write_text(f"timing not met: nextpnr Fmax {fmax} MHz < requested {clock_mhz} MHz\n")
-        bit.unlink()
-        raise FabformerError(f"{target.board}: nextpnr reaches {fmax:.1f} MHz, below the requested "
-                             f"{clock_mhz:g} MHz; ask for a lower --clock (at most {math.floor(fmax)} MHz)")
     _write_report(out, rep)
     return rep
 
@@ -199,7 +244,7 @@ def _vivado(graph, target, out, clock_mhz, candidates, design, divisor, baud):
            "resources": _resources({"dsp": d.multipliers}, target.available),
            "resources_note": "DSP is the design's multiplier count; the rest is known after a Vivado run",
            "parallelism": getattr(d, "parallelism", None), "multipliers": d.multipliers, "macs": d.macs,
-           **_timing(d, clock_mhz), "uart": {"baud": baud, "divisor": divisor},
+           **_timing(d, clock_mhz, divisor, baud),
            "vivado_project": str(proj), "tcl": tcl, "hls_project": str(hls_dir) if hls_dir else None}
     _write_report(out, rep)
     return rep
@@ -218,8 +263,18 @@ def report_markdown(rep: dict) -> str:
             f"- clock: {rep['clock_mhz']:g} MHz requested; Fmax (nextpnr): {f(rep['fmax_mhz'], ' MHz')}",
             f"- latency: {rep['latency_cycles']} cycles = {rep['latency_ns']} ns; "
             f"throughput: {rep['throughput_inferences_per_s']} inferences/s (II {rep['ii_cycles']} cycles)",
-            f"- multipliers: {rep['multipliers']} for {rep['macs']} MACs/inference", "",
+            f"- multipliers: {rep['multipliers']} for {rep['macs']} MACs/inference", *_uart_rows(rep), "",
             "| resource | used | available | % |", "| --- | ---: | ---: | ---: |"]
     for k, v in rep["resources"].items():
         rows.append(f"| {k.upper()} | {f(v['used'])} | {f(v['available'])} | {f(v['percent'])} |")
     return "\n".join(rows) + "\n"
+
+
+def _uart_rows(rep: dict) -> list[str]:
+    u = rep.get("uart")
+    if not u or "shell_cycles" not in u:
+        return []
+    sc = u["shell_cycles"]
+    return [f"- through the UART shell ({u['baud']} baud): {sc['total']} cycles a sample = receive "
+            f"{sc['receive']} + compute {sc['compute']} + send {sc['send']}; {u['samples_per_s']} samples/s "
+            f"(the shell reports the model's {sc['reported']} cycles)"]

@@ -107,22 +107,46 @@ def parse_nextpnr_report(path: Path, family: str) -> tuple[dict, dict]:
 def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed: int = 1) -> dict:
     """Synthesize, place, route and pack ``top`` (an Elaboratable using the platform's pins).
 
-    Returns {"ok", "bitstream", "yosys", "nextpnr", "fmax_mhz", "log"}; never raises for a
-    design that does not fit or route (that is ``ok: False`` with the log's tail).
+    The amaranth build plan is extracted and its commands run one by one: after
+    yosys, a design that synthesis already shows too big for the device (LUT, FF,
+    DSP or BRAM over ``platform.available``) is not placed (``skipped_pnr: True``).
+    Returns {"ok", "bitstream", "yosys", "nextpnr", "fmax_mhz", "seconds", ...}; never
+    raises for a design that does not fit or route (that is ``ok: False`` with the log's tail).
     """
+    import time
     env = tool_env(platform.family)
     ext = "bin" if platform.family == "ice40" else "bit"
+    t0 = time.time()
     plan = platform.prepare(
         top, name="top",
         synth_opts=platform.synth_opts,
         script_after_synth="tee -q -o top.stat.json stat -json",
         nextpnr_opts=f"--seed {seed} --report top.report.json --timing-allow-fail")
-    try:
-        plan.execute_local(str(build_dir), env=env)
-        ok = True
-    except subprocess.CalledProcessError:
-        ok = False
-    return _collect(build_dir, platform.family, ok, f"top.{ext}")
+    build_dir = Path(build_dir)
+    plan.extract(str(build_dir))
+    script = plan.files["build_top.sh"]
+    script = script if isinstance(script, str) else script.decode()
+    cmds = [ln for ln in script.splitlines() if ln.startswith('"$')]
+    log = build_dir / "build.log"
+    log.write_text("")
+    times = {"elaborate": round(time.time() - t0, 1)}
+    ok = _run(["sh", "-c", cmds[0]], build_dir, env, log) == 0  # yosys
+    times["synthesis"] = round(time.time() - t0 - sum(times.values()), 1)
+    skipped = False
+    stat = build_dir / "top.stat.json"
+    if ok and stat.exists():
+        counts = yosys_counts(json.loads(stat.read_text()), platform.family)
+        skipped = any(counts[k] > platform.available[k] for k in counts)
+    if ok and not skipped:
+        for c in cmds[1:]:
+            if _run(["sh", "-c", c], build_dir, env, log) != 0:
+                ok = False
+                break
+        times["place_route_pack"] = round(time.time() - t0 - sum(times.values()), 1)
+    res = _collect(build_dir, platform.family, ok and not skipped, f"top.{ext}")
+    res["skipped_pnr"] = skipped
+    res["seconds"] = times
+    return res
 
 
 def _collect(build_dir: Path, family: str, ok: bool, bitname: str) -> dict:
@@ -181,10 +205,11 @@ def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed: int = 
     ok = _run([env["YOSYS"], "-q", "-l", "top.rpt", "top.ys"], build_dir, env, log) == 0
     ext = "bin" if target.family == "ice40" else "bit"
     stat = build_dir / "top.stat.json"
+    skipped = False
     if ok and stat.exists():  # do not place a design that synthesis already shows too big
         counts = yosys_counts(json.loads(stat.read_text()), target.family)
-        if any(counts[k] > target.available[k] for k in counts):
-            ok = False
+        skipped = any(counts[k] > target.available[k] for k in counts)
+        ok = not skipped
     if ok:
         common = ["--json", "top.json", "--freq", f"{clock_mhz:g}", "--seed", str(seed), "--report",
                   "top.report.json", "--timing-allow-fail", "--log", "top.tim", "-q"]
@@ -198,7 +223,9 @@ def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed: int = 
                    "--lpf-allow-unconstrained", "--textcfg", "top.config", *common]
             ok = _run(cmd, build_dir, env, log) == 0 and \
                 _run([env["ECPPACK"], "--input", "top.config", "--bit", "top.bit"], build_dir, env, log) == 0
-    return _collect(build_dir, target.family, ok, f"top.{ext}")
+    res = _collect(build_dir, target.family, ok, f"top.{ext}")
+    res["skipped_pnr"] = skipped
+    return res
 
 
 # -- Xilinx: the Vivado build plan, not run -----------------------------------------

@@ -6,10 +6,26 @@ One sample at a time (the frame format is :mod:`fabformer.boards.protocol`):
    element as ``ceil(width / 8)`` little-endian bytes (two's complement);
 2. the shell stores the rows, then streams them into the model at full clock
    rate and stores the output rows as the model produces them, counting the
-   clock cycles from the first input beat offered to the last output beat taken;
+   clock cycles from the first input beat offered (cycle 0) to the last output
+   beat taken: the same definition as the design's ``latency_cycles``, so on a
+   stall-free model the two are equal;
 3. it answers ``SYNC_OUT``, every output element (``ceil(width / 8)`` bytes each,
    little-endian, the upper bits zero: the host sign-extends) and the cycle
    count as 4 little-endian bytes.
+
+Where the time of one sample goes (``D`` = clock cycles per UART bit, 10 bits a
+byte, ``L`` = ``latency_cycles``; :func:`shell_cycles` computes it):
+
+- receive: ``10 * D * request_len`` cycles on the wire (``1 + in_rows * in_cols *
+  ceil(in_width / 8)`` bytes);
+- compute: ``1 + L + 1`` cycles, ``1`` for the input memory's read port before the
+  first beat, ``L`` counted and reported, ``1`` to leave the run state;
+- send: ``10 * D * answer_len`` cycles (``1 + out_rows * out_cols * ceil(out_width /
+  8) + 4`` bytes) plus one read-port cycle per output row.
+
+So at 115200 baud the UART, not the model, bounds the throughput of a board
+(``baud / (10 * (request_len + answer_len))`` samples/s); the reported count is
+what the model itself takes.
 
 Ports: ``rx`` / ``tx`` (idle high, 8N1), ``led_alive`` (blinks while the clock
 runs and the design is out of reset) and ``led_busy`` (on while a sample is
@@ -27,6 +43,21 @@ CYCLE_BYTES = 4
 
 def bytes_per_element(width: int) -> int:
     return (width + 7) // 8
+
+
+def shell_cycles(latency_cycles: int, *, in_rows, in_cols, in_width, out_rows, out_cols, out_width,
+                 divisor: int) -> dict:
+    """Clock cycles of one sample through the shell (see the module docstring).
+
+    ``reported`` is the count the shell sends back (= ``latency_cycles``);
+    ``receive`` / ``compute`` / ``send`` are the phases, ``total`` their sum.
+    """
+    req = 1 + in_rows * in_cols * bytes_per_element(in_width)
+    ans = 1 + out_rows * out_cols * bytes_per_element(out_width) + CYCLE_BYTES
+    receive, send = 10 * divisor * req, 10 * divisor * ans + out_rows
+    compute = 1 + latency_cycles + 1
+    return {"reported": latency_cycles, "receive": receive, "compute": compute, "send": send,
+            "total": receive + compute + send, "request_bytes": req, "answer_bytes": ans}
 
 
 class UARTRx(wiring.Component):
@@ -211,7 +242,8 @@ class UARTShell(wiring.Component):
                         m.d.sync += byte_i.eq(byte_i + 1)
             with m.State("RUN"):
                 m.d.comb += [self.led_busy.eq(1), model.o.ready.eq(1), ird.en.eq(advance)]
-                m.d.sync += cycles.eq(cycles + 1)
+                with m.If(ivalid | (cycles != 0)):  # cycle 0: the first input beat is offered
+                    m.d.sync += cycles.eq(cycles + 1)
                 with m.If(advance):
                     with m.If(rd_ptr != self.in_rows):
                         m.d.sync += [ivalid.eq(1), rd_ptr.eq(rd_ptr + 1)]

@@ -133,7 +133,11 @@ def cmd_demo(args) -> int:
     ctx = {"graph": g, "graph_path": gpath, "model": model, "model_path": model_path, "out": out,
            "json": args.json, "quick": args.quick}
     for mod in sorted((m for m in _plugins() if hasattr(m, "demo")), key=lambda m: getattr(m, "DEMO_ORDER", 100)):
-        name, step = mod.demo(ctx)
+        try:
+            name, step = mod.demo(ctx)
+        except FabformerError as e:  # one failing backend step does not hide the others
+            name, step = mod.__name__.split(".")[-2 if mod.__name__.endswith(".cli") else -1], {"error": str(e)}
+            print(f"fabformer demo: {name} step failed: {e}", file=sys.stderr)
         res[name] = step
         ctx[name] = step
     if args.json:

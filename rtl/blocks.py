@@ -21,7 +21,7 @@ from ..fixed import FixedType, mul_type
 from . import arith
 from .arith import lookup, leading_one, pack, requantize, requantize_var, shape_of, unpack
 
-__all__ = ["Block", "RowMap", "AddBlock", "MacEngine", "DenseBlock", "MatMulBlock", "ReshapeBlock",
+__all__ = ["Block", "Pipe", "RowMap", "AddBlock", "MacEngine", "DenseBlock", "MatMulBlock", "ReshapeBlock",
            "PoolBlock", "Fork", "row_shape", "row_layout", "mac_split"]
 
 
@@ -81,16 +81,43 @@ class Block(wiring.Component):
                 "latency": l, "ii": self.ii}
 
 
+class Pipe:
+    """Pipeline registers for a :class:`RowMap` function: ``stage(*groups)`` registers every
+    value of every group (lists of values) under the pipeline's enable and returns the
+    registered lists.  Every value that lives past a stage must go through it."""
+
+    def __init__(self, m, en):
+        self.m, self.en, self.stages = m, en, 0
+
+    def stage(self, *groups):
+        from amaranth.hdl import Value
+        out = []
+        for g in groups:
+            regs = []
+            for k, v in enumerate(g):
+                v = Value.cast(v)
+                r = Signal(v.shape(), name=f"p{self.stages}_{len(out)}_{k}")
+                with self.m.If(self.en):
+                    self.m.d.sync += r.eq(v)
+                regs.append(r)
+            out.append(regs)
+        self.stages += 1
+        return out
+
+
 class RowMap(Block):
-    """A row-wise combinational function followed by one output register (latency 1, II 1 row)."""
+    """A row-wise function in ``fn.stages`` pipeline stages followed by one output register
+    (latency ``stages + 1``, II 1 row).  The whole pipeline advances while the output
+    register is free or read (one enable): bit-exact under any stall pattern."""
 
     def __init__(self, name, kind, fn, in_t, out_t, rows, in_cols, out_cols):
         self.kind = kind
-        self.fn = fn  # fn(m, elems) -> list of output element values
+        self.fn = fn  # fn(m, elems, pipe) -> list of output element values
+        self.stages = int(getattr(fn, "stages", 0))
         super().__init__(name, [(in_t, rows, in_cols)], (out_t, rows, out_cols))
 
     def timing(self, first, last):
-        return first + 1, last + 1
+        return first + self.stages + 1, last + self.stages + 1
 
     @property
     def ii(self):
@@ -99,14 +126,22 @@ class RowMap(Block):
     def elaborate(self, platform):
         m = Module()
         in_t, _, in_cols = self.in_specs[0]
+        can = Signal()
+        m.d.comb += can.eq(~self.o.valid | self.o.ready)
+        pipe = Pipe(m, can)
         xs = unpack(self.i.payload, in_cols, in_t)
-        ys = self.fn(m, xs)
-        can = ~self.o.valid | self.o.ready
+        ys = self.fn(m, xs, pipe)
+        assert pipe.stages == self.stages, (self.kind, pipe.stages, self.stages)
+        valid = self.i.valid
+        for k in range(self.stages):
+            v = Signal(name=f"valid{k}")
+            with m.If(can):
+                m.d.sync += v.eq(valid)
+            valid = v
         m.d.comb += self.i.ready.eq(can)
         with m.If(can):
-            m.d.sync += self.o.valid.eq(self.i.valid)
-            with m.If(self.i.valid):
-                m.d.sync += self.o.payload.as_value().eq(pack(ys))
+            m.d.sync += self.o.valid.eq(valid)
+            m.d.sync += self.o.payload.as_value().eq(pack(ys))
         return m
 
 
@@ -170,6 +205,7 @@ class MacEngine(Elaboratable):
         self.head = Signal(range(max(heads, 2)))
         self.o = stream.Signature(row_layout(out_t, n)).create(path=("eng_o",))
         self.busy = Signal()
+        self.done = Signal()  # the current job's last step runs this cycle (its weights are read now)
         self.multipliers = 0
 
     def elaborate(self, platform):
@@ -186,6 +222,7 @@ class MacEngine(Elaboratable):
         last = last_k & (nb == NB - 1)
         out_free = ~self.o.valid | self.o.ready
         advance = self.busy & (~last | out_free)
+        m.d.comb += self.done.eq(advance & last)
 
         # lane datapath
         xsel = [x_reg[j] if KB == 1 else Array(x_reg[b * pk + j] for b in range(KB))[kb] for j in range(pk)]
@@ -310,8 +347,11 @@ class DenseBlock(Block):
 
 
 class MatMulBlock(Block):
-    """Batched (per-head) matrix product of two streamed tensors; both are buffered whole,
-    then each row of ``a`` runs through a :class:`MacEngine` whose weights are ``b``."""
+    """Batched (per-head) matrix product of two streamed tensors.  Both operands are
+    buffered whole in one of two banks (ping-pong): the next sample's operands load
+    into the other bank while each row of ``a`` runs through a :class:`MacEngine` whose
+    weights are ``b``.  A bank's ``a`` half is free once its last row is issued, its
+    ``b`` half once the last row's job has read its weights."""
 
     kind = "matmul"
 
@@ -335,67 +375,85 @@ class MatMulBlock(Block):
 
     @property
     def ii(self):
-        return max(self.a_rows, self.b_rows) + self.a_rows * self.steps + 2
+        return max(self.a_rows, self.b_rows, self.a_rows * self.steps)
 
     def elaborate(self, platform):
         m = Module()
-        op, pn, pk, K, N, M = self.op, self.pn, self.pk, self.k, self.n, self.m
+        op, pn, pk, K, N, M, H = self.op, self.pn, self.pk, self.k, self.n, self.m, self.h
         (at, ar, _), (bt, br, bc) = self.in_specs
         out_t = self.out_spec[0]
         KB, NB = K // pk, N // pn
-        a_buf = [[Signal(shape_of(at), name=f"a{r}_{c}") for c in range(K)] for r in range(ar)]
-        b_buf = [[Signal(shape_of(bt), name=f"b{r}_{c}") for c in range(bc)] for r in range(br)]
-        a_cnt = Signal(range(ar + 1))
-        b_cnt = Signal(range(br + 1))
-        r_cnt = Signal(range(ar + 1))
-        m_cnt = Signal(range(max(M, 2)))
-        h_cnt = Signal(range(max(self.h, 2)))
-        a_done, b_done = a_cnt == ar, b_cnt == br
-        # load both operands concurrently
-        for port, buf, cnt, done, t, cols in ((self.a, a_buf, a_cnt, a_done, at, K),
-                                               (self.b, b_buf, b_cnt, b_done, bt, bc)):
-            m.d.comb += port.ready.eq(~done)
-            with m.If(port.valid & ~done):
-                m.d.sync += cnt.eq(cnt + 1)
+        a_buf = [[[Signal(shape_of(at), name=f"a{z}_{r}_{c}") for c in range(K)] for r in range(ar)]
+                 for z in range(2)]
+        b_buf = [[[Signal(shape_of(bt), name=f"b{z}_{r}_{c}") for c in range(bc)] for r in range(br)]
+                 for z in range(2)]
+        a_full, b_full = Signal(2), Signal(2)   # bank holds a whole operand
+        b_drain = Signal(2)                     # bank's last job issued, its weights still in use
+        a_clr, b_clr, a_set, b_set = Signal(2), Signal(2), Signal(2), Signal(2)
+        d_set, d_clr = Signal(2), Signal(2)
+        # load each operand into its write bank; the bank flips when it is full
+        for port, buf, full, rows, t, cols, nm, st in ((self.a, a_buf, a_full, ar, at, K, "a", a_set),
+                                                       (self.b, b_buf, b_full, br, bt, bc, "b", b_set)):
+            wb = Signal(name=f"{nm}_wbank")
+            cnt = Signal(range(max(rows, 2)), name=f"{nm}_cnt")
+            free = ~full.bit_select(wb, 1)
+            m.d.comb += port.ready.eq(free)
+            with m.If(port.valid & free):
                 xs = unpack(port.payload, cols, t)
-                with m.Switch(cnt):
-                    for r in range(len(buf)):
-                        with m.Case(r):
-                            m.d.sync += [s.eq(x) for s, x in zip(buf[r], xs)]
+                with m.Switch(Cat(cnt, wb)):
+                    for z in range(2):
+                        for r in range(rows):
+                            with m.Case(r | (z << len(cnt))):
+                                m.d.sync += [s.eq(x) for s, x in zip(buf[z][r], xs)]
+                with m.If(cnt == rows - 1):
+                    m.d.sync += [cnt.eq(0), wb.eq(~wb)]
+                    m.d.comb += st.eq(Mux(wb, 2, 1))
+                with m.Else():
+                    m.d.sync += cnt.eq(cnt + 1)
 
-        def b_elem(h, kk, nn):
-            return b_buf[h * K + kk][nn] if not op.transpose_b else b_buf[h * N + nn][kk]
+        def b_elem(z, h, kk, nn):
+            return b_buf[z][h * K + kk][nn] if not op.transpose_b else b_buf[z][h * N + nn][kk]
 
         def weight(mm, head, cnt, i, j):
-            sel = [b_elem(h, kb * pk + j, nb * pn + i)
-                   for h in range(self.h) for nb in range(NB) for kb in range(KB)]
-            return Array(sel)[head * self.steps + cnt] if len(sel) > 1 else sel[0]
+            # head = bank * H + head index: the job reads the bank it was issued from
+            sel = [b_elem(z, h, kb * pk + j, nb * pn + i)
+                   for z in range(2) for h in range(H) for nb in range(NB) for kb in range(KB)]
+            return Array(sel)[head * self.steps + cnt]
 
-        eng = MacEngine(K, N, pn, pk, at, self.acc_width, out_t, self.h, weight, None,
+        eng = MacEngine(K, N, pn, pk, at, self.acc_width, out_t, 2 * H, weight, None,
                         lambda mm, v, i: requantize(mm, v * op.scale, self.frac, out_t, name=f"q{i}"))
         m.submodules.engine = eng
-        computing = a_done & b_done
-        issuing = computing & (r_cnt != ar)
-        rows = [Cat(*row) for row in a_buf]
-        sel_row = Array(rows)[r_cnt] if ar > 1 else rows[0]
-        m.d.comb += [eng.start.eq(issuing), eng.head.eq(h_cnt)]
+        rb = Signal()  # compute bank
+        r_cnt = Signal(range(max(ar, 2)))
+        m_cnt = Signal(range(max(M, 2)))
+        h_cnt = Signal(range(max(H, 2)))
+        issuing = a_full.bit_select(rb, 1) & b_full.bit_select(rb, 1) & ~b_drain.bit_select(rb, 1)
+        rows = [Cat(*row) for z in range(2) for row in a_buf[z]]
+        sel_row = Array(rows)[Cat(r_cnt, rb) if ar > 1 else rb]
+        m.d.comb += [eng.start.eq(issuing), eng.head.eq(rb * H + h_cnt)]
         m.d.comb += [x.eq(e) for x, e in zip(eng.x, unpack(sel_row, K, at))]
+        with m.If(eng.done):
+            m.d.comb += [d_clr.eq(b_drain), b_clr.eq(b_drain)]
         with m.If(issuing & eng.ready):
-            m.d.sync += r_cnt.eq(r_cnt + 1)
-            with m.If(m_cnt == M - 1):
-                m.d.sync += [m_cnt.eq(0), h_cnt.eq(h_cnt + 1)]
+            with m.If(r_cnt == ar - 1):
+                m.d.sync += [r_cnt.eq(0), m_cnt.eq(0), h_cnt.eq(0), rb.eq(~rb)]
+                m.d.comb += [a_clr.eq(Mux(rb, 2, 1)), d_set.eq(Mux(rb, 2, 1))]
             with m.Else():
-                m.d.sync += m_cnt.eq(m_cnt + 1)
-        # all rows issued and the last one finished: ready for the next sample's operands
-        with m.If(computing & (r_cnt == ar) & ~eng.busy):
-            m.d.sync += [a_cnt.eq(0), b_cnt.eq(0), r_cnt.eq(0), m_cnt.eq(0), h_cnt.eq(0)]
+                m.d.sync += r_cnt.eq(r_cnt + 1)
+                with m.If(m_cnt == M - 1):
+                    m.d.sync += [m_cnt.eq(0), h_cnt.eq(h_cnt + 1)]
+                with m.Else():
+                    m.d.sync += m_cnt.eq(m_cnt + 1)
+        m.d.sync += [a_full.eq((a_full & ~a_clr) | a_set), b_full.eq((b_full & ~b_clr) | b_set),
+                     b_drain.eq((b_drain & ~d_clr) | d_set)]
         wiring.connect(m, eng.o, wiring.flipped(self.o))
         return m
 
 
 class ReshapeBlock(Block):
     """Buffers a whole tensor, then emits it in another row order / row length
-    (``split_heads``, ``merge_heads``, ``flatten``): ``out_row[r][c] = in_flat[index[r][c]]``."""
+    (``split_heads``, ``merge_heads``, ``flatten``): ``out_row[r][c] = in_flat[index[r][c]]``.
+    Two banks (ping-pong): the next tensor loads while this one is emitted."""
 
     def __init__(self, name, kind, t, in_rows, in_cols, out_rows, out_cols, index):
         self.kind = kind
@@ -407,32 +465,42 @@ class ReshapeBlock(Block):
 
     @property
     def ii(self):
-        return self.in_specs[0][1] + self.out_spec[1]
+        return max(self.in_specs[0][1], self.out_spec[1])
 
     def elaborate(self, platform):
         m = Module()
         t, ir_, ic = self.in_specs[0]
         _, orows, oc = self.out_spec
-        buf = [Signal(shape_of(t), name=f"e{e}") for e in range(ir_ * ic)]
-        in_cnt = Signal(range(ir_ + 1))
+        buf = [[Signal(shape_of(t), name=f"e{z}_{e}") for e in range(ir_ * ic)] for z in range(2)]
+        full = Signal(2)
+        wb, rb = Signal(), Signal()
+        in_cnt = Signal(range(max(ir_, 2)))
         out_cnt = Signal(range(max(orows, 2)))
-        full = in_cnt == ir_
-        m.d.comb += self.i.ready.eq(~full)
-        with m.If(self.i.valid & ~full):
-            m.d.sync += in_cnt.eq(in_cnt + 1)
+        free = ~full.bit_select(wb, 1)
+        f_set, f_clr = Signal(2), Signal(2)
+        m.d.comb += self.i.ready.eq(free)
+        with m.If(self.i.valid & free):
             xs = unpack(self.i.payload, ic, t)
-            with m.Switch(in_cnt):
-                for r in range(ir_):
-                    with m.Case(r):
-                        m.d.sync += [buf[r * ic + c].eq(xs[c]) for c in range(ic)]
-        rows = [Cat(*(buf[e] for e in self.index[r])) for r in range(orows)]
-        m.d.comb += [self.o.valid.eq(full),
-                     self.o.payload.as_value().eq(Array(rows)[out_cnt] if orows > 1 else rows[0])]
+            with m.Switch(Cat(in_cnt, wb)):
+                for z in range(2):
+                    for r in range(ir_):
+                        with m.Case(r | (z << len(in_cnt))):
+                            m.d.sync += [buf[z][r * ic + c].eq(xs[c]) for c in range(ic)]
+            with m.If(in_cnt == ir_ - 1):
+                m.d.sync += [in_cnt.eq(0), wb.eq(~wb)]
+                m.d.comb += f_set.eq(Mux(wb, 2, 1))
+            with m.Else():
+                m.d.sync += in_cnt.eq(in_cnt + 1)
+        rows = [Cat(*(buf[z][e] for e in self.index[r])) for z in range(2) for r in range(orows)]
+        m.d.comb += [self.o.valid.eq(full.bit_select(rb, 1)),
+                     self.o.payload.as_value().eq(Array(rows)[Cat(out_cnt, rb) if orows > 1 else rb])]
         with m.If(self.o.valid & self.o.ready):
             with m.If(out_cnt == orows - 1):
-                m.d.sync += [out_cnt.eq(0), in_cnt.eq(0)]
+                m.d.sync += [out_cnt.eq(0), rb.eq(~rb)]
+                m.d.comb += f_clr.eq(Mux(rb, 2, 1))
             with m.Else():
                 m.d.sync += out_cnt.eq(out_cnt + 1)
+        m.d.sync += full.eq((full & ~f_clr) | f_set)
         return m
 
 
@@ -479,11 +547,12 @@ class PoolBlock(Block):
 
 
 class Fork(wiring.Component):
-    """One stream to several consumers, each behind its own FIFO of ``depth`` rows, so
-    a consumer that lags by up to a whole tensor does not stall the others."""
+    """One stream to several consumers, each behind its own FIFO (``depth`` rows, or a list
+    of depths, one per consumer), so a consumer that lags does not stall the others."""
 
-    def __init__(self, t: FixedType, cols: int, n: int, depth: int):
-        self.t, self.cols, self.n, self.depth = t, cols, n, depth
+    def __init__(self, t: FixedType, cols: int, n: int, depth):
+        self.t, self.cols, self.n = t, cols, n
+        self.depth = list(depth) if isinstance(depth, (list, tuple)) else [int(depth)] * n
         members = {"i": In(stream.Signature(row_layout(t, cols)))}
         for j in range(n):
             members[f"o{j}"] = Out(stream.Signature(row_layout(t, cols)))
@@ -494,7 +563,7 @@ class Fork(wiring.Component):
         w = self.t.width * self.cols
         fifos = []
         for j in range(self.n):
-            f = fifo.SyncFIFOBuffered(width=w, depth=self.depth)
+            f = fifo.SyncFIFOBuffered(width=w, depth=self.depth[j])
             m.submodules[f"fifo{j}"] = f
             fifos.append(f)
         all_rdy = Signal()

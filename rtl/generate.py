@@ -76,7 +76,7 @@ class Top(wiring.Component):
                 return
             t = d.graph.type_of(tensor)
             rows, cols = row_shape(d.graph.tensors[tensor].shape)
-            f = Fork(t, cols, k, rows + 2)
+            f = Fork(t, cols, k, d._fork_depths.get(tensor, rows + 2))
             m.submodules[f"fork_{_ident(tensor)}"] = f
             wiring.connect(m, port, f.i)
             taps[tensor] = [getattr(f, f"o{j}") for j in range(k)]
@@ -118,6 +118,7 @@ class Design:
     latency_cycles: int = 0
     ii_cycles: int = 0
     _first: int = 0
+    _fork_depths: dict = field(default_factory=dict, repr=False)
     _top: Top = field(default=None, repr=False)
 
     @property
@@ -234,6 +235,7 @@ def generate(graph: ir.Graph, parallelism=None) -> Design:
     fd = FORK_DELAY if consumers.get(d.in_tensor, 0) > 1 else 0
     times = {d.in_tensor: (fd, d.in_rows - 1 + fd)}
     ii = d.in_rows
+    ends = {}
     for n in graph.nodes[first:]:
         blk = make_block(n, graph, par.get(n.name))
         blk._MustUse__silence = True  # analysis only; Top.elaborate builds the blocks it uses
@@ -243,6 +245,7 @@ def generate(graph: ir.Graph, parallelism=None) -> Design:
         if consumers.get(n.output, 0) > 1:
             f, l = f + FORK_DELAY, l + FORK_DELAY
         times[n.output] = (f, l)
+        ends[n.name] = l
         ii = max(ii, blk.ii)
         d.multipliers += blk.multipliers
         d.macs += n.macs(graph)
@@ -250,7 +253,24 @@ def generate(graph: ir.Graph, parallelism=None) -> Design:
         d.blocks.append(info)
     d.latency_cycles = times[d.out_tensor][1]
     d.ii_cycles = ii
+    d._fork_depths = _fork_depths(graph, first, consumers, times, ends, ii, d.in_tensor, d.out_tensor)
     return d
+
+
+def _fork_depths(graph, first, consumers, times, ends, period, in_tensor, out_tensor) -> dict:
+    """FIFO depth of each consumer of a forked tensor: with every block repeating each
+    ``period`` cycles, a consumer done with a sample ``D`` cycles after the tensor's first
+    row holds at most ``D // period + 1`` samples' rows (plus the FIFO's own 2 cycles)."""
+    out = {}
+    for tensor, k in consumers.items():
+        if k <= 1:
+            continue
+        rows, _ = row_shape(graph.tensors[tensor].shape)
+        users = [ends[n.name] for n in graph.nodes[first:] for t in n.inputs if t == tensor]
+        if tensor == out_tensor:
+            users.append(times[out_tensor][1])
+        out[tensor] = [rows * ((e - times[tensor][0]) // max(period, 1) + 1) + 2 for e in users]
+    return out
 
 
 def make_block(n, g, parallelism):
