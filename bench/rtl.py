@@ -1,7 +1,11 @@
 """RTL benchmark: cycles, II, multiplier bound and utilization per block and for the
 model; the matmul-engine parallelism sweep; Verilator vs Icarus simulated cycles/s.
 
-    .venv/bin/python bench/rtl.py [--samples N] [--icarus-samples N] [--json out.json]
+    .venv/bin/python bench/rtl.py [--samples N] [--icarus-samples N] [--fmax] [--json out.json]
+
+``--fmax`` also places and routes the single-op designs of the softmax and layer-norm op
+graphs (fabformer.testing.op_graph) for the bare ECP5 part LFE5U-85F with the boards flow
+(yowasp yosys + nextpnr, several minutes each) and reports their Fmax.
 
 Uses the shipped digits example when examples/digits/model_q8.h5 exists, else the
 random-weight encoder of fabformer.testing.
@@ -56,10 +60,27 @@ def sweep(samples=2):
     return out
 
 
+def fmax(kinds=("softmax", "layernorm"), part="part:LFE5U-85F"):
+    """Fmax (MHz, nextpnr) of the single-op design of each op graph in ``kinds``."""
+    import tempfile
+    from fabformer import testing
+    from fabformer.boards import build
+    from fabformer.rtl import generate
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in kinds:
+            g = testing.op_graph(k)
+            r = build(g, part, Path(tmp) / k, design=generate(g))
+            out[k] = {"fmax_mhz": r["fmax_mhz"], "lut": r["resources"]["lut"]["used"],
+                      "ff": r["resources"]["ff"]["used"], "dsp": r["resources"]["dsp"]["used"]}
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--icarus-samples", type=int, default=10)
+    ap.add_argument("--fmax", action="store_true", help="also measure the Fmax of softmax / layer norm (slow)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     from fabformer.rtl import generate
@@ -91,6 +112,11 @@ def main(argv=None):
     print("\n| multipliers | MAC bound | latency | II | II over bound |\n|---:|---:|---:|---:|---:|")
     for s in res["sweep"]:
         print(f"| {s['multipliers']} | {s['bound']:.0f} | {s['latency']} | {s['ii']:.1f} | {s['over_bound']:+.1%} |")
+    if a.fmax:
+        res["fmax"] = fmax()
+        print("\n| op graph | Fmax (MHz, LFE5U-85F) | LUT | FF | DSP |\n|---|---:|---:|---:|---:|")
+        for k, v in res["fmax"].items():
+            print(f"| {k} | {v['fmax_mhz']} | {v['lut']} | {v['ff']} | {v['dsp']} |")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1, default=str) + "\n")
 

@@ -185,7 +185,9 @@ class MacEngine(Elaboratable):
 
     A job is accepted (``start & ready``) together with its ``x`` elements and a
     head index; the next job is accepted during the last step of the current one,
-    so a row takes exactly ``steps`` cycles and leaves one cycle later on ``o``.
+    so a row takes exactly ``steps`` cycles and leaves one cycle later on ``o``.  The
+    output register holds the full-precision sums; ``o.payload`` is their requantization
+    (so the requantizing logic is not on the multiply-accumulate path).
     ``weight(m, head, step_idx, i, j)`` returns the weight (value or int) feeding
     lane ``i``, product ``j``; ``bias(b, i)`` an int (already shifted to the
     accumulator frac) or None; ``finish(m, acc, lane)`` requantizes.
@@ -217,7 +219,8 @@ class MacEngine(Elaboratable):
         nb = Signal(range(max(NB, 2)))
         cnt = Signal(range(max(self.steps, 2)))
         acc = [Signal(signed(self.acc_width), name=f"acc{i}") for i in range(pn)]
-        res = [Signal(shape_of(self.out_t), name=f"res{n}") for n in range(self.n)]
+        res = [Signal(signed(self.acc_width), name=f"res{n}") for n in range(self.n)]
+        outw = [Signal(signed(self.acc_width), name=f"sum{n}") for n in range(self.n)]
         last_k = kb == KB - 1
         last = last_k & (nb == NB - 1)
         out_free = ~self.o.valid | self.o.ready
@@ -250,14 +253,14 @@ class MacEngine(Elaboratable):
             base = Mux(kb == 0, b0, acc[i])
             new = Signal(signed(self.acc_width), name=f"new{i}")
             m.d.comb += new.eq(base + partial)
-            q.append(self.finish(m, new, i))
+            q.append(new)
             with m.If(advance):
                 m.d.sync += acc[i].eq(new)
                 with m.If(last_k):
                     with m.Switch(nb):
-                        for b in range(NB):
+                        for b in range(NB - 1):
                             with m.Case(b):
-                                m.d.sync += res[b * pn + i].eq(q[i])
+                                m.d.sync += res[b * pn + i].eq(new)
         self.multipliers = mults
 
         with m.If(advance):
@@ -267,8 +270,9 @@ class MacEngine(Elaboratable):
                 m.d.sync += kb.eq(kb + 1)
             m.d.sync += cnt.eq(cnt + 1)
             with m.If(last):
-                m.d.sync += [self.busy.eq(0), nb.eq(0), cnt.eq(0), self.o.valid.eq(1),
-                             self.o.payload.as_value().eq(Cat(*res[:(NB - 1) * pn], *q))]
+                m.d.sync += [self.busy.eq(0), nb.eq(0), cnt.eq(0), self.o.valid.eq(1)]
+                m.d.sync += [o.eq(v) for o, v in zip(outw, [*res[:(NB - 1) * pn], *q])]
+        m.d.comb += self.o.payload.as_value().eq(Cat(*(self.finish(m, v, j) for j, v in enumerate(outw))))
         with m.If(self.o.valid & self.o.ready & ~(advance & last)):
             m.d.sync += self.o.valid.eq(0)
         m.d.comb += self.ready.eq(~self.busy | (advance & last))

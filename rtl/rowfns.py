@@ -17,11 +17,15 @@ from .arith import leading_one, lookup, requantize, requantize_var, shape_of, sh
 
 
 def _sum(m, xs, shape, name):
+    """Sum of ``xs`` as a balanced adder tree (depth log2 of the row length)."""
+    level = list(xs)
+    while len(level) > 1:
+        nxt = [a + b for a, b in zip(level[0::2], level[1::2])]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
     s = Signal(shape, name=name)
-    acc = xs[0]
-    for x in xs[1:]:
-        acc = acc + x
-    m.d.comb += s.eq(acc)
+    m.d.comb += s.eq(level[0])
     return s
 
 
@@ -65,14 +69,16 @@ def _max_tree(m, xs, shape, name):
 
 
 def make_softmax(op: ir.Softmax, g):
-    """Six pipeline stages: row max | exp lookups | sum | leading one and normalising
-    shift | reciprocal lookup | products; then the variable requantizing shift."""
+    """Seven pipeline stages: input register (the producer's requantization ends there) |
+    row max | exp lookups | sum | leading one and normalising shift | reciprocal lookup |
+    products; then the variable requantizing shift."""
     xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
     sw = op.sum_type(g).width
     R = op.recip_bits
     Fr = op.recip_table.out_type.frac
 
     def fn(m, xs, pipe):
+        (xs,) = pipe.stage(xs)
         mx = _max_tree(m, xs, shape_of(xt), "mx")
         xs, (mx,) = pipe.stage(xs, [mx])
         es = []
@@ -92,7 +98,7 @@ def make_softmax(op: ir.Softmax, g):
         es, (r, osh) = pipe.stage(es, [r, osh])
         prods, (osh,) = pipe.stage([e * r for e in es], [osh])
         return [requantize_var(m, v, osh, out_t, name=f"y{j}") for j, v in enumerate(prods)]
-    fn.stages = 6
+    fn.stages = 7
     return fn
 
 
@@ -129,10 +135,7 @@ def make_layernorm(op: ir.LayerNorm, g):
             sq.append(s2)
         ds, sq = pipe.stage(ds, sq)
         Q = Signal(unsigned(qt.width), name="Q")
-        acc = sq[0]
-        for s2 in sq[1:]:
-            acc = acc + s2
-        m.d.comb += Q.eq(acc + op.eps)
+        m.d.comb += Q.eq(_sum(m, sq, unsigned(qt.width), "sq_sum") + op.eps)
         ds, (Q,) = pipe.stage(ds, [Q])
         p = leading_one(m, Q, qt.width, name="p")
         n = Signal(unsigned(R + 3), name="n")
