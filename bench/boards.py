@@ -49,6 +49,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-o", "--output", default="out/bench_boards")
     ap.add_argument("--boards", nargs="+", default=["ulx3s-85f", "icebreaker", "arty-a7-35", "arty-a7-100"])
+    ap.add_argument("--parallelism", type=int, help="multipliers per matmul-like node (default: fitted)")
     args = ap.parse_args()
     from fabformer.boards.build import build
     out = prepare_dir(args.output)
@@ -58,7 +59,7 @@ def main():
     for b in args.boards:
         t = time.time()
         try:
-            rep = build(g, b, out / b)
+            rep = build(g, b, out / b, parallelism=args.parallelism)
             row = {k: rep.get(k) for k in ("board", "bitstream", "fmax_mhz", "clock_mhz", "resources",
                                            "multipliers", "parallelism", "latency_cycles", "latency_ns",
                                            "ii_cycles", "throughput_inferences_per_s", "uart", "attempts")}

@@ -130,20 +130,21 @@ def _open_flow(graph, target, out, clock_mhz, candidates, design, divisor, baud,
         d = design if design is not None else _design(graph, par)
         bdir = out / "build" / f"try{i}"
         shell = UARTShell.for_design(d, divisor=divisor)
-        if hasattr(target, "default_clk_frequency"):
-            r = flow.board_build(target, BoardTop(shell), bdir, clock_mhz=clock_mhz, seed=seed)
+        if hasattr(target, "default_clk_frequency"):  # an amaranth platform prepares once: a fresh one a try
+            r = flow.board_build(type(target)(), BoardTop(shell), bdir, clock_mhz=clock_mhz, seed=seed)
         else:
             r = flow.part_build(target, shell, bdir, clock_mhz=clock_mhz, seed=seed)
-        used = r["nextpnr"] or r["yosys"] or {}
+        used = r["nextpnr"] or r["yosys"] or r.get("estimate") or {}
         over = _over(used, target.available)
         fmax = r["fmax_mhz"]
         timing_met = fmax is not None and fmax >= clock_mhz
         attempt = {"parallelism": d.parallelism if hasattr(d, "parallelism") else par,
                    "multipliers": d.multipliers, "latency_cycles": int(d.latency_cycles),
-                   "used": used, "used_by": "nextpnr" if r["nextpnr"] else "yosys",
+                   "used": used, "used_by": "nextpnr" if r["nextpnr"] else "yosys" if r["yosys"] else
+                   "flip-flop bits before synthesis" if r.get("estimate") else None,
                    "fmax_mhz": None if fmax is None else round(fmax, 2),
                    "routed": r["ok"], "skipped_pnr": bool(r.get("skipped_pnr")), "over": over,
-                   "timing_met": timing_met, "seconds": r.get("seconds")}
+                   "timing_met": timing_met, "seconds": r.get("seconds"), "build_dir": str(bdir)}
         attempts.append(attempt)
         if r["ok"] and not over and timing_met:
             return _finish(out, target, d, clock_mhz, r, attempts, baud, bdir)
@@ -156,15 +157,16 @@ def _fail(out, target, clock_mhz, attempts):
     needed = ", ".join(f"{k.upper()} {last['used'].get(k)}/{target.available[k]}" for k in RESOURCE_KINDS
                        if last["used"].get(k) is not None)
     tried = "; ".join(f"{a['multipliers']} multipliers: " + (
-        ", ".join(a["over"]) + (" (from synthesis, not placed)" if a["skipped_pnr"] else "") if a["over"]
+        ", ".join(a["over"]) + (f" (from {a['used_by']}, not placed)" if a["skipped_pnr"] else "") if a["over"]
         else f"Fmax {a['fmax_mhz']} MHz < {clock_mhz:g} MHz" if a["routed"] or a["fmax_mhz"] is not None
         else "place and route failed") for a in attempts)
     if last["over"] or not last["routed"] and last["fmax_mhz"] is None:
         why = "; ".join(last["over"]) if last["over"] else "place and route failed (see build/ logs)"
         msg = (f"the design does not fit {target.board} ({device}) even at the smallest parallelism tried "
                f"({last['multipliers']} multipliers): {why}. needed/available: {needed}. "
-               f"Tried {len(attempts)} setting(s) [{tried}]; choose a larger board (e.g. ulx3s-85f) "
-               f"or a smaller model")
+               f"Tried {len(attempts)} setting(s) [{tried}].{_where(target, last)} "
+               + ("Choose a larger board (e.g. ulx3s-85f) or a smaller model" if target.board != "ulx3s-85f"
+                  else "Choose a smaller model (fewer or narrower layers), or a larger FPGA"))
     else:
         best = max((a["fmax_mhz"] for a in attempts if a["fmax_mhz"] is not None), default=None)
         msg = (f"{target.board} ({device}): the design fits but nextpnr reaches at most {best} MHz, below the "
@@ -175,6 +177,22 @@ def _fail(out, target, clock_mhz, attempts):
                   else "ask for a lower --clock"))
     (out / FAILED).write_text(msg + "\n\n" + json.dumps(attempts, indent=1, sort_keys=True, default=str) + "\n")
     raise FabformerError(msg)
+
+
+def _where(target, attempt, n: int = 4) -> str:
+    """Which blocks hold the flip-flops and multipliers of a design that does not fit (before mapping)."""
+    bdir = attempt.get("build_dir")
+    rows = flow.block_breakdown(Path(bdir), target.family) if bdir else []
+    if not rows:
+        return ""
+    ff = sorted(rows, key=lambda r: -r["ff_bits"])[:n]
+    mul = sorted((r for r in rows if r["multipliers"]), key=lambda r: -r["multipliers"])[:n]
+    text = (f" Flip-flop bits by block (before mapping): {sum(r['ff_bits'] for r in rows)} in all, most in "
+            + ", ".join(f"{r['block']} {r['ff_bits']}" for r in ff) + ".")
+    if mul:
+        text += (f" Multiplier cells: {sum(r['multipliers'] for r in rows)} in all (the parallelism sets only the "
+                 f"matmul-like ones), most in " + ", ".join(f"{r['block']} {r['multipliers']}" for r in mul) + ".")
+    return text
 
 
 def _timing(d, clock_mhz, divisor=None, baud=None):

@@ -40,7 +40,7 @@ def demo(ctx) -> tuple[str, dict]:
     """The example's bitstream for one open-flow board (ULX3S-85F)."""
     from .build import build
     out = Path(ctx["out"]) / "board"
-    rep = build(ctx["graph"], DEMO_BOARD, out)
+    rep = build(ctx["graph"], DEMO_BOARD, out, max_tries=1)  # one try (the smallest setting): a bounded demo
     if not ctx.get("json"):
         print(_text(rep))
     keep = ("board", "bitstream", "fmax_mhz", "clock_mhz", "resources", "latency_cycles", "latency_ns",

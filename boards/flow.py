@@ -103,6 +103,37 @@ def parse_nextpnr_report(path: Path, family: str) -> tuple[dict, dict]:
     return used, fmax
 
 
+# -- synthesis script ----------------------------------------------------------------
+def synth_commands(family: str, opts: str = "", top: str = "top") -> list[str]:
+    """The yosys commands that synthesize ``top`` for ``family``.
+
+    ECP5: ``synth_ecp5`` with its LUT mapping done by classic ``abc`` instead of
+    ``abc9`` (yosys 0.70's abc9 fails an assertion in ABC_OPS_REINTEGRATE on the
+    whole digits model; classic abc maps it, and faster).  Every multiplier yosys
+    can put in a DSP goes there (mapping the row functions' multipliers to LUTs
+    instead was measured on the digits model: 130k LUTs, see bench/README_boards.md).
+    """
+    opts = f"{opts} " if opts.strip() else ""
+    if family != "ecp5":
+        return [f"synth_{family} {opts}-top {top}"]
+    return [f"synth_ecp5 {opts}-top {top} -run begin:map_luts",
+            "techmap -map +/lattice/latches_map.v",
+            "abc -lut 4:7 -dress",
+            "clean",
+            f"synth_ecp5 {opts}-top {top} -run map_cells:"]
+
+
+def _rewrite_synth(ys: Path, family: str, opts: str) -> None:
+    lines = ys.read_text().splitlines()
+    out = []
+    for ln in lines:
+        if ln.strip().startswith(f"synth_{family}"):
+            out += synth_commands(family, opts)
+        else:
+            out.append(ln)
+    ys.write_text("\n".join(out) + "\n")
+
+
 # -- open flow for a board ----------------------------------------------------------
 def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed: int = 1) -> dict:
     """Synthesize, place, route and pack ``top`` (an Elaboratable using the platform's pins).
@@ -124,12 +155,18 @@ def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed: int =
         nextpnr_opts=f"--seed {seed} --report top.report.json --timing-allow-fail")
     build_dir = Path(build_dir)
     plan.extract(str(build_dir))
+    _rewrite_synth(build_dir / "top.ys", platform.family, platform.synth_opts)
     script = plan.files["build_top.sh"]
     script = script if isinstance(script, str) else script.decode()
     cmds = [ln for ln in script.splitlines() if ln.startswith('"$')]
     log = build_dir / "build.log"
     log.write_text("")
     times = {"elaborate": round(time.time() - t0, 1)}
+    est = precheck(build_dir, platform)
+    if est is not None:
+        res = _collect(build_dir, platform.family, False, f"top.{ext}")
+        res.update(skipped_pnr=True, estimate=est, seconds=times)
+        return res
     ok = _run(["sh", "-c", cmds[0]], build_dir, env, log) == 0  # yosys
     times["synthesis"] = round(time.time() - t0 - sum(times.values()), 1)
     skipped = False
@@ -197,11 +234,16 @@ def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed: int = 
     ports = [top.clk, top.rst, shell.rx, shell.tx, shell.led_alive, shell.led_busy]
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / "top.il").write_text(rtlil.convert(top, name="top", ports=ports))
-    synth = f"synth_{target.family} {target.synth_opts} -top top".replace("  ", " ")
+    synth = "\n".join(synth_commands(target.family, target.synth_opts))
     (build_dir / "top.ys").write_text(
         f"read_rtlil top.il\n{synth}\ntee -q -o top.stat.json stat -json\nwrite_json top.json\n")
     log = build_dir / "build.log"
     log.write_text("")
+    est = precheck(build_dir, target)
+    if est is not None:
+        res = _collect(build_dir, target.family, False, "top.bin")
+        res.update(skipped_pnr=True, estimate=est)
+        return res
     ok = _run([env["YOSYS"], "-q", "-l", "top.rpt", "top.ys"], build_dir, env, log) == 0
     ext = "bin" if target.family == "ice40" else "bit"
     stat = build_dir / "top.stat.json"
@@ -260,3 +302,57 @@ puts ok
                            timeout=60)
     out = (r.stdout + r.stderr).strip()
     return r.returncode == 0 and out.endswith("ok"), out
+
+
+# -- where the resources go -----------------------------------------------------------
+PRECHECK_FF_FACTOR = 1.5
+
+
+def precheck(build_dir: Path, target) -> dict | None:
+    """A few seconds before a synthesis that may take many minutes: when the design's flip-flop
+    bits before technology mapping exceed ``PRECHECK_FF_FACTOR`` times the device's flip-flops,
+    synthesis cannot bring them under the budget; return ``{"ff": bits}`` (too big) or None."""
+    rows = block_breakdown(build_dir, target.family)
+    bits = sum(r["ff_bits"] for r in rows)
+    if rows and bits > PRECHECK_FF_FACTOR * target.available["ff"]:
+        return {"ff": bits}
+    return None
+
+
+def block_breakdown(build_dir: Path, family: str, top: str = "top") -> list[dict]:
+    """The blocks using the most flip-flop bits and multipliers, from the design's RTLIL before
+    technology mapping (``proc; stat -width`` per module, a few seconds even for a whole model).
+
+    Returns ``[{"block", "ff_bits", "multipliers"}, ...]`` largest first; empty when yosys fails.
+    """
+    import re
+    build_dir = Path(build_dir)
+    if not (build_dir / f"{top}.il").exists():
+        return []
+    try:
+        env = tool_env(family)
+    except FabformerError:
+        return []
+    out = build_dir / "blocks.stat.json"
+    code = _run([env["YOSYS"], "-q", "-p", f"read_rtlil {top}.il; proc; opt_clean; "
+                 f"tee -q -o {out.name} stat -json -width"], build_dir, env, build_dir / "blocks.log")
+    if code != 0 or not out.exists():
+        return []
+    rows = []
+    for name, mod in json.loads(out.read_text()).get("modules", {}).items():
+        ff = mul = 0
+        for cell, n in mod.get("num_cells_by_type", {}).items():
+            m = re.match(r"\$(?:a|s|al)?dffe?s?r?e?_(\d+)$", cell)
+            if m:
+                ff += int(m.group(1)) * n
+            elif cell.startswith("$mul"):
+                mul += n
+        if ff or mul:
+            block = name.lstrip("\\")
+            for prefix in (f"{top}.shell.model.", f"{top}."):
+                if block.startswith(prefix):
+                    block = block[len(prefix):]
+                    break
+            rows.append({"block": block, "ff_bits": ff, "multipliers": mul})
+    rows.sort(key=lambda r: (-r["ff_bits"], -r["multipliers"], r["block"]))
+    return rows

@@ -21,7 +21,10 @@ byte, ``L`` = ``latency_cycles``; :func:`shell_cycles` computes it):
 - compute: ``1 + L + 1`` cycles, ``1`` for the input memory's read port before the
   first beat, ``L`` counted and reported, ``1`` to leave the run state;
 - send: ``10 * D * answer_len`` cycles (``1 + out_rows * out_cols * ceil(out_width /
-  8) + 4`` bytes) plus one read-port cycle per output row.
+  8) + 4`` bytes; the output memory's read-port cycles overlap the transmission).
+
+Receive and send are UART times to within a bit time (the receiver samples mid-bit);
+the reported count is exact.
 
 So at 115200 baud the UART, not the model, bounds the throughput of a board
 (``baud / (10 * (request_len + answer_len))`` samples/s); the reported count is
@@ -54,7 +57,7 @@ def shell_cycles(latency_cycles: int, *, in_rows, in_cols, in_width, out_rows, o
     """
     req = 1 + in_rows * in_cols * bytes_per_element(in_width)
     ans = 1 + out_rows * out_cols * bytes_per_element(out_width) + CYCLE_BYTES
-    receive, send = 10 * divisor * req, 10 * divisor * ans + out_rows
+    receive, send = 10 * divisor * req, 10 * divisor * ans
     compute = 1 + latency_cycles + 1
     return {"reported": latency_cycles, "receive": receive, "compute": compute, "send": send,
             "total": receive + compute + send, "request_bytes": req, "answer_bytes": ans}
