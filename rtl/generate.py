@@ -16,6 +16,7 @@ from ..fixed import FixedType
 from .blocks import (AddBlock, DenseBlock, Fork, MatMulBlock, PoolBlock, ReshapeBlock, RowMap, row_layout,
                      row_shape)
 from .rowfns import ROW_FUNCTIONS
+from .serial import SerialLayerNorm, SerialSoftmax
 
 __all__ = ["generate", "Design", "Top", "DEFAULT_PARALLELISM"]
 
@@ -282,6 +283,10 @@ def make_block(n, g, parallelism):
     if kind == "add":
         rows, cols = row_shape(g.tensors[n.output].shape)
         return AddBlock(n.name, g.type_of(n.inputs[0]), g.type_of(n.inputs[1]), g.type_of(n.output), rows, cols)
+    if kind == "layernorm":
+        return SerialLayerNorm(n.name, n, g)
+    if kind == "softmax":
+        return SerialSoftmax(n.name, n, g)
     if kind in ROW_FUNCTIONS:
         rows, ic = row_shape(g.tensors[n.inputs[0]].shape)
         _, oc = row_shape(g.tensors[n.output].shape)

@@ -1,4 +1,5 @@
 """RTL generator: contract, errors, determinism, lint and pruning (no simulation)."""
+import numpy as np
 import pytest
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
@@ -107,3 +108,16 @@ def test_pruned_dense_uses_fewer_multipliers():
     assert m_full > 128
     assert m_half <= 0.55 * m_full, (m_half, m_full)
     assert half.multipliers == 128 and full.multipliers == 256
+
+
+@pytest.mark.parametrize("kind, own", [("layernorm", 3), ("softmax", 1)])
+def test_row_functions_share_multipliers(kind, own):
+    """Layer norm and softmax run one element per cycle through 3 and 1 multipliers
+    (yosys $mul cells), whatever the row length; II N cycles a row."""
+    d = generate(testing.op_graph(kind))
+    b = d.blocks[-1]
+    assert b["kind"] == kind and b["multipliers"] == own
+    assert cell_counts(d).get("$mul", 0) == d.multipliers
+    g = testing.op_graph(kind)
+    rows, n = int(np.prod(g.tensors[g.nodes[-1].inputs[0]].shape[:-1])), g.tensors[g.nodes[-1].inputs[0]].shape[-1]
+    assert b["ii"] == rows * n

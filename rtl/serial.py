@@ -1,0 +1,300 @@
+"""Resource-shared row functions: one element per cycle through a few multipliers.
+
+:class:`SerialLayerNorm` computes golden ``layernorm`` bit for bit with three
+multipliers (``d*d``, ``d*t``, ``z*gamma``) instead of three per element.  A row
+passes three elastic stages, each holding its own copy of the row:
+
+* **A** (``N`` cycles): the row sum ``S`` is taken when the row is accepted, then one
+  deviation ``d = N*x - S`` per cycle is squared into the variance sum ``Q``;
+* **P** (1 cycle): leading one of ``Q + eps``, the normalising shift, the
+  inverse-square-root lookup ``t`` and the output shift;
+* **B** (``N`` cycles): per element ``z = rq(d*t)``, ``y = rq(z*gamma + beta)`` into the
+  output row, which is registered on ``o`` with the last element.
+
+Each stage hands its row on when the next stage is free or finishing, so a row
+enters every ``N`` cycles and leaves ``2N + 2`` cycles after it entered.
+"""
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Array, Const, Module, Signal, signed, unsigned
+
+from .. import ir
+from .arith import leading_one, lookup, pack, requantize, requantize_var, shape_of, shift_amount, shift_var, unpack
+from .blocks import Block, row_shape
+
+__all__ = ["SerialLayerNorm", "SerialSoftmax"]
+
+
+def _times(v, c: int):
+    """``v * c`` for a positive constant ``c`` as shifted adds (no multiplier cell)."""
+    terms = [v << k for k in range(c.bit_length()) if (c >> k) & 1]
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out
+
+
+def _select(m, values, idx, shape, name):
+    """``values[idx]`` as a signal (a mux: arithmetic on an ``Array`` proxy would be
+    built once per element)."""
+    out = Signal(shape, name=name)
+    m.d.comb += out.eq(Array(values)[idx])
+    return out
+
+
+def _const_select(m, values, idx, name):
+    w = max(max(int(v).bit_length() for v in values) + 1, 2)
+    return _select(m, [Const(int(v), signed(w)) for v in values], idx, signed(w), name)
+
+
+class SerialLayerNorm(Block):
+    """Golden ``layernorm`` with 3 multipliers: II ``N`` cycles per row, latency ``2N + 2``."""
+
+    kind = "layernorm"
+    multipliers = 3
+
+    def __init__(self, name, op: ir.LayerNorm, g: ir.Graph):
+        xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
+        rows, cols = row_shape(g.tensors[op.inputs[0]].shape)
+        self.op, self.g, self.rows, self.N = op, g, rows, cols
+        super().__init__(name, [(xt, rows, cols)], (out_t, rows, cols))
+
+    @property
+    def row_ii(self) -> int:
+        return max(self.N, 1)
+
+    @property
+    def row_latency(self) -> int:
+        return 2 * self.N + 2
+
+    def timing(self, first, last):
+        lat = self.row_latency
+        return first + lat, max(last + lat, first + (self.rows - 1) * self.row_ii + lat)
+
+    @property
+    def ii(self):
+        return self.rows * self.row_ii
+
+    def elaborate(self, platform):
+        m = Module()
+        op, g, N = self.op, self.g, self.N
+        xt, _, _ = self.in_specs[0]
+        out_t = self.out_spec[0]
+        dt, qt = op.d_type(g), op.q_type(g)
+        R = op.invsqrt_bits
+        Ft = op.invsqrt_table.out_type.frac
+        nt = op.norm_type
+        f = nt.frac + op.gamma_type.frac
+        bshift = f - op.beta_type.frac
+        s_shape = signed(xt.width + math.ceil(math.log2(max(N, 2))) + 1)
+        cnt_shape = range(max(N, 2))
+
+        def sh_of(pv):
+            sh = pv - R
+            return sh - (sh % 2)
+
+        def deviation(xs, S, idx, name):
+            d = Signal(signed(dt.width), name=name)
+            x = _select(m, xs, idx, shape_of(xt), name + "_x")
+            m.d.comb += d.eq(_times(x, N) - S)
+            return d
+
+        # stage A: row sum on entry, then one squared deviation per cycle ----------
+        a_x = [Signal(shape_of(xt), name=f"a_x{j}") for j in range(N)]
+        a_S = Signal(s_shape, name="a_S")
+        a_Q = Signal(unsigned(qt.width), name="a_Q")
+        a_cnt = Signal(cnt_shape, name="a_cnt")
+        a_busy = Signal(name="a_busy")
+        a_last = Signal(name="a_last")
+        # stage P: normalising shift and inverse square root --------------------------
+        p_x = [Signal(shape_of(xt), name=f"p_x{j}") for j in range(N)]
+        p_S = Signal(s_shape, name="p_S")
+        p_Q = Signal(unsigned(qt.width), name="p_Q")
+        p_full = Signal(name="p_full")
+        # stage B: one output element per cycle ----------------------------------------
+        b_x = [Signal(shape_of(xt), name=f"b_x{j}") for j in range(N)]
+        b_S = Signal(s_shape, name="b_S")
+        b_t = Signal(shape_of(op.invsqrt_table.out_type), name="b_t")
+        b_cnt = Signal(cnt_shape, name="b_cnt")
+        b_busy = Signal(name="b_busy")
+        b_last = Signal(name="b_last")
+        y_buf = [Signal(shape_of(out_t), name=f"y_buf{j}") for j in range(N - 1)]
+
+        out_ok = Signal()
+        b_take = Signal()   # B accepts P's row this cycle
+        p_take = Signal()   # P accepts A's row this cycle
+        m.d.comb += [out_ok.eq(~self.o.valid | self.o.ready),
+                     a_last.eq(a_busy & (a_cnt == N - 1)),
+                     b_last.eq(b_busy & (b_cnt == N - 1))]
+        b_free = ~b_busy | (b_last & out_ok)
+        m.d.comb += b_take.eq(p_full & b_free)
+        p_free = ~p_full | b_take
+        m.d.comb += p_take.eq(a_last & p_free)
+        a_free = ~a_busy | p_take
+        m.d.comb += self.i.ready.eq(a_free)
+
+        # A
+        xs = unpack(self.i.payload, N, xt)
+        S_in = Signal(s_shape, name="S_in")
+        level = list(xs)
+        while len(level) > 1:
+            nxt = [a + b for a, b in zip(level[0::2], level[1::2])]
+            if len(level) % 2:
+                nxt.append(level[-1])
+            level = nxt
+        m.d.comb += S_in.eq(level[0])
+        a_d = deviation(a_x, a_S, a_cnt, "a_d")
+        a_sq = Signal(unsigned(2 * dt.width), name="a_sq")
+        m.d.comb += a_sq.eq(a_d * a_d)
+        a_new = Signal(unsigned(qt.width), name="a_new")
+        m.d.comb += a_new.eq(a_Q + a_sq)
+        with m.If(a_busy & ~a_last):
+            m.d.sync += [a_Q.eq(a_new), a_cnt.eq(a_cnt + 1)]
+        with m.If(p_take):
+            m.d.sync += [p_Q.eq(a_new + op.eps), p_S.eq(a_S)] + [p.eq(a) for p, a in zip(p_x, a_x)]
+            m.d.sync += a_busy.eq(0)
+        with m.If(self.i.valid & a_free):
+            m.d.sync += [a_busy.eq(1), a_cnt.eq(0), a_Q.eq(0), a_S.eq(S_in)]
+            m.d.sync += [a.eq(x) for a, x in zip(a_x, xs)]
+
+        # P
+        p = leading_one(m, p_Q, qt.width, name="p")
+        n = Signal(unsigned(R + 3), name="n")
+        m.d.comb += n.eq(shift_var(m, p_Q, shift_amount(m, p, {pv: sh_of(pv) for pv in range(qt.width)}, "nsh"),
+                                   name="ns"))
+        zsh = shift_amount(m, p, {pv: Ft + (R + sh_of(pv)) // 2 - nt.frac for pv in range(qt.width)}, "zsh")
+        t = lookup(m, op.invsqrt_table, n, name="t")
+        b_zsh = Signal(zsh.shape(), name="b_zsh")
+        with m.If(b_take):
+            m.d.sync += p_full.eq(0)
+        with m.If(p_take):
+            m.d.sync += p_full.eq(1)
+
+        # B
+        b_d = deviation(b_x, b_S, b_cnt, "b_d")
+        z = requantize_var(m, b_d * b_t, b_zsh, nt, name="z")
+        gam = _const_select(m, [int(v) for v in op.gamma], b_cnt, "gamma")
+        bet = _const_select(m, [int(v) << bshift for v in op.beta], b_cnt, "beta")
+        y = requantize(m, z * gam + bet, f, out_t, name="y")
+        with m.If(b_busy & ~b_last):
+            m.d.sync += b_cnt.eq(b_cnt + 1)
+            with m.Switch(b_cnt):
+                for j in range(N - 1):
+                    with m.Case(j):
+                        m.d.sync += y_buf[j].eq(y)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(b_last & out_ok):
+            m.d.sync += [b_busy.eq(0), self.o.valid.eq(1), self.o.payload.as_value().eq(pack([*y_buf, y]))]
+        with m.If(b_take):
+            m.d.sync += [b_busy.eq(1), b_cnt.eq(0), b_t.eq(t), b_zsh.eq(zsh), b_S.eq(p_S)]
+            m.d.sync += [b.eq(x) for b, x in zip(b_x, p_x)]
+        return m
+
+
+class SerialSoftmax(Block):
+    """Golden ``softmax`` with one multiplier.  Stages: **A** (1 cycle) row max, exponent
+    lookups and their sum; **P** (1 cycle) leading one, normalising shift, reciprocal
+    lookup and output shift; **B** (``N`` cycles) one product ``e*r`` and its variable
+    requantization per cycle, the row registered on ``o`` with the last one.  II ``N``
+    cycles per row, latency ``N + 3``."""
+
+    kind = "softmax"
+    multipliers = 1
+
+    def __init__(self, name, op: ir.Softmax, g: ir.Graph):
+        xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
+        rows, cols = row_shape(g.tensors[op.inputs[0]].shape)
+        self.op, self.g, self.rows, self.N = op, g, rows, cols
+        super().__init__(name, [(xt, rows, cols)], (out_t, rows, cols))
+
+    @property
+    def row_ii(self) -> int:
+        return max(self.N, 1)
+
+    @property
+    def row_latency(self) -> int:
+        return self.N + 3
+
+    def timing(self, first, last):
+        lat = self.row_latency
+        return first + lat, max(last + lat, first + (self.rows - 1) * self.row_ii + lat)
+
+    @property
+    def ii(self):
+        return self.rows * self.row_ii
+
+    def elaborate(self, platform):
+        from .rowfns import _max_tree, _sum
+        m = Module()
+        op, g, N = self.op, self.g, self.N
+        xt, _, _ = self.in_specs[0]
+        out_t = self.out_spec[0]
+        sw = op.sum_type(g).width
+        R = op.recip_bits
+        Fr = op.recip_table.out_type.frac
+        et = op.exp_table.out_type
+
+        a_x = [Signal(shape_of(xt), name=f"a_x{j}") for j in range(N)]
+        a_full = Signal(name="a_full")
+        p_e = [Signal(shape_of(et), name=f"p_e{j}") for j in range(N)]
+        p_s = Signal(unsigned(sw), name="p_s")
+        p_full = Signal(name="p_full")
+        b_e = [Signal(shape_of(et), name=f"b_e{j}") for j in range(N)]
+        b_r = Signal(shape_of(op.recip_table.out_type), name="b_r")
+        b_cnt = Signal(range(max(N, 2)), name="b_cnt")
+        b_busy = Signal(name="b_busy")
+        b_last = Signal(name="b_last")
+        y_buf = [Signal(shape_of(out_t), name=f"y_buf{j}") for j in range(N - 1)]
+
+        out_ok, b_take, p_take, a_take = Signal(), Signal(), Signal(), Signal()
+        m.d.comb += [out_ok.eq(~self.o.valid | self.o.ready), b_last.eq(b_busy & (b_cnt == N - 1))]
+        m.d.comb += b_take.eq(p_full & (~b_busy | (b_last & out_ok)))
+        m.d.comb += p_take.eq(a_full & (~p_full | b_take))
+        m.d.comb += a_take.eq(self.i.valid & (~a_full | p_take))
+        m.d.comb += self.i.ready.eq(~a_full | p_take)
+
+        # A: max, exponent lookups, sum
+        with m.If(p_take):
+            m.d.sync += a_full.eq(0)
+        with m.If(a_take):
+            m.d.sync += [a_full.eq(1)] + [a.eq(x) for a, x in zip(a_x, unpack(self.i.payload, N, xt))]
+        mx = _max_tree(m, a_x, shape_of(xt), "mx")
+        es = []
+        for j, x in enumerate(a_x):
+            d = Signal(signed(xt.width + 1), name=f"d{j}")
+            m.d.comb += d.eq(mx - x)
+            es.append(lookup(m, op.exp_table, d, name=f"e{j}"))
+        s = _sum(m, es, unsigned(sw), "s")
+
+        # P: normalising shift, reciprocal, output shift
+        with m.If(b_take):
+            m.d.sync += p_full.eq(0)
+        with m.If(p_take):
+            m.d.sync += [p_full.eq(1), p_s.eq(s)] + [pe.eq(e) for pe, e in zip(p_e, es)]
+        p = leading_one(m, p_s, sw, name="p")
+        n = Signal(unsigned(R + 2), name="n")
+        m.d.comb += n.eq(shift_var(m, p_s, shift_amount(m, p, {pv: pv - R for pv in range(sw)}, "nsh"), name="ns"))
+        osh = shift_amount(m, p, {pv: Fr + pv - out_t.frac for pv in range(sw)}, "osh")
+        r = lookup(m, op.recip_table, n, name="r")
+        b_osh = Signal(osh.shape(), name="b_osh")
+
+        # B: one product per cycle
+        e = _select(m, b_e, b_cnt, shape_of(et), "e")
+        y = requantize_var(m, e * b_r, b_osh, out_t, name="y")
+        with m.If(b_busy & ~b_last):
+            m.d.sync += b_cnt.eq(b_cnt + 1)
+            with m.Switch(b_cnt):
+                for j in range(N - 1):
+                    with m.Case(j):
+                        m.d.sync += y_buf[j].eq(y)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(b_last & out_ok):
+            m.d.sync += [b_busy.eq(0), self.o.valid.eq(1), self.o.payload.as_value().eq(pack([*y_buf, y]))]
+        with m.If(b_take):
+            m.d.sync += [b_busy.eq(1), b_cnt.eq(0), b_r.eq(r), b_osh.eq(osh)] + \
+                [b.eq(e) for b, e in zip(b_e, p_e)]
+        return m
