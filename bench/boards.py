@@ -4,7 +4,7 @@ example is absent) for every open-flow board, plus the Arty plans.
     .venv/bin/python bench/boards.py [-o out/bench_boards] [--boards ulx3s-85f icebreaker ...]
 
 Prints one JSON line per board (resources, Fmax vs clock, latency, throughput, build
-seconds) and writes them to OUT/results.json; the numbers go into bench/README_boards.md.
+seconds) and writes them to OUT/results.json; the numbers go into bench/README.md.
 """
 import argparse
 import json

@@ -111,7 +111,7 @@ def synth_commands(family: str, opts: str = "", top: str = "top") -> list[str]:
     ``abc9`` (yosys 0.70's abc9 fails an assertion in ABC_OPS_REINTEGRATE on the
     whole digits model; classic abc maps it, and faster).  Every multiplier yosys
     can put in a DSP goes there (mapping the row functions' multipliers to LUTs
-    instead was measured on the digits model: 130k LUTs, see bench/README_boards.md).
+    instead was measured on the digits model: 130k LUTs, see bench/README.md).
     """
     opts = f"{opts} " if opts.strip() else ""
     if family != "ecp5":
