@@ -131,7 +131,7 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None, workers: int | None = None):
         try:
-            import ray  # noqa: F401
+            import ray  # noqa: F401 (is Ray installed?)
         except ModuleNotFoundError:
             raise FabformerError("--ray needs Ray: pip install 'fabformer[explore]'") from None
         self.address = address

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .errors import FabformerError
-from .fixed import FixedType, dequantize, quantize_float, requantize, shift_round, _xp
+from .fixed import FixedType, dequantize, quantize_float, requantize, _xp
 from . import ir
 
 GOLDEN: dict = {}

@@ -125,7 +125,6 @@ class _FakeInput:
 def _check(layers: list[_Layer]) -> list[str]:
     """Every problem of the model at once."""
     p = []
-    consumers = _consumers(layers)
     for L in layers:
         where = f"layer {L.name!r} ({L.cls})"
         if L.cls not in SUPPORTED:

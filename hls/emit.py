@@ -6,7 +6,6 @@ C++ headers.  Every width comes from the IR's bit-growth functions
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np

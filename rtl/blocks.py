@@ -17,9 +17,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import ir
-from ..fixed import FixedType, mul_type
-from . import arith
-from .arith import lookup, leading_one, pack, requantize, requantize_var, shape_of, unpack
+from ..fixed import FixedType
+from .arith import pack, requantize, shape_of, unpack
 
 __all__ = ["Block", "Pipe", "RowMap", "AddBlock", "MacEngine", "DenseBlock", "MatMulBlock", "ReshapeBlock",
            "PoolBlock", "Fork", "row_shape", "row_layout", "mac_split"]

@@ -302,7 +302,7 @@ def make_block(n, g, parallelism):
     if kind == "global_avg_pool":
         return PoolBlock(n.name, n, g)
     raise FabformerError(f"{n.name}: op kind {kind!r} has no RTL block; supported: dense, matmul, add, "
-                         f"{', '.join(ROW_FUNCTIONS)}, split_heads, merge_heads, flatten, global_avg_pool")
+                         f"{', '.join(ROW_FUNCTIONS)}, layernorm, softmax, split_heads, merge_heads, flatten, global_avg_pool")
 
 
 class SetTop(wiring.Component):

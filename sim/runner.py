@@ -4,7 +4,6 @@ on any number of job files against that build."""
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
