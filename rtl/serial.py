@@ -23,6 +23,7 @@ from amaranth.hdl import Array, Const, Module, Signal, signed, unsigned
 from .. import ir
 from .arith import leading_one, lookup, pack, requantize, requantize_var, shape_of, shift_amount, shift_var, unpack
 from .blocks import Block, row_shape
+from .rowfns import _max_tree, _sum
 
 __all__ = ["SerialLayerNorm", "SerialSoftmax"]
 
@@ -49,13 +50,11 @@ def _const_select(m, values, idx, name):
     return _select(m, [Const(int(v), signed(w)) for v in values], idx, signed(w), name)
 
 
-class SerialLayerNorm(Block):
-    """Golden ``layernorm`` with 3 multipliers: II ``N`` cycles per row, latency ``2N + 2``."""
+class _SerialRow(Block):
+    """A row function that takes one row every ``N`` cycles (``N`` = row length);
+    subclasses give ``row_latency`` and ``elaborate``."""
 
-    kind = "layernorm"
-    multipliers = 3
-
-    def __init__(self, name, op: ir.LayerNorm, g: ir.Graph):
+    def __init__(self, name, op, g: ir.Graph):
         xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
         rows, cols = row_shape(g.tensors[op.inputs[0]].shape)
         self.op, self.g, self.rows, self.N = op, g, rows, cols
@@ -65,10 +64,6 @@ class SerialLayerNorm(Block):
     def row_ii(self) -> int:
         return max(self.N, 1)
 
-    @property
-    def row_latency(self) -> int:
-        return 2 * self.N + 2
-
     def timing(self, first, last):
         lat = self.row_latency
         return first + lat, max(last + lat, first + (self.rows - 1) * self.row_ii + lat)
@@ -76,6 +71,17 @@ class SerialLayerNorm(Block):
     @property
     def ii(self):
         return self.rows * self.row_ii
+
+
+class SerialLayerNorm(_SerialRow):
+    """Golden ``layernorm`` with 3 multipliers: II ``N`` cycles per row, latency ``2N + 2``."""
+
+    kind = "layernorm"
+    multipliers = 3
+
+    @property
+    def row_latency(self) -> int:
+        return 2 * self.N + 2
 
     def elaborate(self, platform):
         m = Module()
@@ -137,14 +143,7 @@ class SerialLayerNorm(Block):
 
         # A
         xs = unpack(self.i.payload, N, xt)
-        S_in = Signal(s_shape, name="S_in")
-        level = list(xs)
-        while len(level) > 1:
-            nxt = [a + b for a, b in zip(level[0::2], level[1::2])]
-            if len(level) % 2:
-                nxt.append(level[-1])
-            level = nxt
-        m.d.comb += S_in.eq(level[0])
+        S_in = _sum(m, xs, s_shape, "S_in")
         a_d = deviation(a_x, a_S, a_cnt, "a_d")
         a_sq = Signal(unsigned(2 * dt.width), name="a_sq")
         m.d.comb += a_sq.eq(a_d * a_d)
@@ -194,7 +193,7 @@ class SerialLayerNorm(Block):
         return m
 
 
-class SerialSoftmax(Block):
+class SerialSoftmax(_SerialRow):
     """Golden ``softmax`` with one multiplier.  Stages: **A** (1 cycle) row max, exponent
     lookups and their sum; **P** (1 cycle) leading one, normalising shift, reciprocal
     lookup and output shift; **B** (``N`` cycles) one product ``e*r`` and its variable
@@ -204,30 +203,11 @@ class SerialSoftmax(Block):
     kind = "softmax"
     multipliers = 1
 
-    def __init__(self, name, op: ir.Softmax, g: ir.Graph):
-        xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
-        rows, cols = row_shape(g.tensors[op.inputs[0]].shape)
-        self.op, self.g, self.rows, self.N = op, g, rows, cols
-        super().__init__(name, [(xt, rows, cols)], (out_t, rows, cols))
-
-    @property
-    def row_ii(self) -> int:
-        return max(self.N, 1)
-
     @property
     def row_latency(self) -> int:
         return self.N + 3
 
-    def timing(self, first, last):
-        lat = self.row_latency
-        return first + lat, max(last + lat, first + (self.rows - 1) * self.row_ii + lat)
-
-    @property
-    def ii(self):
-        return self.rows * self.row_ii
-
     def elaborate(self, platform):
-        from .rowfns import _max_tree, _sum
         m = Module()
         op, g, N = self.op, self.g, self.N
         xt, _, _ = self.in_specs[0]
