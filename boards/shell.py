@@ -38,6 +38,7 @@ being received, computed or sent).
 from amaranth import Cat, Const, Module, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
+from ..errors import FabformerError
 
 SYNC_IN = 0x5A
 SYNC_OUT = 0xA5
@@ -63,6 +64,12 @@ def shell_cycles(latency_cycles: int, *, in_rows, in_cols, in_width, out_rows, o
             "total": receive + compute + send, "request_bytes": req, "answer_bytes": ans}
 
 
+
+def _check_divisor(divisor: int) -> int:
+    if divisor < 4:
+        raise FabformerError(f"UART divisor must be >= 4 clock cycles per bit, not {divisor}")
+    return divisor
+
 class UARTRx(wiring.Component):
     """8N1 receiver: ``valid`` pulses one cycle with ``data`` after each stop bit."""
 
@@ -71,9 +78,7 @@ class UARTRx(wiring.Component):
     valid: Out(1)
 
     def __init__(self, divisor: int):
-        if divisor < 4:
-            raise ValueError(f"UART divisor must be >= 4 clock cycles per bit, not {divisor}")
-        self.divisor = divisor
+        self.divisor = _check_divisor(divisor)
         super().__init__()
 
     def elaborate(self, platform):
@@ -124,9 +129,7 @@ class UARTTx(wiring.Component):
     tx: Out(1, init=1)
 
     def __init__(self, divisor: int):
-        if divisor < 4:
-            raise ValueError(f"UART divisor must be >= 4 clock cycles per bit, not {divisor}")
-        self.divisor = divisor
+        self.divisor = _check_divisor(divisor)
         super().__init__()
 
     def elaborate(self, platform):
