@@ -11,12 +11,13 @@ from .ir import Dense, Graph
 
 
 def weight_type(values: np.ndarray, bits: int) -> FixedType:
-    """``bits`` wide, signed, with the most fraction bits that still hold max |w| (round to nearest)."""
+    """Weight type (used by the converter and by re-quantization): ``bits`` wide, signed, with
+    the most fraction bits that still hold max |w| (round to nearest)."""
     m = float(np.max(np.abs(values))) if np.size(values) else 0.0
     frac = bits - 1 if m == 0 else bits - 1 - (math.floor(math.log2(m)) + 1)
     while True:
         t = FixedType(bits, frac, True, Rounding.RND, Overflow.SAT)
-        if m == 0 or math.floor(m * 2.0 ** frac + 0.5) <= t.max_int:
+        if round(m * 2.0 ** frac) <= t.max_int:
             return t
         frac -= 1
 

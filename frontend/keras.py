@@ -18,6 +18,7 @@ from ..errors import ConversionError
 from ..fixed import FixedType, Overflow, Rounding, quantize_float
 from ..ir import (Add, Dense, Flatten, GlobalAvgPool, Graph, LayerNorm, Lookup, MatMul, MergeHeads,
                   Quantize, Relu, Requantize, Softmax, SplitHeads)
+from ..requant import weight_type
 from .config import ConvertConfig
 
 SUPPORTED = ["InputLayer", "Dense", "QDense", "QActivation", "Activation", "ReLU", "MultiHeadAttention",
@@ -65,18 +66,6 @@ def _range_type(max_abs: float, bits: int, signed: bool, cfg: ConvertConfig) -> 
     ibits = max(math.floor(math.log2(m)) + 1, 1 - bits + (1 if signed else 0))
     ibits += 1 if signed else 0
     return cfg.act(bits, bits - ibits, signed)
-
-
-def _param_type(values: np.ndarray, bits: int, signed: bool = True) -> FixedType:
-    """Weight type: ``bits`` wide with the most fraction bits that still hold max |w|."""
-    m = float(np.max(np.abs(values))) if np.size(values) else 0.0
-    frac = bits - 1 if m == 0 else bits - (1 if signed else 0) - (math.floor(math.log2(m)) + 1)
-    while frac > -64:
-        t = FixedType(bits, frac, signed, Rounding.RND, Overflow.SAT)
-        if round(m * 2.0 ** frac) <= t.max_int:
-            return t
-        frac -= 1
-    return FixedType(bits, frac, signed, Rounding.RND, Overflow.SAT)
 
 
 # -- the model walk ---------------------------------------------------------------
@@ -314,13 +303,13 @@ class _Builder:
         if wt is not None:  # a quantizer's values: exact multiples of its LSB
             w = _mantissas(kernel, wt, where, self.problems)
         else:
-            wt = self.cfg.layers.get(L.name, {}).get(_role(name, "weight")) or _param_type(kernel, c.weight_bits)
+            wt = self.cfg.layers.get(L.name, {}).get(_role(name, "weight")) or weight_type(kernel, c.weight_bits)
             self.roles[(L.name, _role(name, "weight"))] = name
             w = quantize_float(kernel, wt)
         if bias is None:
             bias = np.zeros(kernel.shape[1])
         if bt is None:
-            bt = self.cfg.layers.get(L.name, {}).get(_role(name, "bias")) or _param_type(bias, c.bias_bits)
+            bt = self.cfg.layers.get(L.name, {}).get(_role(name, "bias")) or weight_type(bias, c.bias_bits)
             self.roles[(L.name, _role(name, "bias"))] = name
             b = quantize_float(bias, bt)
         else:
@@ -402,8 +391,8 @@ class _Builder:
         ov = self.cfg.layers.get(L.name, {})
         norm_t = ov.get("norm") or c.act(c.norm_bits, c.norm_bits - 2)
         g_eff = gamma * math.sqrt(n)
-        gt = ov.get("gamma") or _param_type(g_eff, c.bias_bits)
-        bt = ov.get("beta") or _param_type(beta, c.bias_bits)
+        gt = ov.get("gamma") or weight_type(g_eff, c.bias_bits)
+        bt = ov.get("beta") or weight_type(beta, c.bias_bits)
         if bt.frac > norm_t.frac + gt.frac:
             bt = bt.with_(frac=norm_t.frac + gt.frac)
         for r in ("norm", "gamma", "beta"):
