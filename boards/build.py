@@ -198,7 +198,7 @@ def _where(target, attempt, n: int = 4) -> str:
 def _timing(d, clock_mhz, divisor=None, baud=None):
     """The model's latency/throughput, and (with ``divisor``) one sample's cycles through the UART shell."""
     lat = int(d.latency_cycles)
-    ii = max(int(d.ii_cycles), 1)
+    ii = max(d.ii_cycles, 1)
     t = {"latency_cycles": lat, "latency_ns": round(lat * 1000.0 / clock_mhz, 3), "ii_cycles": ii,
          "throughput_inferences_per_s": round(clock_mhz * 1e6 / ii, 1)}
     if divisor is not None:

@@ -80,7 +80,7 @@ def evaluate_point(job: dict) -> dict:
         res["accuracy"] = float(np.mean(np.argmax(g.predict(x), -1) == y))
         from .rtl import generate
         d = generate(g, parallelism=job["parallelism"])
-        res.update(latency_cycles=int(d.latency_cycles), ii_cycles=int(d.ii_cycles), multipliers=int(d.multipliers))
+        res.update(latency_cycles=int(d.latency_cycles), ii_cycles=d.ii_cycles, multipliers=int(d.multipliers))
         work = Path(job["workdir"])
         if job["sim_samples"]:
             from .sim import run

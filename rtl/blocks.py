@@ -17,6 +17,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import ir
+from ..errors import FabformerError
 from ..fixed import FixedType
 from .arith import pack, requantize, shape_of, unpack
 
@@ -187,9 +188,12 @@ class MacEngine(Elaboratable):
     so a row takes exactly ``steps`` cycles and leaves one cycle later on ``o``.  The
     output register holds the full-precision sums; ``o.payload`` is their requantization
     (so the requantizing logic is not on the multiply-accumulate path).
-    ``weight(m, head, step_idx, i, j)`` returns the weight (value or int) feeding
-    lane ``i``, product ``j``; ``bias(b, i)`` an int (already shifted to the
-    accumulator frac) or None; ``finish(m, acc, lane)`` requantizes.
+    ``weight(m, eng, i, j)`` returns the weight (value or int) feeding lane ``i``,
+    product ``j`` in the current step; ``eng.state`` holds the step registers
+    (``head``, ``kb``, ``nb``, ``cnt``) and ``eng.next`` their values in the next
+    cycle, so weights can come from synchronous (block RAM) read ports addressed
+    one cycle ahead.  ``bias(b, i)`` is an int (already shifted to the accumulator
+    frac) or None; ``finish(m, acc, lane)`` requantizes.
     """
 
     def __init__(self, k, n, pn, pk, x_t, acc_width, out_t, heads, weight, bias, finish, const_weights=None):
@@ -208,15 +212,16 @@ class MacEngine(Elaboratable):
         self.busy = Signal()
         self.done = Signal()  # the current job's last step runs this cycle (its weights are read now)
         self.multipliers = 0
+        # step registers and their values in the next cycle (driven by elaborate)
+        self.state = {"head": Signal.like(self.head, name="head_reg"), "kb": Signal(range(max(self.KB, 2)), name="kb"),
+                      "nb": Signal(range(max(self.NB, 2)), name="nb"), "cnt": Signal(range(max(self.steps, 2)), name="cnt")}
+        self.next = {k: Signal.like(v, name=f"next_{k}") for k, v in self.state.items()}
 
     def elaborate(self, platform):
         m = Module()
         KB, NB, pn, pk = self.KB, self.NB, self.pn, self.pk
         x_reg = [Signal(shape_of(self.x_t), name=f"x{j}") for j in range(self.k)]
-        head = Signal.like(self.head)
-        kb = Signal(range(max(KB, 2)))
-        nb = Signal(range(max(NB, 2)))
-        cnt = Signal(range(max(self.steps, 2)))
+        head, kb, nb, cnt = (self.state[k] for k in ("head", "kb", "nb", "cnt"))
         acc = [Signal(signed(self.acc_width), name=f"acc{i}") for i in range(pn)]
         res = [Signal(signed(self.acc_width), name=f"res{n}") for n in range(self.n)]
         outw = [Signal(signed(self.acc_width), name=f"sum{n}") for n in range(self.n)]
@@ -225,6 +230,14 @@ class MacEngine(Elaboratable):
         out_free = ~self.o.valid | self.o.ready
         advance = self.busy & (~last | out_free)
         m.d.comb += self.done.eq(advance & last)
+        take = self.start & self.ready
+        nxt = self.next
+        m.d.comb += [
+            nxt["head"].eq(Mux(take, self.head, head)),
+            nxt["kb"].eq(Mux(take | (advance & last_k), 0, Mux(advance, kb + 1, kb))),
+            nxt["nb"].eq(Mux(take | (advance & last), 0, Mux(advance & last_k, nb + 1, nb))),
+            nxt["cnt"].eq(Mux(take | (advance & last), 0, Mux(advance, cnt + 1, cnt))),
+        ]
 
         # lane datapath
         xsel = [x_reg[j] if KB == 1 else Array(x_reg[b * pk + j] for b in range(KB))[kb] for j in range(pk)]
@@ -239,7 +252,7 @@ class MacEngine(Elaboratable):
                         continue  # pruned weight: no multiplier
                     terms.append(xsel[j] * Const(w))
                 else:
-                    terms.append(xsel[j] * self.weight(m, head, cnt, i, j))
+                    terms.append(xsel[j] * self.weight(m, self, i, j))
                 mults += 1
             partial = Signal(signed(self.acc_width), name=f"partial{i}")
             m.d.comb += partial.eq(sum(terms) if terms else 0)
@@ -282,13 +295,15 @@ class MacEngine(Elaboratable):
 
 
 def _rom_word(m, name, words: list[list[int]], t: FixedType, addr):
-    """A ROM of packed weight words read combinationally at ``addr``; returns element values."""
+    """A ROM of packed weight words with a synchronous read port (block RAM where the
+    synthesis tool sees fit): the word at ``addr`` appears one cycle later.  Returns the
+    element values of the read word."""
     per = len(words[0])
     w = t.width
     init = [sum((int(v) & ((1 << w) - 1)) << (w * e) for e, v in enumerate(word)) for word in words]
     mem = Memory(shape=unsigned(w * per), depth=len(words), init=init)
     m.submodules[name] = mem
-    port = mem.read_port(domain="comb")
+    port = mem.read_port(domain="sync")
     m.d.comb += port.addr.eq(addr)
     return unpack(port.data, per, t)
 
@@ -332,9 +347,9 @@ class DenseBlock(Block):
                      for nb in range(NB) for kb in range(KB)]
         wvals = {}
 
-        def weight(mm, head, cnt, i, j):
-            if "w" not in wvals:
-                wvals["w"] = _rom_word(mm, "weights", words, op.weight_type, cnt)
+        def weight(mm, eng, i, j):
+            if "w" not in wvals:  # addressed one cycle ahead: the word of the current step
+                wvals["w"] = _rom_word(mm, "weights", words, op.weight_type, eng.next["cnt"])
             return wvals["w"][i * pk + j]
 
         eng = MacEngine(k, n, pn, pk, self.x_t, self.acc_width, out_t, 1, weight,
@@ -351,10 +366,13 @@ class DenseBlock(Block):
 
 class MatMulBlock(Block):
     """Batched (per-head) matrix product of two streamed tensors.  Both operands are
-    buffered whole in one of two banks (ping-pong): the next sample's operands load
-    into the other bank while each row of ``a`` runs through a :class:`MacEngine` whose
-    weights are ``b``.  A bank's ``a`` half is free once its last row is issued, its
-    ``b`` half once the last row's job has read its weights."""
+    buffered whole in memories (block or distributed RAM) of two banks each (ping-pong):
+    the next sample's operands load into the other bank while each row of ``a`` runs
+    through a :class:`MacEngine` whose weights are ``b``.  ``a`` is one memory of rows;
+    ``b`` is split over ``R`` memories by row (``R`` = the lanes that need different rows
+    of ``b`` in one step), so every step reads one word from each.  Reads are
+    synchronous and addressed one cycle ahead.  A bank's ``a`` half is free once its
+    last row is issued, its ``b`` half once the last row's job has read its weights."""
 
     kind = "matmul"
 
@@ -378,72 +396,102 @@ class MatMulBlock(Block):
 
     @property
     def ii(self):
-        return max(self.a_rows, self.b_rows, self.a_rows * self.steps)
+        # a bank of b is busy from its first row written to the last job's last step:
+        # b_rows + a_rows * steps + 1 cycles for two samples (it binds when steps is 1)
+        work = self.a_rows * self.steps
+        loop = self.b_rows + work + 1
+        return max(self.a_rows, self.b_rows, work, loop // 2 if loop % 2 == 0 else loop / 2)
 
     def elaborate(self, platform):
         m = Module()
-        op, pn, pk, K, N, M, H = self.op, self.pn, self.pk, self.k, self.n, self.m, self.h
+        op, pn, pk, K, N, H = self.op, self.pn, self.pk, self.k, self.n, self.h
         (at, ar, _), (bt, br, bc) = self.in_specs
         out_t = self.out_spec[0]
         KB, NB = K // pk, N // pn
-        a_buf = [[[Signal(shape_of(at), name=f"a{z}_{r}_{c}") for c in range(K)] for r in range(ar)]
-                 for z in range(2)]
-        b_buf = [[[Signal(shape_of(bt), name=f"b{z}_{r}_{c}") for c in range(bc)] for r in range(br)]
-                 for z in range(2)]
+        # b's rows are indexed by k (b is H x K x N) or by n (transposed: H x N x K); the
+        # lanes of one step need R = pk (resp. pn) different rows: row r lives in memory
+        # r % R at address bank * (br / R) + r // R
+        R = pn if op.transpose_b else pk
+        per_bank = br // R
+        a_mem = Memory(shape=unsigned(at.width * K), depth=2 * ar, init=[])
+        b_mems = [Memory(shape=unsigned(bt.width * bc), depth=2 * per_bank, init=[]) for _ in range(R)]
+        m.submodules.a_mem = a_mem
+        for r, mem in enumerate(b_mems):
+            m.submodules[f"b_mem{r}"] = mem
+        a_wp = a_mem.write_port()
+        b_wps = [mem.write_port() for mem in b_mems]
         a_full, b_full = Signal(2), Signal(2)   # bank holds a whole operand
         b_drain = Signal(2)                     # bank's last job issued, its weights still in use
         a_clr, b_clr, a_set, b_set = Signal(2), Signal(2), Signal(2), Signal(2)
         d_set, d_clr = Signal(2), Signal(2)
         # load each operand into its write bank; the bank flips when it is full
-        for port, buf, full, rows, t, cols, nm, st in ((self.a, a_buf, a_full, ar, at, K, "a", a_set),
-                                                       (self.b, b_buf, b_full, br, bt, bc, "b", b_set)):
+        for port, wps, full, rows, nm, st in ((self.a, [a_wp], a_full, ar, "a", a_set),
+                                              (self.b, b_wps, b_full, br, "b", b_set)):
             wb = Signal(name=f"{nm}_wbank")
             cnt = Signal(range(max(rows, 2)), name=f"{nm}_cnt")
+            nw = len(wps)
+            sel = Signal(range(max(nw, 2)), name=f"{nm}_sel")      # == cnt % nw
+            addr = Signal(range(max(rows // nw, 2)), name=f"{nm}_addr")  # == cnt // nw
             free = ~full.bit_select(wb, 1)
+            write = port.valid & free
             m.d.comb += port.ready.eq(free)
-            with m.If(port.valid & free):
-                xs = unpack(port.payload, cols, t)
-                with m.Switch(Cat(cnt, wb)):
-                    for z in range(2):
-                        for r in range(rows):
-                            with m.Case(r | (z << len(cnt))):
-                                m.d.sync += [s.eq(x) for s, x in zip(buf[z][r], xs)]
+            for z, wp in enumerate(wps):
+                m.d.comb += [wp.addr.eq(addr + Mux(wb, rows // nw, 0)), wp.data.eq(port.payload.as_value()),
+                             wp.en.eq(write & (sel == z))]
+            with m.If(write):
                 with m.If(cnt == rows - 1):
-                    m.d.sync += [cnt.eq(0), wb.eq(~wb)]
+                    m.d.sync += [cnt.eq(0), sel.eq(0), addr.eq(0), wb.eq(~wb)]
                     m.d.comb += st.eq(Mux(wb, 2, 1))
                 with m.Else():
                     m.d.sync += cnt.eq(cnt + 1)
+                    with m.If(sel == nw - 1):
+                        m.d.sync += [sel.eq(0), addr.eq(addr + 1)]
+                    with m.Else():
+                        m.d.sync += sel.eq(sel + 1)
 
-        def b_elem(z, h, kk, nn):
-            return b_buf[z][h * K + kk][nn] if not op.transpose_b else b_buf[z][h * N + nn][kk]
-
-        def weight(mm, head, cnt, i, j):
-            # head = bank * H + head index: the job reads the bank it was issued from
-            sel = [b_elem(z, h, kb * pk + j, nb * pn + i)
-                   for z in range(2) for h in range(H) for nb in range(NB) for kb in range(KB)]
-            return Array(sel)[head * self.steps + cnt]
+        def weight(mm, eng, i, j):
+            if op.transpose_b:   # lane i: row n = nb * pn + i; product j: column k = kb * pk + j
+                elems = [b_words[i][kb * pk + j] for kb in range(KB)]
+            else:                # product j: row k = kb * pk + j; lane i: column n = nb * pn + i
+                elems = [b_words[j][nb * pn + i] for nb in range(NB)]
+            return elems[0] if len(elems) == 1 else Array(elems)[blk_now]
 
         eng = MacEngine(K, N, pn, pk, at, self.acc_width, out_t, 2 * H, weight, None,
                         lambda mm, v, i: requantize(mm, v * op.scale, self.frac, out_t, name=f"q{i}"))
         m.submodules.engine = eng
+        # eng head = bank * H + head index: a job reads the bank it was issued from; each b
+        # memory is read one cycle ahead at the next step's word
+        nx, st = eng.next, eng.state
+        blk_next, blk_now = (nx["nb"], st["kb"]) if op.transpose_b else (nx["kb"], st["nb"])
+        nblk = NB if op.transpose_b else KB
+        b_words = []
+        for mem, wp in zip(b_mems, b_wps):
+            rp = mem.read_port(transparent_for=(wp,))
+            m.d.comb += rp.addr.eq(nx["head"] * nblk + blk_next)
+            b_words.append(unpack(rp.data, bc, bt))
         rb = Signal()  # compute bank
         r_cnt = Signal(range(max(ar, 2)))
-        m_cnt = Signal(range(max(M, 2)))
+        m_cnt = Signal(range(max(self.m, 2)))
         h_cnt = Signal(range(max(H, 2)))
         issuing = a_full.bit_select(rb, 1) & b_full.bit_select(rb, 1) & ~b_drain.bit_select(rb, 1)
-        rows = [Cat(*row) for z in range(2) for row in a_buf[z]]
-        sel_row = Array(rows)[Cat(r_cnt, rb) if ar > 1 else rb]
+        issue = issuing & eng.ready
+        wrap = r_cnt == ar - 1
+        # the a row of the next cycle's (r_cnt, rb), read one cycle ahead
+        a_rp = a_mem.read_port(transparent_for=(a_wp,))
+        nxt_row = Mux(issue & ~wrap, r_cnt + 1, Mux(issue, 0, r_cnt))
+        nxt_bank = Mux(issue & wrap, ~rb, rb)
+        m.d.comb += a_rp.addr.eq(nxt_row + Mux(nxt_bank, ar, 0))
         m.d.comb += [eng.start.eq(issuing), eng.head.eq(rb * H + h_cnt)]
-        m.d.comb += [x.eq(e) for x, e in zip(eng.x, unpack(sel_row, K, at))]
+        m.d.comb += [x.eq(e) for x, e in zip(eng.x, unpack(a_rp.data, K, at))]
         with m.If(eng.done):
             m.d.comb += [d_clr.eq(b_drain), b_clr.eq(b_drain)]
-        with m.If(issuing & eng.ready):
-            with m.If(r_cnt == ar - 1):
+        with m.If(issue):
+            with m.If(wrap):
                 m.d.sync += [r_cnt.eq(0), m_cnt.eq(0), h_cnt.eq(0), rb.eq(~rb)]
                 m.d.comb += [a_clr.eq(Mux(rb, 2, 1)), d_set.eq(Mux(rb, 2, 1))]
             with m.Else():
                 m.d.sync += r_cnt.eq(r_cnt + 1)
-                with m.If(m_cnt == M - 1):
+                with m.If(m_cnt == self.m - 1):
                     m.d.sync += [m_cnt.eq(0), h_cnt.eq(h_cnt + 1)]
                 with m.Else():
                     m.d.sync += m_cnt.eq(m_cnt + 1)
@@ -453,18 +501,51 @@ class MatMulBlock(Block):
         return m
 
 
+def reshape_groups(index, in_cols: int):
+    """The memory plan of a reshape: each output row is the same sequence of groups
+    (``(length)``, consecutive output positions), and group ``g`` of output row ``r``
+    is ``length`` consecutive columns of one input row.  Returns ``(lengths, src)`` with
+    ``src[r][g] = (input row, first column)``, or None when the map has no such plan."""
+    lengths, src = None, []
+    for row in index:
+        groups, p = [], 0
+        while p < len(row):
+            r0, c0 = divmod(row[p], in_cols)
+            n = 1
+            while p + n < len(row) and row[p + n] == row[p] + n and (row[p] + n) // in_cols == r0:
+                n += 1
+            groups.append((n, r0, c0))
+            p += n
+        ls = [n for n, _, _ in groups]
+        if lengths is None:
+            lengths = ls
+        elif ls != lengths:
+            return None
+        src.append([(r0, c0) for _, r0, c0 in groups])
+    return lengths, src
+
+
 class ReshapeBlock(Block):
     """Buffers a whole tensor, then emits it in another row order / row length
     (``split_heads``, ``merge_heads``, ``flatten``): ``out_row[r][c] = in_flat[index[r][c]]``.
-    Two banks (ping-pong): the next tensor loads while this one is emitted."""
+
+    Input rows are written whole into memories, one memory per group of an output row
+    (:func:`reshape_groups`): an output row reads one word of each memory and picks its
+    columns.  Two banks (ping-pong) per memory: the next tensor loads while this one is
+    emitted.  Reads are synchronous; the read word is the output register."""
 
     def __init__(self, name, kind, t, in_rows, in_cols, out_rows, out_cols, index):
         self.kind = kind
         self.index = index
+        plan = reshape_groups(index, in_cols)
+        if plan is None:
+            raise FabformerError(f"{name}: {kind} has an element order the RTL reshape cannot buffer "
+                                 "(output rows must be the same sequence of input-row slices)")
+        self.lengths, self.src = plan
         super().__init__(name, [(t, in_rows, in_cols)], (t, out_rows, out_cols))
 
     def timing(self, first, last):
-        return last + 1, last + self.out_spec[1]
+        return last + 2, last + 1 + self.out_spec[1]
 
     @property
     def ii(self):
@@ -474,30 +555,54 @@ class ReshapeBlock(Block):
         m = Module()
         t, ir_, ic = self.in_specs[0]
         _, orows, oc = self.out_spec
-        buf = [[Signal(shape_of(t), name=f"e{z}_{e}") for e in range(ir_ * ic)] for z in range(2)]
+        G = len(self.lengths)
+        # memory g stores the input rows that group g of some output row reads, in order
+        stored = [sorted({self.src[r][g][0] for r in range(orows)}) for g in range(G)]
+        addr_of = [{row: a for a, row in enumerate(rows)} for rows in stored]
+        mems = [Memory(shape=unsigned(t.width * ic), depth=2 * len(rows), init=[]) for rows in stored]
         full = Signal(2)
         wb, rb = Signal(), Signal()
         in_cnt = Signal(range(max(ir_, 2)))
         out_cnt = Signal(range(max(orows, 2)))
+        cur = Signal(range(max(orows, 2)))  # output row in the read registers
         free = ~full.bit_select(wb, 1)
         f_set, f_clr = Signal(2), Signal(2)
         m.d.comb += self.i.ready.eq(free)
-        with m.If(self.i.valid & free):
-            xs = unpack(self.i.payload, ic, t)
-            with m.Switch(Cat(in_cnt, wb)):
-                for z in range(2):
-                    for r in range(ir_):
-                        with m.Case(r | (z << len(in_cnt))):
-                            m.d.sync += [buf[z][r * ic + c].eq(xs[c]) for c in range(ic)]
+        write = self.i.valid & free
+        can = ~self.o.valid | self.o.ready
+        reading = can & full.bit_select(rb, 1)
+        parts = []
+        for g, (mem, rows) in enumerate(zip(mems, stored)):
+            m.submodules[f"mem{g}"] = mem
+            wp = mem.write_port()
+            n = len(rows)
+            # input row -> address in this memory (or not stored here)
+            waddr = [addr_of[g].get(r, 0) for r in range(ir_)]
+            wen = [int(r in addr_of[g]) for r in range(ir_)]
+            m.d.comb += [wp.data.eq(self.i.payload.as_value()),
+                         wp.addr.eq(_const_table(waddr, in_cnt) + Mux(wb, n, 0)),
+                         wp.en.eq(write & _const_table(wen, in_cnt))]
+            rp = mem.read_port()
+            raddr = [addr_of[g][self.src[r][g][0]] for r in range(orows)]
+            m.d.comb += [rp.addr.eq(_const_table(raddr, out_cnt) + Mux(rb, n, 0)), rp.en.eq(can)]
+            words = unpack(rp.data, ic, t)
+            starts = sorted({self.src[r][g][1] for r in range(orows)})
+            slices = [Cat(*words[c0:c0 + self.lengths[g]]) for c0 in starts]
+            if len(slices) == 1:
+                parts.append(slices[0])
+            else:
+                which = [starts.index(self.src[r][g][1]) for r in range(orows)]
+                parts.append(Array(slices)[_const_table(which, cur)])
+        m.d.comb += self.o.payload.as_value().eq(Cat(*parts))
+        with m.If(write):
             with m.If(in_cnt == ir_ - 1):
                 m.d.sync += [in_cnt.eq(0), wb.eq(~wb)]
                 m.d.comb += f_set.eq(Mux(wb, 2, 1))
             with m.Else():
                 m.d.sync += in_cnt.eq(in_cnt + 1)
-        rows = [Cat(*(buf[z][e] for e in self.index[r])) for z in range(2) for r in range(orows)]
-        m.d.comb += [self.o.valid.eq(full.bit_select(rb, 1)),
-                     self.o.payload.as_value().eq(Array(rows)[Cat(out_cnt, rb) if orows > 1 else rb])]
-        with m.If(self.o.valid & self.o.ready):
+        with m.If(can):
+            m.d.sync += [self.o.valid.eq(full.bit_select(rb, 1)), cur.eq(out_cnt)]
+        with m.If(reading):
             with m.If(out_cnt == orows - 1):
                 m.d.sync += [out_cnt.eq(0), rb.eq(~rb)]
                 m.d.comb += f_clr.eq(Mux(rb, 2, 1))
@@ -505,6 +610,13 @@ class ReshapeBlock(Block):
                 m.d.sync += out_cnt.eq(out_cnt + 1)
         m.d.sync += full.eq((full & ~f_clr) | f_set)
         return m
+
+
+def _const_table(values: list[int], index):
+    """``values[index]`` for a constant table (a constant when all entries agree)."""
+    if len(set(values)) == 1:
+        return Const(values[0], range(max(values[0] + 1, 2)))
+    return Array(Const(v, range(max(max(values) + 1, 2))) for v in values)[index]
 
 
 class PoolBlock(Block):

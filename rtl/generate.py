@@ -117,7 +117,7 @@ class Design:
     multipliers: int = 0
     macs: int = 0
     latency_cycles: int = 0
-    ii_cycles: int = 0
+    ii_cycles: float = 0  # a whole number except where a two-bank loop binds (x.5)
     _first: int = 0
     _fork_depths: dict = field(default_factory=dict, repr=False)
     _top: Top = field(default=None, repr=False)
@@ -270,7 +270,7 @@ def _fork_depths(graph, first, consumers, times, ends, period, in_tensor, out_te
         users = [ends[n.name] for n in graph.nodes[first:] for t in n.inputs if t == tensor]
         if tensor == out_tensor:
             users.append(times[out_tensor][1])
-        out[tensor] = [rows * ((e - times[tensor][0]) // max(period, 1) + 1) + 2 for e in users]
+        out[tensor] = [rows * ((e - times[tensor][0]) // max(int(period), 1) + 1) + 2 for e in users]
     return out
 
 

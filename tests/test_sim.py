@@ -18,18 +18,22 @@ from fabformer.sim import run, run_many
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = [k for k in testing.OP_KINDS if k != "quantize"]
 SWEEP = [1, 2, 4, 8, 16]
+MATMUL_PAR = [1, 2, 8, 16]  # (lanes, products) = (1, 1), (2, 1), (4, 2), (4, 4) for 4x4 heads
 
 
 @pytest.fixture(scope="module")
 def design_set():
     designs = [generate(testing.op_graph(k)) for k in KINDS]
     designs += [generate(dense_graph(16, 16, rows=16), parallelism=p) for p in SWEEP]
+    designs += [generate(testing.op_graph("matmul"), parallelism=p) for p in MATMUL_PAR]
     return DesignSet(designs, name="rtl_tests")
 
 
 def _pairs(ds, op_samples, sweep_samples):
-    pairs = [(m, testing.random_inputs(m.graph, op_samples, seed=i)) for i, m in enumerate(ds.members[:len(KINDS)])]
-    pairs += [(m, testing.random_inputs(m.graph, sweep_samples, seed=99)) for m in ds.members[len(KINDS):]]
+    n, s = len(KINDS), len(SWEEP)
+    pairs = [(m, testing.random_inputs(m.graph, op_samples, seed=i)) for i, m in enumerate(ds.members[:n])]
+    pairs += [(m, testing.random_inputs(m.graph, sweep_samples, seed=99)) for m in ds.members[n:n + s]]
+    pairs += [(m, testing.random_inputs(m.graph, op_samples, seed=7)) for m in ds.members[n + s:]]
     return pairs
 
 
@@ -77,6 +81,16 @@ def test_parallelism_sweep(p, design_set, verilator_results):
     depth = 1  # the output register
     assert abs(r.latency_cycles - (bound + depth)) <= 0.1 * bound, (r.latency_cycles, bound)
     assert abs(r.ii_cycles - bound) <= 0.1 * bound, (r.ii_cycles, bound)
+
+
+@pytest.mark.parametrize("p", MATMUL_PAR)
+def test_matmul_parallelism(p, design_set, verilator_results):
+    """Both matmul forms (b transposed and not) with their operand memories split over
+    lanes or products: bit-exact, latency and II as stated."""
+    i = len(KINDS) + len(SWEEP) + MATMUL_PAR.index(p)
+    m = design_set.members[i]
+    _check_op("matmul", m, verilator_results[i])
+    assert m.multipliers == 2 * min(p, 16)
 
 
 def _example():
