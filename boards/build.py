@@ -126,8 +126,16 @@ def _open_flow(graph, target, out, clock_mhz, candidates, design, divisor, baud,
     """Try the candidates in order: a synthesis too big for the device skips place and route,
     a routed design below the clock moves on to the next (smaller) candidate."""
     attempts = []
+    extra_dsp = 0  # DSPs that synthesis puts outside the matmul-like blocks (seen in a try)
     for i, par in enumerate(candidates):
         d = design if design is not None else _design(graph, par)
+        if extra_dsp and i < len(candidates) - 1 and d.multipliers + extra_dsp > target.available["dsp"]:
+            attempts.append({"parallelism": d.parallelism, "multipliers": d.multipliers,
+                             "latency_cycles": int(d.latency_cycles), "skipped": (
+                                 f"{d.multipliers} multipliers + {extra_dsp} other DSPs seen in an earlier try "
+                                 f"> {target.available['dsp']} DSPs"), "used": {}, "over": ["DSP (estimated)"],
+                             "skipped_pnr": True, "routed": False, "fmax_mhz": None, "used_by": "estimate"})
+            continue
         bdir = out / "build" / f"try{i}"
         shell = UARTShell.for_design(d, divisor=divisor)
         if hasattr(target, "default_clk_frequency"):  # an amaranth platform prepares once: a fresh one a try
@@ -146,6 +154,8 @@ def _open_flow(graph, target, out, clock_mhz, candidates, design, divisor, baud,
                    "routed": r["ok"], "skipped_pnr": bool(r.get("skipped_pnr")), "over": over,
                    "timing_met": timing_met, "seconds": r.get("seconds"), "build_dir": str(bdir)}
         attempts.append(attempt)
+        if used.get("dsp") is not None and r.get("yosys"):
+            extra_dsp = max(extra_dsp, int(r["yosys"]["dsp"]) - int(d.multipliers))
         if r["ok"] and not over and timing_met:
             return _finish(out, target, d, clock_mhz, r, attempts, baud, bdir)
     _fail(out, target, clock_mhz, attempts)

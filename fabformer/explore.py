@@ -57,8 +57,8 @@ def synth_resources(design, family: str, workdir: Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "top.il").write_text(rtlil.convert(design.top, name="top"))
     opts = "-dsp" if family == "ice40" else ""
-    (workdir / "synth.ys").write_text(
-        f"read_rtlil top.il\nsynth_{family} {opts} -top top\ntee -q -o stat.json stat -json\n")
+    synth = "\n".join(flow.synth_commands(family, opts))
+    (workdir / "synth.ys").write_text(f"read_rtlil top.il\n{synth}\ntee -q -o stat.json stat -json\n")
     import subprocess
     r = subprocess.run([env["YOSYS"], "-q", "synth.ys"], cwd=workdir, env=env, capture_output=True, text=True)
     if r.returncode != 0:
@@ -84,7 +84,7 @@ def evaluate_point(job: dict) -> dict:
         work = Path(job["workdir"])
         if job["sim_samples"]:
             from .sim import run
-            r = run(d, x[: job["sim_samples"]], simulator="verilator", build_dir=work / "sim")
+            r = run(d, x[: job["sim_samples"]], simulator=job["simulator"], build_dir=work / "sim")
             res.update(sim_latency_cycles=int(r.latency_cycles), sim_bit_exact=bool(r.bit_exact))
             if not r.bit_exact:
                 raise FabformerError(f"RTL simulation differs from golden ({r.mismatches} mismatches)")
@@ -175,8 +175,13 @@ def pareto(points: list[dict]) -> list[int]:
 
 
 def explore(graph: Graph, bits, parallelism, out, *, x=None, y=None, board: str | None = None,
-            family: str | None = "ice40", executor=None, sim_samples: int = 1, progress: bool = True) -> dict:
-    """Run the sweep ``bits x parallelism``; write ``explore.json``, a Pareto plot and table into ``out``."""
+            family: str | None = "ice40", executor=None, sim_samples: int = 1, simulator: str = "icarus",
+            progress: bool = True) -> dict:
+    """Run the sweep ``bits x parallelism``; write ``explore.json``, a Pareto plot and table into ``out``.
+
+    Each point's latency check simulates ``sim_samples`` samples on ``simulator``: Icarus by
+    default, since it compiles a whole model in seconds where Verilator takes minutes (and
+    a sweep builds every point once)."""
     from .outdir import prepare_dir
     bits = [int(b) for b in bits]
     parallelism = [int(p) for p in parallelism]
@@ -186,6 +191,9 @@ def explore(graph: Graph, bits, parallelism, out, *, x=None, y=None, board: str 
     for p in parallelism:
         if p < 1:
             raise FabformerError(f"--parallelism {p} must be >= 1 (multipliers per matmul-like block)")
+    if sim_samples:
+        from .sim import runner
+        runner.check_simulator(simulator)
     if family is not None and family not in FAMILIES:
         raise FabformerError(f"family {family!r} not supported; valid: {', '.join(FAMILIES)}")
     if x is None:
@@ -198,7 +206,8 @@ def explore(graph: Graph, bits, parallelism, out, *, x=None, y=None, board: str 
     executor = executor or LocalExecutor()
     gd = graph.to_dict()
     versions = tool_versions()
-    settings = {"board": board, "family": family, "sim_samples": sim_samples, "samples": int(len(x))}
+    settings = {"board": board, "family": family, "sim_samples": sim_samples, "samples": int(len(x)),
+                "simulator": simulator if sim_samples else None}
     pts = [Point(b, p) for b in bits for p in parallelism]
     results: list = [None] * len(pts)
     jobs, idx = [], []
@@ -210,7 +219,7 @@ def explore(graph: Graph, bits, parallelism, out, *, x=None, y=None, board: str 
             continue
         jobs.append({"graph": gd, "bits": pt.bits, "parallelism": pt.parallelism, "x": x.tolist(),
                      "y": [int(v) for v in y], "board": board, "family": family, "sim_samples": sim_samples,
-                     "workdir": str(out / "work" / f"b{pt.bits}_p{pt.parallelism}"), "key": key})
+                     "simulator": simulator, "workdir": str(out / "work" / f"b{pt.bits}_p{pt.parallelism}"), "key": key})
         idx.append(i)
     bar = None
     if progress and jobs:

@@ -20,6 +20,7 @@ def register(sub) -> None:
     p.add_argument("--board", help="an open-flow board or part: adds Fmax from nextpnr (slow)")
     p.add_argument("--family", default="ice40", help="yosys synthesis family for resources: ice40, ecp5, none")
     p.add_argument("--sim-samples", type=int, default=1, help="samples simulated per point to check latency (0: off)")
+    p.add_argument("--simulator", default="icarus", help="simulator of that check: icarus (compiles in seconds) or verilator")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
     g.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="run on Ray (local, or a cluster address)")
@@ -46,7 +47,7 @@ def cmd_explore(args) -> int:
     ex = RayExecutor(args.ray or None) if args.ray is not None else LocalExecutor(args.workers)
     fam = None if args.family == "none" else args.family
     rep = explore(g, _ints(args.bits), _ints(args.parallelism), args.output, board=args.board, family=fam,
-                  executor=ex, sim_samples=args.sim_samples, progress=not args.json)
+                  executor=ex, sim_samples=args.sim_samples, simulator=args.simulator, progress=not args.json)
     rows = [f"{'bits':>4} {'par':>4} {'acc %':>7} {'latency':>8} {'II':>6} {'LUTs':>6} {'DSPs':>5}  error"]
     for i, p in enumerate(rep["points"]):
         mark = "*" if i in rep["pareto"] else " "

@@ -194,18 +194,18 @@ class SerialLayerNorm(_SerialRow):
 
 
 class SerialSoftmax(_SerialRow):
-    """Golden ``softmax`` with one multiplier.  Stages: **A** (1 cycle) row max, exponent
-    lookups and their sum; **P** (1 cycle) leading one, normalising shift, reciprocal
-    lookup and output shift; **B** (``N`` cycles) one product ``e*r`` and its variable
-    requantization per cycle, the row registered on ``o`` with the last one.  II ``N``
-    cycles per row, latency ``N + 3``."""
+    """Golden ``softmax`` with one exponent table and one multiplier.  Stages: **A** (``N``
+    cycles) row max on entry, then one exponent lookup per cycle into the row sum; **P**
+    (1 cycle) leading one, normalising shift, reciprocal lookup and output shift; **B**
+    (``N`` cycles) one product ``e*r`` and its variable requantization per cycle, the row
+    registered on ``o`` with the last one.  II ``N`` cycles per row, latency ``2N + 2``."""
 
     kind = "softmax"
     multipliers = 1
 
     @property
     def row_latency(self) -> int:
-        return self.N + 3
+        return 2 * self.N + 2
 
     def elaborate(self, platform):
         m = Module()
@@ -216,44 +216,58 @@ class SerialSoftmax(_SerialRow):
         R = op.recip_bits
         Fr = op.recip_table.out_type.frac
         et = op.exp_table.out_type
+        cnt_shape = range(max(N, 2))
 
         a_x = [Signal(shape_of(xt), name=f"a_x{j}") for j in range(N)]
-        a_full = Signal(name="a_full")
+        a_mx = Signal(shape_of(xt), name="a_mx")
+        a_e = [Signal(shape_of(et), name=f"a_e{j}") for j in range(N - 1)]
+        a_s = Signal(unsigned(sw), name="a_s")
+        a_cnt = Signal(cnt_shape, name="a_cnt")
+        a_busy = Signal(name="a_busy")
+        a_last = Signal(name="a_last")
         p_e = [Signal(shape_of(et), name=f"p_e{j}") for j in range(N)]
         p_s = Signal(unsigned(sw), name="p_s")
         p_full = Signal(name="p_full")
         b_e = [Signal(shape_of(et), name=f"b_e{j}") for j in range(N)]
         b_r = Signal(shape_of(op.recip_table.out_type), name="b_r")
-        b_cnt = Signal(range(max(N, 2)), name="b_cnt")
+        b_cnt = Signal(cnt_shape, name="b_cnt")
         b_busy = Signal(name="b_busy")
         b_last = Signal(name="b_last")
         y_buf = [Signal(shape_of(out_t), name=f"y_buf{j}") for j in range(N - 1)]
 
-        out_ok, b_take, p_take, a_take = Signal(), Signal(), Signal(), Signal()
-        m.d.comb += [out_ok.eq(~self.o.valid | self.o.ready), b_last.eq(b_busy & (b_cnt == N - 1))]
+        out_ok, b_take, p_take = Signal(), Signal(), Signal()
+        m.d.comb += [out_ok.eq(~self.o.valid | self.o.ready), b_last.eq(b_busy & (b_cnt == N - 1)),
+                     a_last.eq(a_busy & (a_cnt == N - 1))]
         m.d.comb += b_take.eq(p_full & (~b_busy | (b_last & out_ok)))
-        m.d.comb += p_take.eq(a_full & (~p_full | b_take))
-        m.d.comb += a_take.eq(self.i.valid & (~a_full | p_take))
-        m.d.comb += self.i.ready.eq(~a_full | p_take)
+        m.d.comb += p_take.eq(a_last & (~p_full | b_take))
+        a_free = ~a_busy | p_take
+        m.d.comb += self.i.ready.eq(a_free)
 
-        # A: max, exponent lookups, sum
+        # A: max on entry, then one exponent per cycle into the sum
+        xs = unpack(self.i.payload, N, xt)
+        mx_in = _max_tree(m, xs, shape_of(xt), "mx_in")
+        x = _select(m, a_x, a_cnt, shape_of(xt), "a_xsel")
+        d = Signal(signed(xt.width + 1), name="d")
+        m.d.comb += d.eq(a_mx - x)
+        e = lookup(m, op.exp_table, d, name="e")
+        s = Signal(unsigned(sw), name="s")
+        m.d.comb += s.eq(a_s + e)
+        with m.If(a_busy & ~a_last):
+            m.d.sync += [a_s.eq(s), a_cnt.eq(a_cnt + 1)]
+            with m.Switch(a_cnt):
+                for j in range(N - 1):
+                    with m.Case(j):
+                        m.d.sync += a_e[j].eq(e)
         with m.If(p_take):
-            m.d.sync += a_full.eq(0)
-        with m.If(a_take):
-            m.d.sync += [a_full.eq(1)] + [a.eq(x) for a, x in zip(a_x, unpack(self.i.payload, N, xt))]
-        mx = _max_tree(m, a_x, shape_of(xt), "mx")
-        es = []
-        for j, x in enumerate(a_x):
-            d = Signal(signed(xt.width + 1), name=f"d{j}")
-            m.d.comb += d.eq(mx - x)
-            es.append(lookup(m, op.exp_table, d, name=f"e{j}"))
-        s = _sum(m, es, unsigned(sw), "s")
+            m.d.sync += [a_busy.eq(0), p_full.eq(1), p_s.eq(s)] + \
+                [pe.eq(v) for pe, v in zip(p_e, [*a_e, e])]
+        with m.If(self.i.valid & a_free):
+            m.d.sync += [a_busy.eq(1), a_cnt.eq(0), a_s.eq(0), a_mx.eq(mx_in)] + \
+                [a.eq(v) for a, v in zip(a_x, xs)]
 
         # P: normalising shift, reciprocal, output shift
-        with m.If(b_take):
+        with m.If(b_take & ~p_take):
             m.d.sync += p_full.eq(0)
-        with m.If(p_take):
-            m.d.sync += [p_full.eq(1), p_s.eq(s)] + [pe.eq(e) for pe, e in zip(p_e, es)]
         p = leading_one(m, p_s, sw, name="p")
         n = Signal(unsigned(R + 2), name="n")
         m.d.comb += n.eq(shift_var(m, p_s, shift_amount(m, p, {pv: pv - R for pv in range(sw)}, "nsh"), name="ns"))
@@ -262,8 +276,8 @@ class SerialSoftmax(_SerialRow):
         b_osh = Signal(osh.shape(), name="b_osh")
 
         # B: one product per cycle
-        e = _select(m, b_e, b_cnt, shape_of(et), "e")
-        y = requantize_var(m, e * b_r, b_osh, out_t, name="y")
+        eb = _select(m, b_e, b_cnt, shape_of(et), "eb")
+        y = requantize_var(m, eb * b_r, b_osh, out_t, name="y")
         with m.If(b_busy & ~b_last):
             m.d.sync += b_cnt.eq(b_cnt + 1)
             with m.Switch(b_cnt):
@@ -276,5 +290,5 @@ class SerialSoftmax(_SerialRow):
             m.d.sync += [b_busy.eq(0), self.o.valid.eq(1), self.o.payload.as_value().eq(pack([*y_buf, y]))]
         with m.If(b_take):
             m.d.sync += [b_busy.eq(1), b_cnt.eq(0), b_r.eq(r), b_osh.eq(osh)] + \
-                [b.eq(e) for b, e in zip(b_e, p_e)]
+                [b.eq(v) for b, v in zip(b_e, p_e)]
         return m
