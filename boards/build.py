@@ -186,7 +186,9 @@ def _fail(out, target, clock_mhz, attempts):
                   else f"ask for a lower --clock (at most {math.floor(best)} MHz)" if best
                   else "ask for a lower --clock"))
     (out / FAILED).write_text(msg + "\n\n" + json.dumps(attempts, indent=1, sort_keys=True, default=str) + "\n")
-    raise FabformerError(msg)
+    err = FabformerError(msg)
+    err.attempts = attempts  # what each try used and reached, for callers that record it (explore)
+    raise err
 
 
 def _where(target, attempt, n: int = 4) -> str:

