@@ -12,7 +12,7 @@ from amaranth.lib.memory import Memory
 
 from ..fixed import FixedType, Overflow, Rounding
 
-__all__ = ["shape_of", "requantize", "requantize_var", "shift_var", "shift_amount", "lookup", "leading_one", "unpack", "pack", "clip"]
+__all__ = ["shape_of", "requantize", "requantize_var", "shift_var", "shift_amount", "lookup", "lookup_sync", "leading_one", "unpack", "pack", "clip"]
 
 
 def shape_of(t: FixedType):
@@ -102,6 +102,18 @@ def lookup(m, table, src, name: str = "lut"):
     port = mem.read_port(domain="comb")
     m.d.comb += [port.addr.eq(idx), out.eq(port.data)]
     return out
+
+
+def lookup_sync(m, table, src, name: str = "lut"):
+    """The table ROM with a synchronous read port (block RAM where it fits): the entry for
+    ``src`` appears one cycle after ``src`` is presented."""
+    idx = Signal(range(table.size), name=name + "_idx")
+    m.d.comb += idx.eq(clip((src >> table.shift) - table.offset, 0, table.size - 1))
+    mem = Memory(shape=shape_of(table.out_type), depth=table.size, init=[int(v) for v in table.values])
+    m.submodules[name + "_rom"] = mem
+    port = mem.read_port(domain="sync")
+    m.d.comb += port.addr.eq(idx)
+    return port.data
 
 
 def leading_one(m, v, width: int, name: str = "lop"):

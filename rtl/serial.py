@@ -6,13 +6,13 @@ passes three elastic stages, each holding its own copy of the row:
 
 * **A** (``N`` cycles): the row sum ``S`` is taken when the row is accepted, then one
   deviation ``d = N*x - S`` per cycle is squared into the variance sum ``Q``;
-* **P** (1 cycle): leading one of ``Q + eps``, the normalising shift, the
-  inverse-square-root lookup ``t`` and the output shift;
+* **P** (2 cycles): leading one of ``Q + eps``, the normalising shift, the
+  inverse-square-root lookup ``t`` (a synchronous ROM) and the output shift;
 * **B** (``N`` cycles): per element ``z = rq(d*t)``, ``y = rq(z*gamma + beta)`` into the
   output row, which is registered on ``o`` with the last element.
 
 Each stage hands its row on when the next stage is free or finishing, so a row
-enters every ``N`` cycles and leaves ``2N + 2`` cycles after it entered.
+enters every ``N`` cycles and leaves ``2N + 3`` cycles after it entered.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import math
 from amaranth.hdl import Array, Const, Module, Signal, signed, unsigned
 
 from .. import ir
-from .arith import leading_one, lookup, pack, requantize, requantize_var, shape_of, shift_amount, shift_var, unpack
+from .arith import leading_one, lookup, lookup_sync, pack, requantize, requantize_var, shape_of, shift_amount, shift_var, unpack
 from .blocks import Block, row_shape
 from .rowfns import _max_tree, _sum
 
@@ -74,14 +74,14 @@ class _SerialRow(Block):
 
 
 class SerialLayerNorm(_SerialRow):
-    """Golden ``layernorm`` with 3 multipliers: II ``N`` cycles per row, latency ``2N + 2``."""
+    """Golden ``layernorm`` with 3 multipliers: II ``N`` cycles per row, latency ``2N + 3``."""
 
     kind = "layernorm"
     multipliers = 3
 
     @property
     def row_latency(self) -> int:
-        return 2 * self.N + 2
+        return 2 * self.N + 3
 
     def elaborate(self, platform):
         m = Module()
@@ -119,6 +119,7 @@ class SerialLayerNorm(_SerialRow):
         p_S = Signal(s_shape, name="p_S")
         p_Q = Signal(unsigned(qt.width), name="p_Q")
         p_full = Signal(name="p_full")
+        p_done = Signal(name="p_done")  # P's table entry has been read (its second cycle)
         # stage B: one output element per cycle ----------------------------------------
         b_x = [Signal(shape_of(xt), name=f"b_x{j}") for j in range(N)]
         b_S = Signal(s_shape, name="b_S")
@@ -135,7 +136,7 @@ class SerialLayerNorm(_SerialRow):
                      a_last.eq(a_busy & (a_cnt == N - 1)),
                      b_last.eq(b_busy & (b_cnt == N - 1))]
         b_free = ~b_busy | (b_last & out_ok)
-        m.d.comb += b_take.eq(p_full & b_free)
+        m.d.comb += b_take.eq(p_full & p_done & b_free)
         p_free = ~p_full | b_take
         m.d.comb += p_take.eq(a_last & p_free)
         a_free = ~a_busy | p_take
@@ -164,12 +165,13 @@ class SerialLayerNorm(_SerialRow):
         m.d.comb += n.eq(shift_var(m, p_Q, shift_amount(m, p, {pv: sh_of(pv) for pv in range(qt.width)}, "nsh"),
                                    name="ns"))
         zsh = shift_amount(m, p, {pv: Ft + (R + sh_of(pv)) // 2 - nt.frac for pv in range(qt.width)}, "zsh")
-        t = lookup(m, op.invsqrt_table, n, name="t")
+        t = lookup_sync(m, op.invsqrt_table, n, name="t")
         b_zsh = Signal(zsh.shape(), name="b_zsh")
+        m.d.sync += p_done.eq(p_full & ~b_take)
         with m.If(b_take):
             m.d.sync += p_full.eq(0)
         with m.If(p_take):
-            m.d.sync += p_full.eq(1)
+            m.d.sync += [p_full.eq(1), p_done.eq(0)]
 
         # B
         b_d = deviation(b_x, b_S, b_cnt, "b_d")
@@ -196,16 +198,17 @@ class SerialLayerNorm(_SerialRow):
 class SerialSoftmax(_SerialRow):
     """Golden ``softmax`` with one exponent table and one multiplier.  Stages: **A** (``N``
     cycles) row max on entry, then one exponent lookup per cycle into the row sum; **P**
-    (1 cycle) leading one, normalising shift, reciprocal lookup and output shift; **B**
-    (``N`` cycles) one product ``e*r`` and its variable requantization per cycle, the row
-    registered on ``o`` with the last one.  II ``N`` cycles per row, latency ``2N + 2``."""
+    (2 cycles) leading one, normalising shift, reciprocal lookup (a synchronous ROM) and
+    output shift; **B** (``N`` cycles) one product ``e*r`` and its variable requantization
+    per cycle, the row registered on ``o`` with the last one.  II ``N`` cycles per row,
+    latency ``2N + 3``."""
 
     kind = "softmax"
     multipliers = 1
 
     @property
     def row_latency(self) -> int:
-        return 2 * self.N + 2
+        return 2 * self.N + 3
 
     def elaborate(self, platform):
         m = Module()
@@ -228,6 +231,7 @@ class SerialSoftmax(_SerialRow):
         p_e = [Signal(shape_of(et), name=f"p_e{j}") for j in range(N)]
         p_s = Signal(unsigned(sw), name="p_s")
         p_full = Signal(name="p_full")
+        p_done = Signal(name="p_done")  # P's table entry has been read (its second cycle)
         b_e = [Signal(shape_of(et), name=f"b_e{j}") for j in range(N)]
         b_r = Signal(shape_of(op.recip_table.out_type), name="b_r")
         b_cnt = Signal(cnt_shape, name="b_cnt")
@@ -238,7 +242,7 @@ class SerialSoftmax(_SerialRow):
         out_ok, b_take, p_take = Signal(), Signal(), Signal()
         m.d.comb += [out_ok.eq(~self.o.valid | self.o.ready), b_last.eq(b_busy & (b_cnt == N - 1)),
                      a_last.eq(a_busy & (a_cnt == N - 1))]
-        m.d.comb += b_take.eq(p_full & (~b_busy | (b_last & out_ok)))
+        m.d.comb += b_take.eq(p_full & p_done & (~b_busy | (b_last & out_ok)))
         m.d.comb += p_take.eq(a_last & (~p_full | b_take))
         a_free = ~a_busy | p_take
         m.d.comb += self.i.ready.eq(a_free)
@@ -259,20 +263,21 @@ class SerialSoftmax(_SerialRow):
                     with m.Case(j):
                         m.d.sync += a_e[j].eq(e)
         with m.If(p_take):
-            m.d.sync += [a_busy.eq(0), p_full.eq(1), p_s.eq(s)] + \
+            m.d.sync += [a_busy.eq(0), p_full.eq(1), p_done.eq(0), p_s.eq(s)] + \
                 [pe.eq(v) for pe, v in zip(p_e, [*a_e, e])]
         with m.If(self.i.valid & a_free):
             m.d.sync += [a_busy.eq(1), a_cnt.eq(0), a_s.eq(0), a_mx.eq(mx_in)] + \
                 [a.eq(v) for a, v in zip(a_x, xs)]
 
         # P: normalising shift, reciprocal, output shift
+        m.d.sync += p_done.eq(p_full & ~b_take)
         with m.If(b_take & ~p_take):
             m.d.sync += p_full.eq(0)
         p = leading_one(m, p_s, sw, name="p")
         n = Signal(unsigned(R + 2), name="n")
         m.d.comb += n.eq(shift_var(m, p_s, shift_amount(m, p, {pv: pv - R for pv in range(sw)}, "nsh"), name="ns"))
         osh = shift_amount(m, p, {pv: Fr + pv - out_t.frac for pv in range(sw)}, "osh")
-        r = lookup(m, op.recip_table, n, name="r")
+        r = lookup_sync(m, op.recip_table, n, name="r")
         b_osh = Signal(osh.shape(), name="b_osh")
 
         # B: one product per cycle
