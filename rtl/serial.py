@@ -8,17 +8,19 @@ passes three elastic stages, each holding its own copy of the row:
   deviation ``d = N*x - S`` per cycle is squared into the variance sum ``Q``;
 * **P** (2 cycles): leading one of ``Q + eps``, the normalising shift, the
   inverse-square-root lookup ``t`` (a synchronous ROM) and the output shift;
-* **B** (``N`` cycles): per element ``z = rq(d*t)``, ``y = rq(z*gamma + beta)`` into the
-  output row, which is registered on ``o`` with the last element.
+* **B** (``N`` cycles): one element per cycle into a 3-stage pipeline (``d``;
+  ``z = rq(d*t)``; ``y = rq(z*gamma + beta)``) that fills the output row, registered on
+  ``o`` with the last element.  The row's ``t`` and shifts travel with its elements, so
+  the next row starts right after the last element of this one.
 
 Each stage hands its row on when the next stage is free or finishing, so a row
-enters every ``N`` cycles and leaves ``2N + 3`` cycles after it entered.
+enters every ``N`` cycles and leaves ``2N + 5`` cycles after it entered.
 """
 from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Array, Const, Module, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Signal, Value, signed, unsigned
 
 from .. import ir
 from .arith import leading_one, lookup, lookup_sync, pack, requantize, requantize_var, shape_of, shift_amount, shift_var, unpack
@@ -50,6 +52,30 @@ def _const_select(m, values, idx, name):
     return _select(m, [Const(int(v), signed(w)) for v in values], idx, signed(w), name)
 
 
+def _reg(m, en, value, name):
+    """``value`` registered under the pipeline enable ``en`` (one element-pipeline stage)."""
+    value = Value.cast(value)
+    r = Signal(value.shape(), name=name)
+    with m.If(en):
+        m.d.sync += r.eq(value)
+    return r
+
+
+def _collect(m, en, valid, idx, last, y, y_buf, o):
+    """The last stage of a row's element pipeline: element ``idx`` goes into ``y_buf``; the
+    row's last element registers the whole row on ``o``."""
+    with m.If(o.valid & o.ready):
+        m.d.sync += o.valid.eq(0)
+    with m.If(en & valid):
+        with m.If(last):
+            m.d.sync += [o.valid.eq(1), o.payload.as_value().eq(pack([*y_buf, y]))]
+        with m.Else():
+            with m.Switch(idx):
+                for j in range(len(y_buf)):
+                    with m.Case(j):
+                        m.d.sync += y_buf[j].eq(y)
+
+
 class _SerialRow(Block):
     """A row function that takes one row every ``N`` cycles (``N`` = row length);
     subclasses give ``row_latency`` and ``elaborate``."""
@@ -74,14 +100,14 @@ class _SerialRow(Block):
 
 
 class SerialLayerNorm(_SerialRow):
-    """Golden ``layernorm`` with 3 multipliers: II ``N`` cycles per row, latency ``2N + 3``."""
+    """Golden ``layernorm`` with 3 multipliers: II ``N`` cycles per row, latency ``2N + 5``."""
 
     kind = "layernorm"
     multipliers = 3
 
     @property
     def row_latency(self) -> int:
-        return 2 * self.N + 3
+        return 2 * self.N + 5
 
     def elaborate(self, platform):
         m = Module()
@@ -135,7 +161,8 @@ class SerialLayerNorm(_SerialRow):
         m.d.comb += [out_ok.eq(~self.o.valid | self.o.ready),
                      a_last.eq(a_busy & (a_cnt == N - 1)),
                      b_last.eq(b_busy & (b_cnt == N - 1))]
-        b_free = ~b_busy | (b_last & out_ok)
+        en = out_ok  # B's element pipeline advances while the output register is free or read
+        b_free = ~b_busy | (b_last & en)
         m.d.comb += b_take.eq(p_full & p_done & b_free)
         p_free = ~p_full | b_take
         m.d.comb += p_take.eq(a_last & p_free)
@@ -173,22 +200,20 @@ class SerialLayerNorm(_SerialRow):
         with m.If(p_take):
             m.d.sync += [p_full.eq(1), p_done.eq(0)]
 
-        # B
-        b_d = deviation(b_x, b_S, b_cnt, "b_d")
-        z = requantize_var(m, b_d * b_t, b_zsh, nt, name="z")
+        # B: issue one element per cycle; stage 1 deviation, 2 z = rq(d*t), 3 y = rq(z*gamma + beta)
+        with m.If(b_busy & en):
+            m.d.sync += b_cnt.eq(b_cnt + 1)
+            with m.If(b_last):
+                m.d.sync += b_busy.eq(0)
         gam = _const_select(m, [int(v) for v in op.gamma], b_cnt, "gamma")
         bet = _const_select(m, [int(v) << bshift for v in op.beta], b_cnt, "beta")
-        y = requantize(m, z * gam + bet, f, out_t, name="y")
-        with m.If(b_busy & ~b_last):
-            m.d.sync += b_cnt.eq(b_cnt + 1)
-            with m.Switch(b_cnt):
-                for j in range(N - 1):
-                    with m.Case(j):
-                        m.d.sync += y_buf[j].eq(y)
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(b_last & out_ok):
-            m.d.sync += [b_busy.eq(0), self.o.valid.eq(1), self.o.payload.as_value().eq(pack([*y_buf, y]))]
+        s1 = {k: _reg(m, en, v, f"s1_{k}") for k, v in (
+            ("v", b_busy), ("i", b_cnt), ("l", b_last), ("d", deviation(b_x, b_S, b_cnt, "b_d")), ("t", b_t),
+            ("zsh", b_zsh), ("g", gam), ("b", bet))}
+        z = requantize_var(m, s1["d"] * s1["t"], s1["zsh"], nt, name="z")
+        s2 = {k: _reg(m, en, s1[k] if k != "z" else z, f"s2_{k}") for k in ("v", "i", "l", "z", "g", "b")}
+        y = requantize(m, s2["z"] * s2["g"] + s2["b"], f, out_t, name="y")
+        _collect(m, en, s2["v"], s2["i"], s2["l"], y, y_buf, self.o)
         with m.If(b_take):
             m.d.sync += [b_busy.eq(1), b_cnt.eq(0), b_t.eq(t), b_zsh.eq(zsh), b_S.eq(p_S)]
             m.d.sync += [b.eq(x) for b, x in zip(b_x, p_x)]
@@ -199,16 +224,16 @@ class SerialSoftmax(_SerialRow):
     """Golden ``softmax`` with one exponent table and one multiplier.  Stages: **A** (``N``
     cycles) row max on entry, then one exponent lookup per cycle into the row sum; **P**
     (2 cycles) leading one, normalising shift, reciprocal lookup (a synchronous ROM) and
-    output shift; **B** (``N`` cycles) one product ``e*r`` and its variable requantization
-    per cycle, the row registered on ``o`` with the last one.  II ``N`` cycles per row,
-    latency ``2N + 3``."""
+    output shift; **B** (``N`` cycles) one element per cycle into a 2-stage pipeline (``e``
+    and the row's ``r``; ``y = rq(e*r)``), the row registered on ``o`` with the last one.
+    II ``N`` cycles per row, latency ``2N + 4``."""
 
     kind = "softmax"
     multipliers = 1
 
     @property
     def row_latency(self) -> int:
-        return 2 * self.N + 3
+        return 2 * self.N + 4
 
     def elaborate(self, platform):
         m = Module()
@@ -242,7 +267,8 @@ class SerialSoftmax(_SerialRow):
         out_ok, b_take, p_take = Signal(), Signal(), Signal()
         m.d.comb += [out_ok.eq(~self.o.valid | self.o.ready), b_last.eq(b_busy & (b_cnt == N - 1)),
                      a_last.eq(a_busy & (a_cnt == N - 1))]
-        m.d.comb += b_take.eq(p_full & p_done & (~b_busy | (b_last & out_ok)))
+        en = out_ok  # B's element pipeline advances while the output register is free or read
+        m.d.comb += b_take.eq(p_full & p_done & (~b_busy | (b_last & en)))
         m.d.comb += p_take.eq(a_last & (~p_full | b_take))
         a_free = ~a_busy | p_take
         m.d.comb += self.i.ready.eq(a_free)
@@ -280,19 +306,16 @@ class SerialSoftmax(_SerialRow):
         r = lookup_sync(m, op.recip_table, n, name="r")
         b_osh = Signal(osh.shape(), name="b_osh")
 
-        # B: one product per cycle
-        eb = _select(m, b_e, b_cnt, shape_of(et), "eb")
-        y = requantize_var(m, eb * b_r, b_osh, out_t, name="y")
-        with m.If(b_busy & ~b_last):
+        # B: issue one element per cycle; stage 1 e and the row's r, stage 2 y = rq(e*r)
+        with m.If(b_busy & en):
             m.d.sync += b_cnt.eq(b_cnt + 1)
-            with m.Switch(b_cnt):
-                for j in range(N - 1):
-                    with m.Case(j):
-                        m.d.sync += y_buf[j].eq(y)
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(b_last & out_ok):
-            m.d.sync += [b_busy.eq(0), self.o.valid.eq(1), self.o.payload.as_value().eq(pack([*y_buf, y]))]
+            with m.If(b_last):
+                m.d.sync += b_busy.eq(0)
+        s1 = {k: _reg(m, en, v, f"s1_{k}") for k, v in (
+            ("v", b_busy), ("i", b_cnt), ("l", b_last), ("e", _select(m, b_e, b_cnt, shape_of(et), "eb")),
+            ("r", b_r), ("osh", b_osh))}
+        y = requantize_var(m, s1["e"] * s1["r"], s1["osh"], out_t, name="y")
+        _collect(m, en, s1["v"], s1["i"], s1["l"], y, y_buf, self.o)
         with m.If(b_take):
             m.d.sync += [b_busy.eq(1), b_cnt.eq(0), b_r.eq(r), b_osh.eq(osh)] + \
                 [b.eq(v) for b, v in zip(b_e, p_e)]
