@@ -1,9 +1,14 @@
 """Design-space sweep wall time: 1 and 2 local workers, and local Ray (a benchmark, not a test).
 
-    .venv/bin/python bench/explore.py [--bits 4,6,8] [--parallelism 1,2,4,8] [--sim-samples 1] [--family ice40]
+    .venv/bin/python bench/explore.py [--bits 4,6,8] [--parallelism 1,2,4,8] [--sim-samples 1] [--family ecp5]
+                                      [--executors 1,2,ray]
 
-Runs the same sweep of the digits example three times (each into a fresh folder, so
-nothing is cached), checks that the three give identical points, and prints a table.
+Runs the same sweep of the digits example once per executor (each into a fresh folder, so
+nothing is cached): every point re-quantizes, measures golden accuracy on the 450 test
+samples, checks the analytic latency with an Icarus simulation of ``--sim-samples``
+samples (bit-exact against golden) and synthesizes the model with yosys for ``--family``
+(ECP5 by default: the digits model's board is the ULX3S-85F).  Checks that the executors
+give identical points and prints the tables.
 """
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ def main(argv=None):
     p.add_argument("--bits", default="4,6,8")
     p.add_argument("--parallelism", default="1,2,4,8")
     p.add_argument("--sim-samples", type=int, default=1)
-    p.add_argument("--family", default="ice40")
+    p.add_argument("--family", default="ecp5")
+    p.add_argument("--executors", default="1,2,ray", help="any of 1 (one local worker), 2 (two), ray")
     args = p.parse_args(argv)
     from fabformer.explore import LocalExecutor, RayExecutor, explore
     from fabformer.explore_cli import load_source
@@ -32,8 +38,12 @@ def main(argv=None):
     fam = None if args.family == "none" else args.family
     rows, results = [], []
     tmp = Path(tempfile.mkdtemp(prefix="fab-explore-"))
-    for name, ex in (("local, 1 worker", LocalExecutor(1)), ("local, 2 workers", LocalExecutor(2)),
-                     ("Ray (local), 2 CPUs", RayExecutor(workers=2))):
+    chosen = args.executors.split(",")
+    execs = [(n, e) for k, n, e in (("1", "local, 1 worker", lambda: LocalExecutor(1)),
+                                      ("2", "local, 2 workers", lambda: LocalExecutor(2)),
+                                      ("ray", "Ray (local), 2 CPUs", lambda: RayExecutor(workers=2))) if k in chosen]
+    for name, make in execs:
+        ex = make()
         t = time.perf_counter()
         rep = explore(g, bits, par, tmp / name.split(",")[0].replace(" ", "_") / str(len(rows)), executor=ex,
                       family=fam, sim_samples=args.sim_samples, progress=False)
@@ -48,11 +58,15 @@ def main(argv=None):
         print(f"{name:<22}{dt:>9.1f}{dt / n:>9.1f}{sum(1 for q in rep['points'] if q['error']):>8}")
     print(f"identical points across executors: {all(r == results[0] for r in results)}")
     rep = rows[0][2]
-    print("\nPareto front (bits, multipliers/block, accuracy, latency cycles, II, LUTs, DSPs):")
-    for i in rep["pareto"]:
-        q = rep["points"][i]
-        print(f"  {q['bits']}, {q['parallelism']}, {100 * q['accuracy']:.2f} %, {q['latency_cycles']}, "
-              f"{q['ii_cycles']}, {q['luts']}, {q['dsps']}")
+    print(f"\npoints ({rows[0][0]}; * = Pareto front):")
+    print("| bits | par | accuracy % | latency (sim) | II | multipliers | LUTs | FFs | DSPs | BRAMs | s | error |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for i, q in enumerate(rep["points"]):
+        acc = f"{100 * q['accuracy']:.2f}" if q["accuracy"] is not None else "-"
+        star = "*" if i in rep["pareto"] else ""
+        print(f"| {q['bits']}{star} | {q['parallelism']} | {acc} | {q['latency_cycles']} ({q['sim_latency_cycles']}"
+              f"{', bit-exact' if q['sim_bit_exact'] else ''}) | {q['ii_cycles']} | {q['multipliers']} | {q['luts']} | "
+              f"{q['ffs']} | {q['dsps']} | {q['brams']} | {q['seconds']} | {q['error'] or ''} |")
 
 
 if __name__ == "__main__":

@@ -231,6 +231,24 @@ def test_fitting_skips_too_big_and_slow_candidates(monkeypatch, tmp_path):
     assert sc["reported"] == rep["latency_cycles"] and sc["total"] == sc["receive"] + sc["compute"] + sc["send"]
 
 
+def test_fitting_skips_candidates_whose_dsps_cannot_fit(monkeypatch, tmp_path):
+    """A try whose synthesis shows DSPs beyond the matmul-like multipliers (row functions,
+    scale multiplies) makes the next candidates that cannot fit with them be skipped unbuilt;
+    the smallest candidate is always built."""
+    import fabformer.boards.build as B
+    g = op_graph("dense")
+    monkeypatch.setattr(B, "parallelism_candidates", lambda graph, dsp, **k: [{"op": 48}, {"op": 6}, {"op": 1}])
+    seen = _fake_flow(monkeypatch, [
+        {"used": {"lut": 100, "ff": 100, "dsp": 200, "bram": 0}},            # 200 DSPs > 156: not placed
+        {"used": {"lut": 100, "ff": 100, "dsp": 150, "bram": 0}, "ok": True, "fmax": 40.0}])
+    rep = build(g, "ulx3s-85f", tmp_path / "o")
+    a0, a1, a2 = rep["attempts"]
+    extra = 200 - a0["multipliers"]
+    assert seen == ["try0", "try2"] and a1["multipliers"] == 6 and 6 + extra > 156
+    assert a1["skipped"] == f"6 multipliers + {extra} other DSPs seen in an earlier try > 156 DSPs"
+    assert rep["multipliers"] == a2["multipliers"] == 1 and rep["fmax_mhz"] == 40.0
+
+
 def test_fitting_reports_numbers_when_nothing_fits(monkeypatch, tmp_path):
     g = op_graph("dense")
     n = len(parallelism_candidates(g, 8))
