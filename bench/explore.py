@@ -29,6 +29,8 @@ def main(argv=None):
     p.add_argument("--sim-samples", type=int, default=1)
     p.add_argument("--family", default="ecp5")
     p.add_argument("--executors", default="1,2,ray", help="any of 1 (one local worker), 2 (two), ray")
+    p.add_argument("--json", help="keep each executor's points and wall time here (merged across runs, so the "
+                                  "executors can run at different times and still be compared)")
     args = p.parse_args(argv)
     from fabformer.explore import LocalExecutor, RayExecutor, explore
     from fabformer.explore_cli import load_source
@@ -51,6 +53,17 @@ def main(argv=None):
         results.append([{k: v for k, v in pt.items() if k not in ("seconds", "cached")} for pt in rep["points"]])
     shutil.rmtree(tmp, ignore_errors=True)
     n = len(bits) * len(par)
+    if args.json:
+        import json
+        jp = Path(args.json)
+        kept = json.loads(jp.read_text()) if jp.exists() else {}
+        setting = f"{args.bits}|{args.parallelism}|{args.sim_samples}|{fam}"
+        kept = {k: v for k, v in kept.items() if v["setting"] == setting}
+        for (name, dt, rep), pts in zip(rows, results):
+            kept[name] = {"setting": setting, "wall_s": dt, "report": rep, "points": pts}
+        jp.write_text(json.dumps(kept, indent=1, sort_keys=True, default=str) + "\n")
+        rows = [(name, v["wall_s"], v["report"]) for name, v in kept.items()]
+        results = [v["points"] for v in kept.values()]
     print(f"digits example, {n} points (bits {args.bits} x parallelism {args.parallelism}), "
           f"sim samples/point {args.sim_samples}, synthesis {fam}, {os.cpu_count()} cores")
     print(f"{'executor':<22}{'wall s':>9}{'s/point':>9}{'failed':>8}")
