@@ -221,19 +221,19 @@ class SerialLayerNorm(_SerialRow):
 
 
 class SerialSoftmax(_SerialRow):
-    """Golden ``softmax`` with one exponent table and one multiplier.  Stages: **A** (``N``
-    cycles) row max on entry, then one exponent lookup per cycle into the row sum; **P**
+    """Golden ``softmax`` with one exponent table and one multiplier.  Stages: an input
+    register; **A** (``N`` cycles) row max on entry, then one exponent lookup per cycle into the row sum; **P**
     (2 cycles) leading one, normalising shift, reciprocal lookup (a synchronous ROM) and
     output shift; **B** (``N`` cycles) one element per cycle into a 2-stage pipeline (``e``
     and the row's ``r``; ``y = rq(e*r)``), the row registered on ``o`` with the last one.
-    II ``N`` cycles per row, latency ``2N + 4``."""
+    II ``N`` cycles per row, latency ``2N + 5``."""
 
     kind = "softmax"
     multipliers = 1
 
     @property
     def row_latency(self) -> int:
-        return 2 * self.N + 4
+        return 2 * self.N + 5
 
     def elaborate(self, platform):
         m = Module()
@@ -271,10 +271,20 @@ class SerialSoftmax(_SerialRow):
         m.d.comb += b_take.eq(p_full & p_done & (~b_busy | (b_last & en)))
         m.d.comb += p_take.eq(a_last & (~p_full | b_take))
         a_free = ~a_busy | p_take
-        m.d.comb += self.i.ready.eq(a_free)
+
+        # input register (the row max is taken from it, not from the producer's output logic)
+        q_x = [Signal(shape_of(xt), name=f"q_x{j}") for j in range(N)]
+        q_full = Signal(name="q_full")
+        a_take = q_full & a_free
+        q_free = ~q_full | a_take
+        m.d.comb += self.i.ready.eq(q_free)
+        with m.If(a_take):
+            m.d.sync += q_full.eq(0)
+        with m.If(self.i.valid & q_free):
+            m.d.sync += [q_full.eq(1)] + [q.eq(v) for q, v in zip(q_x, unpack(self.i.payload, N, xt))]
 
         # A: max on entry, then one exponent per cycle into the sum
-        xs = unpack(self.i.payload, N, xt)
+        xs = q_x
         mx_in = _max_tree(m, xs, shape_of(xt), "mx_in")
         x = _select(m, a_x, a_cnt, shape_of(xt), "a_xsel")
         d = Signal(signed(xt.width + 1), name="d")
@@ -291,7 +301,7 @@ class SerialSoftmax(_SerialRow):
         with m.If(p_take):
             m.d.sync += [a_busy.eq(0), p_full.eq(1), p_done.eq(0), p_s.eq(s)] + \
                 [pe.eq(v) for pe, v in zip(p_e, [*a_e, e])]
-        with m.If(self.i.valid & a_free):
+        with m.If(a_take):
             m.d.sync += [a_busy.eq(1), a_cnt.eq(0), a_s.eq(0), a_mx.eq(mx_in)] + \
                 [a.eq(v) for a, v in zip(a_x, xs)]
 
