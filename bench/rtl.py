@@ -64,7 +64,7 @@ def fmax(kinds=("softmax", "layernorm"), part="part:LFE5U-85F"):
     """Fmax (MHz, nextpnr) of the single-op design of each op graph in ``kinds``."""
     import tempfile
     from fabformer import testing
-    from fabformer.boards import build
+    from fabformer.boards.build import build
     from fabformer.rtl import generate
     out = {}
     with tempfile.TemporaryDirectory() as tmp:

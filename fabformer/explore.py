@@ -103,7 +103,7 @@ def evaluate_point(job: dict) -> dict:
             if not r.bit_exact:
                 raise FabformerError(f"RTL simulation differs from golden ({r.mismatches} mismatches)")
         if job["board"]:  # placed and routed with the board's I/O shell: nextpnr's resources and Fmax
-            from .boards import build
+            from .boards.build import build
             failed = None
             try:
                 rep = build(g, job["board"], work / "board", design=d)
