@@ -201,6 +201,7 @@ _GXX_ERR = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):(?:(?P<col>\d+):)? (?:f
 def _build(projects: list[HLSProject], build_dir: Path):
     """Compile one or more projects into one shared library (one translation unit)."""
     ap = ap_types_dir()
+    build_dir = Path(build_dir).resolve()  # g++ runs in the project folder: no relative paths
     build_dir.mkdir(parents=True, exist_ok=True)
     unity = "".join(f'#include "{s.resolve()}"\n' for p in projects for s in p.sources())
     digest = hashlib.sha256(unity.encode() + b"".join(
