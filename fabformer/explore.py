@@ -313,13 +313,16 @@ def _plot(points, front, path: Path) -> None:
         sc = ax.scatter([p["latency_cycles"] for p in ok], [100 * p["accuracy"] for p in ok], s=sizes,
                         c=[p["bits"] for p in ok], cmap="viridis", alpha=0.75, edgecolors="k", linewidths=0.5)
         fig.colorbar(sc, ax=ax, label="weight bits")
-        fr = sorted((points[i] for i in front), key=lambda p: p["latency_cycles"])
-        ax.plot([p["latency_cycles"] for p in fr], [100 * p["accuracy"] for p in fr], "r--", lw=1,
-                label="Pareto front")
+        # the front is over three costs (accuracy, latency, LUTs): ring its points, no 2-D line
+        fr = [points[i] for i in front]
+        ax.scatter([p["latency_cycles"] for p in fr], [100 * p["accuracy"] for p in fr],
+                   s=[30 + 170 * (p["luts"] or 0) / most + 90 for p in fr], facecolors="none", edgecolors="r",
+                   linewidths=1.2, label="Pareto front (accuracy, latency, LUTs)")
         for p in ok:
             ax.annotate(f"p{p['parallelism']}", (p["latency_cycles"], 100 * p["accuracy"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
-        ax.legend(loc="lower right")
+        ax.legend(loc="best", markerscale=0.5, fontsize=8)
+        ax.margins(0.12)
     ax.set_xscale("log")
     ax.set_xlabel("latency (cycles, log scale)")
     ax.set_ylabel("golden accuracy (%)")
