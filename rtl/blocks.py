@@ -594,22 +594,23 @@ class ReshapeBlock(Block):
                 which = [starts.index(self.src[r][g][1]) for r in range(orows)]
                 parts.append(Array(slices)[_const_table(which, cur)])
         m.d.comb += self.o.payload.as_value().eq(Cat(*parts))
-        with m.If(write):
-            with m.If(in_cnt == ir_ - 1):
-                m.d.sync += [in_cnt.eq(0), wb.eq(~wb)]
-                m.d.comb += f_set.eq(Mux(wb, 2, 1))
-            with m.Else():
-                m.d.sync += in_cnt.eq(in_cnt + 1)
+        _bank_counter(m, write, in_cnt, ir_, wb, f_set)
         with m.If(can):
             m.d.sync += [self.o.valid.eq(full.bit_select(rb, 1)), cur.eq(out_cnt)]
-        with m.If(reading):
-            with m.If(out_cnt == orows - 1):
-                m.d.sync += [out_cnt.eq(0), rb.eq(~rb)]
-                m.d.comb += f_clr.eq(Mux(rb, 2, 1))
-            with m.Else():
-                m.d.sync += out_cnt.eq(out_cnt + 1)
+        _bank_counter(m, reading, out_cnt, orows, rb, f_clr)
         m.d.sync += full.eq((full & ~f_clr) | f_set)
         return m
+
+
+def _bank_counter(m, step, cnt, n: int, bank, flag):
+    """On ``step``: count rows ``0..n-1``; the last one flips ``bank`` and raises the bank's
+    bit of ``flag`` (one-hot, combinational) for that cycle."""
+    with m.If(step):
+        with m.If(cnt == n - 1):
+            m.d.sync += [cnt.eq(0), bank.eq(~bank)]
+            m.d.comb += flag.eq(Mux(bank, 2, 1))
+        with m.Else():
+            m.d.sync += cnt.eq(cnt + 1)
 
 
 def _const_table(values: list[int], index):

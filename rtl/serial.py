@@ -78,7 +78,7 @@ def _collect(m, en, valid, idx, last, y, y_buf, o):
 
 class _SerialRow(Block):
     """A row function that takes one row every ``N`` cycles (``N`` = row length);
-    subclasses give ``row_latency`` and ``elaborate``."""
+    subclasses give ``elaborate``."""
 
     def __init__(self, name, op, g: ir.Graph):
         xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
@@ -89,6 +89,13 @@ class _SerialRow(Block):
     @property
     def row_ii(self) -> int:
         return max(self.N, 1)
+
+    @property
+    def row_latency(self) -> int:
+        """Both row functions: an entry cycle, ``N`` cycles of stage A, 2 of P, ``N`` of B's
+        issue and its pipeline's tail (layer norm: 2 more stages; softmax: 1 stage after its
+        input register)."""
+        return 2 * self.N + 5
 
     def timing(self, first, last):
         lat = self.row_latency
@@ -104,10 +111,6 @@ class SerialLayerNorm(_SerialRow):
 
     kind = "layernorm"
     multipliers = 3
-
-    @property
-    def row_latency(self) -> int:
-        return 2 * self.N + 5
 
     def elaborate(self, platform):
         m = Module()
@@ -230,10 +233,6 @@ class SerialSoftmax(_SerialRow):
 
     kind = "softmax"
     multipliers = 1
-
-    @property
-    def row_latency(self) -> int:
-        return 2 * self.N + 5
 
     def elaborate(self, platform):
         m = Module()
