@@ -19,6 +19,7 @@ enters every ``N`` cycles and leaves ``2N + 5`` cycles after it entered.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 from amaranth.hdl import Array, Const, Module, Signal, Value, signed, unsigned
 
@@ -90,6 +91,47 @@ class _SerialRow(Block):
     def row_ii(self) -> int:
         return max(self.N, 1)
 
+    def _control(self, m):
+        """The stage control both row functions share: A counts ``N`` elements of a row, P
+        holds it two cycles (its table read is synchronous), B issues ``N`` elements into an
+        element pipeline that advances with ``en`` (the output register free or read).
+        Returns the control signals; the caller drives ``a_take`` (A starts a row) and moves
+        its data under ``a_take``, ``a_step``, ``p_take``, ``b_take`` and ``b_step``."""
+        N = self.N
+        c = SimpleNamespace(
+            a_cnt=Signal(range(max(N, 2)), name="a_cnt"), a_busy=Signal(name="a_busy"),
+            a_last=Signal(name="a_last"), a_take=Signal(name="a_take"),
+            p_full=Signal(name="p_full"), p_done=Signal(name="p_done"),
+            b_cnt=Signal(range(max(N, 2)), name="b_cnt"), b_busy=Signal(name="b_busy"),
+            b_last=Signal(name="b_last"), en=Signal(name="en"),
+            b_take=Signal(name="b_take"), p_take=Signal(name="p_take"), a_free=Signal(name="a_free"))
+        m.d.comb += [c.en.eq(~self.o.valid | self.o.ready),
+                     c.a_last.eq(c.a_busy & (c.a_cnt == N - 1)),
+                     c.b_last.eq(c.b_busy & (c.b_cnt == N - 1)),
+                     c.b_take.eq(c.p_full & c.p_done & (~c.b_busy | (c.b_last & c.en))),
+                     c.p_take.eq(c.a_last & (~c.p_full | c.b_take)),
+                     c.a_free.eq(~c.a_busy | c.p_take)]
+        c.a_step = c.a_busy & ~c.a_last  # A takes one more element
+        c.b_step = c.b_busy & c.en       # B issues one element
+        with m.If(c.a_step):
+            m.d.sync += c.a_cnt.eq(c.a_cnt + 1)
+        with m.If(c.p_take):
+            m.d.sync += c.a_busy.eq(0)
+        with m.If(c.a_take):
+            m.d.sync += [c.a_busy.eq(1), c.a_cnt.eq(0)]
+        m.d.sync += c.p_done.eq(c.p_full & ~c.b_take)  # P's table entry is read in its first cycle
+        with m.If(c.b_take):
+            m.d.sync += c.p_full.eq(0)
+        with m.If(c.p_take):
+            m.d.sync += [c.p_full.eq(1), c.p_done.eq(0)]
+        with m.If(c.b_step):
+            m.d.sync += c.b_cnt.eq(c.b_cnt + 1)
+            with m.If(c.b_last):
+                m.d.sync += c.b_busy.eq(0)
+        with m.If(c.b_take):
+            m.d.sync += [c.b_busy.eq(1), c.b_cnt.eq(0)]
+        return c
+
     @property
     def row_latency(self) -> int:
         """Both row functions: an entry cycle, ``N`` cycles of stage A, 2 of P, ``N`` of B's
@@ -124,7 +166,6 @@ class SerialLayerNorm(_SerialRow):
         f = nt.frac + op.gamma_type.frac
         bshift = f - op.beta_type.frac
         s_shape = signed(xt.width + math.ceil(math.log2(max(N, 2))) + 1)
-        cnt_shape = range(max(N, 2))
 
         def sh_of(pv):
             sh = pv - R
@@ -136,58 +177,36 @@ class SerialLayerNorm(_SerialRow):
             m.d.comb += d.eq(_times(x, N) - S)
             return d
 
+        c = self._control(m)
         # stage A: row sum on entry, then one squared deviation per cycle ----------
         a_x = [Signal(shape_of(xt), name=f"a_x{j}") for j in range(N)]
         a_S = Signal(s_shape, name="a_S")
         a_Q = Signal(unsigned(qt.width), name="a_Q")
-        a_cnt = Signal(cnt_shape, name="a_cnt")
-        a_busy = Signal(name="a_busy")
-        a_last = Signal(name="a_last")
         # stage P: normalising shift and inverse square root --------------------------
         p_x = [Signal(shape_of(xt), name=f"p_x{j}") for j in range(N)]
         p_S = Signal(s_shape, name="p_S")
         p_Q = Signal(unsigned(qt.width), name="p_Q")
-        p_full = Signal(name="p_full")
-        p_done = Signal(name="p_done")  # P's table entry has been read (its second cycle)
         # stage B: one output element per cycle ----------------------------------------
         b_x = [Signal(shape_of(xt), name=f"b_x{j}") for j in range(N)]
         b_S = Signal(s_shape, name="b_S")
         b_t = Signal(shape_of(op.invsqrt_table.out_type), name="b_t")
-        b_cnt = Signal(cnt_shape, name="b_cnt")
-        b_busy = Signal(name="b_busy")
-        b_last = Signal(name="b_last")
         y_buf = [Signal(shape_of(out_t), name=f"y_buf{j}") for j in range(N - 1)]
-
-        out_ok = Signal()
-        b_take = Signal()   # B accepts P's row this cycle
-        p_take = Signal()   # P accepts A's row this cycle
-        m.d.comb += [out_ok.eq(~self.o.valid | self.o.ready),
-                     a_last.eq(a_busy & (a_cnt == N - 1)),
-                     b_last.eq(b_busy & (b_cnt == N - 1))]
-        en = out_ok  # B's element pipeline advances while the output register is free or read
-        b_free = ~b_busy | (b_last & en)
-        m.d.comb += b_take.eq(p_full & p_done & b_free)
-        p_free = ~p_full | b_take
-        m.d.comb += p_take.eq(a_last & p_free)
-        a_free = ~a_busy | p_take
-        m.d.comb += self.i.ready.eq(a_free)
+        m.d.comb += [c.a_take.eq(self.i.valid & c.a_free), self.i.ready.eq(c.a_free)]
 
         # A
         xs = unpack(self.i.payload, N, xt)
         S_in = _sum(m, xs, s_shape, "S_in")
-        a_d = deviation(a_x, a_S, a_cnt, "a_d")
+        a_d = deviation(a_x, a_S, c.a_cnt, "a_d")
         a_sq = Signal(unsigned(2 * dt.width), name="a_sq")
         m.d.comb += a_sq.eq(a_d * a_d)
         a_new = Signal(unsigned(qt.width), name="a_new")
         m.d.comb += a_new.eq(a_Q + a_sq)
-        with m.If(a_busy & ~a_last):
-            m.d.sync += [a_Q.eq(a_new), a_cnt.eq(a_cnt + 1)]
-        with m.If(p_take):
+        with m.If(c.a_step):
+            m.d.sync += a_Q.eq(a_new)
+        with m.If(c.p_take):
             m.d.sync += [p_Q.eq(a_new + op.eps), p_S.eq(a_S)] + [p.eq(a) for p, a in zip(p_x, a_x)]
-            m.d.sync += a_busy.eq(0)
-        with m.If(self.i.valid & a_free):
-            m.d.sync += [a_busy.eq(1), a_cnt.eq(0), a_Q.eq(0), a_S.eq(S_in)]
-            m.d.sync += [a.eq(x) for a, x in zip(a_x, xs)]
+        with m.If(c.a_take):
+            m.d.sync += [a_Q.eq(0), a_S.eq(S_in)] + [a.eq(x) for a, x in zip(a_x, xs)]
 
         # P
         p = leading_one(m, p_Q, qt.width, name="p")
@@ -197,29 +216,20 @@ class SerialLayerNorm(_SerialRow):
         zsh = shift_amount(m, p, {pv: Ft + (R + sh_of(pv)) // 2 - nt.frac for pv in range(qt.width)}, "zsh")
         t = lookup_sync(m, op.invsqrt_table, n, name="t")
         b_zsh = Signal(zsh.shape(), name="b_zsh")
-        m.d.sync += p_done.eq(p_full & ~b_take)
-        with m.If(b_take):
-            m.d.sync += p_full.eq(0)
-        with m.If(p_take):
-            m.d.sync += [p_full.eq(1), p_done.eq(0)]
 
         # B: issue one element per cycle; stage 1 deviation, 2 z = rq(d*t), 3 y = rq(z*gamma + beta)
-        with m.If(b_busy & en):
-            m.d.sync += b_cnt.eq(b_cnt + 1)
-            with m.If(b_last):
-                m.d.sync += b_busy.eq(0)
-        gam = _const_select(m, [int(v) for v in op.gamma], b_cnt, "gamma")
-        bet = _const_select(m, [int(v) << bshift for v in op.beta], b_cnt, "beta")
+        en = c.en
+        gam = _const_select(m, [int(v) for v in op.gamma], c.b_cnt, "gamma")
+        bet = _const_select(m, [int(v) << bshift for v in op.beta], c.b_cnt, "beta")
         s1 = {k: _reg(m, en, v, f"s1_{k}") for k, v in (
-            ("v", b_busy), ("i", b_cnt), ("l", b_last), ("d", deviation(b_x, b_S, b_cnt, "b_d")), ("t", b_t),
-            ("zsh", b_zsh), ("g", gam), ("b", bet))}
+            ("v", c.b_busy), ("i", c.b_cnt), ("l", c.b_last), ("d", deviation(b_x, b_S, c.b_cnt, "b_d")),
+            ("t", b_t), ("zsh", b_zsh), ("g", gam), ("b", bet))}
         z = requantize_var(m, s1["d"] * s1["t"], s1["zsh"], nt, name="z")
         s2 = {k: _reg(m, en, s1[k] if k != "z" else z, f"s2_{k}") for k in ("v", "i", "l", "z", "g", "b")}
         y = requantize(m, s2["z"] * s2["g"] + s2["b"], f, out_t, name="y")
         _collect(m, en, s2["v"], s2["i"], s2["l"], y, y_buf, self.o)
-        with m.If(b_take):
-            m.d.sync += [b_busy.eq(1), b_cnt.eq(0), b_t.eq(t), b_zsh.eq(zsh), b_S.eq(p_S)]
-            m.d.sync += [b.eq(x) for b, x in zip(b_x, p_x)]
+        with m.If(c.b_take):
+            m.d.sync += [b_t.eq(t), b_zsh.eq(zsh), b_S.eq(p_S)] + [b.eq(x) for b, x in zip(b_x, p_x)]
         return m
 
 
@@ -243,71 +253,49 @@ class SerialSoftmax(_SerialRow):
         R = op.recip_bits
         Fr = op.recip_table.out_type.frac
         et = op.exp_table.out_type
-        cnt_shape = range(max(N, 2))
 
+        c = self._control(m)
         a_x = [Signal(shape_of(xt), name=f"a_x{j}") for j in range(N)]
         a_mx = Signal(shape_of(xt), name="a_mx")
         a_e = [Signal(shape_of(et), name=f"a_e{j}") for j in range(N - 1)]
         a_s = Signal(unsigned(sw), name="a_s")
-        a_cnt = Signal(cnt_shape, name="a_cnt")
-        a_busy = Signal(name="a_busy")
-        a_last = Signal(name="a_last")
         p_e = [Signal(shape_of(et), name=f"p_e{j}") for j in range(N)]
         p_s = Signal(unsigned(sw), name="p_s")
-        p_full = Signal(name="p_full")
-        p_done = Signal(name="p_done")  # P's table entry has been read (its second cycle)
         b_e = [Signal(shape_of(et), name=f"b_e{j}") for j in range(N)]
         b_r = Signal(shape_of(op.recip_table.out_type), name="b_r")
-        b_cnt = Signal(cnt_shape, name="b_cnt")
-        b_busy = Signal(name="b_busy")
-        b_last = Signal(name="b_last")
         y_buf = [Signal(shape_of(out_t), name=f"y_buf{j}") for j in range(N - 1)]
-
-        out_ok, b_take, p_take = Signal(), Signal(), Signal()
-        m.d.comb += [out_ok.eq(~self.o.valid | self.o.ready), b_last.eq(b_busy & (b_cnt == N - 1)),
-                     a_last.eq(a_busy & (a_cnt == N - 1))]
-        en = out_ok  # B's element pipeline advances while the output register is free or read
-        m.d.comb += b_take.eq(p_full & p_done & (~b_busy | (b_last & en)))
-        m.d.comb += p_take.eq(a_last & (~p_full | b_take))
-        a_free = ~a_busy | p_take
 
         # input register (the row max is taken from it, not from the producer's output logic)
         q_x = [Signal(shape_of(xt), name=f"q_x{j}") for j in range(N)]
         q_full = Signal(name="q_full")
-        a_take = q_full & a_free
-        q_free = ~q_full | a_take
+        m.d.comb += c.a_take.eq(q_full & c.a_free)
+        q_free = ~q_full | c.a_take
         m.d.comb += self.i.ready.eq(q_free)
-        with m.If(a_take):
+        with m.If(c.a_take):
             m.d.sync += q_full.eq(0)
         with m.If(self.i.valid & q_free):
             m.d.sync += [q_full.eq(1)] + [q.eq(v) for q, v in zip(q_x, unpack(self.i.payload, N, xt))]
 
         # A: max on entry, then one exponent per cycle into the sum
-        xs = q_x
-        mx_in = _max_tree(m, xs, shape_of(xt), "mx_in")
-        x = _select(m, a_x, a_cnt, shape_of(xt), "a_xsel")
+        mx_in = _max_tree(m, q_x, shape_of(xt), "mx_in")
+        x = _select(m, a_x, c.a_cnt, shape_of(xt), "a_xsel")
         d = Signal(signed(xt.width + 1), name="d")
         m.d.comb += d.eq(a_mx - x)
         e = lookup(m, op.exp_table, d, name="e")
         s = Signal(unsigned(sw), name="s")
         m.d.comb += s.eq(a_s + e)
-        with m.If(a_busy & ~a_last):
-            m.d.sync += [a_s.eq(s), a_cnt.eq(a_cnt + 1)]
-            with m.Switch(a_cnt):
+        with m.If(c.a_step):
+            m.d.sync += a_s.eq(s)
+            with m.Switch(c.a_cnt):
                 for j in range(N - 1):
                     with m.Case(j):
                         m.d.sync += a_e[j].eq(e)
-        with m.If(p_take):
-            m.d.sync += [a_busy.eq(0), p_full.eq(1), p_done.eq(0), p_s.eq(s)] + \
-                [pe.eq(v) for pe, v in zip(p_e, [*a_e, e])]
-        with m.If(a_take):
-            m.d.sync += [a_busy.eq(1), a_cnt.eq(0), a_s.eq(0), a_mx.eq(mx_in)] + \
-                [a.eq(v) for a, v in zip(a_x, xs)]
+        with m.If(c.p_take):
+            m.d.sync += [p_s.eq(s)] + [pe.eq(v) for pe, v in zip(p_e, [*a_e, e])]
+        with m.If(c.a_take):
+            m.d.sync += [a_s.eq(0), a_mx.eq(mx_in)] + [a.eq(v) for a, v in zip(a_x, q_x)]
 
         # P: normalising shift, reciprocal, output shift
-        m.d.sync += p_done.eq(p_full & ~b_take)
-        with m.If(b_take & ~p_take):
-            m.d.sync += p_full.eq(0)
         p = leading_one(m, p_s, sw, name="p")
         n = Signal(unsigned(R + 2), name="n")
         m.d.comb += n.eq(shift_var(m, p_s, shift_amount(m, p, {pv: pv - R for pv in range(sw)}, "nsh"), name="ns"))
@@ -316,16 +304,12 @@ class SerialSoftmax(_SerialRow):
         b_osh = Signal(osh.shape(), name="b_osh")
 
         # B: issue one element per cycle; stage 1 e and the row's r, stage 2 y = rq(e*r)
-        with m.If(b_busy & en):
-            m.d.sync += b_cnt.eq(b_cnt + 1)
-            with m.If(b_last):
-                m.d.sync += b_busy.eq(0)
+        en = c.en
         s1 = {k: _reg(m, en, v, f"s1_{k}") for k, v in (
-            ("v", b_busy), ("i", b_cnt), ("l", b_last), ("e", _select(m, b_e, b_cnt, shape_of(et), "eb")),
+            ("v", c.b_busy), ("i", c.b_cnt), ("l", c.b_last), ("e", _select(m, b_e, c.b_cnt, shape_of(et), "eb")),
             ("r", b_r), ("osh", b_osh))}
         y = requantize_var(m, s1["e"] * s1["r"], s1["osh"], out_t, name="y")
         _collect(m, en, s1["v"], s1["i"], s1["l"], y, y_buf, self.o)
-        with m.If(b_take):
-            m.d.sync += [b_busy.eq(1), b_cnt.eq(0), b_r.eq(r), b_osh.eq(osh)] + \
-                [b.eq(v) for b, v in zip(b_e, p_e)]
+        with m.If(c.b_take):
+            m.d.sync += [b_r.eq(r), b_osh.eq(osh)] + [b.eq(v) for b, v in zip(b_e, p_e)]
         return m
