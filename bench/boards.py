@@ -20,10 +20,10 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits" / "mode
 def example_graph():
     if EXAMPLE.exists():
         from fabformer import convert
-        from fabformer.cli import load_model
-        from fabformer.data import digits
+        from fabformer.apps.cli import load_model
+        from fabformer.apps.data import digits
         return convert(load_model(EXAMPLE), calibration=digits().x_train), "digits example"
-    from fabformer.testing import encoder_graph
+    from fabformer.apps.testing import encoder_graph
     return encoder_graph(), "testing.encoder_graph()"
 
 

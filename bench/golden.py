@@ -32,7 +32,7 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args(argv)
     import fabformer
-    from fabformer.data import digits
+    from fabformer.apps.data import digits
     from fabformer.frontend import load_keras_model
     from pathlib import Path
     d = digits()

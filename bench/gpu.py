@@ -6,7 +6,7 @@ Runs the same array-API code as ``fabformer report --device gpu`` (CuPy through
 array-api-compat).  Checks, on the digits test split and on ``--many`` extra
 inputs (random ones spread past the input range, so saturation happens, and
 noisy digits), that the GPU golden equals the CPU golden bit for bit, on the
-outputs and on every intermediate tensor; the same on fabformer.testing's
+outputs and on every intermediate tensor; the same on fabformer.apps.testing's
 encoder graph (which has a GELU lookup); then times float and golden on CPU
 and GPU at batch 1 and at large batches.  Without a GPU it stops with the reason.
 """
@@ -27,8 +27,9 @@ try:
 except ImportError:  # run from a source checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fabformer import ir, testing  # noqa: E402
-from fabformer.report import backend, gpu_unavailable_reason, time_call  # noqa: E402
+from fabformer import ir  # noqa: E402
+from fabformer.apps import testing  # noqa: E402
+from fabformer.apps.report import backend, gpu_unavailable_reason, time_call  # noqa: E402
 
 
 def inputs(g, x_digits, n, seed=0):
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
         return 2
     g = ir.load(a.graph)
     cpu, gpu = backend("cpu"), backend("gpu")
-    from fabformer.data import digits
+    from fabformer.apps.data import digits
     d = digits()
     res = {"gpu": gpu.name, "gpu_library": gpu.library, "cpu": platform.processor() or platform.machine(),
            "cpu_cores": os.cpu_count(), "numpy": np.__version__, "graph": g.name, "macs": g.macs(),

@@ -29,8 +29,8 @@ def main(argv=None):
     ap.add_argument("--out", help="work folder (default: a temporary folder)")
     args = ap.parse_args(argv)
     import fabformer
-    from fabformer.cli import load_model
-    from fabformer.data import digits
+    from fabformer.apps.cli import load_model
+    from fabformer.apps.data import digits
     import fabformer.hls as fhls
 
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fab_bench_"))

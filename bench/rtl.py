@@ -4,11 +4,11 @@ model; the matmul-engine parallelism sweep; Verilator vs Icarus simulated cycles
     .venv/bin/python bench/rtl.py [--samples N] [--icarus-samples N] [--fmax] [--json out.json]
 
 ``--fmax`` also places and routes the single-op designs of the softmax and layer-norm op
-graphs (fabformer.testing.op_graph) for the bare ECP5 part LFE5U-85F with the boards flow
+graphs (fabformer.apps.testing.op_graph) for the bare ECP5 part LFE5U-85F with the boards flow
 (yowasp yosys + nextpnr, several minutes each) and reports their Fmax.
 
 Uses the shipped digits example when examples/digits/model_q8.h5 exists, else the
-random-weight encoder of fabformer.testing.
+random-weight encoder of fabformer.apps.testing.
 """
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ def example():
     model = ROOT / "examples" / "digits" / "model_q8.h5"
     if model.is_file():
         import fabformer
-        from fabformer.data import digits
+        from fabformer.apps.data import digits
         from fabformer.frontend import load_keras_model
         d = digits()
         return fabformer.convert(load_keras_model(model), calibration=d.x_train), d.x_test
-    from fabformer import testing
+    from fabformer.apps import testing
     g = testing.encoder_graph()
     return g, testing.random_inputs(g, 1000)
 
@@ -45,7 +45,7 @@ def block_table(g, d) -> list[dict]:
 
 
 def sweep(samples=2):
-    from fabformer import testing
+    from fabformer.apps import testing
     from fabformer.rtl import DesignSet, generate
     from fabformer.rtl.sweep import dense_graph
     ps = [1, 2, 4, 8, 16, 32, 64]
@@ -63,7 +63,7 @@ def sweep(samples=2):
 def fmax(kinds=("softmax", "layernorm"), part="part:LFE5U-85F"):
     """Fmax (MHz, nextpnr) of the single-op design of each op graph in ``kinds``."""
     import tempfile
-    from fabformer import testing
+    from fabformer.apps import testing
     from fabformer.boards.build import build
     from fabformer.rtl import generate
     out = {}

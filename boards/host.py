@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FabformerError
-from .protocol import Framing, golden_io
+from fabformer.vectors import golden_io
+from .protocol import Framing
 
 DEFAULT_BAUD = 115200
 

@@ -82,16 +82,3 @@ class Framing:
         for v in np.asarray(y, dtype=np.int64).reshape(-1).tolist():
             out += (int(v) & ((1 << w) - 1)).to_bytes(nb, "little")
         return bytes(out + int(cycles).to_bytes(CYCLE_BYTES, "little"))
-
-
-def golden_io(graph, x) -> tuple[np.ndarray, np.ndarray]:
-    """Hardware input and output mantissas of the golden model for float inputs ``x``.
-
-    The hardware starts after the graph's quantize node, so its input is that
-    node's output; its output is the graph output, both as integer mantissas.
-    """
-    _, trace = graph.predict(np.asarray(x), trace=True)
-    q = [n for n in graph.nodes if n.kind == "quantize" and n.inputs[0] == graph.inputs[0]]
-    if not q:
-        raise FabformerError(f"graph {graph.name!r} has no quantize node on its input {graph.inputs[0]!r}")
-    return np.asarray(trace[q[0].output]), np.asarray(trace[graph.outputs[0]])

@@ -16,7 +16,8 @@ from amaranth.back import verilog
 
 from ..errors import FabformerError
 from .flow import _PartTop
-from .protocol import Framing, golden_io
+from fabformer.vectors import golden_io
+from .protocol import Framing
 from .shell import UARTShell
 
 

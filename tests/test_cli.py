@@ -7,7 +7,7 @@ import pytest
 
 from conftest import EXAMPLE
 
-from fabformer.cli import main
+from fabformer.apps.cli import main
 
 
 def test_convert_then_eval_json(tmp_path, capsys):
@@ -24,7 +24,7 @@ def test_convert_then_eval_json(tmp_path, capsys):
 
 
 def test_cli_errors_are_one_line_not_tracebacks(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "fabformer.cli", "eval", str(tmp_path / "nope.json")],
+    r = subprocess.run([sys.executable, "-m", "fabformer.apps.cli", "eval", str(tmp_path / "nope.json")],
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert "fabformer eval: error: graph file" in r.stderr and "does not exist" in r.stderr

@@ -7,7 +7,7 @@ from fabformer.errors import FabformerError
 
 @pytest.fixture(scope="module")
 def small(digits):
-    from fabformer.data import Split
+    from fabformer.apps.data import Split
     return Split(digits.x_train[:160], digits.y_train[:160], digits.x_test[:96], digits.y_test[:96])
 
 
@@ -181,7 +181,7 @@ def test_unsupported_teacher(kind, cls, small):
 
 
 def test_cli_bad_arguments(capsys, tmp_path):
-    from fabformer.cli import main
+    from fabformer.apps.cli import main
     rc = main(["compress", "--teacher", "x.h5", "--student", "d_model=4,heads=1,ff=4", "--sparsity", "1.5",
                "-o", str(tmp_path / "o")])
     assert rc == 2

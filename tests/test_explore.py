@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from fabformer.errors import FabformerError
-from fabformer.explore import LocalExecutor, RayExecutor, explore, pareto
+from fabformer.apps.explore import LocalExecutor, RayExecutor, explore, pareto
 from fabformer.requant import requantize_weights
-from fabformer.testing import classifier_graph
+from fabformer.apps.testing import classifier_graph
 
 BITS, PAR = [3, 8], [1, 4]
 FAST = dict(sim_samples=0, family=None)  # golden + analytic only: for executor and cache checks

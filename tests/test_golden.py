@@ -9,7 +9,7 @@ from fabformer import tables
 from fabformer.errors import FabformerError, GraphError
 from fabformer.fixed import FixedType, Overflow, Rounding
 from fabformer.ir import Dense, Graph, LayerNorm, Quantize, Softmax
-from fabformer.testing import OP_KINDS, encoder_graph, op_graph, random_inputs
+from fabformer.apps.testing import OP_KINDS, encoder_graph, op_graph, random_inputs
 
 WIDE = FixedType(20, 10, True, Rounding.RND, Overflow.SAT)  # +-512, lsb 2**-10
 

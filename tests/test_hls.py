@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fabformer import FabformerError, testing
+from fabformer import FabformerError
+from fabformer.apps import testing
 from fabformer.fixed import Overflow
 
 hls = pytest.importorskip("fabformer.hls")
@@ -140,9 +141,9 @@ def test_testbench_checks_bit_for_bit(built, tmp_path):
 @pytest.mark.skipif(not (ROOT / "examples" / "digits" / "model_q8.h5").is_file(), reason="no example model")
 def test_digits_csim_bit_exact(tmp_path):
     fabformer = pytest.importorskip("fabformer")
-    from fabformer.cli import load_model
-    from fabformer.data import digits
-    from fabformer.hls.cli import csim
+    from fabformer.apps.cli import load_model
+    from fabformer.apps.data import digits
+    from fabformer.apps.cli_hls import csim
     d = digits()
     g = fabformer.convert(load_model(ROOT / "examples" / "digits" / "model_q8.h5"), calibration=d.x_train)
     r = csim(g, tmp_path / "digits")

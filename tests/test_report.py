@@ -1,4 +1,4 @@
-"""The hardware-vs-software report (fabformer.report, ``fabformer report``)."""
+"""The hardware-vs-software report (fabformer.apps.report, ``fabformer report``)."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,8 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fabformer import FabformerError, report, testing
-from fabformer.cli import main
+from fabformer import FabformerError
+from fabformer.apps import report, testing
+from fabformer.apps.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,7 +84,7 @@ def test_files_and_json_fields(full):
 
 
 def test_accuracy_matches_the_golden_model(full, graph):
-    from fabformer.data import digits
+    from fabformer.apps.data import digits
     r, _, _ = full
     d = digits()
     want = float(np.mean(np.argmax(graph.predict(d.x_test[:40]), -1) == d.y_test[:40]))

@@ -4,7 +4,8 @@ import pytest
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
-from fabformer import FabformerError, testing
+from fabformer import FabformerError
+from fabformer.apps import testing
 from fabformer.fixed import FixedType
 from fabformer.rtl import cell_counts, generate
 from fabformer.rtl.blocks import mac_split

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fabformer import FabformerError, testing
+from fabformer import FabformerError
+from fabformer.apps import testing
 from fabformer.rtl import DesignSet, generate
 from fabformer.rtl.sweep import dense_graph
 from fabformer.sim import run, run_many
@@ -98,7 +99,7 @@ def _example():
     if model.is_file():
         try:
             import fabformer
-            from fabformer.data import digits
+            from fabformer.apps.data import digits
             from fabformer.frontend import load_keras_model
             d = digits()
             g = fabformer.convert(load_keras_model(model), calibration=d.x_train)
@@ -137,7 +138,7 @@ def test_sim_errors(design_set):
 
 
 def test_cli_sim_json(tmp_path, capsys):
-    from fabformer.cli import main
+    from fabformer.apps.cli import main
     gpath = testing.op_graph("relu").save(tmp_path / "relu.graph.json")
     rc = main(["sim", str(gpath), "-o", str(tmp_path / "out"), "--simulator", "icarus", "--samples", "4",
                "--parallelism", "2", "--json"])

@@ -34,7 +34,8 @@ def main(argv=None):
     teacher = load_keras_model(HERE / "model_float.h5")
     cfg = CompressConfig(sparsity=args.sparsity, bits=args.bits, epochs=args.epochs,
                          finetune_epochs=args.finetune_epochs)
-    r = compress(teacher, parse_student(args.student), cfg)
+    from fabformer.apps.data import digits
+    r = compress(teacher, parse_student(args.student), cfg, digits())
     path = None
     if args.bits == 8 or args.save:
         path = HERE / f"model_q{args.bits}.h5"

@@ -6,7 +6,7 @@
 (through compress_example.py): distilled from the teacher, 50 % pruned, 8-bit QKeras.
 ``--twin`` also trains a plain QKeras 8-bit twin from scratch, for comparison.
 
-The data: scikit-learn digits as 8 tokens x 8 features (fabformer.data.digits).
+The data: scikit-learn digits as 8 tokens x 8 features (fabformer.apps.data.digits).
 The architecture: Dense(16) -> MultiHeadAttention(2 heads, key_dim 8) -> Add ->
 LayerNorm -> Dense(32, ReLU) -> Dense(16) -> Add -> LayerNorm -> Flatten -> Dense(10).
 """
@@ -68,7 +68,7 @@ def main(argv=None):
     p.add_argument("--twin", action="store_true", help="also train a plain QKeras twin (model_q8_twin.h5)")
     args = p.parse_args(argv)
     import tensorflow as tf
-    from fabformer.data import digits
+    from fabformer.apps.data import digits
     tf.keras.utils.set_random_seed(0)
     tf.config.experimental.enable_op_determinism()
     data = digits()

@@ -378,14 +378,17 @@ def graph_sparsity(graph) -> float:
 
 
 def compress(teacher, spec: StudentSpec, cfg: CompressConfig | None = None, data=None) -> CompressResult:
-    """Distill, prune and quantize: ``teacher`` (keras.Model) into the template ``spec``."""
+    """Distill, prune and quantize: ``teacher`` (keras.Model) into the template ``spec``.
+
+    ``data``: a split with ``x_train, y_train, x_test, y_test`` (the command line passes
+    the digits example's)."""
     import tensorflow as tf
     from tensorflow import keras
     from ... import convert
     cfg = cfg or CompressConfig()
     if data is None:
-        from ...data import digits
-        data = digits()
+        raise FabformerError("compress needs data: a split with x_train, y_train, x_test, y_test "
+                             "(for example fabformer.apps.data.digits())")
     xtr, ytr, xte, yte = data.x_train, data.y_train, data.x_test, data.y_test
     input_shape = tuple(xtr.shape[1:])
     classes = int(max(ytr.max(), yte.max()) + 1)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FabformerError
+from fabformer.errors import FabformerError
 
 PATH_ORDER = ["keras", "float", "golden", "float_gpu", "golden_gpu", "csim", "rtl"]
 PATH_LABEL = {
@@ -169,7 +169,7 @@ def _graph_path(name, graph, x, be: Backend, mode, timing, big_batch, min_second
 def _csim_path(graph, x, out_dir, timing, big_batch, min_seconds):
     r = PathResult("csim")
     try:
-        from . import hls
+        from fabformer import hls
         write = hls.write
     except (ImportError, AttributeError) as e:
         r.status = f"unavailable: fabformer.hls is not installed ({e})"
@@ -193,7 +193,7 @@ def _csim_path(graph, x, out_dir, timing, big_batch, min_seconds):
 def _design(graph):
     """The generated RTL design (for cycle counts), or (None, reason)."""
     try:
-        from . import rtl
+        from fabformer import rtl
         return rtl.generate(graph), None
     except (ImportError, AttributeError) as e:
         return None, f"fabformer.rtl is not installed ({e})"
@@ -207,7 +207,7 @@ def _rtl_path(graph, design, design_err, x, n):
         r.status = f"unavailable: {design_err}"
         return r
     try:
-        from . import sim
+        from fabformer import sim
         run = sim.run
     except (ImportError, AttributeError) as e:
         r.status = f"unavailable: fabformer.sim.run is not installed ({e})"
@@ -277,8 +277,8 @@ def requantize_weights(graph, bits: int):
     """A copy of ``graph`` whose Dense weights have ``bits`` bits (round half up, saturate),
     keeping each weight's integer bits; other constants and activation types stay."""
     from dataclasses import replace
-    from .fixed import Overflow, Rounding, requantize
-    from .ir import Dense, Graph
+    from fabformer.fixed import Overflow, Rounding, requantize
+    from fabformer.ir import Dense, Graph
     g = Graph.from_dict(graph.to_dict())
     for n in list(g.nodes):
         if isinstance(n, Dense) and n.weight_type.width > bits:
@@ -303,7 +303,7 @@ def bit_sweep(graph, x, y, float_model=None, calibration=None, bits=SWEEP_BITS, 
     ``weight_bits=b``; without it the graph's Dense weights are re-quantized."""
     rows = []
     if float_model is not None:
-        from . import convert
+        from fabformer import convert
         method = (f"re-converted the float Keras model {float_model_name or getattr(float_model, 'name', '')} "
                   "with weight_bits=b (activations by range analysis)")
         for b in bits:
@@ -612,7 +612,7 @@ def render_html(data: dict, images: dict) -> str:
 
 def write(data: dict, out_dir) -> dict:
     """Write plots, report.md, report.html and report.json into ``out_dir`` (a folder fabformer creates)."""
-    from .outdir import prepare_dir
+    from fabformer.outdir import prepare_dir
     out_dir = prepare_dir(out_dir)
     images = plots(data, out_dir)
     (out_dir / "report.md").write_text(render_markdown(data, images))
@@ -625,7 +625,7 @@ def write(data: dict, out_dir) -> dict:
 
 def make_report(graph, out_dir, *, model=None, samples: int | None = None, device: str = "cpu", **kw) -> dict:
     """Run every path on the digits test split (first ``samples``) and write the report."""
-    from .data import digits
+    from fabformer.apps.data import digits
     d = digits()
     x, y = d.x_test, d.y_test
     if samples:
@@ -634,7 +634,7 @@ def make_report(graph, out_dir, *, model=None, samples: int | None = None, devic
     be = backend(device)  # clear error before any slow work
     del be
     out_dir = Path(out_dir)
-    from .outdir import prepare_dir
+    from fabformer.outdir import prepare_dir
     prepare_dir(out_dir)
     data = collect(graph, x, y, model=model, device=device, out_dir=out_dir, **kw)
     return write(data, out_dir)

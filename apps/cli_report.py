@@ -1,10 +1,10 @@
-"""``fabformer report``: the hardware-vs-software report (plugin of :mod:`fabformer.cli`)."""
+"""``fabformer report``: the hardware-vs-software report (plugin of :mod:`fabformer.apps.cli`)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from .errors import FabformerError
+from fabformer.errors import FabformerError
 
 DEMO_ORDER = 90
 
@@ -20,7 +20,7 @@ def _resolve(path, graph_path):
 
 def _load_model(path):
     """(model, None) or (None, reason): a missing TensorFlow makes the keras path unavailable."""
-    from .cli import load_model
+    from fabformer.apps.common import load_model
     try:
         return load_model(path), None
     except ImportError as e:
@@ -50,7 +50,7 @@ def _text(r: dict) -> str:
 
 def run_report(graph, out, *, model=None, model_path=None, samples=None, rtl_samples=20, device="cpu", board=None,
                sweep=True, quick=False, paths=None) -> dict:
-    from .report import make_report
+    from fabformer.apps.report import make_report
     why = None
     if model is None and model_path is not None:
         model, why = _load_model(model_path)
@@ -68,7 +68,7 @@ def run_report(graph, out, *, model=None, model_path=None, samples=None, rtl_sam
 
 
 def cmd_report(args) -> int:
-    from .ir import load
+    from fabformer.ir import load
     g = load(args.graph)
     model_path = args.model or g.meta.get("source_model")
     if model_path:
@@ -85,7 +85,7 @@ def cmd_report(args) -> int:
     r = run_report(g, args.output, model_path=model_path, samples=args.samples, rtl_samples=args.rtl_samples,
                    device=args.device, board=board, sweep=not args.no_sweep,
                    paths=[v.strip() for v in args.paths.split(",")] if args.paths else None)
-    from .cli import emit
+    from fabformer.apps.common import emit
     emit(args, r, _text(r))
     return 0
 
@@ -118,7 +118,7 @@ def _board_from_ctx(ctx):
 
 
 def demo(ctx):
-    from .report import gpu_unavailable_reason
+    from fabformer.apps.report import gpu_unavailable_reason
     device = "gpu" if gpu_unavailable_reason() is None else "cpu"
     r = run_report(ctx["graph"], Path(ctx["out"]) / "report", model=ctx.get("model"),
                    model_path=ctx.get("model_path"),

@@ -9,9 +9,10 @@ import math
 
 import numpy as np
 
-from . import tables
-from .fixed import FixedType, Rounding, Overflow
-from .ir import (Add, Dense, Flatten, GlobalAvgPool, Graph, LayerNorm, Lookup, MatMul, MergeHeads,
+from fabformer import tables
+from fabformer.fixed import FixedType, Rounding, Overflow
+from fabformer.vectors import random_inputs  # noqa: F401  (tests and benches take it from here too)
+from fabformer.ir import (Add, Dense, Flatten, GlobalAvgPool, Graph, LayerNorm, Lookup, MatMul, MergeHeads,
                  Quantize, Relu, Requantize, Softmax, SplitHeads)
 
 IN_T = FixedType(8, 5, rounding=Rounding.RND, overflow=Overflow.SAT)
@@ -127,11 +128,6 @@ def encoder_graph(seed: int = 0, tokens: int = 8, features: int = 8, d_model: in
     return g.verify()
 
 
-def random_inputs(g: Graph, n: int, seed: int = 0, scale: float = 4.0) -> np.ndarray:
-    """Inputs spread over (and beyond) the input type's range, so saturation happens."""
-    rng = np.random.default_rng(seed)
-    shape = g.tensors[g.inputs[0]].shape
-    return rng.uniform(-scale, scale, (n,) + tuple(shape))
 
 
 def classifier_graph(seed: int = 0, tokens: int = 4, features: int = 8, hidden: int = 6, classes: int = 4) -> Graph:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import FabformerError
+from fabformer.errors import FabformerError
 
 DEMO_ORDER = 30
 
@@ -28,10 +28,10 @@ def parse_parallelism(text):
 
 def inputs_for(graph, samples: int):
     """The digits test split when the graph takes 8x8 digits, else random inputs."""
-    from ..testing import random_inputs
+    from fabformer.apps.testing import random_inputs
     shape = tuple(graph.tensors[graph.inputs[0]].shape)
     if shape == (8, 8):
-        from ..data import digits
+        from fabformer.apps.data import digits
         x = digits().x_test
         if samples <= len(x):
             return x[:samples], "digits test split"
@@ -39,9 +39,9 @@ def inputs_for(graph, samples: int):
 
 
 def simulate(graph, out_dir, simulator="verilator", samples=20, parallelism=None, waves=False) -> dict:
-    from ..outdir import prepare_dir
-    from ..rtl import generate
-    from .api import run
+    from fabformer.outdir import prepare_dir
+    from fabformer.rtl import generate
+    from fabformer.sim.api import run
     if samples < 1:
         raise FabformerError(f"--samples must be at least 1, not {samples}")
     out = prepare_dir(out_dir)
@@ -81,8 +81,8 @@ def _text(r: dict) -> str:
 
 
 def cmd_sim(args) -> int:
-    from ..cli import emit
-    from ..ir import load
+    from fabformer.apps.common import emit
+    from fabformer.ir import load
     g = load(args.graph)
     r = simulate(g, args.output, args.simulator, args.samples, parse_parallelism(args.parallelism), args.waves)
     emit(args, r, _text(r))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 
 def _ints(text: str) -> list[int]:
-    from .errors import FabformerError
+    from fabformer.errors import FabformerError
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -31,19 +31,19 @@ def register(sub) -> None:
 
 
 def load_source(path):
-    from . import convert
-    from .data import digits
-    from .ir import load
+    from fabformer import convert
+    from fabformer.apps.data import digits
+    from fabformer.ir import load
     p = Path(path)
     if p.suffix in (".h5", ".keras") or p.is_dir():
-        from .frontend import load_keras_model
+        from fabformer.frontend import load_keras_model
         return convert(load_keras_model(p), calibration=digits().x_train)
     return load(p)
 
 
 def cmd_explore(args) -> int:
-    from .cli import emit
-    from .explore import LocalExecutor, RayExecutor, explore
+    from fabformer.apps.common import emit
+    from fabformer.apps.explore import LocalExecutor, RayExecutor, explore
     g = load_source(args.source)
     ex = RayExecutor(args.ray or None) if args.ray is not None else LocalExecutor(args.workers)
     fam = None if args.family == "none" else args.family

@@ -26,16 +26,17 @@ def register(subparsers) -> None:
 
 
 def cmd_compress(args) -> int:
-    from ...cli import emit, load_model
-    from ...outdir import prepare_dir
-    from .pipeline import CompressConfig, compress, parse_student
+    from fabformer.apps.common import emit, load_model
+    from fabformer.outdir import prepare_dir
+    from fabformer.frontend.compress.pipeline import CompressConfig, compress, parse_student
     spec = parse_student(args.student)
     cfg = CompressConfig(sparsity=args.sparsity, bits=args.bits, low_rank=args.low_rank, epochs=args.epochs,
                          finetune_epochs=args.finetune_epochs, temperature=args.temperature, alpha=args.alpha,
                          scope=args.scope, seed=args.seed, progress=not args.quiet)
     teacher = load_model(args.teacher)
     out = prepare_dir(Path(args.output))
-    r = compress(teacher, spec, cfg)
+    from fabformer.apps.data import digits
+    r = compress(teacher, spec, cfg, digits())
     model_path = out / f"student_q{cfg.bits}.h5"
     r.student.save(model_path)
     r.graph.meta["source_model"] = model_path.name

@@ -21,8 +21,8 @@ def register(sub) -> None:
 def csim(graph, out, config=None, samples=None) -> dict:
     """Write, compile and C-simulate ``graph`` on the digits test split; compare with golden."""
     import numpy as np
-    from ..data import digits
-    from .project import write
+    from fabformer.apps.data import digits
+    from fabformer.hls.project import write
     x = digits().x_test
     if samples:
         x = x[:samples]
@@ -65,10 +65,10 @@ def _text(r: dict) -> str:
 
 
 def cmd_hls(args) -> int:
-    from ..cli import emit
-    from ..ir import load
-    from .config import HLSConfig
-    from .project import write
+    from fabformer.apps.common import emit
+    from fabformer.ir import load
+    from fabformer.hls.config import HLSConfig
+    from fabformer.hls.project import write
     g = load(args.graph)
     cfg = HLSConfig.from_file(args.config) if args.config else None
     if args.csim:

@@ -19,8 +19,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FabformerError
-from .ir import Graph
+from fabformer.errors import FabformerError
+from fabformer.ir import Graph
 
 FAMILIES = ("ice40", "ecp5")
 
@@ -66,7 +66,7 @@ def point_key(graph_dict: dict, point: Point, settings: dict, versions: dict) ->
 def synth_resources(design, family: str, workdir: Path) -> dict:
     """LUT/FF/DSP/BRAM of the model (no I/O shell) from yosys synthesis for ``family``."""
     from amaranth.back import rtlil
-    from .boards import flow
+    from fabformer.boards import flow
     env = flow.tool_env(family)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "top.il").write_text(rtlil.convert(design.top, name="top"))
@@ -88,22 +88,22 @@ def evaluate_point(job: dict) -> dict:
            "luts": None, "ffs": None, "dsps": None, "brams": None, "fmax_mhz": None, "error": None}
     try:
         import numpy as np
-        from .requant import requantize_weights
+        from fabformer.requant import requantize_weights
         g = requantize_weights(Graph.from_dict(job["graph"]), job["bits"])
         x, y = np.asarray(job["x"], dtype=np.float64), np.asarray(job["y"])
         res["accuracy"] = float(np.mean(np.argmax(g.predict(x), -1) == y))
-        from .rtl import generate
+        from fabformer.rtl import generate
         d = generate(g, parallelism=job["parallelism"])
         res.update(latency_cycles=int(d.latency_cycles), ii_cycles=d.ii_cycles, multipliers=int(d.multipliers))
         work = Path(job["workdir"])
         if job["sim_samples"]:
-            from .sim import run
+            from fabformer.sim import run
             r = run(d, x[: job["sim_samples"]], simulator=job["simulator"], build_dir=work / "sim")
             res.update(sim_latency_cycles=int(r.latency_cycles), sim_bit_exact=bool(r.bit_exact))
             if not r.bit_exact:
                 raise FabformerError(f"RTL simulation differs from golden ({r.mismatches} mismatches)")
         if job["board"]:  # placed and routed with the board's I/O shell: nextpnr's resources and Fmax
-            from .boards.build import build
+            from fabformer.boards.build import build
             failed = None
             try:
                 rep = build(g, job["board"], work / "board", design=d)
@@ -205,7 +205,7 @@ def explore(graph: Graph, bits, parallelism, out, *, x=None, y=None, board: str 
     Each point's latency check simulates ``sim_samples`` samples on ``simulator``: Icarus by
     default, since it compiles a whole model in seconds where Verilator takes minutes (and
     a sweep builds every point once)."""
-    from .outdir import prepare_dir
+    from fabformer.outdir import prepare_dir
     bits = [int(b) for b in bits]
     parallelism = [int(p) for p in parallelism]
     for b in bits:
@@ -215,10 +215,10 @@ def explore(graph: Graph, bits, parallelism, out, *, x=None, y=None, board: str 
         if p < 1:
             raise FabformerError(f"--parallelism {p} must be >= 1 (multipliers per matmul-like block)")
     if sim_samples:
-        from .sim import runner
+        from fabformer.sim import runner
         runner.check_simulator(simulator)
     if board is not None:
-        from .boards.platforms import get_target
+        from fabformer.boards.platforms import get_target
         target = get_target(board)
         if not target.open_flow:
             raise FabformerError(f"--board {board!r} has no open flow here (Vivado), so no Fmax per point; "
@@ -232,7 +232,7 @@ def explore(graph: Graph, bits, parallelism, out, *, x=None, y=None, board: str 
     if family is not None and family not in FAMILIES:
         raise FabformerError(f"family {family!r} not supported; valid: {', '.join(FAMILIES)}")
     if x is None:
-        from .data import digits
+        from fabformer.apps.data import digits
         d = digits()
         x, y = d.x_test, d.y_test
     out = prepare_dir(out)

@@ -12,18 +12,17 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import FabformerError
+from fabformer.apps.common import EXAMPLE_DIR, emit, load_model
+from fabformer.errors import FabformerError
 
 PLUGINS = [
-    "fabformer.hls.cli",
-    "fabformer.sim.cli",
-    "fabformer.boards.cli",
-    "fabformer.frontend.compress.cli",
-    "fabformer.report_cli",
-    "fabformer.explore_cli",
+    "fabformer.apps.cli_hls",
+    "fabformer.apps.cli_sim",
+    "fabformer.apps.cli_boards",
+    "fabformer.apps.cli_compress",
+    "fabformer.apps.cli_report",
+    "fabformer.apps.cli_explore",
 ]
-
-EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "digits"
 
 
 UNAVAILABLE: dict = {}  # plugin module -> why it is not available here
@@ -42,24 +41,12 @@ def _plugins():
     return mods
 
 
-def emit(args, result: dict, text: str) -> None:
-    """Print ``result`` as one JSON object with --json, else the human text."""
-    if getattr(args, "json", False):
-        print(json.dumps(result, indent=1, sort_keys=True, default=str))
-    else:
-        print(text)
-
-
-def load_model(path):
-    """Load a Keras / QKeras model with fabformer's custom layers registered."""
-    from .frontend import load_keras_model
-    return load_keras_model(path)
 
 
 def evaluate(graph, model=None, samples: int | None = None) -> dict:
     """Accuracy of the Keras model, the float graph and the golden model on the digits test split."""
     import numpy as np
-    from .data import digits
+    from fabformer.apps.data import digits
     d = digits()
     x, y = d.x_test, d.y_test
     if samples:
@@ -87,9 +74,9 @@ def _eval_text(r: dict) -> str:
 
 
 def cmd_convert(args) -> int:
-    from . import convert
-    from .frontend.config import ConvertConfig
-    from .data import digits
+    from fabformer import convert
+    from fabformer.frontend.config import ConvertConfig
+    from fabformer.apps.data import digits
     model = load_model(args.model)
     cfg = ConvertConfig.from_file(args.config) if args.config else None
     g = convert(model, config=cfg, calibration=digits().x_train)
@@ -100,7 +87,7 @@ def cmd_convert(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .ir import load
+    from fabformer.ir import load
     g = load(args.graph)
     model_path = args.model or g.meta.get("source_model")
     model = None
@@ -115,10 +102,10 @@ def cmd_eval(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from . import convert
-    from .data import digits
+    from fabformer import convert
+    from fabformer.apps.data import digits
     out = Path(args.output)
-    from .outdir import prepare_dir
+    from fabformer.outdir import prepare_dir
     prepare_dir(out)
     model_path = EXAMPLE_DIR / "model_q8.h5"
     model = load_model(model_path)

@@ -8,7 +8,7 @@ DEMO_BOARD = "ulx3s-85f"
 
 
 def register(sub) -> None:
-    from .platforms import BOARDS, PART_DEVICES
+    from fabformer.boards.platforms import BOARDS, PART_DEVICES
     b = sub.add_parser("build", help="bitstream (open flow) or Vivado project for a board, with a report")
     b.add_argument("graph", help="graph file (.graph.json)")
     b.add_argument("--board", required=True,
@@ -22,14 +22,14 @@ def register(sub) -> None:
 
 
 def _text(rep: dict) -> str:
-    from .build import report_markdown
+    from fabformer.boards.build import report_markdown
     return report_markdown(rep)
 
 
 def cmd_build(args) -> int:
-    from ..cli import emit
-    from ..ir import load
-    from .build import build
+    from fabformer.apps.common import emit
+    from fabformer.ir import load
+    from fabformer.boards.build import build
     g = load(args.graph)
     rep = build(g, args.board, args.output, clock_mhz=args.clock, parallelism=args.parallelism, baud=args.baud)
     emit(args, rep, _text(rep) + f"\nwrote {Path(args.output) / 'report.md'}")
@@ -40,7 +40,7 @@ def demo(ctx) -> tuple[str, dict]:
     """The example's bitstream for one open-flow board (ULX3S-85F), fitted as ``fabformer build``
     does (the digits model: the fastest setting is over on DSPs after synthesis, the next one is
     placed and routed; about 20 minutes on 2 cores)."""
-    from .build import build
+    from fabformer.boards.build import build
     out = Path(ctx["out"]) / "board"
     rep = build(ctx["graph"], DEMO_BOARD, out)
     if not ctx.get("json"):
