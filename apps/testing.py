@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from fabformer import tables
+from fabformer import ir, registry, tables
 from fabformer.fixed import FixedType, Rounding, Overflow
 from fabformer.vectors import random_inputs  # noqa: F401  (tests and benches take it from here too)
 from fabformer.ir import (Add, Dense, Flatten, GlobalAvgPool, Graph, LayerNorm, Lookup, MatMul, MergeHeads,
@@ -30,64 +30,107 @@ def _dense(name, x, out, k, n, rng, sparsity=0.0, wt=FixedType(8, 6)):
     return Dense(name, (x,), out, weight=w, weight_type=wt, bias=b, bias_type=FixedType(12, 8))
 
 
+registry.declare("example", "test graphs (fabformer.apps.testing): input -> quantize -> one op of the kind")
+
+
+def example(kind):
+    """Register the test-graph builder of op kind ``kind``: ``fn(g, rng, overflow, features) -> output tensor``
+    adds the op (and what it needs) after ``xq``, the quantized ``[tokens, features]`` input."""
+    return registry.implements(kind, "example")
+
+
 def op_graph(kind: str, seed: int = 0, overflow: Overflow = Overflow.SAT, tokens: int = 4,
              features: int = 8) -> Graph:
     """A graph ``input -> quantize -> <one op of kind> -> output``, random constants."""
+    build = registry.get(kind, "example")
     rng = np.random.default_rng(seed)
     g = Graph(f"op_{kind}")
-    shape = (tokens, features)
-    g.add_input("x", shape)
+    g.add_input("x", (tokens, features))
     g.add(Quantize("quant", ("x",), "xq"), IN_T)
-    out_t = _act(10, 4, overflow)
-    if kind == "quantize":
-        g.outputs = ["xq"]
-        return g.verify()
-    if kind == "dense":
-        g.add(_dense("op", "xq", "y", features, 6, rng, sparsity=0.3), out_t)
-    elif kind == "relu":
-        g.add(Relu("op", ("xq",), "y"), _act(6, 4, overflow, signed=False))
-    elif kind == "add":
-        g.add(_dense("d", "xq", "h", features, features, rng), _act(10, 5))
-        g.add(Add("op", ("xq", "h"), "y"), _act(8, 4, overflow))
-    elif kind == "requantize":
-        g.add(Requantize("op", ("xq",), "y"), _act(6, 3, overflow))
-    elif kind == "lookup":
-        g.add(Lookup("op", ("xq",), "y", table=tables.function_table("gelu", IN_T, _act(10, 6))), _act(10, 6))
-    elif kind == "flatten":
-        g.add(Flatten("op", ("xq",), "y"), IN_T)
-    elif kind == "global_avg_pool":
-        g.add(GlobalAvgPool("op", ("xq",), "y", scale=round(2 ** 12 / tokens), scale_frac=12), _act(10, 6, overflow))
-    elif kind in ("split_heads", "merge_heads", "matmul", "softmax"):
-        g.add(SplitHeads("split", ("xq",), "hs", heads=2), IN_T)
-        if kind == "split_heads":
-            g.outputs = ["hs"]
-            return g.verify()
-        if kind == "merge_heads":
-            g.add(MergeHeads("op", ("hs",), "y"), IN_T)
-        elif kind == "matmul":
-            d = features // 2
-            g.add(MatMul("op", ("hs", "hs"), "y", transpose_b=True, scale=round(2 ** 12 / math.sqrt(d)),
-                         scale_frac=12), _act(10, 4, overflow))
-            g.add(MatMul("op2", ("y", "hs"), "y2"), _act(12, 5, overflow))
-            g.outputs = ["y2"]
-            return g.verify()
-        else:
-            g.add(MatMul("qk", ("hs", "hs"), "s", transpose_b=True, scale=1, scale_frac=0), _act(12, 6))
-            g.add(Softmax("op", ("s",), "y", exp_table=tables.exp_table(6), recip_table=tables.recip_table()),
-                  FixedType(10, 9, signed=False, rounding=Rounding.RND, overflow=Overflow.SAT))
-    elif kind == "layernorm":
-        gt, bt = FixedType(10, 6), FixedType(10, 6)
-        g.add(LayerNorm("op", ("xq",), "y", gamma=rng.integers(-500, 500, features), gamma_type=gt,
-                        beta=rng.integers(-300, 300, features), beta_type=bt, eps=1,
-                        invsqrt_table=tables.invsqrt_table(), norm_type=_act(16, 14)), _act(10, 5, overflow))
-    else:
-        raise ValueError(f"no test graph for op kind {kind!r}")
-    g.outputs = ["y"]
+    g.outputs = [build(g, rng, overflow, features)]
     return g.verify()
 
 
-OP_KINDS = ["quantize", "dense", "matmul", "split_heads", "merge_heads", "add", "relu", "lookup",
-            "softmax", "layernorm", "flatten", "global_avg_pool", "requantize"]
+OP_KINDS = list(ir.OPS)  # every op kind has a test graph (tests/test_registry.py checks it)
+
+
+@example(ir.Quantize)
+def _ex_quantize(g, rng, overflow, features):
+    return "xq"
+
+
+@example(ir.Dense)
+def _ex_dense(g, rng, overflow, features):
+    return g.add(_dense("op", "xq", "y", features, 6, rng, sparsity=0.3), _act(10, 4, overflow))
+
+
+@example(ir.Relu)
+def _ex_relu(g, rng, overflow, features):
+    return g.add(Relu("op", ("xq",), "y"), _act(6, 4, overflow, signed=False))
+
+
+@example(ir.Add)
+def _ex_add(g, rng, overflow, features):
+    g.add(_dense("d", "xq", "h", features, features, rng), _act(10, 5))
+    return g.add(Add("op", ("xq", "h"), "y"), _act(8, 4, overflow))
+
+
+@example(ir.Requantize)
+def _ex_requantize(g, rng, overflow, features):
+    return g.add(Requantize("op", ("xq",), "y"), _act(6, 3, overflow))
+
+
+@example(ir.Lookup)
+def _ex_lookup(g, rng, overflow, features):
+    return g.add(Lookup("op", ("xq",), "y", table=tables.function_table("gelu", IN_T, _act(10, 6))), _act(10, 6))
+
+
+@example(ir.Flatten)
+def _ex_flatten(g, rng, overflow, features):
+    return g.add(Flatten("op", ("xq",), "y"), IN_T)
+
+
+@example(ir.GlobalAvgPool)
+def _ex_gap(g, rng, overflow, features):
+    tokens = g.tensors["xq"].shape[0]
+    return g.add(GlobalAvgPool("op", ("xq",), "y", scale=round(2 ** 12 / tokens), scale_frac=12),
+                 _act(10, 6, overflow))
+
+
+@example(ir.SplitHeads)
+def _ex_split(g, rng, overflow, features):
+    return g.add(SplitHeads("split", ("xq",), "hs", heads=2), IN_T)
+
+
+@example(ir.MergeHeads)
+def _ex_merge(g, rng, overflow, features):
+    _ex_split(g, rng, overflow, features)
+    return g.add(MergeHeads("op", ("hs",), "y"), IN_T)
+
+
+@example(ir.MatMul)
+def _ex_matmul(g, rng, overflow, features):
+    _ex_split(g, rng, overflow, features)
+    d = features // 2
+    g.add(MatMul("op", ("hs", "hs"), "y", transpose_b=True, scale=round(2 ** 12 / math.sqrt(d)),
+                 scale_frac=12), _act(10, 4, overflow))
+    return g.add(MatMul("op2", ("y", "hs"), "y2"), _act(12, 5, overflow))
+
+
+@example(ir.Softmax)
+def _ex_softmax(g, rng, overflow, features):
+    _ex_split(g, rng, overflow, features)
+    g.add(MatMul("qk", ("hs", "hs"), "s", transpose_b=True, scale=1, scale_frac=0), _act(12, 6))
+    return g.add(Softmax("op", ("s",), "y", exp_table=tables.exp_table(6), recip_table=tables.recip_table()),
+                 FixedType(10, 9, signed=False, rounding=Rounding.RND, overflow=Overflow.SAT))
+
+
+@example(ir.LayerNorm)
+def _ex_layernorm(g, rng, overflow, features):
+    gt, bt = FixedType(10, 6), FixedType(10, 6)
+    return g.add(LayerNorm("op", ("xq",), "y", gamma=rng.integers(-500, 500, features), gamma_type=gt,
+                           beta=rng.integers(-300, 300, features), beta_type=bt, eps=1,
+                           invsqrt_table=tables.invsqrt_table(), norm_type=_act(16, 14)), _act(10, 5, overflow))
 
 
 def encoder_graph(seed: int = 0, tokens: int = 8, features: int = 8, d_model: int = 16, heads: int = 2,

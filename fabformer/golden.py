@@ -14,24 +14,22 @@ import numpy as np
 
 from .errors import FabformerError
 from .fixed import FixedType, dequantize, quantize_float, requantize, _xp
-from . import ir
+from . import ir, registry
 
-GOLDEN: dict = {}
-FLOAT: dict = {}
+registry.declare("golden", "the bit-exact golden model (fabformer.golden)")
+registry.declare("float", "the same graph in float (fabformer.golden, predict mode='float')")
+GOLDEN = registry.view("golden")  # {kind: function}, read-only
+FLOAT = registry.view("float")
 
 
 def golden(kind):
-    def deco(fn):
-        GOLDEN[kind] = fn
-        return fn
-    return deco
+    """Register the integer semantics of op kind ``kind`` (IR class or kind name)."""
+    return registry.implements(kind, "golden")
 
 
 def floating(kind):
-    def deco(fn):
-        FLOAT[kind] = fn
-        return fn
-    return deco
+    """Register the float semantics of op kind ``kind`` (IR class or kind name)."""
+    return registry.implements(kind, "float")
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -247,8 +245,8 @@ def _f_requantize(n, g, xs, xp):
     return xs[0]
 
 
-for _k in ("split_heads", "merge_heads", "flatten"):
-    FLOAT[_k] = GOLDEN[_k]
+for _k in ("split_heads", "merge_heads", "flatten"):  # no arithmetic: float = integer
+    floating(_k)(GOLDEN[_k])
 
 
 # -- interpreter -------------------------------------------------------------------
@@ -285,8 +283,7 @@ def run(g, x, trace: bool = False, mode: str = "int"):
             raise FabformerError(f"input {inp!r} expects shape (batch, {', '.join(map(str, exp_shape))}), "
                                  f"got {tuple(x.shape)}")
     for n in g.nodes:
-        if n.kind not in table:
-            raise FabformerError(f"{n.name}: no {mode} golden implementation for op kind {n.kind!r}")
+        registry.get(n, "golden" if mode == "int" else "float")  # a clear error for an op kind without one
     if trace or x.shape[0] <= CHUNK or not isinstance(x, np.ndarray):  # GPUs want one big batch
         env = _run_nodes(g, x, table, xp)
     else:  # samples are independent: run cache-sized chunks (same bits, faster)
@@ -298,3 +295,6 @@ def run(g, x, trace: bool = False, mode: str = "int"):
         outs = [env[o] for o in g.outputs]
     out = outs[0] if len(outs) == 1 else outs
     return (out, env) if trace else out
+
+
+registry.set_interpreter(run)

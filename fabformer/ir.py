@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from . import registry
 from .errors import FabformerError, GraphError
 from .fixed import FixedType, accum_type, add_type, mul_type
 
@@ -116,6 +117,7 @@ class Op:
 
     kind: ClassVar[str] = "op"
     n_inputs: ClassVar[int] = 1
+    mac_array: ClassVar[bool] = False  # matmul-like: hardware gives it a multiplier array (parallelism)
     name: str
     inputs: tuple
     output: str
@@ -171,6 +173,7 @@ class Op:
         return cls(**kw)
 
 
+@registry.op_kind
 @dataclass(frozen=True, eq=False)
 class Quantize(Op):
     """Float graph input -> fixed point: ``out = overflow(round(x * 2**out.f))``
@@ -179,6 +182,7 @@ class Quantize(Op):
     kind: ClassVar[str] = "quantize"
 
 
+@registry.op_kind
 @dataclass(frozen=True, eq=False)
 class Dense(Op):
     """Dense layer over the last axis (any leading axes, e.g. a token sequence).
@@ -188,6 +192,7 @@ class Dense(Op):
     """
 
     kind: ClassVar[str] = "dense"
+    mac_array: ClassVar[bool] = True
     weight: np.ndarray = None
     weight_type: FixedType = None
     bias: np.ndarray = None
@@ -236,6 +241,7 @@ class Dense(Op):
         return p
 
 
+@registry.op_kind
 @dataclass(frozen=True, eq=False)
 class MatMul(Op):
     """Batched matrix product for attention, one matrix per head (axis 0).
@@ -248,6 +254,7 @@ class MatMul(Op):
 
     kind: ClassVar[str] = "matmul"
     n_inputs: ClassVar[int] = 2
+    mac_array: ClassVar[bool] = True
     transpose_b: bool = False
     scale: int = 1
     scale_frac: int = 0
@@ -288,6 +295,7 @@ class MatMul(Op):
         return p
 
 
+@registry.op_kind
 @dataclass(frozen=True, eq=False)
 class SplitHeads(Op):
     """``[T, H*D] -> [H, T, D]``: ``out[h, t, d] = x[t, h*D + d]`` (no arithmetic)."""
@@ -306,6 +314,7 @@ class SplitHeads(Op):
         return []
 
 
+@registry.op_kind
 @dataclass(frozen=True, eq=False)
 class MergeHeads(Op):
     """``[H, T, D] -> [T, H*D]``: ``out[t, h*D + d] = x[h, t, d]`` (no arithmetic)."""
@@ -317,6 +326,7 @@ class MergeHeads(Op):
         return (t, h * d)
 
 
+@registry.op_kind
 @dataclass(frozen=True, eq=False)
 class Add(Op):
     """Element-wise sum: ``F = max(a.f, b.f)``, ``out = rq((a << (F - a.f)) + (b << (F - b.f)), F, out)``."""
@@ -329,6 +339,7 @@ class Add(Op):
         return [] if a == b else [f"{self.name}: operand shapes differ: {a} vs {b}"]
 
 
+@registry.op_kind
 @dataclass(frozen=True, eq=False)
 class Relu(Op):
     """``out = rq(max(x, 0), x.f, out)``."""
@@ -336,6 +347,7 @@ class Relu(Op):
     kind: ClassVar[str] = "relu"
 
 
+@registry.op_kind
 @dataclass(frozen=True, eq=False)
 class Lookup(Op):
     """Element-wise function by table (GELU, sigmoid, …): ``out = table[x]`` with
@@ -352,6 +364,7 @@ class Lookup(Op):
         return p
 
 
+@registry.op_kind
 @dataclass(frozen=True, eq=False)
 class Softmax(Op):
     """Softmax over the last axis (length ``L``), accurate for any input range.
@@ -384,6 +397,7 @@ class Softmax(Op):
         return accum_type(self.exp_table.out_type, n)
 
 
+@registry.op_kind
 @dataclass(frozen=True, eq=False)
 class LayerNorm(Op):
     """Layer normalisation over the last axis (``N`` features), accurate for any variance.
@@ -447,6 +461,7 @@ class LayerNorm(Op):
         return p
 
 
+@registry.op_kind
 @dataclass(frozen=True, eq=False)
 class Flatten(Op):
     """``[T, D] -> [T*D]`` in row-major order (no arithmetic)."""
@@ -457,6 +472,7 @@ class Flatten(Op):
         return (int(np.prod(shapes[0])),)
 
 
+@registry.op_kind
 @dataclass(frozen=True, eq=False)
 class GlobalAvgPool(Op):
     """Mean over axis 0 of ``[T, D]``: ``out = rq(sum_t x[t] * scale, x.f + scale_frac, out)``
@@ -470,6 +486,7 @@ class GlobalAvgPool(Op):
         return tuple(shapes[0][1:])
 
 
+@registry.op_kind
 @dataclass(frozen=True, eq=False)
 class Requantize(Op):
     """``out = rq(x, x.f, out)``."""
@@ -477,9 +494,7 @@ class Requantize(Op):
     kind: ClassVar[str] = "requantize"
 
 
-OPS: dict[str, type[Op]] = {c.kind: c for c in (
-    Quantize, Dense, MatMul, SplitHeads, MergeHeads, Add, Relu, Lookup, Softmax,
-    LayerNorm, Flatten, GlobalAvgPool, Requantize)}
+OPS: dict[str, type[Op]] = registry.op_kinds()  # every op kind above, by its ``kind``
 
 
 # ------------------------------------------------------------------------------
@@ -621,8 +636,7 @@ class Graph:
         """Run the golden model (``mode="int"``) or the same graph in float
         (``mode="float"``).  Returns dequantized outputs; with ``trace=True``
         returns ``(outputs, {tensor: array})`` (integers in int mode)."""
-        from .golden import run
-        return run(self, x, trace=trace, mode=mode)
+        return registry.interpreter()(self, x, trace=trace, mode=mode)
 
     # persistence -------------------------------------------------------------
     def to_dict(self) -> dict:

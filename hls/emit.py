@@ -10,16 +10,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..fixed import FixedType, accum_type, add_type, mul_type
+from fabformer import ir, registry
+from fabformer.fixed import FixedType, accum_type, add_type, mul_type
 
-EMITTERS: dict = {}
+registry.declare("hls", "the HLS C++ backend (fabformer.hls): one kernel header call per node")
+EMITTERS = registry.view("hls")  # {kind: emitter}, read-only
 
 
 def emitter(kind):
-    def deco(fn):
-        EMITTERS[kind] = fn
-        return fn
-    return deco
+    """Register the emitter ``fn(op, graph, ctx) -> Emitted`` of op kind ``kind`` (its kernel
+    lives in one of the ``include/fab_*.h`` headers)."""
+    return registry.implements(kind, "hls")
 
 
 def ctype(t: FixedType) -> str:
@@ -69,6 +70,13 @@ def _rows(shape) -> int:
 def _table_fields(prefix, table):
     return [("const", f"{prefix}_shift", table.shift), ("const_ll", f"{prefix}_offset", table.offset),
             ("const", f"{prefix}_size", table.size)]
+
+
+@emitter(ir.Quantize)
+def _quantize(n, g, ctx):
+    """No kernel: the generated top level converts the float input (``ap_fixed`` assignment
+    with the quantize node's rounding and overflow)."""
+    return None
 
 
 @emitter("dense")

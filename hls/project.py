@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fabformer import registry
 from ..errors import FabformerError
 from ..fixed import dequantize
 from ..ir import Graph, Quantize
 from ..outdir import prepare_dir
 from .config import HLSConfig
-from .emit import EMITTERS, ctype
+from .emit import ctype
 from .templates import render
 
 INCLUDE_DIR = Path(__file__).resolve().parent / "include"
@@ -78,10 +79,8 @@ class _Gen:
             used.add(base)
             self.t[name] = _T(name, "t_" + base, "fx_" + base, "N_" + base.upper(), t.size, t.shape, ctype(t.type))
         self.quant = [n for n in g.nodes if isinstance(n, Quantize)]
-        unsupported = sorted({n.kind for n in g.nodes if n.kind not in EMITTERS and not isinstance(n, Quantize)})
-        if unsupported:
-            raise FabformerError(f"the HLS backend has no kernel for op kind(s) {', '.join(unsupported)}; "
-                                 f"supported: quantize, {', '.join(sorted(EMITTERS))}")
+        for n in g.nodes:
+            registry.get(n, "hls")  # a clear error (with the reason) for a kind without a kernel
 
     def context(self) -> dict:
         g, ns = self.g, self.ns
@@ -97,7 +96,7 @@ class _Gen:
         for n in g.nodes:
             if isinstance(n, Quantize):
                 continue
-            e = EMITTERS[n.kind](n, g, self.cfg)
+            e = registry.get(n, "hls")(n, g, self.cfg)
             cname = "config_" + _ident(n.name)
             ins = [self.t[i] for i in n.inputs]
             io = ([("type", "in_t", ins[0].type)] if len(ins) == 1 else

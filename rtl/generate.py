@@ -10,17 +10,18 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .. import ir
-from ..errors import FabformerError
-from ..fixed import FixedType
+from fabformer import ir, registry
+from fabformer.errors import FabformerError
+from fabformer.fixed import FixedType
 from .blocks import (AddBlock, DenseBlock, Fork, MatMulBlock, PoolBlock, ReshapeBlock, RowMap, row_layout,
                      row_shape)
-from .rowfns import ROW_FUNCTIONS
+from .rowfns import make_lookup, make_relu, make_requantize
 from .serial import SerialLayerNorm, SerialSoftmax
 
-__all__ = ["generate", "Design", "Top", "DEFAULT_PARALLELISM"]
+__all__ = ["generate", "Design", "Top", "DEFAULT_PARALLELISM", "ARCH", "block", "make_block", "mac_nodes",
+           "default_parallelism", "parallelism_options"]
 
-MAC_KINDS = ("dense", "matmul")
+MAC_KINDS = tuple(k for k, c in ir.OPS.items() if c.mac_array)  # matmul-like: a multiplier array
 FORK_DELAY = 2  # a forked tensor passes a buffered FIFO: written at one edge, readable two edges later
 
 
@@ -31,22 +32,28 @@ def default_parallelism(op, g) -> int:
     return int(g.tensors[op.output].shape[-1])
 
 
+def mac_nodes(graph) -> list:
+    """The matmul-like nodes of ``graph``: those whose block has a parallelism (multipliers)."""
+    return [n for n in graph.nodes if n.mac_array]
+
+
+def parallelism_options(graph, node) -> list[tuple[int, int, int]]:
+    """``(multipliers, whole II cycles, parallelism)`` of one matmul-like node for every useful
+    parallelism up to one multiplier per output column, read from the blocks themselves
+    (for each II, the setting with the fewest multipliers), sorted."""
+    best: dict = {}
+    for p in range(1, default_parallelism(node, graph) + 1):
+        blk = make_block(node, graph, p)
+        blk._MustUse__silence = True  # analysis only: never elaborated
+        opt = (int(blk.multipliers), int(blk.ii), p)
+        if opt[1] not in best or opt < best[opt[1]]:
+            best[opt[1]] = opt
+    return sorted(best.values())
+
+
 DEFAULT_PARALLELISM = "one multiplier per output column (a row takes K cycles)"
 
 
-def _reshape_index(kind, op, g):
-    shape = g.tensors[op.inputs[0]].shape
-    if kind == "split_heads":
-        t, hd = shape
-        h = op.heads
-        d = hd // h
-        return [[tt * hd + hh * d + dd for dd in range(d)] for hh in range(h) for tt in range(t)]
-    if kind == "merge_heads":
-        h, t, d = shape
-        return [[hh * t * d + tt * d + dd for hh in range(h) for dd in range(d)] for tt in range(t)]
-    if kind == "flatten":
-        return [list(range(int(np.prod(shape))))]
-    raise AssertionError(kind)
 
 
 class Top(wiring.Component):
@@ -187,7 +194,7 @@ def run_yosys(args: list[str], stdin: str = "") -> str:
 
 
 def _as_parallelism(parallelism, graph) -> dict:
-    mac_nodes = [n for n in graph.nodes if n.kind in MAC_KINDS]
+    mac_nodes = [n for n in graph.nodes if n.mac_array]
     if parallelism is None:
         return {n.name: default_parallelism(n, graph) for n in mac_nodes}
     if isinstance(parallelism, (int, np.integer)) and not isinstance(parallelism, bool):
@@ -274,35 +281,104 @@ def _fork_depths(graph, first, consumers, times, ends, period, in_tensor, out_te
     return out
 
 
+ARCH = "rtl.dataflow"
+registry.declare(ARCH, "the dataflow RTL architecture (fabformer.rtl): one block per node, joined by streams")
+
+
+def block(kind):
+    """Register the dataflow block factory ``fn(op, graph, parallelism) -> Block`` of op kind ``kind``."""
+    return registry.implements(kind, ARCH)
+
+
 def make_block(n, g, parallelism):
-    kind = n.kind
-    if kind == "dense":
-        return DenseBlock(n.name, n, g, parallelism)
-    if kind == "matmul":
-        return MatMulBlock(n.name, n, g, parallelism)
-    if kind == "add":
-        rows, cols = row_shape(g.tensors[n.output].shape)
-        return AddBlock(n.name, g.type_of(n.inputs[0]), g.type_of(n.inputs[1]), g.type_of(n.output), rows, cols)
-    if kind == "layernorm":
-        return SerialLayerNorm(n.name, n, g)
-    if kind == "softmax":
-        return SerialSoftmax(n.name, n, g)
-    if kind in ROW_FUNCTIONS:
+    """The dataflow block of node ``n`` (``parallelism``: multipliers, for matmul-like nodes)."""
+    return registry.get(n, ARCH)(n, g, parallelism)
+
+
+@block(ir.Quantize)
+def _quantize_block(n, g, parallelism):
+    """The host quantizes: the design's input stream carries the quantize node's output."""
+    raise FabformerError(f"{n.name}: the quantize node is done by the host; generate() starts after it")
+
+
+@block(ir.Dense)
+def _dense_block(n, g, parallelism):
+    return DenseBlock(n.name, n, g, parallelism)
+
+
+@block(ir.MatMul)
+def _matmul_block(n, g, parallelism):
+    return MatMulBlock(n.name, n, g, parallelism)
+
+
+@block(ir.Add)
+def _add_block(n, g, parallelism):
+    rows, cols = row_shape(g.tensors[n.output].shape)
+    return AddBlock(n.name, g.type_of(n.inputs[0]), g.type_of(n.inputs[1]), g.type_of(n.output), rows, cols)
+
+
+@block(ir.LayerNorm)
+def _layernorm_block(n, g, parallelism):
+    return SerialLayerNorm(n.name, n, g)
+
+
+@block(ir.Softmax)
+def _softmax_block(n, g, parallelism):
+    return SerialSoftmax(n.name, n, g)
+
+
+def _row_map(row_fn):
+    """A block that applies ``row_fn`` (see :mod:`.rowfns`) to every row, pipelined."""
+    def factory(n, g, parallelism):
         rows, ic = row_shape(g.tensors[n.inputs[0]].shape)
         _, oc = row_shape(g.tensors[n.output].shape)
-        return RowMap(n.name, kind, ROW_FUNCTIONS[kind](n, g), g.type_of(n.inputs[0]), g.type_of(n.output),
-                      rows, ic, oc)
-    if kind in ("split_heads", "merge_heads", "flatten"):
+        return RowMap(n.name, n.kind, row_fn(n, g), g.type_of(n.inputs[0]), g.type_of(n.output), rows, ic, oc)
+    return factory
+
+
+block(ir.Relu)(_row_map(make_relu))
+block(ir.Requantize)(_row_map(make_requantize))
+block(ir.Lookup)(_row_map(make_lookup))
+
+
+def _reshape(index_fn):
+    """A block that re-orders a tensor's elements (no arithmetic): output row r, column c
+    is input element ``index_fn(op, g)[r][c]`` (row-major)."""
+    def factory(n, g, parallelism):
         ir_, ic = row_shape(g.tensors[n.inputs[0]].shape)
         or_, oc = row_shape(g.tensors[n.output].shape)
         if g.type_of(n.inputs[0]) != g.type_of(n.output):
-            raise FabformerError(f"{n.name}: {kind} must keep its input type "
+            raise FabformerError(f"{n.name}: {n.kind} must keep its input type "
                                  f"({g.type_of(n.inputs[0])} -> {g.type_of(n.output)})")
-        return ReshapeBlock(n.name, kind, g.type_of(n.inputs[0]), ir_, ic, or_, oc, _reshape_index(kind, n, g))
-    if kind == "global_avg_pool":
-        return PoolBlock(n.name, n, g)
-    raise FabformerError(f"{n.name}: op kind {kind!r} has no RTL block; supported: dense, matmul, add, "
-                         f"{', '.join(ROW_FUNCTIONS)}, layernorm, softmax, split_heads, merge_heads, flatten, global_avg_pool")
+        return ReshapeBlock(n.name, n.kind, g.type_of(n.inputs[0]), ir_, ic, or_, oc, index_fn(n, g))
+    return factory
+
+
+@block(ir.SplitHeads)
+@_reshape
+def _split_index(op, g):
+    t, hd = g.tensors[op.inputs[0]].shape
+    h = op.heads
+    d = hd // h
+    return [[tt * hd + hh * d + dd for dd in range(d)] for hh in range(h) for tt in range(t)]
+
+
+@block(ir.MergeHeads)
+@_reshape
+def _merge_index(op, g):
+    h, t, d = g.tensors[op.inputs[0]].shape
+    return [[hh * t * d + tt * d + dd for hh in range(h) for dd in range(d)] for tt in range(t)]
+
+
+@block(ir.Flatten)
+@_reshape
+def _flatten_index(op, g):
+    return [list(range(int(np.prod(g.tensors[op.inputs[0]].shape))))]
+
+
+@block(ir.GlobalAvgPool)
+def _pool_block(n, g, parallelism):
+    return PoolBlock(n.name, n, g)
 
 
 class SetTop(wiring.Component):
