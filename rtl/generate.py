@@ -18,7 +18,7 @@ from .blocks import (AddBlock, DenseBlock, Fork, MatMulBlock, PoolBlock, Reshape
 from .rowfns import make_lookup, make_relu, make_requantize
 from .serial import SerialLayerNorm, SerialSoftmax
 
-__all__ = ["generate", "Design", "Top", "DEFAULT_PARALLELISM", "ARCH", "block", "make_block", "mac_nodes",
+__all__ = ["generate", "generate_dataflow", "architecture", "ARCHITECTURES", "Design", "Top", "DEFAULT_PARALLELISM", "ARCH", "block", "make_block", "mac_nodes",
            "default_parallelism", "parallelism_options"]
 
 MAC_KINDS = tuple(k for k, c in ir.OPS.items() if c.mac_array)  # matmul-like: a multiplier array
@@ -217,8 +217,33 @@ def _as_parallelism(parallelism, graph) -> dict:
                          f"not {parallelism!r}")
 
 
-def generate(graph: ir.Graph, parallelism=None) -> Design:
-    """Build the hardware for ``graph``: blocks for every node after the Quantize node."""
+ARCHITECTURES: dict = {}  # name -> (generator, description)
+
+
+def architecture(name: str, description: str):
+    """Register an RTL architecture: ``fn(graph, **options) -> design`` (a design has the
+    attributes of :class:`Design` that simulation and the boards read: ``graph``,
+    ``in_tensor``/``out_tensor``, ``in_rows``/``in_cols``/``in_type``, ``out_rows``/``out_cols``/
+    ``out_type``, ``latency_cycles``, ``ii_cycles``, ``multipliers``, ``macs``,
+    ``mac_bound_cycles``, ``verilog(name)``, ``rtlil(name)``).  Its op kinds register under
+    the registry backend ``rtl.<name>``."""
+    def deco(fn):
+        ARCHITECTURES[name] = (fn, description)
+        return fn
+    return deco
+
+
+def generate(graph: ir.Graph, parallelism=None, arch: str = "dataflow", **options):
+    """Build the hardware for ``graph`` in architecture ``arch`` (default ``dataflow``: one
+    block per node after the quantize node, joined by streams)."""
+    if arch not in ARCHITECTURES:
+        raise FabformerError(f"unknown RTL architecture {arch!r}; valid: {', '.join(sorted(ARCHITECTURES))}")
+    return ARCHITECTURES[arch][0](graph, parallelism=parallelism, **options)
+
+
+@architecture("dataflow", "one block per graph node, joined by valid/ready streams; the latency architecture")
+def generate_dataflow(graph: ir.Graph, parallelism=None) -> Design:
+    """The dataflow design of ``graph``: blocks for every node after the quantize node."""
     graph.verify()
     par = _as_parallelism(parallelism, graph)
     if len(graph.outputs) != 1:
