@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fabformer.errors import FabformerError
+from fabformer.requant import requantize_weights
 
 PATH_ORDER = ["keras", "float", "golden", "float_gpu", "golden_gpu", "csim", "rtl"]
 PATH_LABEL = {
@@ -271,29 +272,6 @@ def _saturated(v, t) -> float:
     if t.signed:
         hit = hit | (v == t.min_int)
     return float(np.mean(hit))
-
-
-def requantize_weights(graph, bits: int):
-    """A copy of ``graph`` whose Dense weights have ``bits`` bits (round half up, saturate),
-    keeping each weight's integer bits; other constants and activation types stay."""
-    from dataclasses import replace
-    from fabformer.fixed import Overflow, Rounding, requantize
-    from fabformer.ir import Dense, Graph
-    g = Graph.from_dict(graph.to_dict())
-    for n in list(g.nodes):
-        if isinstance(n, Dense) and n.weight_type.width > bits:
-            drop = n.weight_type.width - bits
-            wt = n.weight_type.with_(width=bits, frac=n.weight_type.frac - drop, rounding=Rounding.RND,
-                                     overflow=Overflow.SAT)
-            w = requantize(np.asarray(n.weight, dtype=np.int64), n.weight_type.frac, wt)
-            bt, bias = n.bias_type, np.asarray(n.bias, dtype=np.int64)
-            pf = g.type_of(n.inputs[0]).frac + wt.frac  # the bias may not be finer than the product
-            if bt.frac > pf:
-                nbt = bt.with_(width=max(bt.width - (bt.frac - pf), 2), frac=pf, rounding=Rounding.RND,
-                               overflow=Overflow.SAT)
-                bias, bt = requantize(bias, bt.frac, nbt), nbt
-            g.replace(n, replace(n, weight=w, weight_type=wt, bias=bias, bias_type=bt))
-    return g.verify()
 
 
 def bit_sweep(graph, x, y, float_model=None, calibration=None, bits=SWEEP_BITS, float_model_name=None) -> dict:
