@@ -110,7 +110,7 @@ def cmd_demo(args) -> int:
     model_path = EXAMPLE_DIR / "model_q8.h5"
     model = load_model(model_path)
     g = convert(model, calibration=digits().x_train)
-    g.meta["source_model"] = str(model_path)
+    g = g.with_meta(source_model=str(model_path))
     gpath = g.save(out / "digits.graph.json")
     if not args.json:
         print(g.summary())

@@ -39,7 +39,7 @@ def cmd_compress(args) -> int:
     r = compress(teacher, spec, cfg, digits())
     model_path = out / f"student_q{cfg.bits}.h5"
     r.student.save(model_path)
-    r.graph.meta["source_model"] = model_path.name
+    r.graph = r.graph.with_meta(source_model=model_path.name)
     gpath = r.graph.save(out / "student.graph.json")
     res = r.to_dict(model_path)
     res["graph"] = str(gpath)

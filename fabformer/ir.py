@@ -500,7 +500,14 @@ OPS: dict[str, type[Op]] = registry.op_kinds()  # every op kind above, by its ``
 # ------------------------------------------------------------------------------
 @dataclass
 class Graph:
-    """An ordered list of ops joined by named, typed tensors."""
+    """An ordered list of ops joined by named, typed tensors.
+
+    A graph is built (``add_input``, ``add``, ``outputs``) and then verified;
+    :meth:`verify` freezes it: from then on it is immutable (its containers are
+    read-only and setting an attribute raises).  A changed graph is a new one:
+    :meth:`with_` / :meth:`with_meta` return a verified copy, :meth:`edit` a
+    mutable draft copy to build on.
+    """
 
     name: str
     tensors: dict = field(default_factory=dict)
@@ -509,13 +516,65 @@ class Graph:
     outputs: list = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        object.__setattr__(self, "_frozen", False)
+        self.tensors, self.nodes = dict(self.tensors), list(self.nodes)
+        self.inputs, self.outputs, self.meta = list(self.inputs), list(self.outputs), dict(self.meta)
+
+    def __setattr__(self, key, value):
+        if getattr(self, "_frozen", False):
+            raise FabformerError(f"graph {self.name!r} is immutable once verified (cannot set {key!r}); "
+                                 f"make a changed copy with graph.with_(...), graph.with_meta(...) or graph.edit()")
+        object.__setattr__(self, key, value)
+
+    def _building(self, what: str) -> None:
+        if self._frozen:
+            raise FabformerError(f"graph {self.name!r} is immutable once verified (cannot {what}); "
+                                 f"build on a draft copy: graph.edit()")
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def _freeze(self) -> None:
+        from types import MappingProxyType
+        for k, v in (("tensors", MappingProxyType(dict(self.tensors))), ("nodes", tuple(self.nodes)),
+                     ("inputs", tuple(self.inputs)), ("outputs", tuple(self.outputs)),
+                     ("meta", MappingProxyType(dict(self.meta)))):
+            object.__setattr__(self, k, v)
+        object.__setattr__(self, "_frozen", True)
+
+    def edit(self) -> "Graph":
+        """A mutable draft copy (same ops, tensors and meta) to change and verify."""
+        return Graph(self.name, dict(self.tensors), list(self.nodes), list(self.inputs), list(self.outputs),
+                     dict(self.meta))
+
+    def with_(self, **changes) -> "Graph":
+        """A verified copy with some fields changed (``name``, ``tensors``, ``nodes``, ``inputs``,
+        ``outputs``, ``meta``)."""
+        valid = ("name", "tensors", "nodes", "inputs", "outputs", "meta")
+        bad = sorted(set(changes) - set(valid))
+        if bad:
+            raise FabformerError(f"graph fields {bad} do not exist; valid: {', '.join(valid)}")
+        d = self.edit()
+        for k, v in changes.items():
+            object.__setattr__(d, k, v)
+        d.__post_init__()
+        return d.verify()
+
+    def with_meta(self, **meta) -> "Graph":
+        """A verified copy whose ``meta`` has these keys added or changed."""
+        return self.with_(meta={**self.meta, **meta})
+
     # building ----------------------------------------------------------------
     def add_input(self, name: str, shape) -> str:
+        self._building("add an input")
         self.tensors[name] = Tensor(name, tuple(int(s) for s in shape), None)
         self.inputs.append(name)
         return name
 
     def add(self, op: Op, out_type: FixedType | None) -> str:
+        self._building(f"add node {op.name!r}")
         shapes = [self.tensors[i].shape for i in op.inputs]
         self.tensors[op.output] = Tensor(op.output, tuple(int(s) for s in op.out_shape(shapes)), out_type)
         self.nodes.append(op)
@@ -537,9 +596,11 @@ class Graph:
         return None
 
     def replace(self, old: Op, new: Op) -> None:
+        self._building(f"replace node {old.name!r}")
         self.nodes[self.nodes.index(old)] = new
 
     def retype(self, tensor: str, t: FixedType) -> None:
+        self._building(f"retype tensor {tensor!r}")
         self.tensors[tensor] = Tensor(tensor, self.tensors[tensor].shape, t)
 
     # checking ----------------------------------------------------------------
@@ -600,9 +661,12 @@ class Graph:
         return p
 
     def verify(self) -> "Graph":
+        """Raise :class:`GraphError` with every problem; else freeze the graph and return it."""
         p = self.problems()
         if p:
             raise GraphError(p)
+        if not self._frozen:
+            self._freeze()
         return self
 
     # analysis ----------------------------------------------------------------
@@ -642,7 +706,7 @@ class Graph:
     def to_dict(self) -> dict:
         return {
             "format": "fabformer-graph", "version": FORMAT_VERSION, "name": self.name,
-            "inputs": list(self.inputs), "outputs": list(self.outputs), "meta": self.meta,
+            "inputs": list(self.inputs), "outputs": list(self.outputs), "meta": dict(self.meta),
             "tensors": [{"name": t.name, "shape": list(t.shape),
                          "type": t.type.to_dict() if t.type else None} for t in self.tensors.values()],
             "nodes": [n.to_dict() for n in self.nodes],
