@@ -71,8 +71,7 @@ def synth_resources(design, family: str, workdir: Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "top.il").write_text(rtlil.convert(design.top, name="top"))
     opts = "-dsp" if family == "ice40" else ""
-    synth = "\n".join(flow.synth_commands(family, opts))
-    (workdir / "synth.ys").write_text(f"read_rtlil top.il\n{synth}\ntee -q -o stat.json stat -json\n")
+    (workdir / "synth.ys").write_text(flow.synth_script(family, opts, stat="stat.json", netlist=None))
     import subprocess
     r = subprocess.run([env["YOSYS"], "-q", "synth.ys"], cwd=workdir, env=env, capture_output=True, text=True)
     if r.returncode != 0:
