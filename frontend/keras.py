@@ -24,7 +24,7 @@ from .config import ConvertConfig
 from .handlers import Handler, Handlers
 
 HANDLERS = Handlers("keras")  # one handler per Keras layer class (registered below)
-ACTIVATIONS = ["linear", "relu", "gelu", "softmax"]
+ACTIVATIONS = ["linear", "relu", *tables.ACTIVATIONS, "softmax"]
 PROVISIONAL = FixedType(16, 8, True, Rounding.RND, Overflow.SAT)
 # ops whose output is one requantization of an exact value: a following quantizer folds into them
 _FOLDABLE = (Dense, MatMul, Add, LayerNorm, GlobalAvgPool, Quantize, Requantize)
@@ -200,9 +200,9 @@ class _Builder:
         elif name == "relu":
             t = self.act_type(L.name, "output", out_name, signed=False)
             self.tensor_of[L.name] = self.add(Relu(out_name, (src,), out_name), t)
-        elif name == "gelu":
+        elif name in tables.ACTIVATIONS:
             t = self.act_type(L.name, "output", out_name)
-            tab = tables.function_table("gelu", self.qtype(src), t, self.cfg.table_index_bits)
+            tab = tables.function_table(name, self.qtype(src), t, self.cfg.table_index_bits)
             self.tensor_of[L.name] = self.add(Lookup(out_name, (src,), out_name, table=tab), t)
         elif name == "softmax":
             self.tensor_of[L.name] = self.softmax(L.name, out_name, src)
