@@ -32,11 +32,11 @@ class Point:
 
 
 def source_digest() -> str:
-    """A digest of the sources that decide a point's numbers (core, rtl, sim, boards), so a
+    """A digest of the sources that decide a point's numbers (core, apps, rtl, sim, boards), so a
     cached point is not reused after the code that made it changed."""
     from importlib.util import find_spec
     h = hashlib.sha256()
-    for name in ("fabformer", "fabformer.rtl", "fabformer.sim", "fabformer.boards"):
+    for name in ("fabformer", "fabformer.apps", "fabformer.rtl", "fabformer.sim", "fabformer.boards"):
         spec = find_spec(name)
         if spec is None or not spec.submodule_search_locations:
             continue
