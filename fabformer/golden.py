@@ -270,20 +270,34 @@ def _run_nodes(g, x, table, xp, keep=None):
     return env
 
 
-def run(g, x, trace: bool = False, mode: str = "int"):
+def run(g, x, trace: bool = False, mode: str = "int", fast: bool = True):
+    """Run graph ``g`` on inputs ``x`` (batch first; one sample without the batch axis is
+    taken as a batch of one).  ``mode="int"``: the bit-exact integer model; ``"float"``:
+    the same graph in float.  With NumPy inputs the integer model runs the graph's
+    precomputed plan (``fabformer.plan``: the same integers, faster); ``fast=False``
+    runs the op functions above, the specification, as they are."""
+    if fast and mode == "int" and type(x) is np.ndarray:
+        from .plan import plan_for
+        plan = plan_for(g)
+        if x.dtype != np.float64:
+            x = x.astype(np.float64)
+        shape = x.shape[1:]
+        if shape != plan.in_shape:
+            x = _batch_shape(g, x)
+        if trace or x.shape[0] <= PLAN_CHUNK:
+            return plan.run(x, trace)
+        parts = [plan.run(x[i:i + PLAN_CHUNK]) for i in range(0, x.shape[0], PLAN_CHUNK)]
+        if len(g.outputs) == 1:
+            return np.concatenate(parts, axis=0)
+        return [np.concatenate([p[k] for p in parts], axis=0) for k in range(len(g.outputs))]
     if mode not in ("int", "float"):
         raise FabformerError(f"predict mode must be 'int' or 'float', not {mode!r}")
     table = GOLDEN if mode == "int" else FLOAT
     xp = _xp(x) if not isinstance(x, (list, tuple)) else np
     x = xp.asarray(x, dtype=xp.float64)
-    (inp,) = g.inputs
-    exp_shape = g.tensors[inp].shape
-    if tuple(x.shape[1:]) != tuple(exp_shape):
-        if tuple(x.shape) == tuple(exp_shape):
-            x = xp.reshape(x, (1,) + tuple(exp_shape))
-        else:
-            raise FabformerError(f"input {inp!r} expects shape (batch, {', '.join(map(str, exp_shape))}), "
-                                 f"got {tuple(x.shape)}")
+    if fast and mode == "int" and type(x) is np.ndarray:
+        return run(g, x, trace, mode)
+    x = _batch_shape(g, x)
     for n in g.nodes:
         if n.kind not in table:
             raise FabformerError(f"{n.name}: no {mode} golden implementation for op kind {n.kind!r}")
@@ -298,3 +312,17 @@ def run(g, x, trace: bool = False, mode: str = "int"):
         outs = [env[o] for o in g.outputs]
     out = outs[0] if len(outs) == 1 else outs
     return (out, env) if trace else out
+
+
+PLAN_CHUNK = 1024  # samples per pass of the plan (NumPy only)
+
+
+def _batch_shape(g, x):
+    (inp,) = g.inputs
+    exp_shape = g.tensors[inp].shape
+    if tuple(x.shape[1:]) != tuple(exp_shape):
+        if tuple(x.shape) == tuple(exp_shape):
+            return x.reshape((1,) + tuple(exp_shape)) if hasattr(x, "reshape") else x[None]
+        raise FabformerError(f"input {inp!r} expects shape (batch, {', '.join(map(str, exp_shape))}), "
+                             f"got {tuple(x.shape)}")
+    return x
