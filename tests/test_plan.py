@@ -114,3 +114,73 @@ def test_plan_rebuilt_when_graph_changes():
     q = g.node("quant")
     g.replace(q, Quantize(q.name, q.inputs, q.output))
     assert plan_for(g) is not p1
+
+
+# -- the compiled C kernel (fabformer.kernel) for small batches -------------------------------
+kernel = pytest.importorskip("fabformer.kernel")
+needs_cc = pytest.mark.skipif(kernel.compiler() is None, reason="no C compiler")
+
+
+def _kernel_equal(g, x):
+    p = plan_for(g)
+    k = p.build_kernel()
+    assert k is not None and p.kernel_state == "ready"
+    _, env = golden.run(g, x, trace=True, fast=False)
+    got = k(np.asarray(x, dtype=np.float64))
+    for name, m in zip(g.outputs, got):
+        want = np.asarray(env[name])
+        bad = np.argwhere(m != want)
+        assert len(bad) == 0, f"{name} index {tuple(bad[0])}: spec {want[tuple(bad[0])]}, kernel {m[tuple(bad[0])]}"
+    # and through golden.run (small batches take the kernel once it is ready)
+    for i in range(3):
+        assert np.array_equal(golden.run(g, x[i:i + 1]), golden.run(g, x[i:i + 1], fast=False))
+
+
+@needs_cc
+@pytest.mark.parametrize("rounding", [Rounding.RND, Rounding.TRN])
+@pytest.mark.parametrize("overflow", [Overflow.SAT, Overflow.WRAP])
+@pytest.mark.parametrize("kind", OP_KINDS)
+def test_kernel_equals_spec_every_op(kind, overflow, rounding):
+    g = _with_rounding(op_graph(kind, seed=4, overflow=overflow), rounding)
+    x = np.concatenate([random_inputs(g, 200, seed=1, scale=8.0), random_inputs(g, 100, seed=2, scale=1e3),
+                        _edge_inputs(g)])
+    x[7, 0, 0] = np.nan
+    with np.errstate(invalid="ignore"):
+        _kernel_equal(g, x)
+
+
+@needs_cc
+def test_kernel_whole_models(example_graph, digits):
+    _kernel_equal(example_graph, digits.x_test)
+    g = encoder_graph(seed=3)
+    _kernel_equal(g, np.concatenate([random_inputs(g, 300, seed=4), _edge_inputs(g)]))
+
+
+@needs_cc
+def test_kernel_built_in_the_background_after_small_calls(monkeypatch):
+    import fabformer.plan as plan_mod
+    g = op_graph("softmax", seed=9)
+    x = random_inputs(g, 40, seed=3)
+    p = plan_for(g)
+    assert p.kernel_state == "idle"
+    ref = golden.run(g, x, fast=False)
+    outs = [golden.run(g, x[i:i + 1]) for i in range(plan_mod.KERNEL_AFTER + 2)]
+    import time
+    for _ in range(600):
+        if p.kernel_state != "building":
+            break
+        time.sleep(0.1)
+    assert p.kernel_state == "ready"
+    outs += [golden.run(g, x[i:i + 1]) for i in range(len(outs), len(x))]
+    assert np.array_equal(np.concatenate(outs), ref)
+
+
+def test_kernel_not_used_where_the_plan_cannot_prove():
+    g = op_graph("add")
+    d = g.node("d")
+    g.replace(d, Dense(d.name, d.inputs, d.output, weight=d.weight * 0 + (1 << 46), weight_type=FixedType(48, 36),
+                       bias=d.bias, bias_type=d.bias_type))
+    p = plan_for(g.verify())
+    assert p.build_kernel() is None and p.kernel_state == "unavailable"
+    x = random_inputs(g, 20)
+    assert np.array_equal(golden.run(g, x[:1]), golden.run(g, x[:1], fast=False))
