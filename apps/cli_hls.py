@@ -1,8 +1,6 @@
 """``fabformer hls``: write a Vitis HLS project for a graph, optionally C-simulate it."""
 from __future__ import annotations
 
-import time
-
 DEMO_ORDER = 20
 
 
@@ -18,37 +16,11 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_hls)
 
 
-def csim(graph, out, config=None, samples=None) -> dict:
-    """Write, compile and C-simulate ``graph`` on the digits test split; compare with golden."""
-    import numpy as np
+def _digits_test(samples=None):
+    """The inputs ``--csim`` checks: the digits test split (the first ``samples``)."""
     from fabformer.apps.data import digits
-    from fabformer.hls.project import write
     x = digits().x_test
-    if samples:
-        x = x[:samples]
-    t0 = time.perf_counter()
-    prj = write(graph, out, config, tb_inputs=x[:64])
-    gen_s = time.perf_counter() - t0
-    prj.compile()
-    _, env = graph.predict(x, trace=True)
-    got = prj.predict(x, raw=True)
-    outs = got if isinstance(got, list) else [got]
-    bad = np.zeros(len(x), dtype=bool)
-    first = None
-    for name, o in zip(graph.outputs, outs):
-        diff = (o != np.asarray(env[name])).reshape(len(x), -1)
-        bad |= diff.any(axis=1)
-        if first is None and diff.any():
-            s, i = map(int, np.argwhere(diff)[0])
-            first = {"tensor": name, "sample": s, "index": i,
-                     "expected": int(np.asarray(env[name]).reshape(len(x), -1)[s, i]),
-                     "actual": int(o.reshape(len(x), -1)[s, i])}
-    res = {"project": str(prj.path), "samples": int(len(x)), "bit_exact": not bad.any(),
-           "mismatches": int(bad.sum()), "compile_seconds": round(prj.compile_seconds, 2),
-           "write_seconds": round(gen_s, 3)}
-    if first:
-        res["first_mismatch"] = first
-    return res
+    return x[:samples] if samples else x
 
 
 def _text(r: dict) -> str:
@@ -67,12 +39,11 @@ def _text(r: dict) -> str:
 def cmd_hls(args) -> int:
     from fabformer.apps.common import emit
     from fabformer.ir import load
-    from fabformer.hls.config import HLSConfig
-    from fabformer.hls.project import write
+    from fabformer.hls import HLSConfig, csim, write
     g = load(args.graph)
     cfg = HLSConfig.from_file(args.config) if args.config else None
     if args.csim:
-        r = csim(g, args.output, cfg, args.samples)
+        r = csim(g, args.output, _digits_test(args.samples), cfg)
     else:
         r = {"project": str(write(g, args.output, cfg).path)}
     emit(args, r, _text(r))
@@ -80,7 +51,8 @@ def cmd_hls(args) -> int:
 
 
 def demo(ctx):
-    r = csim(ctx["graph"], ctx["out"] / "hls", samples=100 if ctx.get("quick") else None)
+    from fabformer.hls import csim
+    r = csim(ctx["graph"], ctx["out"] / "hls", _digits_test(100 if ctx.get("quick") else None))
     if not ctx.get("json"):
         print(_text(r))
     return "hls", {k: r[k] for k in ("samples", "bit_exact", "mismatches", "compile_seconds")}

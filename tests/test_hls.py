@@ -147,9 +147,8 @@ def test_digits_csim_bit_exact(tmp_path):
     fabformer = pytest.importorskip("fabformer")
     from fabformer.apps.cli import load_model
     from fabformer.apps.data import digits
-    from fabformer.apps.cli_hls import csim
     d = digits()
     g = fabformer.convert(load_model(ROOT / "examples" / "digits" / "model_q8.h5"), calibration=d.x_train)
-    r = csim(g, tmp_path / "digits")
+    r = hls.csim(g, tmp_path / "digits", d.x_test)
     assert r["samples"] == 450 == len(d.x_test)
     assert r["bit_exact"] and r["mismatches"] == 0, r
