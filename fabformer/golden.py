@@ -274,19 +274,19 @@ def run(g, x, trace: bool = False, mode: str = "int", fast: bool = True):
     """Run graph ``g`` on inputs ``x`` (batch first; one sample without the batch axis is
     taken as a batch of one).  ``mode="int"``: the bit-exact integer model; ``"float"``:
     the same graph in float.  With NumPy inputs the integer model runs the graph's
-    precomputed plan (``fabformer.plan``: the same integers, faster), and small batches of
-    a graph called often its compiled C kernel (``fabformer.kernel``); ``fast=False`` runs
-    the op functions above, the specification, as they are."""
+    precomputed plan (``fabformer.plan``: the same integers, faster), or, for a graph called
+    often, its compiled C kernel (``fabformer.kernel``; see ``Plan.kernel_for``);
+    ``fast=False`` runs the op functions above, the specification, as they are."""
     if fast and mode == "int" and type(x) is np.ndarray:
-        from .plan import KERNEL_BATCH, plan_for
+        from .plan import plan_for
         plan = plan_for(g)
         if x.dtype != np.float64:
             x = x.astype(np.float64)
         shape = x.shape[1:]
         if shape != plan.in_shape:
             x = _batch_shape(g, x)
-        if not trace and x.shape[0] <= KERNEL_BATCH:
-            k = plan.small_batch_kernel()
+        if not trace:
+            k = plan.kernel_for(x)
             if k is not None:
                 outs = [dequantize(m, f) for m, (_, f) in zip(k(x), plan.outputs)]
                 return outs[0] if len(outs) == 1 else outs
@@ -320,7 +320,7 @@ def run(g, x, trace: bool = False, mode: str = "int", fast: bool = True):
     return (out, env) if trace else out
 
 
-PLAN_CHUNK = 1024  # samples per pass of the plan (NumPy only)
+PLAN_CHUNK = 256  # samples per pass of the plan (NumPy only; measured faster than 1,024 and whole batches)
 
 
 def _batch_shape(g, x):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 import math
+import operator
 import threading
 import weakref
 
@@ -35,8 +36,9 @@ _max = np.maximum.reduce
 _sum = np.add.reduce
 LIMIT = 1 << 52      # every intermediate integer of a fast step stays below this magnitude
 MAX_TABLE = 1 << 20  # largest precomputed (range-extended) lookup table
-KERNEL_ENABLED = True  # compile a C kernel for graphs called often with small batches
-KERNEL_AFTER = 8       # ... after this many small-batch calls
+KERNEL_ENABLED = True  # compile a C kernel (fabformer.kernel) for graphs called often
+KERNEL_AFTER = 8       # ... after this many calls of the graph
+TUNE_SAMPLES = 256     # the chunk on which the kernel and the plan are timed for larger batches
 KERNEL_BATCH = 16      # batches up to this size use the kernel once it is built
 
 __all__ = ["Plan", "plan_for"]
@@ -45,15 +47,15 @@ __all__ = ["Plan", "plan_for"]
 def plan_for(g) -> "Plan":
     """The cached plan of ``g`` (rebuilt when the graph's nodes or tensors changed)."""
     p = g.__dict__.get("_golden_plan")
-    sig = _signature(g)
-    if p is None or p.signature != sig:
-        p = Plan(g, sig)
+    if p is None or not p.matches(g):
+        p = Plan(g)
         g.__dict__["_golden_plan"] = p
     return p
 
 
-def _signature(g):
-    return (tuple(map(id, g.nodes)), tuple(map(id, g.tensors.values())), tuple(g.inputs), tuple(g.outputs))
+def _same(a, b) -> bool:
+    """The same objects in the same order (identity; C-level loops: cheap per call)."""
+    return len(a) == len(b) and all(map(operator.is_, a, b))
 
 
 # -- value ranges ------------------------------------------------------------------
@@ -517,10 +519,17 @@ _LAYOUT = {"split_heads", "merge_heads", "flatten"}
 class Plan:
     """A graph compiled to NumPy steps; ``run(x)`` equals ``fabformer.golden.run(g, x)``."""
 
-    def __init__(self, g, signature=None):
+    def matches(self, g) -> bool:
+        """True while ``g`` has the nodes, tensors, inputs and outputs this plan was built from."""
+        return (_same(self._nodes, g.nodes) and _same(self._tensors, tuple(g.tensors.values()))
+                and self._io == (tuple(g.inputs), tuple(g.outputs)))
+
+    def __init__(self, g):
         from .golden import GOLDEN
         from .errors import FabformerError
-        self.signature = signature if signature is not None else _signature(g)
+        self._nodes = tuple(g.nodes)
+        self._tensors = tuple(g.tensors.values())
+        self._io = (tuple(g.inputs), tuple(g.outputs))
         (inp,) = g.inputs
         self.input = inp
         self.in_shape = tuple(g.tensors[inp].shape)
@@ -574,7 +583,8 @@ class Plan:
         self._graph_ref = weakref.ref(g)
         self.kernel = None          # the compiled C kernel (fabformer.kernel), once built
         self.kernel_state = "idle"  # idle | building | ready | unavailable
-        self.small_calls = 0
+        self.calls = 0
+        self.large = None           # "kernel" or "plan" for batches above KERNEL_BATCH, once timed
 
     # -- the compiled kernel for small batches ----------------------------------------
     def build_kernel(self):
@@ -592,17 +602,36 @@ class Plan:
         self.kernel_state = "ready" if k is not None else "unavailable"
         return k
 
-    def small_batch_kernel(self):
-        """The kernel for a small batch: built in a background thread after ``KERNEL_AFTER``
-        small-batch calls (the plan serves until it is ready; both give the same bits)."""
+    def kernel_for(self, x):
+        """The kernel to run batch ``x`` with, or None for the plan.  The kernel is built in a
+        background thread after ``KERNEL_AFTER`` calls (the plan serves until it is ready; both
+        give the same bits); it then takes batches up to ``KERNEL_BATCH``, and larger ones when
+        a timing of both on one chunk (done once per plan) says it is faster."""
         if self.kernel_state == "ready":
-            return self.kernel
+            n = x.shape[0]
+            if n <= KERNEL_BATCH:
+                return self.kernel
+            if self.large is None and n >= TUNE_SAMPLES:
+                self.large = self._tune(x[:TUNE_SAMPLES])
+            return self.kernel if self.large == "kernel" else None
         if self.kernel_state == "idle" and KERNEL_ENABLED:
-            self.small_calls += 1
-            if self.small_calls >= KERNEL_AFTER:
+            self.calls += 1
+            if self.calls >= KERNEL_AFTER:
                 self.kernel_state = "building"
                 threading.Thread(target=self.build_kernel, daemon=True, name="fabformer-golden-kernel").start()
         return None
+
+    def _tune(self, x):
+        import time
+        best = {}
+        for name, fn in (("plan", self.run), ("kernel", self.kernel)):
+            t = float("inf")
+            for _ in range(2):
+                t0 = time.perf_counter()
+                fn(x)
+                t = min(t, time.perf_counter() - t0)
+            best[name] = t
+        return "kernel" if best["kernel"] < best["plan"] else "plan"
 
     @property
     def all_fast(self) -> bool:

@@ -157,7 +157,7 @@ def test_kernel_whole_models(example_graph, digits):
 
 
 @needs_cc
-def test_kernel_built_in_the_background_after_small_calls(monkeypatch):
+def test_kernel_built_in_the_background_after_calls():
     import fabformer.plan as plan_mod
     g = op_graph("softmax", seed=9)
     x = random_inputs(g, 40, seed=3)
@@ -173,6 +173,10 @@ def test_kernel_built_in_the_background_after_small_calls(monkeypatch):
     assert p.kernel_state == "ready"
     outs += [golden.run(g, x[i:i + 1]) for i in range(len(outs), len(x))]
     assert np.array_equal(np.concatenate(outs), ref)
+    # a large batch: the kernel and the plan are timed once on one chunk; same bits either way
+    big = random_inputs(g, plan_mod.TUNE_SAMPLES + 100, seed=5)
+    assert np.array_equal(golden.run(g, big), golden.run(g, big, fast=False))
+    assert p.large in ("kernel", "plan")
 
 
 def test_kernel_not_used_where_the_plan_cannot_prove():
