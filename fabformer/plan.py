@@ -17,8 +17,9 @@ specification's function instead (on int64), so the plan never changes a result,
 only skips work.  ``tests/test_golden.py`` checks plan == specification on every op
 kind, both overflow modes and both rounding modes, on random and edge inputs.
 
-The plan is built once per graph and kept on the graph object; it is rebuilt when
-the graph's nodes or tensors change (``Graph.replace``, ``Graph.retype``, ...).
+The plan is built once per graph and cached beside it (keyed by the graph object, dropped
+with it; the graph itself is untouched, so it pickles and copies as before); it is rebuilt
+when the graph's nodes or tensors change (``Graph.replace``, ``Graph.retype``, ...).
 """
 from __future__ import annotations
 
@@ -44,12 +45,17 @@ KERNEL_BATCH = 16      # batches up to this size use the kernel once it is built
 __all__ = ["Plan", "plan_for"]
 
 
+_PLANS: dict = {}  # id(graph) -> plan; not stored on the graph, so graphs pickle and copy as before
+
+
 def plan_for(g) -> "Plan":
     """The cached plan of ``g`` (rebuilt when the graph's nodes or tensors changed)."""
-    p = g.__dict__.get("_golden_plan")
-    if p is None or not p.matches(g):
+    p = _PLANS.get(id(g))
+    if p is None or p._graph_ref() is not g or not p.matches(g):
         p = Plan(g)
-        g.__dict__["_golden_plan"] = p
+        if id(g) not in _PLANS:
+            weakref.finalize(g, _PLANS.pop, id(g), None)
+        _PLANS[id(g)] = p
     return p
 
 

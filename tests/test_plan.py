@@ -188,3 +188,18 @@ def test_kernel_not_used_where_the_plan_cannot_prove():
     assert p.build_kernel() is None and p.kernel_state == "unavailable"
     x = random_inputs(g, 20)
     assert np.array_equal(golden.run(g, x[:1]), golden.run(g, x[:1], fast=False))
+
+
+def test_graph_with_a_plan_still_pickles_and_copies():
+    """The plan (closures, a loaded C library) lives beside the graph, not on it: process
+    pools and Ray can still send a graph that has been run."""
+    import copy
+    import pickle
+    g = encoder_graph(seed=5)
+    x = random_inputs(g, 30)
+    y = g.predict(x)
+    plan_for(g).build_kernel()
+    g2 = pickle.loads(pickle.dumps(g))
+    g3 = copy.deepcopy(g)
+    assert np.array_equal(g2.predict(x), y) and np.array_equal(g3.predict(x), y)
+    assert plan_for(g2) is not plan_for(g)
