@@ -61,7 +61,7 @@ def _ex_quantize(g, rng, overflow, features):
 
 @example(ir.Dense)
 def _ex_dense(g, rng, overflow, features):
-    return g.add(_dense("op", "xq", "y", features, 6, rng, sparsity=0.3), _act(10, 4, overflow))
+    return g.add(_dense("op", "xq", "y", features, 6, rng, sparsity=0.3), _act(10, 4, overflow, rounding=Rounding.RND_CONV))
 
 
 @example(ir.Relu)
@@ -77,7 +77,7 @@ def _ex_add(g, rng, overflow, features):
 
 @example(ir.Requantize)
 def _ex_requantize(g, rng, overflow, features):
-    return g.add(Requantize("op", ("xq",), "y"), _act(6, 3, overflow))
+    return g.add(Requantize("op", ("xq",), "y"), _act(6, 3, overflow, rounding=Rounding.RND_CONV))
 
 
 @example(ir.Lookup)
@@ -94,7 +94,7 @@ def _ex_flatten(g, rng, overflow, features):
 def _ex_gap(g, rng, overflow, features):
     tokens = g.tensors["xq"].shape[0]
     return g.add(GlobalAvgPool("op", ("xq",), "y", scale=round(2 ** 12 / tokens), scale_frac=12),
-                 _act(10, 6, overflow))
+                 _act(10, 6, overflow, rounding=Rounding.RND_CONV))
 
 
 @example(ir.SplitHeads)
@@ -122,7 +122,7 @@ def _ex_softmax(g, rng, overflow, features):
     _ex_split(g, rng, overflow, features)
     g.add(MatMul("qk", ("hs", "hs"), "s", transpose_b=True, scale=1, scale_frac=0), _act(12, 6))
     return g.add(Softmax("op", ("s",), "y", exp_table=tables.exp_table(6), recip_table=tables.recip_table()),
-                 FixedType(10, 9, signed=False, rounding=Rounding.RND, overflow=Overflow.SAT))
+                 FixedType(10, 9, signed=False, rounding=Rounding.RND_CONV, overflow=Overflow.SAT))
 
 
 @example(ir.LayerNorm)
@@ -130,7 +130,7 @@ def _ex_layernorm(g, rng, overflow, features):
     gt, bt = FixedType(10, 6), FixedType(10, 6)
     return g.add(LayerNorm("op", ("xq",), "y", gamma=rng.integers(-500, 500, features), gamma_type=gt,
                            beta=rng.integers(-300, 300, features), beta_type=bt, eps=1,
-                           invsqrt_table=tables.invsqrt_table(), norm_type=_act(16, 14)), _act(10, 5, overflow))
+                           invsqrt_table=tables.invsqrt_table(), norm_type=_act(16, 14, rounding=Rounding.RND_CONV)), _act(10, 5, overflow))
 
 
 def encoder_graph(seed: int = 0, tokens: int = 8, features: int = 8, d_model: int = 16, heads: int = 2,

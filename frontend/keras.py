@@ -32,7 +32,9 @@ _FOLDABLE = (Dense, MatMul, Add, LayerNorm, GlobalAvgPool, Quantize, Requantize)
 
 # -- QKeras quantizers --------------------------------------------------------------
 def quantizer_type(q, where: str, problems: list) -> FixedType | None:
-    """FixedType of a QKeras ``quantized_bits`` / ``quantized_relu`` (``integer`` excludes the sign)."""
+    """FixedType of a QKeras ``quantized_bits`` / ``quantized_relu`` (``integer`` excludes the sign).
+
+    QKeras rounds with ``tf.round`` (ties to even): the type rounds ``RND_CONV``."""
     name = type(q).__name__
     if name not in ("quantized_bits", "quantized_relu"):
         problems.append(f"{where}: quantizer {q} is not supported; supported: quantized_bits, quantized_relu")
@@ -42,16 +44,22 @@ def quantizer_type(q, where: str, problems: list) -> FixedType | None:
         problems.append(f"{where}: quantizer {q} uses alpha={alpha!r}; only alpha=1 (no scaling) is supported")
         return None
     bits, integer = int(q.bits), int(q.integer)
+    if getattr(q, "use_stochastic_rounding", False):
+        problems.append(f"{where}: quantizer {q} uses stochastic rounding; only use_stochastic_rounding=False")
+        return None
+    if name == "quantized_relu" and (getattr(q, "use_sigmoid", 0) or getattr(q, "relu_upper_bound", None)):
+        problems.append(f"{where}: quantized_relu with use_sigmoid or relu_upper_bound is not supported")
+        return None
     if name == "quantized_relu":
         if getattr(q, "negative_slope", 0.0):
             problems.append(f"{where}: quantized_relu with negative_slope is not supported")
             return None
-        return FixedType(bits, bits - integer, False, Rounding.RND, Overflow.SAT)
+        return FixedType(bits, bits - integer, False, Rounding.RND_CONV, Overflow.SAT)
     if getattr(q, "symmetric", 0):
         problems.append(f"{where}: symmetric quantized_bits is not supported; use symmetric=0")
         return None
     signed = bool(q.keep_negative)
-    return FixedType(bits, bits - integer - (1 if signed else 0), signed, Rounding.RND, Overflow.SAT)
+    return FixedType(bits, bits - integer - (1 if signed else 0), signed, Rounding.RND_CONV, Overflow.SAT)
 
 
 def _mantissas(values: np.ndarray, t: FixedType, where: str, problems: list) -> np.ndarray:

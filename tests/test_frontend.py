@@ -19,9 +19,9 @@ def test_example_golden_matches_qkeras(q8_model, example_graph, digits):
 
 def test_example_uses_the_quantizers_precision(example_graph):
     g = example_graph
-    assert str(g.type_of("pixels/q")) == "fixed<8,1,RND,SAT>"  # quantized_bits(8, 0): integer excludes sign
-    assert str(g.type_of("embed")) == "fixed<8,4,RND,SAT>"  # folded QActivation quantized_bits(8, 3)
-    assert str(g.type_of("ff1")) == "ufixed<8,3,RND,SAT>"  # quantized_relu(8, 3)
+    assert str(g.type_of("pixels/q")) == "fixed<8,1,RND_CONV,SAT>"  # quantized_bits(8, 0): integer excludes sign
+    assert str(g.type_of("embed")) == "fixed<8,4,RND_CONV,SAT>"  # folded QActivation quantized_bits(8, 3)
+    assert str(g.type_of("ff1")) == "ufixed<8,3,RND_CONV,SAT>"  # quantized_relu(8, 3)
     d = g.node("embed")
     assert d.weight_type.width == 8 and d.weight_type.frac == 7
 
