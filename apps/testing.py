@@ -185,3 +185,28 @@ def classifier_graph(seed: int = 0, tokens: int = 4, features: int = 8, hidden: 
     g.add(_dense("d2", "flat", "logits", tokens * hidden, classes, rng), _act(12, 5))
     g.outputs = ["logits"]
     return g.verify()
+
+
+@example(ir.Scale)
+def _ex_scale(g, rng, overflow, features):
+    g.add(ir.Scale("neg", ("xq",), "xn", scale=-1), _act(9, 5))
+    return g.add(ir.Scale("op", ("xn",), "y", scale=-23, scale_frac=4), _act(8, 3, overflow, rounding=Rounding.RND_CONV))
+
+
+@example(ir.GlobalMaxPool)
+def _ex_gmp(g, rng, overflow, features):
+    return g.add(ir.GlobalMaxPool("op", ("xq",), "y"), _act(6, 3, overflow, rounding=Rounding.RND_CONV))
+
+
+@example(ir.Concat)
+def _ex_concat(g, rng, overflow, features):
+    g.add(_dense("d", "xq", "h", features, 3, rng), _act(10, 6))
+    return g.add(ir.Concat("op", ("xq", "h"), "y"), _act(7, 4, overflow))
+
+
+@example(ir.Reshape)
+def _ex_reshape(g, rng, overflow, features):
+    tokens = g.tensors["xq"].shape[0]
+    g.add(ir.Reshape("r1", ("xq",), "r", shape=(tokens * features // 2, 2)), IN_T)
+    g.add(ir.GlobalMaxPool("pool", ("r",), "p"), IN_T)
+    return g.add(ir.Reshape("op", ("p",), "y", shape=(1, 2)), IN_T)

@@ -172,6 +172,28 @@ def _g_requantize(n, g, xs, xp):
     return requantize(xs[0], g.type_of(n.inputs[0]).frac, g.type_of(n.output))
 
 
+@golden("scale")
+def _g_scale(n, g, xs, xp):
+    return requantize(xs[0] * n.scale, g.type_of(n.inputs[0]).frac + n.scale_frac, g.type_of(n.output))
+
+
+@golden("global_max_pool")
+def _g_gmp(n, g, xs, xp):
+    return requantize(xp.max(xs[0], axis=1), g.type_of(n.inputs[0]).frac, g.type_of(n.output))
+
+
+@golden("concat")
+def _g_concat(n, g, xs, xp):
+    ot = g.type_of(n.output)
+    parts = [requantize(x, g.type_of(i).frac, ot) for x, i in zip(xs, n.inputs)]
+    return xp.concat(parts, axis=-1)
+
+
+@golden("reshape")
+def _g_reshape(n, g, xs, xp):
+    return xp.reshape(xs[0], (xs[0].shape[0],) + tuple(n.shape))
+
+
 # -- float semantics: same graph, dequantized constants, exact functions ---------------
 def _deq(a, t: FixedType):
     return np.asarray(a, dtype=np.float64) * 2.0 ** -t.frac
@@ -246,7 +268,22 @@ def _f_requantize(n, g, xs, xp):
     return xs[0]
 
 
-for _k in ("split_heads", "merge_heads", "flatten"):  # no arithmetic: float = integer
+@floating("scale")
+def _f_scale(n, g, xs, xp):
+    return xs[0] * (n.scale * 2.0 ** -n.scale_frac)
+
+
+@floating("global_max_pool")
+def _f_gmp(n, g, xs, xp):
+    return xp.max(xs[0], axis=1)
+
+
+@floating("concat")
+def _f_concat(n, g, xs, xp):
+    return xp.concat(list(xs), axis=-1)
+
+
+for _k in ("split_heads", "merge_heads", "flatten", "reshape"):  # no arithmetic: float = integer
     floating(_k)(GOLDEN[_k])
 
 

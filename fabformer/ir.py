@@ -29,7 +29,7 @@ from .fixed import FixedType, accum_type, add_type, mul_type
 __all__ = [
     "Tensor", "Table", "Op", "Quantize", "Dense", "MatMul", "SplitHeads", "MergeHeads",
     "Add", "Relu", "Lookup", "Softmax", "LayerNorm", "Flatten", "GlobalAvgPool",
-    "Requantize", "Graph", "OPS", "load", "ilog2_bound",
+    "Requantize", "Scale", "GlobalMaxPool", "Concat", "Reshape", "Graph", "OPS", "load", "ilog2_bound",
 ]
 
 FORMAT_VERSION = 1
@@ -492,6 +492,89 @@ class Requantize(Op):
     """``out = rq(x, x.f, out)``."""
 
     kind: ClassVar[str] = "requantize"
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class Scale(Op):
+    """Multiply by a constant (``x * c``, ``-x``, ``x / c``): ``out = rq(x * scale, x.f + scale_frac, out)``;
+    ``scale`` is a signed integer mantissa (``c ≈ scale * 2**-scale_frac``)."""
+
+    kind: ClassVar[str] = "scale"
+    scale: int = 1
+    scale_frac: int = 0
+
+    def scaled_type(self, g) -> FixedType:
+        s = FixedType(max(2, int(abs(self.scale)).bit_length() + 1), self.scale_frac)
+        return mul_type(g.type_of(self.inputs[0]), s)
+
+    def problems(self, g):
+        if not isinstance(self.scale, int) or isinstance(self.scale, bool):
+            return [f"{self.name}: scale must be an integer mantissa, not {self.scale!r}"]
+        if self.scaled_type(g).width > MAX_ACC_BITS:
+            return [f"{self.name}: scaled value {self.scaled_type(g)} is wider than {MAX_ACC_BITS} bits"]
+        return []
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class GlobalMaxPool(Op):
+    """Maximum over axis 0 of ``[T, D]``: ``out[d] = rq(max_t x[t, d], x.f, out)``."""
+
+    kind: ClassVar[str] = "global_max_pool"
+
+    def out_shape(self, shapes):
+        return tuple(shapes[0][1:])
+
+    def problems(self, g):
+        s = g.tensors[self.inputs[0]].shape
+        return [] if len(s) == 2 else [f"{self.name}: input must be 2-D [tokens, features], got {s}"]
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class Concat(Op):
+    """Concatenation on the last axis of ``a: [..., Da]`` and ``b: [..., Db]`` (same leading axes):
+    ``out[..., :Da] = rq(a, a.f, out)``, ``out[..., Da:] = rq(b, b.f, out)``."""
+
+    kind: ClassVar[str] = "concat"
+    n_inputs: ClassVar[int] = 2
+
+    def out_shape(self, shapes):
+        a, b = shapes
+        return tuple(a[:-1]) + (a[-1] + b[-1],)
+
+    def problems(self, g):
+        a, b = (g.tensors[i].shape for i in self.inputs)
+        if len(a) != len(b) or tuple(a[:-1]) != tuple(b[:-1]) or not a:
+            return [f"{self.name}: shapes {a} and {b} differ before the last axis"]
+        return []
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class Reshape(Op):
+    """Same elements in row-major order, another shape (no arithmetic; ``out`` has ``x``'s type):
+    ``out.flat[i] = x.flat[i]``."""
+
+    kind: ClassVar[str] = "reshape"
+    shape: tuple = ()
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+
+    def out_shape(self, shapes):
+        return self.shape
+
+    def problems(self, g):
+        s = g.tensors[self.inputs[0]].shape
+        p = []
+        if int(np.prod(s)) != int(np.prod(self.shape)) or any(d < 1 for d in self.shape):
+            p.append(f"{self.name}: cannot reshape {s} to {self.shape}")
+        if g.type_of(self.output) is not None and g.type_of(self.output) != g.type_of(self.inputs[0]):
+            p.append(f"{self.name}: reshape must keep its input type")
+        return p
 
 
 OPS: dict[str, type[Op]] = registry.op_kinds()  # every op kind above, by its ``kind``

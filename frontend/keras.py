@@ -16,9 +16,9 @@ import numpy as np
 
 from .. import tables
 from ..errors import ConversionError
-from ..fixed import FixedType, Overflow, Rounding, quantize_float
-from ..ir import (Add, Dense, Flatten, GlobalAvgPool, Graph, LayerNorm, Lookup, MatMul, MergeHeads,
-                  Quantize, Relu, Requantize, Softmax, SplitHeads)
+from ..fixed import FixedType, Overflow, Rounding, add_type, quantize_float
+from ..ir import (MAX_TENSOR_BITS, Add, Concat, Dense, Flatten, GlobalAvgPool, GlobalMaxPool, Graph, LayerNorm,
+                  Lookup, MatMul, MergeHeads, Quantize, Relu, Requantize, Reshape, Scale, Softmax, SplitHeads)
 from ..requant import weight_type
 from .config import ConvertConfig
 from .handlers import Handler, Handlers
@@ -27,7 +27,7 @@ HANDLERS = Handlers("keras")  # one handler per Keras layer class (registered be
 ACTIVATIONS = ["linear", "relu", *tables.ACTIVATIONS, "softmax"]
 PROVISIONAL = FixedType(16, 8, True, Rounding.RND, Overflow.SAT)
 # ops whose output is one requantization of an exact value: a following quantizer folds into them
-_FOLDABLE = (Dense, MatMul, Add, LayerNorm, GlobalAvgPool, Quantize, Requantize)
+_FOLDABLE = (Dense, MatMul, Add, LayerNorm, GlobalAvgPool, Quantize, Requantize, Scale)
 
 
 # -- QKeras quantizers --------------------------------------------------------------
@@ -78,34 +78,87 @@ def _range_type(max_abs: float, bits: int, signed: bool, cfg: ConvertConfig) -> 
 
 
 # -- the model walk ---------------------------------------------------------------
+def _is_ref(v) -> bool:
+    """A Keras tensor reference ``[layer name, node index, tensor index]`` in a call's arguments."""
+    return (isinstance(v, (list, tuple)) and len(v) == 3 and isinstance(v[0], str)
+            and isinstance(v[1], int) and isinstance(v[2], int))
+
+
 class _Layer:
-    def __init__(self, layer, inbound):
+    """One layer call: the layer, its input tensors (Keras layer names) and call arguments.
+
+    ``args`` lists the positional operands in order, each ``("tensor", name)`` or
+    ``("const", value)`` (TF ops written with Python operators, ``x + y``, ``2.0 * x``)."""
+
+    def __init__(self, layer, inbound, name=None):
         self.layer = layer
-        self.name = layer.name
+        self.name = name or layer.name
         self.cls = type(layer).__name__
-        self.inputs = [n[0] for n in inbound[0]] if inbound else []
-        self.kwargs = inbound[0][0][3] if inbound and len(inbound[0][0]) > 3 else {}
         self.n_calls = len(inbound)
+        self.args, self.kwargs = [], {}
+        if inbound and inbound[0] and isinstance(inbound[0][0], str):  # a TF op: one flat call entry
+            first, kw = inbound[0], dict(inbound[0][3]) if len(inbound[0]) > 3 else {}
+            self.args.append(("const", first[2]) if first[0] == "_CONSTANT_VALUE" else ("tensor", first[0]))
+            y = kw.pop("y", None) if "y" in kw else None
+            if y is not None:
+                self.args.append(("tensor", y[0]) if _is_ref(y) else ("const", y))
+            kw.pop("name", None)
+            self.kwargs = kw
+        elif inbound:
+            self.args = [("tensor", n[0]) for n in inbound[0]]
+            self.kwargs = inbound[0][0][3] if len(inbound[0][0]) > 3 else {}
+        self.inputs = [v for k, v in self.args if k == "tensor"]
+        for k, v in self.kwargs.items():  # tensors passed by keyword (attention masks, ...)
+            if _is_ref(v) and v[0] not in self.inputs:
+                self.inputs.append(v[0])
 
 
 def _walk(model) -> list[_Layer]:
     cfg = model.get_config()
     if "layers" not in cfg:
-        raise ConversionError([f"model {model.name!r}: only functional or Sequential Keras models are supported"])
+        raise ConversionError([f"model {model.name!r} ({type(model).__name__}): a subclassed Keras model is not "
+                               f"supported; write it as a functional or Sequential model"])
     seq = [l for l in cfg["layers"]]
     if not any(l.get("inbound_nodes") for l in seq):  # Sequential: chain the layers
         out, prev = [], None
         for i, l in enumerate(model.layers):
             inbound = [[[prev, 0, 0, {}]]] if prev else []
-            out.append(_Layer(l, inbound))
+            out.extend(_inline(_Layer(l, inbound)))
             prev = l.name
         if not isinstance(model.layers[0], _input_layer_cls()):
             shape = model.input_shape
             out.insert(0, _FakeInput(shape))
             out[1].inputs = ["input"]
+            out[1].args = [("tensor", "input")]
         return out
     by_name = {l.name: l for l in model.layers}
-    return [_Layer(by_name[l["name"]], l.get("inbound_nodes") or []) for l in seq]
+    out = []
+    for l in seq:
+        out.extend(_inline(_Layer(by_name[l["name"]], l.get("inbound_nodes") or [])))
+    return out
+
+
+def _inline(L: _Layer) -> list:
+    """A nested Sequential sub-model becomes its layers, chained, then an alias under its name."""
+    if L.cls != "Sequential" or L.layer is None:
+        return [L]
+    out, prev = [], L.inputs[0] if L.inputs else None
+    for sub in L.layer.layers:
+        S = _Layer(sub, [[[prev, 0, 0, {}]]] if prev else [])
+        out.extend(_inline(S))
+        prev = sub.name
+    alias = _Alias(L.name, prev)
+    alias.n_calls = L.n_calls
+    return out + [alias]
+
+
+class _Alias:
+    """The name of an inlined sub-model: its output is its last layer's."""
+
+    cls = "_Alias"
+
+    def __init__(self, name, src):
+        self.name, self.inputs, self.args, self.kwargs, self.n_calls, self.layer = name, [src], [("tensor", src)], {}, 1, None
 
 
 def _input_layer_cls():
@@ -116,6 +169,7 @@ def _input_layer_cls():
 class _FakeInput:
     def __init__(self, shape):
         self.name, self.cls, self.inputs, self.kwargs, self.n_calls = "input", "InputLayer", [], {}, 0
+        self.args = []
         self.shape = shape
         self.layer = None
 
@@ -127,7 +181,12 @@ def _check(layers: list[_Layer]) -> list[str]:
         where = f"layer {L.name!r} ({L.cls})"
         h = HANDLERS.get(L.cls)
         if h is None:
-            p.append(f"{where}: layer type not supported; supported: {', '.join(HANDLERS.supported)}")
+            mod = type(L.layer).__module__ if L.layer is not None else ""
+            custom = not mod.startswith(("keras", "tensorflow", "tf_keras", "qkeras"))
+            hint = ("; a subclassed (custom) layer cannot be converted: write it as functional layers" if custom
+                    else "")
+            p.append(f"{where}: layer type not supported{hint}; supported: "
+                     f"{', '.join(c for c in HANDLERS.supported if not c.startswith('_'))}")
             continue
         if L.n_calls > 1:
             p.append(f"{where}: a layer called more than once (shared weights) is not supported")
@@ -180,6 +239,86 @@ class _Builder:
         last = self.layers[-1].name
         self.g.outputs = [self.tensor_of[last]]
         return self.g
+
+    # element-wise and layout helpers of the Transformers users write -----------------
+    def _exact_or_act(self, L, role, name, t: FixedType):
+        """``t`` (an exact type: nothing rounds) when it fits a tensor, else the activation type."""
+        if role == "output" or t.width > MAX_TENSOR_BITS:
+            return self.act_type(L.name, role, name)
+        return t.with_(rounding=self.cfg.rounding, overflow=self.cfg.overflow)
+
+    def add_all(self, L, ts: list) -> str:
+        """Sum of two or more tensors: exact partial sums, one requantization at the end."""
+        acc = ts[0]
+        for k, t in enumerate(ts[1:], start=1):
+            last = k == len(ts) - 1
+            name = L.name if last else f"{L.name}/sum{k}"
+            role = "output" if last else f"sum{k}"
+            ty = self._exact_or_act(L, role, name, add_type(self.qtype(acc), self.qtype(t)))
+            acc = self.add(Add(name, (acc, t), name), ty)
+        return acc
+
+    def subtract(self, L, a: str, b: str) -> str:
+        bt = self.qtype(b)
+        nb = self.add(Scale(f"{L.name}/neg", (b,), f"{L.name}/neg", scale=-1),
+                      FixedType(bt.width + 1, bt.frac, True, self.cfg.rounding, self.cfg.overflow))
+        return self.add(Add(L.name, (a, nb), L.name), self.act_type(L.name, "output", L.name))
+
+    def scale(self, L, src: str, c: float) -> str:
+        """``src * c`` for a constant ``c``: exact when ``c`` is a short binary fraction."""
+        if c == 0:
+            self.problems.append(f"layer {L.name!r}: multiplying by 0 is not supported")
+            c = 1.0
+        frac = next((f for f in range(0, 17) if float(c) * 2 ** f == round(float(c) * 2 ** f)
+                     and abs(round(float(c) * 2 ** f)) < 2 ** 16), None)
+        if frac is None:
+            frac = 15 - math.floor(math.log2(abs(c)))
+        sc = int(round(float(c) * 2 ** frac))
+        if sc == -1 and frac == 0:  # negation: exact with one more bit
+            xt = self.qtype(src)
+            t = FixedType(xt.width + 1, xt.frac, True, self.cfg.rounding, self.cfg.overflow)
+            if L.name in self.cfg.layers or t.width > MAX_TENSOR_BITS:
+                t = self.act_type(L.name, "output", L.name)
+            else:
+                self.roles[(L.name, "output")] = L.name
+        else:
+            t = self.act_type(L.name, "output", L.name)
+        return self.add(Scale(L.name, (src,), L.name, scale=sc, scale_frac=frac), t)
+
+    def concat(self, L, ts: list) -> str:
+        """Last-axis concatenation of two or more tensors (exact: the widest type holds every part)."""
+        acc = ts[0]
+        for k, t in enumerate(ts[1:], start=1):
+            a, b = self.qtype(acc), self.qtype(t)
+            signed = a.signed or b.signed
+            frac = max(a.frac, b.frac)
+            ints = max(x.integer + (1 if signed and not x.signed else 0) for x in (a, b))
+            exact = FixedType(max(ints + frac, 2), frac, signed)
+            last = k == len(ts) - 1
+            name = L.name if last else f"{L.name}/cat{k}"
+            if exact.width <= MAX_TENSOR_BITS and L.name not in self.cfg.layers:
+                ty = exact.with_(rounding=self.cfg.rounding, overflow=self.cfg.overflow)
+                if last:
+                    self.roles[(L.name, "output")] = name
+            else:
+                ty = self.act_type(L.name, "output" if last else f"cat{k}", name)
+            acc = self.add(Concat(name, (acc, t), name), ty)
+        return acc
+
+    def pool(self, L, src: str, kind: str, keepdims: bool) -> str:
+        steps = self.g.tensors[src].shape[0]
+        name = f"{L.name}/pool" if keepdims else L.name
+        if kind == "max":  # the maximum is one of the values: the input type holds it exactly
+            out = self.add(GlobalMaxPool(name, (src,), name), self.qtype(src))
+        else:
+            out = self.add(GlobalAvgPool(name, (src,), name, scale=round(2 ** 16 / steps), scale_frac=16),
+                           self.act_type(L.name, "output", name))
+        if keepdims:
+            out = self.reshape(L.name, out, (1,) + tuple(self.g.tensors[out].shape))
+        return out
+
+    def reshape(self, name: str, src: str, shape) -> str:
+        return self.add(Reshape(name, (src,), name, shape=tuple(int(s) for s in shape)), self.qtype(src))
 
     def fold_or_requantize(self, L, src: str, t: FixedType, relu: bool):
         """Apply a quantizer of type ``t`` (relu: unsigned) to tensor ``src`` for layer ``L``."""
@@ -488,14 +627,119 @@ class _AddHandler(Handler):
     classes = ("Add",)
 
     def check(self, L, where):
-        if len(L.inputs) != 2:
-            return [f"{where}: Add of {len(L.inputs)} inputs not supported; only two"]
+        if len(L.inputs) < 2:
+            return [f"{where}: Add needs at least two inputs, got {len(L.inputs)}"]
         return []
 
     def build(self, bld, L):
-        a, b = bld.inp(L, 0), bld.inp(L, 1)
-        t = bld.act_type(L.name, "output", L.name)
-        bld.tensor_of[L.name] = bld.add(Add(L.name, (a, b), L.name), t)
+        bld.tensor_of[L.name] = bld.add_all(L, [bld.tensor_of[i] for i in L.inputs])
+
+
+@HANDLERS.register
+class _SubtractHandler(Handler):
+    classes = ("Subtract",)
+
+    def build(self, bld, L):
+        bld.tensor_of[L.name] = bld.subtract(L, bld.inp(L, 0), bld.inp(L, 1))
+
+
+@HANDLERS.register
+class _ConcatenateHandler(Handler):
+    classes = ("Concatenate",)
+
+    def check(self, L, where):
+        rank = len(L.layer.output_shape) - 1
+        if L.layer.axis not in (-1, rank):
+            return [f"{where}: concatenation on axis {L.layer.axis} not supported; only the last axis (-1)"]
+        return []
+
+    def build(self, bld, L):
+        bld.tensor_of[L.name] = bld.concat(L, [bld.tensor_of[i] for i in L.inputs])
+
+
+@HANDLERS.register
+class _ReshapeHandler(Handler):
+    classes = ("Reshape",)
+
+    def check(self, L, where):
+        shape = tuple(L.layer.output_shape[1:])
+        if len(shape) not in (1, 2) or any(s is None for s in shape):
+            return [f"{where}: reshape to {shape} not supported; a fixed 1-D or 2-D shape"]
+        return []
+
+    def build(self, bld, L):
+        bld.tensor_of[L.name] = bld.reshape(L.name, bld.inp(L), tuple(L.layer.output_shape[1:]))
+
+
+@HANDLERS.register
+class _AliasHandler(Handler):
+    classes = ("_Alias",)  # an inlined nested Sequential: its name stands for its last layer
+
+    def build(self, bld, L):
+        bld.tensor_of[L.name] = bld.inp(L)
+
+
+_TF_OPS = {  # TFOpLambda function -> what it becomes
+    "__operators__.add": "add", "math.add": "add", "math.subtract": "subtract", "math.multiply": "multiply",
+    "math.truediv": "divide", "math.divide": "divide", "math.negative": "negative", "nn.relu": "relu",
+    "math.reduce_mean": "mean", "math.reduce_max": "max", "concat": "concat",
+}
+
+
+@HANDLERS.register
+class _TFOpLambdaHandler(Handler):
+    """TF ops on Keras tensors (Python operators and ``tf.math``): ``x + y``, ``x - y``, ``c * x``,
+    ``x / c``, ``-x``, ``tf.nn.relu``, ``tf.reduce_mean/max(x, axis=1)``, ``tf.concat(.., axis=-1)``."""
+
+    classes = ("TFOpLambda",)
+
+    def check(self, L, where):
+        fn = L.layer.get_config().get("function")
+        what = _TF_OPS.get(fn)
+        if what is None:
+            return [f"{where}: TF op {fn!r} not supported; supported: {', '.join(sorted(_TF_OPS))}"]
+        consts = [v for k, v in L.args if k == "const"]
+        tensors = [v for k, v in L.args if k == "tensor"]
+        if what in ("add", "subtract") and consts:
+            return [f"{where}: {fn} of a tensor and a constant ({consts[0]!r}) is not supported; "
+                    f"add two tensors (a constant offset has no IR op)"]
+        if what in ("add", "subtract") and len(tensors) != 2:
+            return [f"{where}: {fn} needs two tensors"]
+        if what in ("multiply", "divide"):
+            if len(tensors) != 1 or len(consts) != 1 or np.ndim(consts[0]) != 0:
+                return [f"{where}: {fn} is supported by a scalar constant only (x * c, x / c), "
+                        f"got {len(tensors)} tensor(s) and constants {consts}"]
+            if what == "divide" and (L.args[0][0] != "tensor" or float(consts[0]) == 0):
+                return [f"{where}: only x / c with a non-zero constant c is supported"]
+        if what in ("mean", "max"):
+            axis = L.kwargs.get("axis")
+            rank = len(L.layer.input_shape) - 1 if isinstance(L.layer.input_shape, tuple) else None
+            if axis not in (1, [1], -2) or rank != 2:
+                return [f"{where}: {fn} over axis {axis!r} not supported; only over the tokens (axis=1) of "
+                        f"[batch, tokens, features]"]
+        if what == "concat" and L.kwargs.get("axis") not in (-1, len(L.layer.output_shape) - 1):
+            return [f"{where}: tf.concat on axis {L.kwargs.get('axis')!r} not supported; only the last axis"]
+        return []
+
+    def build(self, bld, L):
+        what = _TF_OPS[L.layer.get_config()["function"]]
+        ts = [bld.tensor_of[v] for k, v in L.args if k == "tensor"]
+        consts = [v for k, v in L.args if k == "const"]
+        if what == "add":
+            out = bld.add_all(L, ts)
+        elif what == "subtract":
+            out = bld.subtract(L, ts[0], ts[1])
+        elif what in ("multiply", "divide", "negative"):
+            c = -1.0 if what == "negative" else float(consts[0])
+            out = bld.scale(L, ts[0], 1.0 / c if what == "divide" else c)
+        elif what == "relu":
+            return bld.activation(L, ts[0], "relu")
+        elif what in ("mean", "max"):
+            out = bld.pool(L, ts[0], what, bool(L.kwargs.get("keepdims", False)))
+        else:  # concat: tf.concat([a, b, ...], axis=-1) lists its tensors as the first argument
+            refs = L.kwargs.get("values") or []
+            out = bld.concat(L, ts if len(ts) > 1 else [bld.tensor_of[r[0]] for r in refs if _is_ref(r)] or ts)
+        bld.tensor_of[L.name] = out
 
 
 @HANDLERS.register
@@ -508,20 +752,17 @@ class _FlattenHandler(Handler):
 
 
 @HANDLERS.register
-class _GlobalAveragePooling1DHandler(Handler):
-    classes = ("GlobalAveragePooling1D",)
+class _GlobalPooling1DHandler(Handler):
+    classes = ("GlobalAveragePooling1D", "GlobalMaxPooling1D")
 
     def check(self, L, where):
-        if getattr(L.layer, "keepdims", False):
-            return [f"{where}: keepdims=True not supported"]
+        if getattr(L.layer, "data_format", "channels_last") != "channels_last":
+            return [f"{where}: data_format={L.layer.data_format!r} not supported; only channels_last"]
         return []
 
     def build(self, bld, L):
-        src = bld.inp(L)
-        steps = bld.g.tensors[src].shape[0]
-        t = bld.act_type(L.name, "output", L.name)
-        bld.tensor_of[L.name] = bld.add(GlobalAvgPool(L.name, (src,), L.name, scale=round(2 ** 16 / steps),
-                                                        scale_frac=16), t)
+        kind = "max" if L.cls == "GlobalMaxPooling1D" else "mean"
+        bld.tensor_of[L.name] = bld.pool(L, bld.inp(L), kind, bool(getattr(L.layer, "keepdims", False)))
 
 
 @HANDLERS.register

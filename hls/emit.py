@@ -224,3 +224,35 @@ def _layernorm(n, g, ctx):
     return Emitted(fl, "layernorm", [Const("gamma", mtype(n.gamma_type), n.gamma, -1),
                                      Const("beta", mtype(n.beta_type), n.beta, -1),
                                      Const("invsqrt_table", mtype(tt), n.invsqrt_table.values)])
+
+
+# -- the ops of the Transformers users write (fab_extra.h) -----------------------------------
+@emitter("scale")
+def _scale(n, g, ctx):
+    xt = g.type_of(n.inputs[0])
+    return Emitted([("type", "scaled_t", sint(n.scaled_type(g).width + 1)),
+                    ("const", "size", g.tensors[n.output].size), ("const_ll", "scale", int(n.scale)),
+                    ("const", "out_shift", xt.frac + n.scale_frac - g.type_of(n.output).frac),
+                    ("const", "reuse", ctx.reuse(n.name))], "scale")
+
+
+@emitter("global_max_pool")
+def _gmp(n, g, ctx):
+    t, d = g.tensors[n.inputs[0]].shape
+    return Emitted([("const", "tokens", t), ("const", "depth", d),
+                    ("const", "out_shift", g.type_of(n.inputs[0]).frac - g.type_of(n.output).frac),
+                    ("const", "reuse", ctx.reuse(n.name))], "global_max_pool")
+
+
+@emitter("concat")
+def _concat(n, g, ctx):
+    a, b = (g.tensors[i].shape for i in n.inputs)
+    of = g.type_of(n.output).frac
+    return Emitted([("const", "rows", _rows(a)), ("const", "da", a[-1]), ("const", "db", b[-1]),
+                    ("const", "a_shift", g.type_of(n.inputs[0]).frac - of),
+                    ("const", "b_shift", g.type_of(n.inputs[1]).frac - of)], "concat")
+
+
+@emitter("reshape")
+def _reshape(n, g, ctx):
+    return Emitted([("const", "size", g.tensors[n.output].size)], "reshape")

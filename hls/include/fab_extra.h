@@ -1,0 +1,63 @@
+// Ops of the Transformers users write: scale by a constant, max pooling, concatenation, reshape.
+#ifndef FAB_EXTRA_H
+#define FAB_EXTRA_H
+
+#include "fab_common.h"
+
+namespace fab {
+
+// y = requantize(x * scale, x.f + scale_frac, out_t).  Config: in_t, out_t, scaled_t, size, scale,
+// out_shift, reuse.
+template <class C>
+void scale(const typename C::in_t x[C::size], typename C::out_t y[C::size]) {
+#pragma HLS INLINE off
+#pragma HLS PIPELINE II=C::reuse
+    for (int i = 0; i < C::size; i++) {
+        typename C::scaled_t v = mant(x[i]);
+        v *= C::scale;
+        y[i] = requant<typename C::out_t, C::out_shift>(v);
+    }
+}
+
+// Maximum over tokens of [T, D]: y[d] = requantize(max_t x[t, d], x.f, out_t).
+// Config: in_t, out_t, tokens, depth, out_shift, reuse.
+template <class C>
+void global_max_pool(const typename C::in_t x[C::tokens * C::depth], typename C::out_t y[C::depth]) {
+#pragma HLS INLINE off
+#pragma HLS PIPELINE II=C::reuse
+    for (int d = 0; d < C::depth; d++) {
+        typename fx<typename C::in_t>::mant_t m = mant(x[d]);
+        for (int t = 1; t < C::tokens; t++) {
+            typename fx<typename C::in_t>::mant_t v = mant(x[t * C::depth + d]);
+            if (v > m) m = v;
+        }
+        y[d] = requant<typename C::out_t, C::out_shift>(m);
+    }
+}
+
+// Last-axis concatenation of a [R, DA] and b [R, DB]: each part requantized to out_t.
+// Config: in_a_t, in_b_t, out_t, rows, da, db, a_shift, b_shift (shifts to out_t's frac).
+template <class C>
+void concat(const typename C::in_a_t a[C::rows * C::da], const typename C::in_b_t b[C::rows * C::db],
+            typename C::out_t y[C::rows * (C::da + C::db)]) {
+#pragma HLS INLINE off
+    for (int r = 0; r < C::rows; r++) {
+#pragma HLS UNROLL
+        for (int i = 0; i < C::da; i++) y[r * (C::da + C::db) + i] = requant<typename C::out_t, C::a_shift>(mant(a[r * C::da + i]));
+        for (int i = 0; i < C::db; i++) y[r * (C::da + C::db) + C::da + i] = requant<typename C::out_t, C::b_shift>(mant(b[r * C::db + i]));
+    }
+}
+
+// Reshape: the same mantissas in row-major order (a plain copy).  Config: in_t, out_t, size.
+template <class C>
+void reshape(const typename C::in_t x[C::size], typename C::out_t y[C::size]) {
+#pragma HLS INLINE
+    for (int i = 0; i < C::size; i++) {
+#pragma HLS UNROLL
+        y[i] = from_mant<typename C::out_t>(mant(x[i]));
+    }
+}
+
+}  // namespace fab
+
+#endif

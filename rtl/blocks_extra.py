@@ -1,0 +1,143 @@
+"""Dataflow blocks of the ops of the Transformers users write: scale by a constant, max
+pooling over tokens, last-axis concatenation and reshape.  Each equals its golden function
+(see the op docstrings in :mod:`fabformer.ir`) bit for bit."""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+
+from .. import ir
+from .arith import pack, requantize, unpack
+from .blocks import Block, RowMap, row_shape
+from .generate import _reshape, block
+
+__all__ = ["MaxPoolBlock", "ConcatBlock", "PassBlock"]
+
+
+def make_scale(op: ir.Scale, g):
+    xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
+
+    def fn(m, xs, pipe):
+        return [requantize(m, x * op.scale, xt.frac + op.scale_frac, out_t, name=f"y{j}") for j, x in enumerate(xs)]
+    return fn
+
+
+@block(ir.Scale)
+def _scale_block(n, g, parallelism):
+    rows, cols = row_shape(g.tensors[n.inputs[0]].shape)
+    return RowMap(n.name, n.kind, make_scale(n, g), g.type_of(n.inputs[0]), g.type_of(n.output), rows, cols, cols)
+
+
+class MaxPoolBlock(Block):
+    """Global max pool over rows: running column maxima, one output row per sample."""
+
+    kind = "global_max_pool"
+
+    def __init__(self, name, op: ir.GlobalMaxPool, g: ir.Graph):
+        xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
+        rows, cols = row_shape(g.tensors[op.inputs[0]].shape)
+        super().__init__(name, [(xt, rows, cols)], (out_t, 1, cols))
+
+    def timing(self, first, last):
+        return last + 1, last + 1
+
+    @property
+    def ii(self):
+        return self.in_specs[0][1]
+
+    def elaborate(self, platform):
+        m = Module()
+        xt, rows, cols = self.in_specs[0]
+        out_t = self.out_spec[0]
+        from .arith import shape_of
+        best = [Signal(shape_of(xt), name=f"m{j}") for j in range(cols)]
+        cnt = Signal(range(max(rows, 2)))
+        xs = unpack(self.i.payload, cols, xt)
+        # the first row of a sample starts the maxima afresh
+        cur = [Mux((cnt == 0) | (x > b), x, b) for b, x in zip(best, xs)]
+        ys = [requantize(m, c, xt.frac, out_t, name=f"y{j}") for j, c in enumerate(cur)]
+        can = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(can)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(self.i.valid & can):
+            m.d.sync += [b.eq(c) for b, c in zip(best, cur)]
+            with m.If(cnt == rows - 1):
+                m.d.sync += [cnt.eq(0), self.o.valid.eq(1), self.o.payload.as_value().eq(pack(ys))]
+            with m.Else():
+                m.d.sync += cnt.eq(cnt + 1)
+        return m
+
+
+@block(ir.GlobalMaxPool)
+def _gmp_block(n, g, parallelism):
+    return MaxPoolBlock(n.name, n, g)
+
+
+class ConcatBlock(Block):
+    """Last-axis concatenation of two streams with the same rows; one beat of each at once."""
+
+    kind = "concat"
+
+    def __init__(self, name, a_t, b_t, out_t, rows, ca, cb):
+        super().__init__(name, [(a_t, rows, ca), (b_t, rows, cb)], (out_t, rows, ca + cb))
+
+    def timing(self, first, last):
+        return first + 1, last + 1
+
+    @property
+    def ii(self):
+        return self.in_specs[0][1]
+
+    def elaborate(self, platform):
+        m = Module()
+        (at, _, ca), (bt, _, cb) = self.in_specs
+        out_t = self.out_spec[0]
+        ys = [requantize(m, x, at.frac, out_t, name=f"ya{j}") for j, x in enumerate(unpack(self.a.payload, ca, at))]
+        ys += [requantize(m, x, bt.frac, out_t, name=f"yb{j}") for j, x in enumerate(unpack(self.b.payload, cb, bt))]
+        can = ~self.o.valid | self.o.ready
+        both = self.a.valid & self.b.valid
+        m.d.comb += [self.a.ready.eq(can & both), self.b.ready.eq(can & both)]
+        with m.If(can):
+            m.d.sync += self.o.valid.eq(both)
+            with m.If(both):
+                m.d.sync += self.o.payload.as_value().eq(pack(ys))
+        return m
+
+
+@block(ir.Concat)
+def _concat_block(n, g, parallelism):
+    (ra, ca), (_, cb) = (row_shape(g.tensors[i].shape) for i in n.inputs)
+    return ConcatBlock(n.name, g.type_of(n.inputs[0]), g.type_of(n.inputs[1]), g.type_of(n.output), ra, ca, cb)
+
+
+class PassBlock(Block):
+    """A reshape that keeps the row structure (e.g. ``[D] -> [1, D]``): wires, no cycle."""
+
+    kind = "reshape"
+
+    def __init__(self, name, t, rows, cols):
+        super().__init__(name, [(t, rows, cols)], (t, rows, cols))
+
+    def timing(self, first, last):
+        return first, last
+
+    @property
+    def ii(self):
+        return self.in_specs[0][1]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += [self.o.valid.eq(self.i.valid), self.o.payload.eq(self.i.payload), self.i.ready.eq(self.o.ready)]
+        return m
+
+
+_reshape_rows = _reshape(lambda op, g: [list(range(int(r) * int(c), int(r) * int(c) + int(c)))
+                                        for r, c in [(r, row_shape(op.shape)[1]) for r in range(row_shape(op.shape)[0])]])
+
+
+@block(ir.Reshape)
+def _reshape_block(n, g, parallelism):
+    src, dst = row_shape(g.tensors[n.inputs[0]].shape), row_shape(g.tensors[n.output].shape)
+    if src == dst:
+        return PassBlock(n.name, g.type_of(n.inputs[0]), *src)
+    return _reshape_rows(n, g, parallelism)

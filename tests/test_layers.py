@@ -1,0 +1,103 @@
+"""The Transformers users write: Python operators and TF ops on Keras tensors, nested Sequential
+sub-models, Add of several inputs, Concatenate, GlobalMaxPooling1D, keepdims, Reshape."""
+import numpy as np
+import pytest
+
+import fabformer
+from fabformer.errors import ConversionError
+
+
+def _keras():
+    from tensorflow import keras
+    return keras
+
+
+def _operators_model():
+    import tensorflow as tf
+    keras = _keras()
+    keras.utils.set_random_seed(1)
+    x = keras.Input((6, 8), name="x")
+    d = keras.layers.Dense(8, name="d")(x)
+    y = x + d
+    y = y - d * 0.5
+    y = -y / 4.0
+    y = 2.0 * y
+    z = keras.layers.Add(name="add3")([x, d, y])
+    c = keras.layers.Concatenate(name="cat")([x, z])
+    inner = keras.Sequential([keras.layers.Dense(8, activation="relu", name="in1"),
+                              keras.layers.Dense(8, name="in2")], name="inner")
+    c = tf.nn.relu(inner(c))
+    p1 = keras.layers.GlobalMaxPooling1D(name="gmp")(c)
+    p2 = keras.layers.Flatten(name="flat")(keras.layers.GlobalAveragePooling1D(keepdims=True, name="gap")(c))
+    p3 = tf.reduce_mean(c, axis=1)
+    o = keras.layers.Concatenate(name="cat2")([p1, p2, p3])
+    o = keras.layers.Reshape((3, 8), name="resh")(o)
+    o = keras.layers.Flatten(name="flat2")(o)
+    return keras.Model(x, keras.layers.Dense(4, name="head")(o), name="operators")
+
+
+def test_python_operators_tf_ops_and_nested_sequential():
+    m = _operators_model()
+    x = np.random.default_rng(0).normal(size=(500, 6, 8))
+    g = fabformer.convert(m, calibration=x)
+    kinds = [n.kind for n in g.nodes]
+    for k in ("scale", "concat", "global_max_pool", "reshape", "global_avg_pool"):
+        assert k in kinds, k
+    assert kinds.count("add") == 4  # x + d, x - d, and the 3-input Add as two exact partial sums
+    assert {"in1", "in2"} <= {n.name.split("/")[0] for n in g.nodes}  # the sub-model is inlined
+    k, y = m.predict(x, verbose=0), g.predict(x)
+    assert y.shape == k.shape
+    assert np.abs(k - y).max() < 0.03 * np.abs(k).max()
+    assert np.mean(k.argmax(1) == y.argmax(1)) >= 0.99
+
+
+def test_exact_parts_are_exact():
+    """Max pooling, concatenation and negation of quantized values lose nothing: golden == QKeras."""
+    import tensorflow as tf
+    from qkeras import QActivation, quantized_bits
+    keras = _keras()
+    x = keras.Input((5, 4), name="x")
+    a = QActivation(quantized_bits(6, 2, alpha=1), name="qa")(x)
+    b = QActivation(quantized_bits(8, 1, alpha=1), name="qb")(x)
+    c = keras.layers.Concatenate(name="cat")([a, -b])
+    y = keras.layers.GlobalMaxPooling1D(keepdims=True, name="gmp")(c)
+    m = keras.Model(x, y)
+    # on a 2**-10 grid: the shared input's quantize type (16 bits) holds it exactly, so each quantizer
+    # rounds once, as QKeras does (a value rounded twice could become a tie)
+    xs = (np.round(np.random.default_rng(2).uniform(-6, 6, (300, 5, 4)) * 1024) / 1024).astype(np.float32)
+    g = fabformer.convert(m, calibration=xs)
+    assert g.predict(xs).shape == (300, 1, 8)
+    np.testing.assert_array_equal(g.predict(xs), m.predict(xs, verbose=0))
+
+
+def test_subclassed_layer_is_refused_with_the_hint():
+    keras = _keras()
+
+    class MyBlock(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    x = keras.Input((4, 8), name="x")
+    m = keras.Model(x, keras.layers.Dense(3)(MyBlock(name="mine")(x)))
+    with pytest.raises(ConversionError, match=r"layer 'mine' \(MyBlock\): layer type not supported; a subclassed "
+                                              r"\(custom\) layer cannot be converted: write it as functional layers"):
+        fabformer.convert(m)
+
+
+def test_unsupported_tf_ops_are_named():
+    import tensorflow as tf
+    keras = _keras()
+    x = keras.Input((4, 8), name="x")
+    y = tf.math.exp(x) + 1.0
+    y = keras.layers.Dense(3)(x * x)
+    m = keras.Model(x, y)
+    with pytest.raises(ConversionError) as e:
+        fabformer.convert(m)
+    msg = str(e.value)
+    assert "TF op 'math.multiply'" not in msg and "math.multiply is supported by a scalar constant only" in msg
+    m2 = keras.Model(x, keras.layers.Dense(3)(tf.math.exp(x) + 1.0))
+    with pytest.raises(ConversionError) as e:
+        fabformer.convert(m2)
+    msg = str(e.value)
+    assert "TF op 'math.exp' not supported; supported: " in msg
+    assert "add of a tensor and a constant (1.0) is not supported" in msg
