@@ -210,3 +210,19 @@ def _ex_reshape(g, rng, overflow, features):
     g.add(ir.Reshape("r1", ("xq",), "r", shape=(tokens * features // 2, 2)), IN_T)
     g.add(ir.GlobalMaxPool("pool", ("r",), "p"), IN_T)
     return g.add(ir.Reshape("op", ("p",), "y", shape=(1, 2)), IN_T)
+
+
+def multi_input_graph(seed: int = 0, tokens: int = 4, features: int = 8, extra: int = 3, classes: int = 5) -> Graph:
+    """Two inputs: features ``x [tokens, features]`` and small integers ``z [extra]`` (ids, masks)."""
+    rng = np.random.default_rng(seed)
+    g = Graph("two_inputs")
+    g.add_input("x", (tokens, features))
+    g.add(Quantize("quant", ("x",), "xq"), IN_T)
+    g.add(_dense("d1", "xq", "h", features, features, rng), _act(10, 5))
+    g.add_input("z", (extra,))
+    g.add(Quantize("quant_z", ("z",), "zq"), FixedType(3, 0, False, Rounding.RND, Overflow.SAT))
+    g.add(ir.GlobalMaxPool("pool", ("h",), "p"), _act(10, 5))
+    g.add(ir.Concat("cat", ("p", "zq"), "c"), _act(10, 5))
+    g.add(_dense("head", "c", "logits", features + extra, classes, rng), _act(12, 5))
+    g.outputs = ["logits"]
+    return g.verify()

@@ -15,7 +15,7 @@ import numpy as np
 from .errors import FabformerError
 from .fixed import FixedType, dequantize, quantize_float, requantize, _xp
 from . import ir, registry
-from .vectors import as_batch
+from .vectors import as_batch, as_batches
 
 registry.declare("golden", "the bit-exact golden model (fabformer.golden)")
 registry.declare("float", "the same graph in float (fabformer.golden, predict mode='float')")
@@ -292,7 +292,7 @@ CHUNK = 1024  # samples per pass: keeps the working set in cache
 
 
 def _run_nodes(g, x, table, xp, keep=None):
-    env = {g.inputs[0]: x}
+    env = dict(zip(g.inputs, x))
     last_use = {}
     for k, n in enumerate(g.nodes):
         for i in n.inputs:
@@ -310,14 +310,19 @@ def run(g, x, trace: bool = False, mode: str = "int"):
     if mode not in ("int", "float"):
         raise FabformerError(f"predict mode must be 'int' or 'float', not {mode!r}")
     table = GOLDEN if mode == "int" else FLOAT
-    x = as_batch(g, x, None if isinstance(x, (list, tuple)) else _xp(x))
+    if len(g.inputs) == 1:
+        xs = [as_batch(g, x, None if isinstance(x, (list, tuple)) else _xp(x))]
+    else:
+        xs = as_batches(g, x, None if isinstance(x, (list, tuple, dict)) else _xp(x))
+    x = xs[0]
     xp = _xp(x)
     for n in g.nodes:
         registry.get(n, "golden" if mode == "int" else "float")  # a clear error for an op kind without one
     if trace or x.shape[0] <= CHUNK or not isinstance(x, np.ndarray):  # GPUs want one big batch
-        env = _run_nodes(g, x, table, xp)
+        env = _run_nodes(g, xs, table, xp)
     else:  # samples are independent: run cache-sized chunks (same bits, faster)
-        parts = [_run_nodes(g, x[i:i + CHUNK], table, xp, keep=g.outputs) for i in range(0, x.shape[0], CHUNK)]
+        parts = [_run_nodes(g, [v[i:i + CHUNK] for v in xs], table, xp, keep=g.outputs)
+                 for i in range(0, x.shape[0], CHUNK)]
         env = {o: xp.concat([p[o] for p in parts], axis=0) for o in g.outputs}
     if mode == "int":
         outs = [dequantize(env[o], g.type_of(o).frac) for o in g.outputs]

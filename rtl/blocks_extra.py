@@ -4,13 +4,17 @@ pooling over tokens, last-axis concatenation and reshape.  Each equals its golde
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 
 from .. import ir
 from .arith import pack, requantize, unpack
 from .blocks import Block, RowMap, row_shape
 from .generate import _reshape, block
 
-__all__ = ["MaxPoolBlock", "ConcatBlock", "PassBlock"]
+__all__ = ["MaxPoolBlock", "ConcatBlock", "PassBlock", "InputSplit", "SPLIT_DELAY"]
+
+SPLIT_DELAY = 2  # a row written into an input's FIFO is readable two edges later
 
 
 def make_scale(op: ir.Scale, g):
@@ -141,3 +145,47 @@ def _reshape_block(n, g, parallelism):
     if src == dst:
         return PassBlock(n.name, g.type_of(n.inputs[0]), *src)
     return _reshape_rows(n, g, parallelism)
+
+
+class InputSplit(wiring.Component):
+    """Several graph inputs on one input stream (:func:`fabformer.vectors.input_frame`): a sample
+    is input 0's rows, then input 1's, ... in a common type; each row goes, shifted back to its
+    input's type (exact), to that input's own FIFO (deep enough for a whole sample's rows, so an
+    input that waits for another never blocks the stream)."""
+
+    def __init__(self, common, parts, cols: int):
+        from amaranth.lib import stream
+        from .blocks import row_layout
+        self.common, self.parts, self.cols = common, parts, cols
+        members = {"i": In(stream.Signature(row_layout(common, cols)))}
+        for k, (_, rows, c, t) in enumerate(parts):
+            members[f"o{k}"] = Out(stream.Signature(row_layout(t, c)))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        from amaranth.hdl import Cat
+        from amaranth.lib import fifo
+        m = Module()
+        total = sum(p[1] for p in self.parts)
+        row = Signal(range(max(total, 2)))
+        xs = unpack(self.i.payload, self.cols, self.common)
+        start = 0
+        readies = []
+        for k, (_, rows, c, t) in enumerate(self.parts):
+            f = fifo.SyncFIFOBuffered(width=t.width * c, depth=rows + 2)
+            m.submodules[f"fifo{k}"] = f
+            here = Signal(name=f"here{k}")
+            m.d.comb += here.eq((row >= start) & (row < start + rows))
+            sh = self.common.frac - t.frac
+            m.d.comb += [f.w_data.eq(Cat(*[(x >> sh)[:t.width] for x in xs[:c]])), f.w_en.eq(self.i.valid & here)]
+            readies.append(here & f.w_rdy)
+            o = getattr(self, f"o{k}")
+            m.d.comb += [o.valid.eq(f.r_rdy), o.payload.as_value().eq(f.r_data), f.r_en.eq(o.ready)]
+            start += rows
+        rdy = readies[0]
+        for r in readies[1:]:
+            rdy = rdy | r
+        m.d.comb += self.i.ready.eq(rdy)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += row.eq(Mux(row == total - 1, 0, row + 1))
+        return m
