@@ -226,3 +226,21 @@ def multi_input_graph(seed: int = 0, tokens: int = 4, features: int = 8, extra: 
     g.add(_dense("head", "c", "logits", features + extra, classes, rng), _act(12, 5))
     g.outputs = ["logits"]
     return g.verify()
+
+
+@example(ir.AddConst)
+def _ex_add_const(g, rng, overflow, features):
+    shape = g.tensors["xq"].shape
+    ct = FixedType(9, 7)
+    return g.add(ir.AddConst("op", ("xq",), "y", const=rng.integers(ct.min_int, ct.max_int + 1, shape),
+                             const_type=ct), _act(7, 3, overflow, rounding=Rounding.RND_CONV))
+
+
+@example(ir.Embedding)
+def _ex_embedding(g, rng, overflow, features):
+    tokens = g.tensors["xq"].shape[0]
+    g.add(Flatten("flat", ("xq",), "ids_f"), IN_T)  # [tokens * features] ids at frac 5: x >> 5 in [-4, 3]
+    tt = FixedType(10, 6)
+    g.add(ir.Embedding("op", ("ids_f",), "e", table=rng.integers(tt.min_int, tt.max_int + 1, (3, 5)), table_type=tt),
+          _act(8, 4, overflow, rounding=Rounding.RND_CONV))
+    return g.add(ir.GlobalMaxPool("pool", ("e",), "y"), _act(8, 4, overflow))

@@ -194,6 +194,26 @@ def _g_reshape(n, g, xs, xp):
     return xp.reshape(xs[0], (xs[0].shape[0],) + tuple(n.shape))
 
 
+@golden("add_const")
+def _g_add_const(n, g, xs, xp):
+    xt, ct = g.type_of(n.inputs[0]), n.const_type
+    f = max(xt.frac, ct.frac)
+    return requantize((xs[0] << (f - xt.frac)) + (xp.asarray(n.const) << (f - ct.frac)), f, g.type_of(n.output))
+
+
+def embedding_index(n, g, x, xp):
+    """Row of each id: ``clip(x >> x.f, 0, V - 1)``."""
+    return xp.clip(x >> g.type_of(n.inputs[0]).frac, 0, int(n.table.shape[0]) - 1)
+
+
+@golden("embedding")
+def _g_embedding(n, g, xs, xp):
+    idx = embedding_index(n, g, xs[0], xp)
+    rows = xp.take(xp.asarray(n.table), xp.reshape(idx, (-1,)), axis=0)
+    rows = xp.reshape(rows, tuple(idx.shape) + (int(n.table.shape[1]),))
+    return requantize(rows, n.table_type.frac, g.type_of(n.output))
+
+
 # -- float semantics: same graph, dequantized constants, exact functions ---------------
 def _deq(a, t: FixedType):
     return np.asarray(a, dtype=np.float64) * 2.0 ** -t.frac
@@ -281,6 +301,18 @@ def _f_gmp(n, g, xs, xp):
 @floating("concat")
 def _f_concat(n, g, xs, xp):
     return xp.concat(list(xs), axis=-1)
+
+
+@floating("add_const")
+def _f_add_const(n, g, xs, xp):
+    return xs[0] + xp.asarray(_deq(n.const, n.const_type))
+
+
+@floating("embedding")
+def _f_embedding(n, g, xs, xp):
+    idx = xp.astype(xp.clip(xp.floor(xs[0]), 0, int(n.table.shape[0]) - 1), xp.int64)
+    rows = xp.take(xp.asarray(_deq(n.table, n.table_type)), xp.reshape(idx, (-1,)), axis=0)
+    return xp.reshape(rows, tuple(idx.shape) + (int(n.table.shape[1]),))
 
 
 for _k in ("split_heads", "merge_heads", "flatten", "reshape"):  # no arithmetic: float = integer

@@ -29,7 +29,7 @@ from .fixed import FixedType, accum_type, add_type, mul_type
 __all__ = [
     "Tensor", "Table", "Op", "Quantize", "Dense", "MatMul", "SplitHeads", "MergeHeads",
     "Add", "Relu", "Lookup", "Softmax", "LayerNorm", "Flatten", "GlobalAvgPool",
-    "Requantize", "Scale", "GlobalMaxPool", "Concat", "Reshape", "Graph", "OPS", "load", "ilog2_bound",
+    "Requantize", "Scale", "GlobalMaxPool", "Concat", "Reshape", "AddConst", "Embedding", "Graph", "OPS", "load", "ilog2_bound",
 ]
 
 FORMAT_VERSION = 1
@@ -574,6 +574,63 @@ class Reshape(Op):
             p.append(f"{self.name}: cannot reshape {s} to {self.shape}")
         if g.type_of(self.output) is not None and g.type_of(self.output) != g.type_of(self.inputs[0]):
             p.append(f"{self.name}: reshape must keep its input type")
+        return p
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class AddConst(Op):
+    """Add a constant tensor of the input's shape (a positional embedding table, ``x + c``):
+    ``F = max(x.f, const_type.frac)``, ``out = rq((x << (F - x.f)) + (const << (F - const_type.frac)), F, out)``."""
+
+    kind: ClassVar[str] = "add_const"
+    const: np.ndarray = None
+    const_type: FixedType = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "const", _int_array(self.const))
+
+    def problems(self, g):
+        s = tuple(g.tensors[self.inputs[0]].shape)
+        p = []
+        if tuple(self.const.shape) != s:
+            p.append(f"{self.name}: constant shape {tuple(self.const.shape)} != input shape {s}")
+        elif self.const.size and (self.const.min() < self.const_type.min_int or self.const.max() > self.const_type.max_int):
+            p.append(f"{self.name}: constant mantissas outside {self.const_type}")
+        return p
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class Embedding(Op):
+    """Token embedding: integer ids ``x: [T]`` -> table rows ``[T, D]``.
+    ``i = clip(x >> x.f, 0, V - 1)`` (ids out of range take the nearest row);
+    ``out[t, :] = rq(table[i_t, :], table_type.frac, out)``."""
+
+    kind: ClassVar[str] = "embedding"
+    table: np.ndarray = None
+    table_type: FixedType = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "table", _int_array(self.table))
+
+    def out_shape(self, shapes):
+        return tuple(shapes[0]) + (int(self.table.shape[1]),)
+
+    def problems(self, g):
+        s = g.tensors[self.inputs[0]].shape
+        p = []
+        if len(s) != 1:
+            p.append(f"{self.name}: ids must be 1-D [tokens], got {s}")
+        if self.table.ndim != 2 or self.table.shape[0] < 1:
+            p.append(f"{self.name}: table must be 2-D [vocabulary, depth], got {self.table.shape}")
+        elif self.table.size and (self.table.min() < self.table_type.min_int or self.table.max() > self.table_type.max_int):
+            p.append(f"{self.name}: table mantissas outside {self.table_type}")
+        xt = g.type_of(self.inputs[0])
+        if xt is not None and xt.frac < 0:
+            p.append(f"{self.name}: ids type {xt} must have frac >= 0")
         return p
 
 

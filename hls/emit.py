@@ -256,3 +256,24 @@ def _concat(n, g, ctx):
 @emitter("reshape")
 def _reshape(n, g, ctx):
     return Emitted([("const", "size", g.tensors[n.output].size)], "reshape")
+
+
+@emitter("add_const")
+def _add_const(n, g, ctx):
+    xt, ct = g.type_of(n.inputs[0]), n.const_type
+    f = max(xt.frac, ct.frac)
+    st = add_type(xt, ct)
+    return Emitted([("type", "const_t", mtype(ct)), ("type", "sum_t", sint(st.width + 1)),
+                    ("const", "size", g.tensors[n.output].size), ("const", "x_shift", f - xt.frac),
+                    ("const", "c_shift", f - ct.frac), ("const", "out_shift", f - g.type_of(n.output).frac),
+                    ("const", "reuse", ctx.reuse(n.name))], "add_const",
+                   [Const("c", mtype(ct), n.const.reshape(-1))])
+
+
+@emitter("embedding")
+def _embedding(n, g, ctx):
+    v, d = n.table.shape
+    return Emitted([("type", "table_t", mtype(n.table_type)), ("const", "tokens", g.tensors[n.inputs[0]].shape[0]),
+                    ("const", "vocab", v), ("const", "depth", d), ("const", "id_shift", g.type_of(n.inputs[0]).frac),
+                    ("const", "out_shift", n.table_type.frac - g.type_of(n.output).frac)], "embedding",
+                   [Const("table", mtype(n.table_type), n.table.reshape(-1))])

@@ -189,3 +189,114 @@ class InputSplit(wiring.Component):
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += row.eq(Mux(row == total - 1, 0, row + 1))
         return m
+
+
+class AddConstBlock(Block):
+    """``x + c`` with a constant row per input row (a row counter picks it)."""
+
+    kind = "add_const"
+
+    def __init__(self, name, op: ir.AddConst, g: ir.Graph):
+        xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
+        rows, cols = row_shape(g.tensors[op.inputs[0]].shape)
+        self.op = op
+        self.consts = [[int(v) for v in r] for r in op.const.reshape(rows, cols)]
+        super().__init__(name, [(xt, rows, cols)], (out_t, rows, cols))
+
+    def timing(self, first, last):
+        return first + 1, last + 1
+
+    @property
+    def ii(self):
+        return self.in_specs[0][1]
+
+    def elaborate(self, platform):
+        from amaranth.hdl import Array, Const
+        from .arith import shape_of
+        m = Module()
+        xt, rows, cols = self.in_specs[0]
+        ct, out_t = self.op.const_type, self.out_spec[0]
+        f = max(xt.frac, ct.frac)
+        cnt = Signal(range(max(rows, 2)))
+        xs = unpack(self.i.payload, cols, xt)
+        ys = []
+        for j, x in enumerate(xs):
+            col = [r[j] for r in self.consts]
+            if len(set(col)) == 1:
+                c = Const(col[0], shape_of(ct))
+            else:
+                c = Array(Const(v, shape_of(ct)) for v in col)[cnt]
+            ys.append(requantize(m, (x << (f - xt.frac)) + (c << (f - ct.frac)), f, out_t, name=f"y{j}"))
+        can = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(can)
+        with m.If(can):
+            m.d.sync += self.o.valid.eq(self.i.valid)
+            with m.If(self.i.valid):
+                m.d.sync += [self.o.payload.as_value().eq(pack(ys)), cnt.eq(Mux(cnt == rows - 1, 0, cnt + 1))]
+        return m
+
+
+@block(ir.AddConst)
+def _add_const_block(n, g, parallelism):
+    return AddConstBlock(n.name, n, g)
+
+
+class EmbeddingBlock(Block):
+    """Token ids (one row of ``T`` ids) -> ``T`` rows of the table (a ROM read per row)."""
+
+    kind = "embedding"
+
+    def __init__(self, name, op: ir.Embedding, g: ir.Graph):
+        xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
+        rows, tokens = row_shape(g.tensors[op.inputs[0]].shape)
+        self.op = op
+        self.tokens = tokens
+        super().__init__(name, [(xt, rows, tokens)], (out_t, rows * tokens, int(op.table.shape[1])))
+
+    def timing(self, first, last):
+        return last + 2, last + 1 + self.tokens
+
+    @property
+    def ii(self):
+        return self.tokens + 1
+
+    def elaborate(self, platform):
+        from amaranth.hdl import Array, Cat, unsigned
+        from amaranth.lib.memory import Memory
+        from .arith import clip, shape_of
+        m = Module()
+        xt, _, T = self.in_specs[0]
+        out_t, _, D = self.out_spec
+        tt = self.op.table_type
+        V = int(self.op.table.shape[0])
+        mask = (1 << tt.width) - 1
+        words = [sum((int(v) & mask) << (k * tt.width) for k, v in enumerate(row)) for row in self.op.table]
+        rom = Memory(shape=unsigned(tt.width * D), depth=V, init=words)
+        m.submodules.rom = rom
+        rp = rom.read_port(domain="comb")
+        ids = [Signal(range(V), name=f"id{t}") for t in range(T)]
+        busy = Signal()
+        t = Signal(range(max(T, 2)))
+        xs = unpack(self.i.payload, T, xt)
+        m.d.comb += rp.addr.eq(Array(ids)[t])
+        elems = unpack(rp.data, D, tt)
+        ys = [requantize(m, e, tt.frac, out_t, name=f"y{j}") for j, e in enumerate(elems)]
+        can = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(~busy)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(self.i.valid & ~busy):
+            m.d.sync += [busy.eq(1), t.eq(0)]
+            m.d.sync += [r.eq(clip(x >> xt.frac, 0, V - 1)) for r, x in zip(ids, xs)]
+        with m.If(busy & can):
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.as_value().eq(pack(ys))]
+            with m.If(t == T - 1):
+                m.d.sync += busy.eq(0)
+            with m.Else():
+                m.d.sync += t.eq(t + 1)
+        return m
+
+
+@block(ir.Embedding)
+def _embedding_block(n, g, parallelism):
+    return EmbeddingBlock(n.name, n, g)

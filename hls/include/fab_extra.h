@@ -58,6 +58,39 @@ void reshape(const typename C::in_t x[C::size], typename C::out_t y[C::size]) {
     }
 }
 
+// y = requantize((x << x_shift) + (c << c_shift), F, out_t) with a constant c of x's shape.
+// Config: in_t, out_t, const_t (mantissa), sum_t, size, x_shift, c_shift, out_shift, reuse.
+template <class C>
+void add_const(const typename C::in_t x[C::size], typename C::out_t y[C::size],
+               const typename C::const_t c[C::size]) {
+#pragma HLS INLINE off
+#pragma HLS PIPELINE II=C::reuse
+    for (int i = 0; i < C::size; i++) {
+        typename C::sum_t sx = mant(x[i]);
+        typename C::sum_t sc = c[i];
+        sx <<= C::x_shift;
+        sc <<= C::c_shift;
+        typename C::sum_t s = sx + sc;
+        y[i] = requant<typename C::out_t, C::out_shift>(s);
+    }
+}
+
+// Token embedding: y[t, :] = requantize(table[clip(x[t] >> x.f, 0, V-1), :], table.f, out_t).
+// Config: in_t, out_t, table_t (mantissa), tokens, vocab, depth, id_shift, out_shift.
+template <class C>
+void embedding(const typename C::in_t x[C::tokens], typename C::out_t y[C::tokens * C::depth],
+               const typename C::table_t table[C::vocab * C::depth]) {
+#pragma HLS INLINE off
+    for (int t = 0; t < C::tokens; t++) {
+        long long id = mant(x[t]).to_int64() >> C::id_shift;
+        if (id < 0) id = 0;
+        if (id > C::vocab - 1) id = C::vocab - 1;
+        for (int d = 0; d < C::depth; d++) {
+            y[t * C::depth + d] = requant<typename C::out_t, C::out_shift>(table[id * C::depth + d]);
+        }
+    }
+}
+
 }  // namespace fab
 
 #endif
