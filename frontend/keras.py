@@ -44,12 +44,20 @@ def quantizer_type(q, where: str, problems: list) -> FixedType | None:
         problems.append(f"{where}: quantizer {q} uses alpha={alpha!r}; only alpha=1 (no scaling) is supported")
         return None
     bits, integer = int(q.bits), int(q.integer)
-    if getattr(q, "use_stochastic_rounding", False):
-        problems.append(f"{where}: quantizer {q} uses stochastic rounding; only use_stochastic_rounding=False")
-        return None
-    if name == "quantized_relu" and (getattr(q, "use_sigmoid", 0) or getattr(q, "relu_upper_bound", None)):
-        problems.append(f"{where}: quantized_relu with use_sigmoid or relu_upper_bound is not supported")
-        return None
+    # options whose arithmetic the converter does not reproduce exactly: refused, never ignored
+    for attr, ok, why in (("use_stochastic_rounding", (None, False, 0), "stochastic rounding has no fixed-point "
+                                                                         "equivalent at inference"),
+                          ("use_sigmoid", (None, False, 0), "the sigmoid variant of quantized_relu is not implemented"),
+                          ("relu_upper_bound", (None,), "an upper bound other than the type's range is not "
+                                                        "implemented"),
+                          ("scale_axis", (None,), "per-axis scales are not implemented"),
+                          ("post_training_scale", (None,), "post-training scales are not implemented")):
+        v = getattr(q, attr, None)
+        if hasattr(v, "numpy"):
+            v = v.numpy()
+        if v not in ok and not (isinstance(v, (int, float)) and v in ok):
+            problems.append(f"{where}: quantizer {q} sets {attr}={v!r}: {why}")
+            return None
     if name == "quantized_relu":
         if getattr(q, "negative_slope", 0.0):
             problems.append(f"{where}: quantized_relu with negative_slope is not supported")
@@ -212,6 +220,7 @@ class _Builder:
         self.roles = {}  # (layer, role) -> tensor
         self.consumers = _consumers(layers)
         self.problems = []
+        self.output_layers = None  # the model's output layers, in order (default: the last layer)
 
     # types --------------------------------------------------------------------
     def act_type(self, layer: str, role: str, tensor: str, signed: bool = True, bits: int | None = None):
@@ -236,8 +245,7 @@ class _Builder:
     def build(self) -> Graph:
         for L in self.layers:
             HANDLERS.get(L.cls).build(self, L)
-        last = self.layers[-1].name
-        self.g.outputs = [self.tensor_of[last]]
+        self.g.outputs = [self.tensor_of[name] for name in (self.output_layers or [self.layers[-1].name])]
         return self.g
 
     # element-wise and layout helpers of the Transformers users write -----------------
@@ -419,6 +427,9 @@ class _DenseHandler(Handler):
         lay = L.layer
         act = getattr(lay, "activation", None)
         an = getattr(act, "__name__", None)
+        if act is not None and an is None and not (L.cls == "QDense" and type(act).__name__.startswith("quantized")):
+            p.append(f"{where}: activation {type(act).__name__} (a layer or object, not a named function) is not "
+                     f"supported; supported: {', '.join(ACTIVATIONS)} (or a separate layer)")
         if L.cls != "QDense" or an is not None:
             if an is not None and an not in ACTIVATIONS:
                 p.append(f"{where}: activation {an!r} not supported; supported: {', '.join(ACTIVATIONS)}")
@@ -500,7 +511,9 @@ class _QActivationHandler(Handler):
             return
         if L.name in bld.cfg.layers and "output" in bld.cfg.layers[L.name]:
             bld.problems.append(f"layer {L.name!r}: has a quantizer; a config override would change the model")
-        bld.fold_or_requantize(L, src, t, relu=type(q).__name__ == "quantized_relu")
+        # an unsigned quantized_bits (keep_negative=False) clamps negatives like a relu: a Relu node, so the
+        # float graph clamps them too
+        bld.fold_or_requantize(L, src, t, relu=type(q).__name__ == "quantized_relu" or not t.signed)
 
 
 @HANDLERS.register
@@ -508,8 +521,12 @@ class _ActivationHandler(Handler):
     classes = ("Activation",)
 
     def check(self, L, where):
-        an = getattr(getattr(L.layer, "activation", None), "__name__", None)
-        if an is not None and an not in ACTIVATIONS:
+        act = getattr(L.layer, "activation", None)
+        an = getattr(act, "__name__", None)
+        if an is None:
+            return [f"{where}: activation {type(act).__name__} (a layer or object, not a named function) is not "
+                    f"supported; supported: {', '.join(ACTIVATIONS)}"]
+        if an not in ACTIVATIONS:
             return [f"{where}: activation {an!r} not supported; supported: {', '.join(ACTIVATIONS)}"]
         return []
 
@@ -791,15 +808,22 @@ def convert(model, config=None, calibration=None) -> Graph:
     cfg = config if isinstance(config, ConvertConfig) else ConvertConfig.from_dict(config)
     layers = _walk(model)
     problems = _check(layers)
+    outputs = _output_layers(model)
     if problems:
         raise ConversionError(problems)
     first = _Builder(layers, cfg, None, model.name)
+    first.output_layers = outputs
     g0 = first.build()
     if first.problems:
         raise ConversionError(first.problems)
     _check_overrides(cfg, first.roles, layers)
     shape = g0.tensors[g0.inputs[0]].shape
-    if calibration is None:
+    guess = calibration is None
+    if guess:
+        import warnings
+        warnings.warn("convert() without calibration data: ranges of layers without a quantizer come from 256 "
+                      "standard-normal samples, a guess that saturates inputs off unit scale; pass calibration=X "
+                      "(real inputs)", stacklevel=2)
         calibration = np.random.default_rng(0).standard_normal((256,) + tuple(shape))
     calibration = np.asarray(calibration, dtype=np.float64)
     if tuple(calibration.shape[1:]) != tuple(shape):
@@ -807,12 +831,26 @@ def convert(model, config=None, calibration=None) -> Graph:
     _, env = g0.predict(calibration, trace=True, mode="float")
     ranges = {k: float(np.max(np.abs(v))) if np.size(v) else 0.0 for k, v in env.items()}
     b = _Builder(layers, cfg, ranges, model.name)
+    b.output_layers = outputs
     g = b.build()
     if b.problems:
         raise ConversionError(b.problems)
     g.meta = {"source": model.name, "calibration_samples": int(len(calibration)),
               "keras_layers": {L.name: L.cls for L in layers}}
+    if guess:
+        g.meta["calibration_source"] = "none: 256 standard-normal samples (ranges are a guess)"
     return g.verify()
+
+
+def _output_layers(model) -> list[str] | None:
+    """The model's output layers in order (a functional model may have several, not always last)."""
+    cfg = model.get_config()
+    outs = cfg.get("output_layers")
+    if not outs:
+        return None
+    if isinstance(outs[0], str):  # a single output written as [name, node, tensor]
+        outs = [outs]
+    return [o[0] for o in outs]
 
 
 def _check_overrides(cfg: ConvertConfig, roles: dict, layers) -> None:

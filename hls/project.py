@@ -151,11 +151,13 @@ class HLSProject:
     def sources(self) -> list[Path]:
         return [self.path / "firmware" / f"{self.top}.cpp", self.path / f"{self.top}_bridge.cpp"]
 
-    def compile(self, build_dir=None) -> Path:
-        """Build the project (g++ -std=c++17 -O2) into a shared library and load it."""
+    def compile(self, build_dir=None) -> "HLSProject":
+        """Build the project (g++) into a shared library and load it; returns the project, so
+        ``hls.write(graph, dir).compile().predict(x)`` reads as one chain."""
         lib, secs = _build([self], Path(build_dir) if build_dir else self.path / "build")
         self.compile_seconds = secs
-        return lib
+        self.library = lib
+        return self
 
     def _attach(self, lib):
         self._lib = lib
