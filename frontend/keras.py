@@ -16,9 +16,10 @@ import numpy as np
 
 from .. import tables
 from ..errors import ConversionError
-from ..fixed import FixedType, Overflow, Rounding, add_type, quantize_float
+from ..fixed import FixedType, Overflow, Rounding, add_type, bits_for, quantize_float
 from ..ir import (MAX_TENSOR_BITS, Add, Concat, Dense, Flatten, GlobalAvgPool, GlobalMaxPool, Graph, LayerNorm,
-                  Lookup, MatMul, MergeHeads, Quantize, Relu, Requantize, Reshape, Scale, Softmax, SplitHeads)
+                  Lookup, MatMul, MergeHeads, Quantize, Relu, Requantize, Reshape, Scale, Softmax, SplitHeads,
+                  AddConst, Embedding)
 from ..requant import weight_type
 from .config import ConvertConfig
 from .handlers import Handler, Handlers
@@ -182,12 +183,33 @@ class _FakeInput:
         self.layer = None
 
 
+_SHAPE_OPS = ("compat.v1.shape", "shape", "shape_v2")
+
+
+def _mark_constants(layers) -> None:
+    """A layer whose every input is a constant (or the static shape of a tensor) is a constant:
+    ``tf.range(tf.shape(x)[1])``, an ``Embedding`` over it (a positional table).  The converter
+    evaluates it once (``L.const``)."""
+    const = set()
+    for L in layers:
+        fn = L.layer.get_config().get("function") if L.cls == "TFOpLambda" else None
+        L.const = bool(fn in _SHAPE_OPS or (L.inputs and all(i in const for i in L.inputs)
+                                             and L.cls in ("TFOpLambda", "SlicingOpLambda", "Embedding")))
+        if L.const:
+            const.add(L.name)
+
+
+def _handler(L):
+    return _CONST if getattr(L, "const", False) else HANDLERS.get(L.cls)
+
+
 def _check(layers: list[_Layer]) -> list[str]:
     """Every problem of the model at once."""
+    _mark_constants(layers)
     p = []
     for L in layers:
         where = f"layer {L.name!r} ({L.cls})"
-        h = HANDLERS.get(L.cls)
+        h = _handler(L)
         if h is None:
             mod = type(L.layer).__module__ if L.layer is not None else ""
             custom = not mod.startswith(("keras", "tensorflow", "tf_keras", "qkeras"))
@@ -244,7 +266,7 @@ class _Builder:
     # layers ------------------------------------------------------------------
     def build(self) -> Graph:
         for L in self.layers:
-            HANDLERS.get(L.cls).build(self, L)
+            _handler(L).build(self, L)
         self.g.outputs = [self.tensor_of[name] for name in (self.output_layers or [self.layers[-1].name])]
         return self.g
 
@@ -256,7 +278,16 @@ class _Builder:
         return t.with_(rounding=self.cfg.rounding, overflow=self.cfg.overflow)
 
     def add_all(self, L, ts: list) -> str:
-        """Sum of two or more tensors: exact partial sums, one requantization at the end."""
+        """Sum of two or more tensors: exact partial sums, one requantization at the end; constant
+        operands (a positional table, ``x + 1.0``) are summed and added by one ``add_const``."""
+        consts = [t.value for t in ts if isinstance(t, _Const)]
+        ts = [t for t in ts if not isinstance(t, _Const)]
+        if not ts:
+            return _Const(sum(consts))
+        if consts:
+            if len(ts) == 1:
+                return self.add_const(L, L.name, ts[0], sum(consts))
+            ts = ts[:-1] + [self.add_const(L, f"{L.name}/const", ts[-1], sum(consts), exact=True)]
         acc = ts[0]
         for k, t in enumerate(ts[1:], start=1):
             last = k == len(ts) - 1
@@ -266,14 +297,35 @@ class _Builder:
             acc = self.add(Add(name, (acc, t), name), ty)
         return acc
 
+    def add_const(self, L, name, src: str, c, exact: bool = False) -> str:
+        """``src + c`` for a constant ``c`` broadcast to ``src``'s shape (constant at ``bias_bits``)."""
+        shape = tuple(self.g.tensors[src].shape)
+        c = np.asarray(c, dtype=np.float64)
+        try:
+            c = np.broadcast_to(c.reshape(c.shape[1:]) if c.ndim > len(shape) and c.shape[0] == 1 else c, shape)
+        except ValueError:
+            self.problems.append(f"layer {L.name!r}: constant of shape {c.shape} does not broadcast to {shape}")
+            c = np.zeros(shape)
+        ct = self.cfg.layers.get(L.name, {}).get("const") or weight_type(c, self.cfg.bias_bits)
+        self.roles[(L.name, "const")] = name
+        t = (self._exact_or_act(L, "sum_const", name, add_type(self.qtype(src), ct)) if exact
+             else self.act_type(L.name, "output", name))
+        return self.add(AddConst(name, (src,), name, const=quantize_float(c, ct), const_type=ct), t)
+
     def subtract(self, L, a: str, b: str) -> str:
+        if isinstance(b, _Const):
+            return self.add_all(L, [a, _Const(-b.value)])
+        if isinstance(a, _Const):
+            return self.add_all(L, [self.scale(L, b, -1.0, name=f"{L.name}/neg"), a])
         bt = self.qtype(b)
         nb = self.add(Scale(f"{L.name}/neg", (b,), f"{L.name}/neg", scale=-1),
                       FixedType(bt.width + 1, bt.frac, True, self.cfg.rounding, self.cfg.overflow))
         return self.add(Add(L.name, (a, nb), L.name), self.act_type(L.name, "output", L.name))
 
-    def scale(self, L, src: str, c: float) -> str:
+    def scale(self, L, src: str, c: float, name: str | None = None) -> str:
         """``src * c`` for a constant ``c``: exact when ``c`` is a short binary fraction."""
+        if isinstance(src, _Const):
+            return _Const(src.value * c)
         if c == 0:
             self.problems.append(f"layer {L.name!r}: multiplying by 0 is not supported")
             c = 1.0
@@ -282,6 +334,10 @@ class _Builder:
         if frac is None:
             frac = 15 - math.floor(math.log2(abs(c)))
         sc = int(round(float(c) * 2 ** frac))
+        if name is not None:  # an inner negation (of a subtraction): exact with one more bit
+            xt = self.qtype(src)
+            return self.add(Scale(name, (src,), name, scale=-1),
+                            FixedType(xt.width + 1, xt.frac, True, self.cfg.rounding, self.cfg.overflow))
         if sc == -1 and frac == 0:  # negation: exact with one more bit
             xt = self.qtype(src)
             t = FixedType(xt.width + 1, xt.frac, True, self.cfg.rounding, self.cfg.overflow)
@@ -414,7 +470,17 @@ class _InputHandler(Handler):
     def build(self, bld, L):
         shape = L.shape[1:] if isinstance(L, _FakeInput) else L.layer.get_config()["batch_input_shape"][1:]
         x = bld.g.add_input(L.name, shape)
-        t = bld.act_type(L.name, "output", L.name + "/q")
+        dtype = str(getattr(L.layer, "dtype", "float32") or "float32") if L.layer is not None else "float32"
+        vocab = [C.layer.input_dim for C in bld.layers if C.cls == "Embedding" and L.name in C.inputs
+                 and not getattr(C, "const", False)]
+        if "int" in dtype or vocab:  # token ids / integer masks: whole numbers, saturating
+            hi = max(vocab) - 1 if vocab else (1 << (bld.cfg.activation_bits - 1)) - 1
+            t = FixedType(max(bits_for(0, hi), 1), 0, False, Rounding.RND_CONV, Overflow.SAT)
+            bld.roles[(L.name, "output")] = L.name + "/q"
+            if L.name in bld.cfg.layers and "output" in bld.cfg.layers[L.name]:
+                t = bld.cfg.layers[L.name]["output"]
+        else:
+            t = bld.act_type(L.name, "output", L.name + "/q")
         bld.tensor_of[L.name] = bld.add(Quantize(L.name + "/quantize", (x,), L.name + "/q"), t)
 
 
@@ -717,11 +783,8 @@ class _TFOpLambdaHandler(Handler):
             return [f"{where}: TF op {fn!r} not supported; supported: {', '.join(sorted(_TF_OPS))}"]
         consts = [v for k, v in L.args if k == "const"]
         tensors = [v for k, v in L.args if k == "tensor"]
-        if what in ("add", "subtract") and consts:
-            return [f"{where}: {fn} of a tensor and a constant ({consts[0]!r}) is not supported; "
-                    f"add two tensors (a constant offset has no IR op)"]
-        if what in ("add", "subtract") and len(tensors) != 2:
-            return [f"{where}: {fn} needs two tensors"]
+        if what in ("add", "subtract") and len(L.args) != 2:
+            return [f"{where}: {fn} needs two operands"]
         if what in ("multiply", "divide"):
             if len(tensors) != 1 or len(consts) != 1 or np.ndim(consts[0]) != 0:
                 return [f"{where}: {fn} is supported by a scalar constant only (x * c, x / c), "
@@ -742,10 +805,9 @@ class _TFOpLambdaHandler(Handler):
         what = _TF_OPS[L.layer.get_config()["function"]]
         ts = [bld.tensor_of[v] for k, v in L.args if k == "tensor"]
         consts = [v for k, v in L.args if k == "const"]
-        if what == "add":
-            out = bld.add_all(L, ts)
-        elif what == "subtract":
-            out = bld.subtract(L, ts[0], ts[1])
+        if what in ("add", "subtract"):
+            ops = [bld.tensor_of[v] if k == "tensor" else _Const(np.asarray(v, dtype=np.float64)) for k, v in L.args]
+            out = bld.add_all(L, ops) if what == "add" else bld.subtract(L, ops[0], ops[1])
         elif what in ("multiply", "divide", "negative"):
             c = -1.0 if what == "negative" else float(consts[0])
             out = bld.scale(L, ts[0], 1.0 / c if what == "divide" else c)
@@ -790,6 +852,67 @@ class _DropoutHandler(Handler):
         bld.tensor_of[L.name] = bld.inp(L)
 
 
+class _Const:
+    """A value the converter computed (no model input reaches it): e.g. a positional table."""
+
+    def __init__(self, value):
+        self.value = np.asarray(value, dtype=np.float64)
+
+
+class _ConstHandler(Handler):
+    """Evaluates a constant layer (see :func:`_mark_constants`) once, with TensorFlow."""
+
+    def build(self, bld, L):
+        vals = {n: bld.tensor_of[n].value for n in L.inputs if isinstance(bld.tensor_of.get(n), _Const)}
+        try:
+            if L.cls == "Embedding":
+                ids = np.clip(vals[L.inputs[0]].astype(np.int64), 0, L.layer.input_dim - 1)
+                v = np.take(L.layer.embeddings.numpy(), ids, axis=0)
+            elif L.layer.get_config().get("function") in _SHAPE_OPS if L.cls == "TFOpLambda" else False:
+                shape = L.layer.input_shape if not isinstance(L.layer.input_shape, list) else L.layer.input_shape[0]
+                v = np.array([1 if s is None else int(s) for s in shape])
+            else:
+                args = [vals[v] if k == "tensor" else v for k, v in L.args]
+                kw = {k: (vals[v[0]] if _is_ref(v) else v) for k, v in L.kwargs.items()}
+                v = L.layer(*args, **kw)
+                v = np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float64)
+        except Exception as e:  # noqa: BLE001 - TensorFlow raises many kinds; the user reads which layer
+            bld.problems.append(f"layer {L.name!r} ({L.cls}): cannot evaluate this constant ({type(e).__name__}: {e})")
+            v = np.zeros(1)
+        bld.tensor_of[L.name] = _Const(v)
+
+
+_CONST = _ConstHandler()
+
+
+@HANDLERS.register
+class _EmbeddingHandler(Handler):
+    """Token ids (an integer model input) -> table rows; the table keeps ``weight_bits``."""
+
+    classes = ("Embedding",)
+
+    def check(self, L, where):
+        p = []
+        if getattr(L.layer, "mask_zero", False):
+            p.append(f"{where}: mask_zero=True (an implicit mask) is not supported; pass the padding mask as a "
+                     f"second model input and give it to MultiHeadAttention(attention_mask=...)")
+        shape = L.layer.input_shape
+        if not isinstance(shape, tuple) or len(shape) != 2 or shape[1] is None:
+            p.append(f"{where}: ids must be a fixed-length sequence [batch, tokens], got {shape}")
+        return p
+
+    def build(self, bld, L):
+        src = bld.inp(L)
+        table = L.layer.embeddings.numpy()
+        ov = bld.cfg.layers.get(L.name, {})
+        tt = ov.get("table") or weight_type(table, bld.cfg.weight_bits)
+        bld.roles[(L.name, "table")] = L.name
+        out_t = ov.get("output") or tt.with_(rounding=bld.cfg.rounding, overflow=bld.cfg.overflow)  # exact
+        bld.roles[(L.name, "output")] = L.name
+        bld.tensor_of[L.name] = bld.add(Embedding(L.name, (src,), L.name, table=quantize_float(table, tt),
+                                                  table_type=tt), out_t)
+
+
 SUPPORTED = HANDLERS.supported  # Keras layer classes the converter takes
 
 
@@ -824,10 +947,22 @@ def convert(model, config=None, calibration=None) -> Graph:
         warnings.warn("convert() without calibration data: ranges of layers without a quantizer come from 256 "
                       "standard-normal samples, a guess that saturates inputs off unit scale; pass calibration=X "
                       "(real inputs)", stacklevel=2)
-        calibration = np.random.default_rng(0).standard_normal((256,) + tuple(shape))
-    calibration = np.asarray(calibration, dtype=np.float64)
-    if tuple(calibration.shape[1:]) != tuple(shape):
-        raise ConversionError([f"calibration data has shape {calibration.shape}; expected (n, {', '.join(map(str, shape))})"])
+        calibration = _default_calibration(g0)
+    if len(g0.inputs) > 1:  # a list (one array per input, in order) or a dict by input name
+        from ..errors import FabformerError
+        from ..vectors import as_batches
+        try:
+            calibration = as_batches(g0, calibration)
+        except FabformerError as e:
+            raise ConversionError([f"calibration data: {e}"]) from None
+        n_cal = int(calibration[0].shape[0])
+    else:
+        if isinstance(calibration, dict) and list(calibration) == list(g0.inputs):
+            calibration = calibration[g0.inputs[0]]
+        calibration = np.asarray(calibration, dtype=np.float64)
+        if tuple(calibration.shape[1:]) != tuple(shape):
+            raise ConversionError([f"calibration data has shape {calibration.shape}; expected (n, {', '.join(map(str, shape))})"])
+        n_cal = int(len(calibration))
     _, env = g0.predict(calibration, trace=True, mode="float")
     ranges = {k: float(np.max(np.abs(v))) if np.size(v) else 0.0 for k, v in env.items()}
     b = _Builder(layers, cfg, ranges, model.name)
@@ -835,11 +970,25 @@ def convert(model, config=None, calibration=None) -> Graph:
     g = b.build()
     if b.problems:
         raise ConversionError(b.problems)
-    g.meta = {"source": model.name, "calibration_samples": int(len(calibration)),
+    g.meta = {"source": model.name, "calibration_samples": n_cal,
               "keras_layers": {L.name: L.cls for L in layers}}
     if guess:
         g.meta["calibration_source"] = "none: 256 standard-normal samples (ranges are a guess)"
     return g.verify()
+
+
+def _default_calibration(g0):
+    """256 standard-normal samples per float input; integer inputs (ids, masks) get whole numbers over
+    their type's range."""
+    rng = np.random.default_rng(0)
+    out = []
+    for name in g0.inputs:
+        shape = (256,) + tuple(g0.tensors[name].shape)
+        q = [n for n in g0.nodes if isinstance(n, Quantize) and n.inputs[0] == name]
+        t = g0.type_of(q[0].output)
+        out.append(rng.integers(t.min_int, t.max_int + 1, shape).astype(np.float64) if t.frac == 0 and not t.signed
+                   else rng.standard_normal(shape))
+    return out[0] if len(out) == 1 else out
 
 
 def _output_layers(model) -> list[str] | None:

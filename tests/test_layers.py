@@ -99,5 +99,46 @@ def test_unsupported_tf_ops_are_named():
     with pytest.raises(ConversionError) as e:
         fabformer.convert(m2)
     msg = str(e.value)
-    assert "TF op 'math.exp' not supported; supported: " in msg
-    assert "add of a tensor and a constant (1.0) is not supported" in msg
+    assert "TF op 'math.exp' not supported; supported: " in msg and "(1 problem)" in msg  # x + 1.0 converts
+
+
+def _text_model(maxlen=10, vocab=50, d=16):
+    import tensorflow as tf
+    keras = _keras()
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((maxlen,), dtype="int32", name="ids")
+    tok = keras.layers.Embedding(vocab, d, name="tok", embeddings_initializer="uniform")(ids)
+    # a positional table evaluated at model build (a constant) and one over tf.range(tf.shape(ids)[-1])
+    pos = keras.layers.Embedding(maxlen, d, name="pos", embeddings_initializer="uniform")(tf.range(0, maxlen))
+    x = tok + pos
+    x = x + keras.layers.Embedding(maxlen, d, name="pos2", embeddings_initializer="uniform")(
+        tf.range(tf.shape(ids)[-1]))
+    a = keras.layers.MultiHeadAttention(2, 8, name="mha")(x, x)
+    x = keras.layers.LayerNormalization(name="ln")(x + a)
+    x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    return keras.Model(ids, keras.layers.Dense(2, name="head")(x), name="text")
+
+
+def test_token_and_position_embeddings():
+    m = _text_model()
+    x = np.random.default_rng(0).integers(0, 50, (300, 10))
+    g = fabformer.convert(m, calibration=x)
+    kinds = [n.kind for n in g.nodes]
+    assert kinds[:4] == ["quantize", "embedding", "add_const", "add_const"]
+    assert str(g.type_of("ids/q")) == "ufixed<6,6,RND_CONV,SAT>"  # ids 0..49
+    k, y = m.predict(x, verbose=0), g.predict(x)
+    assert np.abs(k - y).max() < 0.02 * np.abs(k).max()
+    assert np.mean(k.argmax(1) == y.argmax(1)) >= 0.99
+    # ids beyond the vocabulary take the nearest row (Keras would fail); never a crash
+    far = g.predict(np.full((1, 10), 1000.0))
+    np.testing.assert_array_equal(far, g.predict(np.full((1, 10), 49.0)))
+
+
+def test_embedding_mask_zero_is_refused_with_the_way_out():
+    keras = _keras()
+    ids = keras.Input((6,), dtype="int32", name="ids")
+    e = keras.layers.Embedding(20, 4, mask_zero=True, name="emb")(ids)
+    m = keras.Model(ids, keras.layers.Dense(2)(keras.layers.Flatten()(e)))
+    with pytest.raises(ConversionError, match=r"mask_zero=True \(an implicit mask\) is not supported; pass the "
+                                              r"padding mask as a second model input"):
+        fabformer.convert(m)
