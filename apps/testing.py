@@ -244,3 +244,69 @@ def _ex_embedding(g, rng, overflow, features):
     g.add(ir.Embedding("op", ("ids_f",), "e", table=rng.integers(tt.min_int, tt.max_int + 1, (3, 5)), table_type=tt),
           _act(8, 4, overflow, rounding=Rounding.RND_CONV))
     return g.add(ir.GlobalMaxPool("pool", ("e",), "y"), _act(8, 4, overflow))
+
+
+def _ex_mask(g, rng, name="m"):
+    """A key mask [tokens] from the input (ready before the scores): zero where a max lands in [0, 2)."""
+    t, f = g.tensors["xq"].shape
+    g.add(ir.Reshape(name + "_r", ("xq",), name + "_t", shape=(f, t)), IN_T)
+    g.add(ir.GlobalMaxPool(name + "_p", (name + "_t",), name + "_pf"), IN_T)
+    return g.add(Requantize(name, (name + "_pf",), name), FixedType(3, -1, True, Rounding.TRN, Overflow.SAT))
+
+
+def _ex_scores(g, rng):
+    _ex_split(g, rng, None, None)
+    return g.add(MatMul("qk", ("hs", "hs"), "s", transpose_b=True, scale=1, scale_frac=0), _act(12, 6))
+
+
+@example(ir.MaskFill)
+def _ex_mask_fill(g, rng, overflow, features):
+    s, m = _ex_scores(g, rng), _ex_mask(g, rng)
+    g.add(ir.MaskFill("op", (s, m), "y0", causal=False), _act(14, 6, overflow, rounding=Rounding.RND_CONV))
+    return g.add(ir.MaskFill("op2", ("y0", m), "y", causal=True), _act(14, 6, overflow))
+
+
+@example(ir.CausalFill)
+def _ex_causal_fill(g, rng, overflow, features):
+    s = _ex_scores(g, rng)
+    g.add(ir.CausalFill("op", (s,), "y0"), _act(14, 5, overflow, rounding=Rounding.RND_CONV))
+    return g.add(Softmax("sm", ("y0",), "y", exp_table=tables.exp_table(5), recip_table=tables.recip_table()),
+                 FixedType(10, 9, False, Rounding.RND, Overflow.SAT))
+
+
+@example(ir.MaskedAvgPool)
+def _ex_masked_avg_pool(g, rng, overflow, features):
+    m = _ex_mask(g, rng)
+    tokens = g.tensors["xq"].shape[0]
+    g.add(_dense("d", "xq", "h", features, features, rng), _act(10, 5))  # slower than the mask
+    recip = [0] + [round(2 ** 12 / c) for c in range(1, tokens + 1)]
+    return g.add(ir.MaskedAvgPool("op", ("h", m), "y", recip=recip, scale_frac=12),
+                 _act(10, 6, overflow, rounding=Rounding.RND_CONV))
+
+
+def masked_attention_graph(seed: int = 0, tokens: int = 6, features: int = 4, heads: int = 2, causal: bool = False,
+                           classes: int = 3) -> Graph:
+    """Features ``x [tokens, features]`` and a 0/1 key mask ``mask [tokens]``: masked self-attention
+    (padding, and causal when asked), then the mean over kept tokens."""
+    rng = np.random.default_rng(seed)
+    g = Graph("masked_attention")
+    g.add_input("x", (tokens, features))
+    g.add(Quantize("quant", ("x",), "xq"), IN_T)
+    g.add_input("mask", (tokens,))
+    g.add(Quantize("quant_m", ("mask",), "mq"), FixedType(1, 0, False, Rounding.RND, Overflow.SAT))
+    A = _act(14, 8)
+    for nm in ("q", "k", "v"):
+        g.add(_dense(nm, "xq", nm, features, features, rng), A)
+        g.add(SplitHeads(nm + "_split", (nm,), nm + "h", heads=heads), A)
+    g.add(MatMul("qk", ("qh", "kh"), "scores", transpose_b=True, scale=round(2 ** 12 / math.sqrt(features // heads)),
+                 scale_frac=12), _act(12, 6))
+    g.add(ir.MaskFill("mask_fill", ("scores", "mq"), "masked", causal=causal), _act(14, 6))
+    g.add(Softmax("softmax", ("masked",), "probs", exp_table=tables.exp_table(6), recip_table=tables.recip_table()),
+          FixedType(12, 11, False, Rounding.RND, Overflow.SAT))
+    g.add(MatMul("av", ("probs", "vh"), "ctx"), A)
+    g.add(MergeHeads("merge", ("ctx",), "ctxm"), A)
+    recip = [0] + [round(2 ** 12 / c) for c in range(1, tokens + 1)]
+    g.add(ir.MaskedAvgPool("pool", ("ctxm", "mq"), "pooled", recip=recip, scale_frac=12), A)
+    g.add(_dense("head", "pooled", "logits", features, classes, rng), _act(12, 6))
+    g.outputs = ["logits"]
+    return g.verify()

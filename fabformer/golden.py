@@ -214,6 +214,40 @@ def _g_embedding(n, g, xs, xp):
     return requantize(rows, n.table_type.frac, g.type_of(n.output))
 
 
+def kept_entries(scores, mask, causal: bool, xp):
+    """Boolean ``[batch, 1 or H, Tq, Tk]``: entries attention keeps (``mask[j] != 0``; ``j <= i`` if causal)."""
+    b, h, tq, tk = scores.shape
+    keep = xp.ones((b, 1, tq, tk), dtype=bool) if mask is None else \
+        xp.broadcast_to(xp.reshape(mask != 0, (b, 1, 1, tk)), (b, 1, tq, tk))
+    if causal:
+        keep = keep & xp.asarray(np.tril(np.ones((tq, tk), dtype=bool)))
+    return keep
+
+
+@golden("mask_fill")
+def _g_mask_fill(n, g, xs, xp):
+    ot = g.type_of(n.output)
+    v = requantize(xs[0], g.type_of(n.inputs[0]).frac, ot)
+    return xp.where(kept_entries(xs[0], xs[1], n.causal, xp), v, ot.min_int)
+
+
+@golden("causal_fill")
+def _g_causal_fill(n, g, xs, xp):
+    ot = g.type_of(n.output)
+    v = requantize(xs[0], g.type_of(n.inputs[0]).frac, ot)
+    return xp.where(kept_entries(xs[0], None, True, xp), v, ot.min_int)
+
+
+@golden("masked_avg_pool")
+def _g_masked_avg_pool(n, g, xs, xp):
+    x, m = xs
+    keep = m != 0
+    s = xp.sum(xp.where(keep[:, :, None], x, 0), axis=1)
+    c = xp.sum(xp.astype(keep, xp.int64), axis=1)
+    r = xp.take(xp.asarray(n.recip), c)
+    return requantize(s * r[:, None], g.type_of(n.inputs[0]).frac + n.scale_frac, g.type_of(n.output))
+
+
 # -- float semantics: same graph, dequantized constants, exact functions ---------------
 def _deq(a, t: FixedType):
     return np.asarray(a, dtype=np.float64) * 2.0 ** -t.frac
@@ -313,6 +347,25 @@ def _f_embedding(n, g, xs, xp):
     idx = xp.astype(xp.clip(xp.floor(xs[0]), 0, int(n.table.shape[0]) - 1), xp.int64)
     rows = xp.take(xp.asarray(_deq(n.table, n.table_type)), xp.reshape(idx, (-1,)), axis=0)
     return xp.reshape(rows, tuple(idx.shape) + (int(n.table.shape[1]),))
+
+
+@floating("mask_fill")
+def _f_mask_fill(n, g, xs, xp):
+    return xp.where(kept_entries(xs[0], xs[1], n.causal, xp), xs[0], g.type_of(n.output).min_value)
+
+
+@floating("causal_fill")
+def _f_causal_fill(n, g, xs, xp):
+    return xp.where(kept_entries(xs[0], None, True, xp), xs[0], g.type_of(n.output).min_value)
+
+
+@floating("masked_avg_pool")
+def _f_masked_avg_pool(n, g, xs, xp):
+    x, m = xs
+    keep = m != 0
+    c = xp.sum(xp.astype(keep, xp.float64), axis=1)
+    s = xp.sum(xp.where(keep[:, :, None], x, 0.0), axis=1)
+    return xp.where(c[:, None] > 0, s / xp.where(c > 0, c, 1.0)[:, None], 0.0)
 
 
 for _k in ("split_heads", "merge_heads", "flatten", "reshape"):  # no arithmetic: float = integer

@@ -29,7 +29,8 @@ from .fixed import FixedType, accum_type, add_type, mul_type
 __all__ = [
     "Tensor", "Table", "Op", "Quantize", "Dense", "MatMul", "SplitHeads", "MergeHeads",
     "Add", "Relu", "Lookup", "Softmax", "LayerNorm", "Flatten", "GlobalAvgPool",
-    "Requantize", "Scale", "GlobalMaxPool", "Concat", "Reshape", "AddConst", "Embedding", "Graph", "OPS", "load",
+    "Requantize", "Scale", "GlobalMaxPool", "Concat", "Reshape", "AddConst", "Embedding", "MaskFill", "CausalFill", "MaskedAvgPool",
+    "Graph", "OPS", "load",
     "is_graph_file", "ilog2_bound",
 ]
 
@@ -676,6 +677,76 @@ class Embedding(Op):
         xt = g.type_of(self.inputs[0])
         if xt is not None and xt.frac < 0:
             p.append(f"{self.name}: ids type {xt} must have frac >= 0")
+        return p
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class MaskFill(Op):
+    """Attention mask on scores ``x: [H, Tq, Tk]`` with a key padding mask ``mask: [Tk]`` (0 = padding):
+    entry ``(h, i, j)`` is kept when ``mask[j] != 0`` (and ``j <= i`` when ``causal``);
+    ``out = rq(x, x.f, out)`` where kept, ``out.min_int`` elsewhere.  The frontend gives ``out`` a range
+    deep enough below ``x``'s that a following softmax's exp table gives exactly 0 for every masked
+    entry; a row with every entry masked is all ``min_int``: the softmax makes it uniform (as Keras does)."""
+
+    kind: ClassVar[str] = "mask_fill"
+    n_inputs: ClassVar[int] = 2
+    causal: bool = False
+
+    def problems(self, g):
+        x, m = (g.tensors[i].shape for i in self.inputs)
+        p = []
+        if len(x) != 3:
+            p.append(f"{self.name}: scores must be 3-D [heads, queries, keys], got {x}")
+        elif tuple(m) != (x[2],):
+            p.append(f"{self.name}: mask shape {m} must be ({x[2]},) (one entry per key)")
+        elif self.causal and x[1] != x[2]:
+            p.append(f"{self.name}: a causal mask needs as many queries as keys, got {x}")
+        return p
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class CausalFill(Op):
+    """Causal mask on scores ``x: [H, T, T]``: entry ``(h, i, j)`` is kept when ``j <= i``;
+    ``out = rq(x, x.f, out)`` where kept, ``out.min_int`` elsewhere (see :class:`MaskFill`)."""
+
+    kind: ClassVar[str] = "causal_fill"
+
+    def problems(self, g):
+        x = g.tensors[self.inputs[0]].shape
+        if len(x) != 3 or x[1] != x[2]:
+            return [f"{self.name}: scores must be [heads, T, T], got {x}"]
+        return []
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class MaskedAvgPool(Op):
+    """Mean over the kept tokens of ``x: [T, D]`` with ``mask: [T]`` (0 = padding):
+    ``c = count(mask != 0)``, ``s[d] = sum over kept t of x[t, d]``,
+    ``out[d] = rq(s[d] * recip[c], x.f + scale_frac, out)`` with ``recip[c] ≈ 2**scale_frac / c`` and
+    ``recip[0] = 0`` (a sample with every token masked gives 0)."""
+
+    kind: ClassVar[str] = "masked_avg_pool"
+    n_inputs: ClassVar[int] = 2
+    recip: np.ndarray = None
+    scale_frac: int = 16
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "recip", _int_array(self.recip))
+
+    def out_shape(self, shapes):
+        return tuple(shapes[0][1:])
+
+    def problems(self, g):
+        x, m = (g.tensors[i].shape for i in self.inputs)
+        p = []
+        if len(x) != 2 or tuple(m) != (x[0],):
+            p.append(f"{self.name}: x must be [T, D] and mask [T], got {x} and {m}")
+        elif self.recip.shape != (x[0] + 1,) or int(self.recip[0]) != 0 or self.recip.min() < 0:
+            p.append(f"{self.name}: recip must hold {x[0] + 1} non-negative entries, recip[0] = 0")
         return p
 
 

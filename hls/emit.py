@@ -277,3 +277,31 @@ def _embedding(n, g, ctx):
                     ("const", "vocab", v), ("const", "depth", d), ("const", "id_shift", g.type_of(n.inputs[0]).frac),
                     ("const", "out_shift", n.table_type.frac - g.type_of(n.output).frac)], "embedding",
                    [Const("table", mtype(n.table_type), n.table.reshape(-1))])
+
+
+def _fill(n, g, kernel, causal):
+    h, tq, tk = g.tensors[n.inputs[0]].shape
+    return Emitted([("const", "heads", h), ("const", "tq", tq), ("const", "tk", tk), ("const", "causal", int(causal)),
+                    ("const", "out_shift", g.type_of(n.inputs[0]).frac - g.type_of(n.output).frac)], kernel)
+
+
+@emitter("mask_fill")
+def _mask_fill(n, g, ctx):
+    return _fill(n, g, "mask_fill", n.causal)
+
+
+@emitter("causal_fill")
+def _causal_fill(n, g, ctx):
+    return _fill(n, g, "causal_fill", True)
+
+
+@emitter("masked_avg_pool")
+def _masked_avg_pool(n, g, ctx):
+    t, d = g.tensors[n.inputs[0]].shape
+    xt = g.type_of(n.inputs[0])
+    st = accum_type(xt, t)
+    rt = FixedType(max(2, int(n.recip.max()).bit_length() + 1), 0)
+    return Emitted([("type", "recip_t", sint(rt.width)), ("type", "sum_t", sint(st.width + 1)),
+                    ("type", "scaled_t", sint(mul_type(st, rt).width + 1)), ("const", "tokens", t), ("const", "depth", d),
+                    ("const", "out_shift", xt.frac + n.scale_frac - g.type_of(n.output).frac)], "masked_avg_pool",
+                   [Const("recip", sint(rt.width), n.recip)])

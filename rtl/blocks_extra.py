@@ -300,3 +300,137 @@ class EmbeddingBlock(Block):
 @block(ir.Embedding)
 def _embedding_block(n, g, parallelism):
     return EmbeddingBlock(n.name, n, g)
+
+
+class MaskFillBlock(Block):
+    """Attention mask on score rows (``H * Tq`` rows of ``Tk``): the key mask row (input ``b``, one per
+    sample) is held while the sample's score rows pass; a masked entry becomes ``out.min_int``."""
+
+    kind = "mask_fill"
+
+    def __init__(self, name, op, g: ir.Graph):
+        xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
+        h, tq, tk = g.tensors[op.inputs[0]].shape
+        self.op, self.tq = op, tq
+        self.has_mask = isinstance(op, ir.MaskFill)
+        self.causal = (not self.has_mask) or op.causal
+        ins = [(xt, h * tq, tk)]
+        if self.has_mask:
+            ins.append((g.type_of(op.inputs[1]), 1, tk))
+        super().__init__(name, ins, (out_t, h * tq, tk))
+
+    def timing(self, first, last):
+        return first + 1, last + 1
+
+    @property
+    def ii(self):
+        return self.in_specs[0][1]
+
+    def elaborate(self, platform):
+        m = Module()
+        xt, rows, tk = self.in_specs[0]
+        out_t = self.out_spec[0]
+        xin = self.a if self.has_mask else self.i
+        cnt = Signal(range(max(rows, 2)))
+        qi = Signal(range(max(self.tq, 2)))  # query index of the current row
+        keep = [Signal(name=f"k{j}") for j in range(tk)]
+        have = Signal()
+        if self.has_mask:
+            mt = self.in_specs[1][0]
+            ms = unpack(self.b.payload, tk, mt)
+            m.d.comb += self.b.ready.eq(~have)
+            with m.If(self.b.valid & ~have):
+                m.d.sync += [have.eq(1)] + [k.eq(v != 0) for k, v in zip(keep, ms)]
+        else:
+            m.d.comb += have.eq(1)
+            m.d.comb += [k.eq(1) for k in keep]
+        xs = unpack(xin.payload, tk, xt)
+        ys = []
+        for j, x in enumerate(xs):
+            kept = keep[j] & (qi >= j) if self.causal else keep[j]
+            v = requantize(m, x, xt.frac, out_t, name=f"v{j}")
+            ys.append(Mux(kept, v, out_t.min_int))
+        can = ~self.o.valid | self.o.ready
+        go = xin.valid & have & can
+        m.d.comb += xin.ready.eq(have & can)
+        with m.If(can):
+            m.d.sync += self.o.valid.eq(xin.valid & have)
+        with m.If(go):
+            m.d.sync += [self.o.payload.as_value().eq(pack(ys)), qi.eq(Mux(qi == self.tq - 1, 0, qi + 1))]
+            with m.If(cnt == rows - 1):
+                m.d.sync += cnt.eq(0)
+                if self.has_mask:
+                    m.d.sync += have.eq(0)
+            with m.Else():
+                m.d.sync += cnt.eq(cnt + 1)
+        return m
+
+
+@block(ir.MaskFill)
+def _mask_fill_block(n, g, parallelism):
+    return MaskFillBlock(n.name, n, g)
+
+
+@block(ir.CausalFill)
+def _causal_fill_block(n, g, parallelism):
+    return MaskFillBlock(n.name, n, g)
+
+
+class MaskedPoolBlock(Block):
+    """Mean over kept rows: the mask row (input ``b``) is held; running sums of kept rows and their
+    count; the last row multiplies by ``recip[count]``."""
+
+    kind = "masked_avg_pool"
+
+    def __init__(self, name, op: ir.MaskedAvgPool, g: ir.Graph):
+        xt, mt, out_t = g.type_of(op.inputs[0]), g.type_of(op.inputs[1]), g.type_of(op.output)
+        rows, cols = row_shape(g.tensors[op.inputs[0]].shape)
+        self.op = op
+        self.acc_width = xt.width + max(1, (rows - 1).bit_length()) + 1
+        super().__init__(name, [(xt, rows, cols), (mt, 1, rows)], (out_t, 1, cols))
+
+    def timing(self, first, last):
+        return last + 1, last + 1
+
+    @property
+    def ii(self):
+        return self.in_specs[0][1]
+
+    def elaborate(self, platform):
+        from amaranth.hdl import Array, Const, signed
+        m = Module()
+        (xt, rows, cols), (mt, _, _) = self.in_specs
+        out_t = self.out_spec[0]
+        keep = [Signal(name=f"k{t}") for t in range(rows)]
+        have = Signal()
+        ms = unpack(self.b.payload, rows, mt)
+        m.d.comb += self.b.ready.eq(~have)
+        with m.If(self.b.valid & ~have):
+            m.d.sync += [have.eq(1)] + [k.eq(v != 0) for k, v in zip(keep, ms)]
+        acc = [Signal(signed(self.acc_width), name=f"s{j}") for j in range(cols)]
+        n = Signal(range(rows + 1))
+        cnt = Signal(range(max(rows, 2)))
+        kt = Array(keep)[cnt]
+        xs = unpack(self.a.payload, cols, xt)
+        rmax = int(self.op.recip.max())
+        rec = Array(Const(int(v), range(max(rmax + 1, 2))) for v in self.op.recip)[n + kt]
+        ys = [requantize(m, (a + Mux(kt, x, 0)) * rec, xt.frac + self.op.scale_frac, out_t, name=f"y{j}")
+              for j, (a, x) in enumerate(zip(acc, xs))]
+        can = ~self.o.valid | self.o.ready
+        m.d.comb += self.a.ready.eq(have & can)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(self.a.valid & have & can):
+            with m.If(cnt == rows - 1):
+                m.d.sync += [cnt.eq(0), n.eq(0), have.eq(0), self.o.valid.eq(1),
+                             self.o.payload.as_value().eq(pack(ys))]
+                m.d.sync += [a.eq(0) for a in acc]
+            with m.Else():
+                m.d.sync += [cnt.eq(cnt + 1), n.eq(n + kt)]
+                m.d.sync += [a.eq(a + Mux(kt, x, 0)) for a, x in zip(acc, xs)]
+        return m
+
+
+@block(ir.MaskedAvgPool)
+def _masked_pool_block(n, g, parallelism):
+    return MaskedPoolBlock(n.name, n, g)

@@ -91,6 +91,61 @@ void embedding(const typename C::in_t x[C::tokens], typename C::out_t y[C::token
     }
 }
 
+// Attention mask on scores [H, Tq, Tk]: kept entries requantized, the others out_t's minimum.
+// Kept: mask[j] != 0 (HAS_MASK) and j <= i (causal).  Config: in_t, out_t, heads, tq, tk, causal, out_shift.
+template <class C, bool HAS_MASK, class X>
+void mask_fill_rows(const X x[C::heads * C::tq * C::tk], const bool keep_key[C::tk],
+                    typename C::out_t y[C::heads * C::tq * C::tk]) {
+#pragma HLS INLINE
+    typename fx<typename C::out_t>::mant_t lo = 0;
+    if (fx<typename C::out_t>::is_signed) {
+        lo = 1;
+        lo <<= (fx<typename C::out_t>::width - 1);
+    }
+    for (int h = 0; h < C::heads; h++)
+        for (int i = 0; i < C::tq; i++)
+            for (int j = 0; j < C::tk; j++) {
+                const int k = (h * C::tq + i) * C::tk + j;
+                const bool kept = (!HAS_MASK || keep_key[j]) && (!C::causal || j <= i);
+                y[k] = kept ? requant<typename C::out_t, C::out_shift>(mant(x[k])) : from_mant<typename C::out_t>(lo);
+            }
+}
+
+template <class C>
+void mask_fill(const typename C::in_a_t x[C::heads * C::tq * C::tk], const typename C::in_b_t mask[C::tk],
+               typename C::out_t y[C::heads * C::tq * C::tk]) {
+#pragma HLS INLINE off
+    bool keep[C::tk];
+    for (int j = 0; j < C::tk; j++) keep[j] = mant(mask[j]) != 0;
+    mask_fill_rows<C, true, typename C::in_a_t>(x, keep, y);
+}
+
+template <class C>
+void causal_fill(const typename C::in_t x[C::heads * C::tq * C::tk], typename C::out_t y[C::heads * C::tq * C::tk]) {
+#pragma HLS INLINE off
+    bool keep[C::tk];
+    for (int j = 0; j < C::tk; j++) keep[j] = true;
+    mask_fill_rows<C, false, typename C::in_t>(x, keep, y);
+}
+
+// Mean over kept tokens: y[d] = requantize(sum_{mask[t] != 0} x[t, d] * recip[count], x.f + scale_frac, out_t).
+// Config: in_a_t, in_b_t, out_t, recip_t, sum_t, scaled_t, tokens, depth, out_shift.
+template <class C>
+void masked_avg_pool(const typename C::in_a_t x[C::tokens * C::depth], const typename C::in_b_t mask[C::tokens],
+                     typename C::out_t y[C::depth], const typename C::recip_t recip[C::tokens + 1]) {
+#pragma HLS INLINE off
+    int count = 0;
+    for (int t = 0; t < C::tokens; t++) count += mant(mask[t]) != 0;
+    for (int d = 0; d < C::depth; d++) {
+        typename C::sum_t s = 0;
+        for (int t = 0; t < C::tokens; t++)
+            if (mant(mask[t]) != 0) s += mant(x[t * C::depth + d]);
+        typename C::scaled_t v = s;
+        v *= recip[count];
+        y[d] = requant<typename C::out_t, C::out_shift>(v);
+    }
+}
+
 }  // namespace fab
 
 #endif
