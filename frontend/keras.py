@@ -19,7 +19,7 @@ from ..errors import ConversionError
 from ..fixed import FixedType, Overflow, Rounding, add_type, bits_for, quantize_float
 from ..ir import (MAX_TENSOR_BITS, Add, Concat, Dense, Flatten, GlobalAvgPool, GlobalMaxPool, Graph, LayerNorm,
                   Lookup, MatMul, MergeHeads, Quantize, Relu, Requantize, Reshape, Scale, Softmax, SplitHeads,
-                  AddConst, Embedding)
+                  AddConst, CausalFill, Embedding, MaskedAvgPool, MaskFill)
 from ..requant import weight_type
 from .config import ConvertConfig
 from .handlers import Handler, Handlers
@@ -369,6 +369,33 @@ class _Builder:
             acc = self.add(Concat(name, (acc, t), name), ty)
         return acc
 
+    def key_mask(self, L, ref: str, want: int) -> str | None:
+        """The ``[T]`` key mask behind a Keras mask tensor (``m[:, None, :]``, ``tf.expand_dims(m, 1)`` or
+        ``m`` itself); a problem (naming the layer) when it is something else."""
+        v = self.tensor_of.get(ref)
+        t = v.tensor if isinstance(v, _MaskView) else v
+        if not isinstance(t, str) or tuple(self.g.tensors[t].shape) != (want,):
+            self.problems.append(f"layer {L.name!r}: the mask {ref!r} must be a padding mask of {want} entries "
+                                 f"(a model input m of shape ({want},), passed as m[:, None, :] to "
+                                 f"MultiHeadAttention or as mask=m to GlobalAveragePooling1D)")
+            return None
+        return t
+
+    def mask_scores(self, L, scores: str, mask_ref, causal: bool) -> str:
+        """Scores with masked entries at a value so far below every score that the softmax gives them 0."""
+        h, tq, tk = self.g.tensors[scores].shape
+        st = self.qtype(scores)
+        ints = math.ceil(math.log2(abs(st.min_value) + 16)) + 1
+        frac = min(st.frac, MAX_TENSOR_BITS - ints)
+        t = FixedType(ints + frac, frac, True, self.cfg.rounding, Overflow.SAT)
+        name = f"{L.name}/masked"
+        if mask_ref is None:
+            return self.add(CausalFill(name, (scores,), name), t)
+        m = self.key_mask(L, mask_ref, tk)
+        if m is None:
+            return scores
+        return self.add(MaskFill(name, (scores, m), name, causal=causal), t)
+
     def pool(self, L, src: str, kind: str, keepdims: bool) -> str:
         steps = self.g.tensors[src].shape[0]
         name = f"{L.name}/pool" if keepdims else L.name
@@ -622,9 +649,10 @@ class _MultiHeadAttentionHandler(Handler):
         p = []
         lay = L.layer
         kw = dict(L.kwargs)
-        for bad in ("attention_mask", "use_causal_mask", "return_attention_scores"):
-            if kw.get(bad) not in (None, False):
-                p.append(f"{where}: {bad} is not supported (no masks, no returned scores)")
+        if kw.get("return_attention_scores") not in (None, False):
+            p.append(f"{where}: return_attention_scores is not supported")
+        if kw.get("attention_mask") is not None and not _is_ref(kw.get("attention_mask")):
+            p.append(f"{where}: attention_mask must be a model tensor (a padding mask input m as m[:, None, :])")
         q = L.inputs[0] if L.inputs else None
         v = kw.get("value", [q])[0] if isinstance(kw.get("value"), list) else q
         k = kw.get("key", [v])[0] if isinstance(kw.get("key"), list) else v
@@ -657,6 +685,10 @@ class _MultiHeadAttentionHandler(Handler):
         scores = f"{nm}/scores"
         bld.add(MatMul(scores, (hs["query"], hs["key"]), scores, transpose_b=True,
                         scale=round(2 ** sf / math.sqrt(dk)), scale_frac=sf), bld.act_type(nm, "scores", scores))
+        mask = L.kwargs.get("attention_mask")
+        causal = bool(L.kwargs.get("use_causal_mask", False))
+        if mask is not None or causal:
+            scores = bld.mask_scores(L, scores, mask[0] if mask is not None else None, causal)
         probs = bld.softmax(nm, f"{nm}/probs", scores)
         ctx = f"{nm}/context"
         bld.add(MatMul(ctx, (probs, hs["value"]), ctx), bld.act_type(nm, "context", ctx))
@@ -766,6 +798,7 @@ _TF_OPS = {  # TFOpLambda function -> what it becomes
     "__operators__.add": "add", "math.add": "add", "math.subtract": "subtract", "math.multiply": "multiply",
     "math.truediv": "divide", "math.divide": "divide", "math.negative": "negative", "nn.relu": "relu",
     "math.reduce_mean": "mean", "math.reduce_max": "max", "concat": "concat",
+    "expand_dims": "mask_view", "cast": "cast",
 }
 
 
@@ -797,6 +830,11 @@ class _TFOpLambdaHandler(Handler):
             if axis not in (1, [1], -2) or rank != 2:
                 return [f"{where}: {fn} over axis {axis!r} not supported; only over the tokens (axis=1) of "
                         f"[batch, tokens, features]"]
+        if what == "mask_view" and L.kwargs.get("axis") != 1:
+            return [f"{where}: tf.expand_dims is supported on a padding mask with axis=1 only"]
+        if what == "cast" and str(L.kwargs.get("dtype")) not in ("<dtype: 'bool'>", "<dtype: 'float32'>", "bool",
+                                                                 "float32"):
+            return [f"{where}: tf.cast to {L.kwargs.get('dtype')} not supported; to bool or float32 (masks)"]
         if what == "concat" and L.kwargs.get("axis") not in (-1, len(L.layer.output_shape) - 1):
             return [f"{where}: tf.concat on axis {L.kwargs.get('axis')!r} not supported; only the last axis"]
         return []
@@ -813,6 +851,10 @@ class _TFOpLambdaHandler(Handler):
             out = bld.scale(L, ts[0], 1.0 / c if what == "divide" else c)
         elif what == "relu":
             return bld.activation(L, ts[0], "relu")
+        elif what == "mask_view":
+            out = _MaskView(ts[0])
+        elif what == "cast":  # masks: a cast keeps which entries are nonzero
+            out = ts[0]
         elif what in ("mean", "max"):
             out = bld.pool(L, ts[0], what, bool(L.kwargs.get("keepdims", False)))
         else:  # concat: tf.concat([a, b, ...], axis=-1) lists its tensors as the first argument
@@ -837,10 +879,26 @@ class _GlobalPooling1DHandler(Handler):
     def check(self, L, where):
         if getattr(L.layer, "data_format", "channels_last") != "channels_last":
             return [f"{where}: data_format={L.layer.data_format!r} not supported; only channels_last"]
+        if L.cls == "GlobalMaxPooling1D" and L.kwargs.get("mask") is not None:
+            return [f"{where}: a masked max pool is not supported; use GlobalAveragePooling1D()(x, mask=m)"]
         return []
 
     def build(self, bld, L):
         kind = "max" if L.cls == "GlobalMaxPooling1D" else "mean"
+        mask = L.kwargs.get("mask")
+        if mask is not None and kind == "mean":  # the mean over kept (mask != 0) tokens
+            src = bld.inp(L)
+            steps = bld.g.tensors[src].shape[0]
+            m = bld.key_mask(L, mask[0], steps)
+            if m is not None:
+                name = f"{L.name}/pool" if getattr(L.layer, "keepdims", False) else L.name
+                recip = [0] + [round(2 ** 16 / c) for c in range(1, steps + 1)]
+                out = bld.add(MaskedAvgPool(name, (src, m), name, recip=recip, scale_frac=16),
+                              bld.act_type(L.name, "output", name))
+                if getattr(L.layer, "keepdims", False):
+                    out = bld.reshape(L.name, out, (1,) + tuple(bld.g.tensors[out].shape))
+                bld.tensor_of[L.name] = out
+            return
         bld.tensor_of[L.name] = bld.pool(L, bld.inp(L), kind, bool(getattr(L.layer, "keepdims", False)))
 
 
@@ -850,6 +908,34 @@ class _DropoutHandler(Handler):
 
     def build(self, bld, L):
         bld.tensor_of[L.name] = bld.inp(L)
+
+
+class _MaskView:
+    """A padding mask ``m [T]`` seen as ``[1, T]`` (``m[:, None, :]``): only masks consume it."""
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+
+def _is_mask_view_spec(spec) -> bool:
+    full = {"start": None, "stop": None, "step": None}
+    return isinstance(spec, (list, tuple)) and len(spec) == 3 and spec[0] == full and spec[1] is None and spec[2] == full
+
+
+@HANDLERS.register
+class _SlicingOpLambdaHandler(Handler):
+    """``m[:, None, :]``: a padding mask made ready for MultiHeadAttention(attention_mask=...)."""
+
+    classes = ("SlicingOpLambda",)
+
+    def check(self, L, where):
+        if not _is_mask_view_spec(L.kwargs.get("slice_spec")):
+            return [f"{where}: slicing a tensor is not supported, except m[:, None, :] of a padding mask "
+                    f"m given to MultiHeadAttention(attention_mask=...)"]
+        return []
+
+    def build(self, bld, L):
+        bld.tensor_of[L.name] = _MaskView(bld.inp(L))
 
 
 class _Const:

@@ -142,3 +142,48 @@ def test_embedding_mask_zero_is_refused_with_the_way_out():
     with pytest.raises(ConversionError, match=r"mask_zero=True \(an implicit mask\) is not supported; pass the "
                                               r"padding mask as a second model input"):
         fabformer.convert(m)
+
+
+def test_attention_mask_from_a_second_input_and_masked_mean():
+    keras = _keras()
+    T, F, D = 6, 3, 8
+    keras.utils.set_random_seed(3)
+    x_in, m_in = keras.Input((T, F), name="constituents"), keras.Input((T,), name="mask")
+    h = keras.layers.Dense(D, name="embed")(x_in)
+    a = keras.layers.MultiHeadAttention(2, 4, name="mha")(h, h, attention_mask=m_in[:, None, :])
+    h = keras.layers.LayerNormalization(name="ln")(h + a)
+    p = keras.layers.GlobalAveragePooling1D(name="pool")(h, mask=m_in)
+    m = keras.Model([x_in, m_in], keras.layers.Dense(3, name="head")(p))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, T, F))
+    mask = (rng.random((300, T)) < 0.6).astype("float32")
+    mask[:, 0] = 1  # Keras divides by the mask's sum: keep one token (fabformer gives 0 for an empty mean)
+    g = fabformer.convert(m, calibration=[x, mask])
+    assert [n.kind for n in g.nodes if n.kind in ("mask_fill", "masked_avg_pool")] == ["mask_fill", "masked_avg_pool"]
+    k, y = m.predict([x, mask], verbose=0), g.predict({"constituents": x, "mask": mask})
+    assert np.abs(k - y).max() < 0.03 * np.abs(k).max()
+    assert np.mean(k.argmax(1) == y.argmax(1)) >= 0.99
+    # padded constituents do not matter: changing them leaves the output bit for bit
+    x2 = np.where(mask[..., None] == 0, rng.normal(size=x.shape) * 3, x)
+    np.testing.assert_array_equal(g.predict([x2, mask]), y)
+
+
+def test_causal_mask():
+    keras = _keras()
+    keras.utils.set_random_seed(4)
+    x_in = keras.Input((6, 3), name="seq")
+    h = keras.layers.Dense(8, name="embed")(x_in)
+    a = keras.layers.MultiHeadAttention(2, 4, name="mha")(h, h, use_causal_mask=True)
+    h = keras.layers.LayerNormalization(name="ln")(h + a)
+    m = keras.Model(x_in, keras.layers.Dense(3, name="head")(h))
+    x = np.random.default_rng(1).normal(size=(300, 6, 3))
+    g = fabformer.convert(m, calibration=x)
+    assert "causal_fill" in [n.kind for n in g.nodes]
+    k, y = m.predict(x, verbose=0), g.predict(x)
+    assert np.abs(k - y).max() < 0.03 * np.abs(k).max()
+    # token t's output depends on tokens <= t only: changing the last token changes only the last row
+    x2 = x.copy()
+    x2[:, -1] += 1.0
+    y2 = g.predict(x2)
+    np.testing.assert_array_equal(y2[:, :-1], y[:, :-1])
+    assert np.any(y2[:, -1] != y[:, -1])
