@@ -1000,6 +1000,9 @@ class _EmbeddingHandler(Handler):
 
 
 SUPPORTED = HANDLERS.supported  # Keras layer classes the converter takes
+# TF ops (TFOpLambda / SlicingOpLambda functions) a model file may name: the converted ones and the
+# constants it evaluates (the safe loader reads this list before Keras deserializes anything)
+SAFE_TF_OPS = frozenset(_TF_OPS) | frozenset(_SHAPE_OPS) | {"range", "__operators__.getitem"}
 
 
 def _role(name: str, what: str) -> str:
