@@ -29,7 +29,9 @@ from .fixed import FixedType, accum_type, add_type, mul_type
 __all__ = [
     "Tensor", "Table", "Op", "Quantize", "Dense", "MatMul", "SplitHeads", "MergeHeads",
     "Add", "Relu", "Lookup", "Softmax", "LayerNorm", "Flatten", "GlobalAvgPool",
-    "Requantize", "Graph", "OPS", "load", "is_graph_file", "ilog2_bound",
+    "Requantize", "Scale", "GlobalMaxPool", "Concat", "Reshape", "AddConst", "Embedding", "MaskFill", "CausalFill", "MaskedAvgPool",
+    "Graph", "OPS", "load",
+    "is_graph_file", "ilog2_bound",
 ]
 
 FORMAT_VERSION = 1
@@ -536,6 +538,216 @@ class Requantize(Op):
     """``out = rq(x, x.f, out)``."""
 
     kind: ClassVar[str] = "requantize"
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class Scale(Op):
+    """Multiply by a constant (``x * c``, ``-x``, ``x / c``): ``out = rq(x * scale, x.f + scale_frac, out)``;
+    ``scale`` is a signed integer mantissa (``c ≈ scale * 2**-scale_frac``)."""
+
+    kind: ClassVar[str] = "scale"
+    scale: int = 1
+    scale_frac: int = 0
+
+    def scaled_type(self, g) -> FixedType:
+        s = FixedType(max(2, int(abs(self.scale)).bit_length() + 1), self.scale_frac)
+        return mul_type(g.type_of(self.inputs[0]), s)
+
+    def problems(self, g):
+        if not isinstance(self.scale, int) or isinstance(self.scale, bool):
+            return [f"{self.name}: scale must be an integer mantissa, not {self.scale!r}"]
+        if self.scaled_type(g).width > MAX_ACC_BITS:
+            return [f"{self.name}: scaled value {self.scaled_type(g)} is wider than {MAX_ACC_BITS} bits"]
+        return []
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class GlobalMaxPool(Op):
+    """Maximum over axis 0 of ``[T, D]``: ``out[d] = rq(max_t x[t, d], x.f, out)``."""
+
+    kind: ClassVar[str] = "global_max_pool"
+
+    def out_shape(self, shapes):
+        return tuple(shapes[0][1:])
+
+    def problems(self, g):
+        s = g.tensors[self.inputs[0]].shape
+        return [] if len(s) == 2 else [f"{self.name}: input must be 2-D [tokens, features], got {s}"]
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class Concat(Op):
+    """Concatenation on the last axis of ``a: [..., Da]`` and ``b: [..., Db]`` (same leading axes):
+    ``out[..., :Da] = rq(a, a.f, out)``, ``out[..., Da:] = rq(b, b.f, out)``."""
+
+    kind: ClassVar[str] = "concat"
+    n_inputs: ClassVar[int] = 2
+
+    def out_shape(self, shapes):
+        a, b = shapes
+        return tuple(a[:-1]) + (a[-1] + b[-1],)
+
+    def problems(self, g):
+        a, b = (g.tensors[i].shape for i in self.inputs)
+        if len(a) != len(b) or tuple(a[:-1]) != tuple(b[:-1]) or not a:
+            return [f"{self.name}: shapes {a} and {b} differ before the last axis"]
+        return []
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class Reshape(Op):
+    """Same elements in row-major order, another shape (no arithmetic; ``out`` has ``x``'s type):
+    ``out.flat[i] = x.flat[i]``."""
+
+    kind: ClassVar[str] = "reshape"
+    shape: tuple = ()
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+
+    def out_shape(self, shapes):
+        return self.shape
+
+    def problems(self, g):
+        s = g.tensors[self.inputs[0]].shape
+        p = []
+        if int(np.prod(s)) != int(np.prod(self.shape)) or any(d < 1 for d in self.shape):
+            p.append(f"{self.name}: cannot reshape {s} to {self.shape}")
+        if g.type_of(self.output) is not None and g.type_of(self.output) != g.type_of(self.inputs[0]):
+            p.append(f"{self.name}: reshape must keep its input type")
+        return p
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class AddConst(Op):
+    """Add a constant tensor of the input's shape (a positional embedding table, ``x + c``):
+    ``F = max(x.f, const_type.frac)``, ``out = rq((x << (F - x.f)) + (const << (F - const_type.frac)), F, out)``."""
+
+    kind: ClassVar[str] = "add_const"
+    const: np.ndarray = None
+    const_type: FixedType = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "const", _int_array(self.const))
+
+    def problems(self, g):
+        s = tuple(g.tensors[self.inputs[0]].shape)
+        p = []
+        if tuple(self.const.shape) != s:
+            p.append(f"{self.name}: constant shape {tuple(self.const.shape)} != input shape {s}")
+        elif self.const.size and (self.const.min() < self.const_type.min_int or self.const.max() > self.const_type.max_int):
+            p.append(f"{self.name}: constant mantissas outside {self.const_type}")
+        return p
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class Embedding(Op):
+    """Token embedding: integer ids ``x: [T]`` -> table rows ``[T, D]``.
+    ``i = clip(x >> x.f, 0, V - 1)`` (ids out of range take the nearest row);
+    ``out[t, :] = rq(table[i_t, :], table_type.frac, out)``."""
+
+    kind: ClassVar[str] = "embedding"
+    table: np.ndarray = None
+    table_type: FixedType = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "table", _int_array(self.table))
+
+    def out_shape(self, shapes):
+        return tuple(shapes[0]) + (int(self.table.shape[1]),)
+
+    def problems(self, g):
+        s = g.tensors[self.inputs[0]].shape
+        p = []
+        if len(s) != 1:
+            p.append(f"{self.name}: ids must be 1-D [tokens], got {s}")
+        if self.table.ndim != 2 or self.table.shape[0] < 1:
+            p.append(f"{self.name}: table must be 2-D [vocabulary, depth], got {self.table.shape}")
+        elif self.table.size and (self.table.min() < self.table_type.min_int or self.table.max() > self.table_type.max_int):
+            p.append(f"{self.name}: table mantissas outside {self.table_type}")
+        xt = g.type_of(self.inputs[0])
+        if xt is not None and xt.frac < 0:
+            p.append(f"{self.name}: ids type {xt} must have frac >= 0")
+        return p
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class MaskFill(Op):
+    """Attention mask on scores ``x: [H, Tq, Tk]`` with a key padding mask ``mask: [Tk]`` (0 = padding):
+    entry ``(h, i, j)`` is kept when ``mask[j] != 0`` (and ``j <= i`` when ``causal``);
+    ``out = rq(x, x.f, out)`` where kept, ``out.min_int`` elsewhere.  The frontend gives ``out`` a range
+    deep enough below ``x``'s that a following softmax's exp table gives exactly 0 for every masked
+    entry; a row with every entry masked is all ``min_int``: the softmax makes it uniform (as Keras does)."""
+
+    kind: ClassVar[str] = "mask_fill"
+    n_inputs: ClassVar[int] = 2
+    causal: bool = False
+
+    def problems(self, g):
+        x, m = (g.tensors[i].shape for i in self.inputs)
+        p = []
+        if len(x) != 3:
+            p.append(f"{self.name}: scores must be 3-D [heads, queries, keys], got {x}")
+        elif tuple(m) != (x[2],):
+            p.append(f"{self.name}: mask shape {m} must be ({x[2]},) (one entry per key)")
+        elif self.causal and x[1] != x[2]:
+            p.append(f"{self.name}: a causal mask needs as many queries as keys, got {x}")
+        return p
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class CausalFill(Op):
+    """Causal mask on scores ``x: [H, T, T]``: entry ``(h, i, j)`` is kept when ``j <= i``;
+    ``out = rq(x, x.f, out)`` where kept, ``out.min_int`` elsewhere (see :class:`MaskFill`)."""
+
+    kind: ClassVar[str] = "causal_fill"
+
+    def problems(self, g):
+        x = g.tensors[self.inputs[0]].shape
+        if len(x) != 3 or x[1] != x[2]:
+            return [f"{self.name}: scores must be [heads, T, T], got {x}"]
+        return []
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class MaskedAvgPool(Op):
+    """Mean over the kept tokens of ``x: [T, D]`` with ``mask: [T]`` (0 = padding):
+    ``c = count(mask != 0)``, ``s[d] = sum over kept t of x[t, d]``,
+    ``out[d] = rq(s[d] * recip[c], x.f + scale_frac, out)`` with ``recip[c] ≈ 2**scale_frac / c`` and
+    ``recip[0] = 0`` (a sample with every token masked gives 0)."""
+
+    kind: ClassVar[str] = "masked_avg_pool"
+    n_inputs: ClassVar[int] = 2
+    recip: np.ndarray = None
+    scale_frac: int = 16
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "recip", _int_array(self.recip))
+
+    def out_shape(self, shapes):
+        return tuple(shapes[0][1:])
+
+    def problems(self, g):
+        x, m = (g.tensors[i].shape for i in self.inputs)
+        p = []
+        if len(x) != 2 or tuple(m) != (x[0],):
+            p.append(f"{self.name}: x must be [T, D] and mask [T], got {x} and {m}")
+        elif self.recip.shape != (x[0] + 1,) or int(self.recip[0]) != 0 or self.recip.min() < 0:
+            p.append(f"{self.name}: recip must hold {x[0] + 1} non-negative entries, recip[0] = 0")
+        return p
 
 
 OPS: dict[str, type[Op]] = registry.op_kinds()  # every op kind above, by its ``kind``

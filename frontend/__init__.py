@@ -74,6 +74,12 @@ def inspect_keras_file(path) -> list[str]:
             if cls == "Lambda":
                 found.append(f"layer {name!r}: a Lambda layer holds Python code, which fabformer does not run "
                              f"(write it as standard layers or operators)")
+            elif cls in ("TFOpLambda", "SlicingOpLambda"):  # a TF op by name: only the ones the converter takes
+                from .keras import SAFE_TF_OPS
+                fn = (o.get("config") or {}).get("function") if isinstance(o.get("config"), dict) else None
+                if fn not in SAFE_TF_OPS:
+                    found.append(f"{here}: TF op {fn!r} is not one fabformer converts; supported: "
+                                 f"{', '.join(sorted(SAFE_TF_OPS))}")
             elif cls == "function":
                 mod = str(o.get("module", ""))
                 if not mod.startswith(("keras.", "tensorflow.", "qkeras.")):

@@ -64,7 +64,7 @@ class ConvertConfig:
         try:
             Rounding(self.rounding)
         except ValueError:
-            raise ConfigError(f"config rounding must be one of TRN, RND, not {self.rounding!r}") from None
+            raise ConfigError(f"config rounding must be one of TRN, RND, RND_CONV, not {self.rounding!r}") from None
         try:
             Overflow(self.overflow)
         except ValueError:
