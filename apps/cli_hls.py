@@ -1,6 +1,8 @@
 """``fabformer hls``: write a Vitis HLS project for a graph, optionally C-simulate it."""
 from __future__ import annotations
 
+from fabformer.apps.common import add_data_argument, positive_int
+
 DEMO_ORDER = 20
 
 
@@ -10,23 +12,18 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="project folder (new, or one fabformer made)")
     p.add_argument("--config", help="JSON HLS config (keys of fabformer.hls.HLSConfig)")
     p.add_argument("--csim", action="store_true",
-                   help="compile with g++ and check bit for bit against golden on the digits test split")
-    p.add_argument("--samples", type=int, help="test samples used by --csim (default: all)")
+                   help="compile with g++ and check bit for bit against golden (on --data, the digits test split "
+                        "for the shipped example, else random inputs)")
+    add_data_argument(p, "inputs for --csim")
+    p.add_argument("--samples", type=positive_int, help="samples used by --csim (default: all of --data; 20 random)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_hls)
-
-
-def _digits_test(samples=None):
-    """The inputs ``--csim`` checks: the digits test split (the first ``samples``)."""
-    from fabformer.apps.data import digits
-    x = digits().x_test
-    return x[:samples] if samples else x
 
 
 def _text(r: dict) -> str:
     if "samples" not in r:
         return f"wrote HLS project {r['project']}"
-    s = (f"wrote HLS project {r['project']}\nC-simulation on {r['samples']} digits test samples: "
+    s = (f"wrote HLS project {r['project']}\nC-simulation on {r['samples']} samples ({r['inputs']}): "
          f"{'bit exact' if r['bit_exact'] else 'NOT bit exact'} ({r['mismatches']} mismatching samples), "
          f"compiled in {r['compile_seconds']} s")
     if r.get("first_mismatch"):
@@ -36,14 +33,21 @@ def _text(r: dict) -> str:
     return s
 
 
+def _csim(graph, out, config=None, samples=None, data=None) -> dict:
+    from fabformer.apps.data import data_for
+    from fabformer.hls import csim
+    d = data_for(graph, data, samples)
+    return {**csim(graph, out, d.x, config), "inputs": d.source}
+
+
 def cmd_hls(args) -> int:
     from fabformer.apps.common import emit
+    from fabformer.hls import HLSConfig, write
     from fabformer.ir import load
-    from fabformer.hls import HLSConfig, csim, write
     g = load(args.graph)
     cfg = HLSConfig.from_file(args.config) if args.config else None
     if args.csim:
-        r = csim(g, args.output, _digits_test(args.samples), cfg)
+        r = _csim(g, args.output, cfg, args.samples, args.data)
     else:
         r = {"project": str(write(g, args.output, cfg).path)}
     emit(args, r, _text(r))
@@ -51,8 +55,7 @@ def cmd_hls(args) -> int:
 
 
 def demo(ctx):
-    from fabformer.hls import csim
-    r = csim(ctx["graph"], ctx["out"] / "hls", _digits_test(100 if ctx.get("quick") else None))
+    r = _csim(ctx["graph"], ctx["out"] / "hls", samples=100 if ctx.get("quick") else None)
     if not ctx.get("json"):
         print(_text(r))
     return "hls", {k: r[k] for k in ("samples", "bit_exact", "mismatches", "compile_seconds")}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fabformer.apps.common import add_data_argument
 from fabformer.errors import FabformerError
 
 DEMO_ORDER = 30
@@ -25,31 +26,30 @@ def parse_parallelism(text):
     return out
 
 
-def inputs_for(graph, samples):
-    """The digits test split when the graph takes 8x8 digits, else random inputs;
-    ``samples`` is a count or ``"all"`` (the whole split)."""
-    from fabformer.apps.testing import random_inputs
-    shape = tuple(graph.tensors[graph.inputs[0]].shape)
-    if shape == (8, 8):
-        from fabformer.apps.data import digits
-        x = digits().x_test
-        if samples == "all":
-            return x, "digits test split"
-        if samples <= len(x):
-            return x[:samples], "digits test split"
-    elif samples == "all":
-        raise FabformerError(f"--samples all needs a data set, and graph {graph.name!r} takes inputs of shape "
-                             f"{shape} (the digits split is 8x8); give a number of random samples")
-    return random_inputs(graph, samples), "random inputs"
+def inputs_for(graph, samples, data=None):
+    """``--data``, the digits test split for the shipped example, else random inputs; ``samples``
+    is a count or ``"all"`` (the whole data set)."""
+    from fabformer.apps.data import data_for
+    if samples == "all" and data is None and not _has_data_set(graph):
+        raise FabformerError(f"--samples all needs a data set: give --data FILE (graph {graph.name!r} is not the "
+                             f"shipped digits example), or a number of random samples")
+    d = data_for(graph, data, None if samples == "all" else samples)
+    return d.x, d.source
+
+
+def _has_data_set(graph) -> bool:
+    from fabformer.apps.data import is_digits_example
+    return is_digits_example(graph)
 
 
 def parse_samples(text):
-    """``all`` or a positive integer."""
+    """argparse type: ``all`` or a positive integer."""
+    import argparse
     if str(text) == "all":
         return "all"
     if str(text).isdigit() and int(text) >= 1:
         return int(text)
-    raise FabformerError(f"--samples must be a positive integer or 'all', not {text!r}")
+    raise argparse.ArgumentTypeError(f"must be a whole number >= 1 or 'all', not {text!r}")
 
 
 def _text(r: dict) -> str:
@@ -67,9 +67,9 @@ def cmd_sim(args) -> int:
     from fabformer.ir import load
     from fabformer.sim import simulate
     g = load(args.graph)
-    samples = parse_samples(args.samples)
+    samples = args.samples
     mode = args.mode or ("stream" if samples == "all" and args.simulator == "verilator" else "cocotb")
-    x, source = inputs_for(g, samples)
+    x, source = inputs_for(g, samples, args.data)
     r = simulate(g, args.output, x, args.simulator, parse_parallelism(args.parallelism), args.waves, mode=mode,
                  source=source, progress=_progress)
     emit(args, r, _text(r))
@@ -81,8 +81,9 @@ def register(sub) -> None:
     p.add_argument("graph")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
-    p.add_argument("--samples", default="20",
-                   help="number of samples, or 'all' (the whole digits test split; default mode stream)")
+    p.add_argument("--samples", default=20, type=parse_samples,
+                   help="number of samples (default 20), or 'all' (the whole data set; default mode stream)")
+    add_data_argument(p, "inputs (default: the digits test split for the shipped example, else random inputs)")
     p.add_argument("--mode", choices=["cocotb", "stream"],
                    help="cocotb: cocotb testbench with random stalls; stream: Verilator C++ testbench streaming "
                         "the inputs from files, every output checked in the simulator (default: stream for "

@@ -28,20 +28,6 @@ DEFAULT_BAUD = 115200
 FAILED = "FAILED.txt"
 
 
-def _node_options(graph, node) -> list[tuple[int, int, int]]:
-    """(multipliers, II cycles, parallelism) of one matmul-like node for every useful parallelism
-    up to one multiplier per output column, from the RTL blocks themselves."""
-    from ..rtl.generate import default_parallelism, make_block
-    best: dict[int, tuple[int, int, int]] = {}
-    for p in range(1, default_parallelism(node, graph) + 1):
-        blk = make_block(node, graph, p)
-        blk._MustUse__silence = True  # analysis only
-        opt = (int(blk.multipliers), int(blk.ii), p)
-        if opt[1] not in best or opt < best[opt[1]]:
-            best[opt[1]] = opt
-    return sorted(best.values())
-
-
 def parallelism_candidates(graph, dsp: int, max_candidates: int = 6) -> list[dict]:
     """Per-node parallelism settings (``{node: int}``), most promising first.
 
@@ -50,11 +36,11 @@ def parallelism_candidates(graph, dsp: int, max_candidates: int = 6) -> list[dic
     first setting is the fastest one whose multipliers fit the ``dsp`` budget;
     the next ones roughly halve the multipliers, down to one per node.
     """
-    from ..rtl.generate import MAC_KINDS
-    nodes = [n for n in graph.nodes if n.kind in MAC_KINDS]
+    from fabformer.rtl import mac_nodes, parallelism_options
+    nodes = mac_nodes(graph)
     if not nodes:
         return [{}]
-    opts = {n.name: _node_options(graph, n) for n in nodes}
+    opts = {n.name: parallelism_options(graph, n) for n in nodes}
     settings = {}
     for target in sorted({o[1] for v in opts.values() for o in v}):
         par, mults = {}, 0
@@ -85,8 +71,7 @@ def _resources(used: dict, available: dict) -> dict:
 
 
 def _over(used: dict, available: dict) -> list[str]:
-    return [f"{k.upper()} {used[k]} > {available[k]}" for k in RESOURCE_KINDS
-            if used.get(k) is not None and available.get(k) is not None and used[k] > available[k]]
+    return flow.over_budget({k: used.get(k) for k in RESOURCE_KINDS}, available)
 
 
 def build(graph, board: str, out, *, clock_mhz: float | None = None, parallelism=None, baud: int = DEFAULT_BAUD,

@@ -8,6 +8,7 @@ graph to C++, Verilog, simulation and bitstreams.
 from .errors import FabformerError, ConversionError, GraphError, ConfigError
 from .fixed import FixedType, Rounding, Overflow
 from .ir import Graph, load
+from . import golden as _golden  # noqa: F401  (registers the golden model)
 
 __version__ = "0.1.0"
 __all__ = ["FixedType", "Rounding", "Overflow", "Graph", "load", "convert", "ConvertConfig",

@@ -14,16 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
+from fabformer import registry
+from fabformer.names import Namer, sanitize
+from fabformer.vectors import flat_batch, hardware_inputs
 from ..errors import FabformerError
 from ..fixed import dequantize
 from ..ir import Graph, Quantize
 from ..outdir import prepare_dir
 from .config import HLSConfig
-from .emit import EMITTERS, ctype
+from .emit import ctype
 from .templates import render
 
 INCLUDE_DIR = Path(__file__).resolve().parent / "include"
-_IDENT_BAD = re.compile(r"[^A-Za-z0-9_]")
 
 
 def ap_types_dir() -> Path:
@@ -38,9 +40,6 @@ def ap_types_dir() -> Path:
     return d
 
 
-def _ident(name: str) -> str:
-    s = _IDENT_BAD.sub("_", name)
-    return s if s and not s[0].isdigit() else "_" + s
 
 
 def _const_lines(values: np.ndarray, per_line: int = 16) -> list[str]:
@@ -65,27 +64,23 @@ class _Gen:
 
     def __init__(self, g: Graph, cfg: HLSConfig):
         self.g, self.cfg = g, cfg
-        self.top = cfg.name or _ident(g.name)
+        self.top = cfg.name or sanitize(g.name)
         self.ns = self.top + "_p"
-        used = set()
+        tensor_name = Namer(taken=[self.top, self.ns])
+        self.node_name = Namer()
         self.t = {}
         for name, t in g.tensors.items():
             if t.type is None:
                 continue
-            base = _ident(name)
-            while base in used:
-                base += "_"
-            used.add(base)
+            base = tensor_name(name)
             self.t[name] = _T(name, "t_" + base, "fx_" + base, "N_" + base.upper(), t.size, t.shape, ctype(t.type))
         self.quant = [n for n in g.nodes if isinstance(n, Quantize)]
-        unsupported = sorted({n.kind for n in g.nodes if n.kind not in EMITTERS and not isinstance(n, Quantize)})
-        if unsupported:
-            raise FabformerError(f"the HLS backend has no kernel for op kind(s) {', '.join(unsupported)}; "
-                                 f"supported: quantize, {', '.join(sorted(EMITTERS))}")
+        for n in g.nodes:
+            registry.get(n, "hls")  # a clear error (with the reason) for a kind without a kernel
 
     def context(self) -> dict:
         g, ns = self.g, self.ns
-        inputs = [self.t[n.output] for n in self.quant]
+        inputs = [self.t[t] for t in hardware_inputs(g)]  # one argument per graph input, in order
         outputs = [self.t[o] for o in g.outputs]
         args = [{"name": "in_" + t.var[2:], "decl": f"const {ns}::{t.type} in_{t.var[2:]}[{ns}::{t.size_name}]"}
                 for t in inputs]
@@ -97,8 +92,8 @@ class _Gen:
         for n in g.nodes:
             if isinstance(n, Quantize):
                 continue
-            e = EMITTERS[n.kind](n, g, self.cfg)
-            cname = "config_" + _ident(n.name)
+            e = registry.get(n, "hls")(n, g, self.cfg)
+            cname = "config_" + self.node_name(n.name)
             ins = [self.t[i] for i in n.inputs]
             io = ([("type", "in_t", ins[0].type)] if len(ins) == 1 else
                   [("type", "in_a_t", ins[0].type), ("type", "in_b_t", ins[1].type)])
@@ -111,7 +106,7 @@ class _Gen:
             ref.setdefault(n.output, dst)
             cargs = [ref[i] for i in n.inputs] + [dst]
             for c in e.consts:
-                cn = f"{c.name}_{_ident(n.name)}"
+                cn = f"{c.name}_{self.node_name(n.name)}"
                 consts.append({"name": cn, "ctype": c.ctype, "size": int(np.asarray(c.values).size),
                                "lines": _const_lines(c.values), "comment": f"{n.name}: {c.name}"})
                 cargs.append(f"{ns}::{cn}")
@@ -128,8 +123,10 @@ class _Gen:
             offs.append({"name": "y_" + t.var[2:], "type": t.type, "size_name": t.size_name, "offset": o,
                          "tensor": t.name})
             o += t.size
-        ins = [{"name": "x_" + t.var[2:], "type": t.type, "size_name": t.size_name} for t in inputs]
-        in_size = self.g.tensors[self.g.inputs[0]].size
+        ins, in_size = [], 0
+        for t in inputs:  # a sample's input vector: every input flattened, in graph.inputs order
+            ins.append({"name": "x_" + t.var[2:], "type": t.type, "size_name": t.size_name, "offset": in_size})
+            in_size += t.size
         return {
             "graph_name": g.name, "top": self.top, "ns": ns, "guard": self.top.upper(),
             "tensors": [t.__dict__ for t in self.t.values()], "configs": configs, "consts": consts,
@@ -154,8 +151,9 @@ class HLSProject:
     def sources(self) -> list[Path]:
         return [self.path / "firmware" / f"{self.top}.cpp", self.path / f"{self.top}_bridge.cpp"]
 
-    def compile(self, build_dir=None, native: bool = True) -> Path:
-        """Build the project (g++ -std=c++17 -O2) into a shared library and load it.
+    def compile(self, build_dir=None, native: bool = True) -> "HLSProject":
+        """Build the project (g++ -std=c++17 -O2) into a shared library and load it; returns the
+        project, so ``hls.write(graph, dir).compile().predict(x)`` reads as one chain.
 
         ``native=True`` (the default) compiles the kernels on native integers
         (``-DFAB_NATIVE``: ``fab_native.h``); ``native=False`` on the ``ap_int`` /
@@ -163,7 +161,8 @@ class HLSProject:
         the golden model bit for bit (``tests/test_hls.py`` checks both)."""
         lib, secs = _build([self], Path(build_dir) if build_dir else self.path / "build", native)
         self.compile_seconds = secs
-        return lib
+        self.library = lib
+        return self
 
     def _attach(self, lib):
         self._lib = lib
@@ -179,14 +178,7 @@ class HLSProject:
         if self._fn is None:
             raise FabformerError(f"HLS project {str(self.path)!r} is not compiled; call compile() first")
         g = self.graph
-        shape = g.tensors[g.inputs[0]].shape
-        x = np.asarray(x, dtype=np.float64)
-        if tuple(x.shape) == tuple(shape):
-            x = x.reshape((1,) + tuple(shape))
-        if tuple(x.shape[1:]) != tuple(shape):
-            raise FabformerError(f"input {g.inputs[0]!r} expects shape (batch, {', '.join(map(str, shape))}), "
-                                 f"got {tuple(x.shape)}")
-        x = np.ascontiguousarray(x)
+        x = np.ascontiguousarray(flat_batch(g, x))
         n = x.shape[0]
         y = np.zeros((n, self.out_total), dtype=np.int64)
         self._fn(n, x.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
@@ -272,8 +264,6 @@ def write(graph: Graph, out_dir, config: HLSConfig | dict | None = None, tb_inpu
         config = HLSConfig.from_dict(config)
     graph.verify()
     config.check(graph)
-    if len(graph.inputs) != 1:
-        raise FabformerError(f"the HLS backend takes graphs with one input, got {len(graph.inputs)}")
     gen = _Gen(graph, config)
     ctx = gen.context()
     out = prepare_dir(out_dir)
@@ -293,11 +283,10 @@ def write(graph: Graph, out_dir, config: HLSConfig | dict | None = None, tb_inpu
     if tb_inputs is None:
         from fabformer.vectors import random_inputs
         tb_inputs = random_inputs(graph, config.tb_samples, seed=0)
-    tb_inputs = np.asarray(tb_inputs, dtype=np.float64).reshape((-1,) + tuple(graph.tensors[graph.inputs[0]].shape))
+    flat = flat_batch(graph, tb_inputs)
     _, env = graph.predict(tb_inputs, trace=True)
-    golden = np.concatenate([np.asarray(env[o]).reshape(len(tb_inputs), -1) for o in graph.outputs], axis=1)
-    files["tb_data/tb_input.dat"] = "".join(" ".join(repr(float(v)) for v in row) + "\n"
-                                            for row in tb_inputs.reshape(len(tb_inputs), -1))
+    golden = np.concatenate([np.asarray(env[o]).reshape(len(flat), -1) for o in graph.outputs], axis=1)
+    files["tb_data/tb_input.dat"] = "".join(" ".join(repr(float(v)) for v in row) + "\n" for row in flat)
     files["tb_data/tb_output_golden.dat"] = "".join(" ".join(str(int(v)) for v in row) + "\n" for row in golden)
     for rel, text in files.items():
         p = out / rel

@@ -10,17 +10,19 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .. import ir
-from ..errors import FabformerError
-from ..fixed import FixedType
+from fabformer import ir, registry
+from fabformer.errors import FabformerError
+from fabformer.fixed import FixedType
+from fabformer.names import Namer
 from .blocks import (AddBlock, DenseBlock, Fork, MatMulBlock, PoolBlock, ReshapeBlock, RowMap, row_layout,
                      row_shape)
-from .rowfns import ROW_FUNCTIONS
+from .rowfns import make_lookup, make_relu, make_requantize
 from .serial import SerialLayerNorm, SerialSoftmax
 
-__all__ = ["generate", "Design", "Top", "DEFAULT_PARALLELISM"]
+__all__ = ["generate", "generate_dataflow", "architecture", "ARCHITECTURES", "Design", "Top", "DEFAULT_PARALLELISM", "ARCH", "block", "make_block", "mac_nodes",
+           "default_parallelism", "parallelism_options"]
 
-MAC_KINDS = ("dense", "matmul")
+MAC_KINDS = tuple(k for k, c in ir.OPS.items() if c.mac_array)  # matmul-like: a multiplier array
 FORK_DELAY = 2  # a forked tensor passes a buffered FIFO: written at one edge, readable two edges later
 
 
@@ -31,22 +33,28 @@ def default_parallelism(op, g) -> int:
     return int(g.tensors[op.output].shape[-1])
 
 
+def mac_nodes(graph) -> list:
+    """The matmul-like nodes of ``graph``: those whose block has a parallelism (multipliers)."""
+    return [n for n in graph.nodes if n.mac_array]
+
+
+def parallelism_options(graph, node) -> list[tuple[int, int, int]]:
+    """``(multipliers, whole II cycles, parallelism)`` of one matmul-like node for every useful
+    parallelism up to one multiplier per output column, read from the blocks themselves
+    (for each II, the setting with the fewest multipliers), sorted."""
+    best: dict = {}
+    for p in range(1, default_parallelism(node, graph) + 1):
+        blk = make_block(node, graph, p)
+        blk._MustUse__silence = True  # analysis only: never elaborated
+        opt = (int(blk.multipliers), int(blk.ii), p)
+        if opt[1] not in best or opt < best[opt[1]]:
+            best[opt[1]] = opt
+    return sorted(best.values())
+
+
 DEFAULT_PARALLELISM = "one multiplier per output column (a row takes K cycles)"
 
 
-def _reshape_index(kind, op, g):
-    shape = g.tensors[op.inputs[0]].shape
-    if kind == "split_heads":
-        t, hd = shape
-        h = op.heads
-        d = hd // h
-        return [[tt * hd + hh * d + dd for dd in range(d)] for hh in range(h) for tt in range(t)]
-    if kind == "merge_heads":
-        h, t, d = shape
-        return [[hh * t * d + tt * d + dd for hh in range(h) for dd in range(d)] for tt in range(t)]
-    if kind == "flatten":
-        return [list(range(int(np.prod(shape))))]
-    raise AssertionError(kind)
 
 
 class Top(wiring.Component):
@@ -64,11 +72,12 @@ class Top(wiring.Component):
         m = Module()
         # sources: tensor -> list of stream interfaces to read from (one per consumer)
         consumers: dict[str, int] = {}
-        for n in d.graph.nodes[d._first:]:
+        for n in d._nodes:
             for t in n.inputs:
                 consumers[t] = consumers.get(t, 0) + 1
         consumers[d.out_tensor] = consumers.get(d.out_tensor, 0) + 1
         taps: dict[str, list] = {}
+        node_name, tensor_name = Namer(taken=["i", "o"]), Namer()
 
         def publish(tensor, port):
             k = consumers.get(tensor, 0)
@@ -78,14 +87,23 @@ class Top(wiring.Component):
             t = d.graph.type_of(tensor)
             rows, cols = row_shape(d.graph.tensors[tensor].shape)
             f = Fork(t, cols, k, d._fork_depths.get(tensor, rows + 2))
-            m.submodules[f"fork_{_ident(tensor)}"] = f
+            m.submodules[f"fork_{tensor_name(tensor)}"] = f
             wiring.connect(m, port, f.i)
             taps[tensor] = [getattr(f, f"o{j}") for j in range(k)]
 
-        publish(d.in_tensor, wiring.flipped(self.i))
-        for n in d.graph.nodes[d._first:]:
+        if len(d._inputs) == 1:
+            publish(d.in_tensor, wiring.flipped(self.i))
+        else:  # several graph inputs share the input stream: split them (fabformer.vectors.input_frame)
+            from .blocks_extra import InputSplit
+            common, parts = d._frame
+            split = InputSplit(common, parts, d.in_cols)
+            m.submodules["input_split"] = split
+            wiring.connect(m, wiring.flipped(self.i), split.i)
+            for k, p in enumerate(parts):
+                publish(p[0], getattr(split, f"o{k}"))
+        for n in d._nodes:
             blk = make_block(n, d.graph, d.parallelism.get(n.name))
-            m.submodules[_ident(blk.name)] = blk
+            m.submodules[node_name(blk.name)] = blk
             node = d.graph.node(blk.name)
             for pname, tensor in zip(blk.port_names, node.inputs):
                 src = taps[tensor].pop(0)
@@ -95,8 +113,6 @@ class Top(wiring.Component):
         return m
 
 
-def _ident(name: str) -> str:
-    return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
 
 
 @dataclass
@@ -119,6 +135,9 @@ class Design:
     latency_cycles: int = 0
     ii_cycles: float = 0  # a whole number except where a two-bank loop binds (x.5)
     _first: int = 0
+    _nodes: list = field(default_factory=list, repr=False)  # the hardware's nodes (all but quantize)
+    _inputs: list = field(default_factory=list, repr=False)  # the tensors it reads, one per graph input
+    _frame: tuple = field(default=None, repr=False)  # (common type, parts) when it reads several
     _fork_depths: dict = field(default_factory=dict, repr=False)
     _top: Top = field(default=None, repr=False)
 
@@ -187,7 +206,7 @@ def run_yosys(args: list[str], stdin: str = "") -> str:
 
 
 def _as_parallelism(parallelism, graph) -> dict:
-    mac_nodes = [n for n in graph.nodes if n.kind in MAC_KINDS]
+    mac_nodes = [n for n in graph.nodes if n.mac_array]
     if parallelism is None:
         return {n.name: default_parallelism(n, graph) for n in mac_nodes}
     if isinstance(parallelism, (int, np.integer)) and not isinstance(parallelism, bool):
@@ -210,34 +229,73 @@ def _as_parallelism(parallelism, graph) -> dict:
                          f"not {parallelism!r}")
 
 
-def generate(graph: ir.Graph, parallelism=None) -> Design:
-    """Build the hardware for ``graph``: blocks for every node after the Quantize node."""
+ARCHITECTURES: dict = {}  # name -> (generator, description)
+
+
+def architecture(name: str, description: str):
+    """Register an RTL architecture: ``fn(graph, **options) -> design`` (a design has the
+    attributes of :class:`Design` that simulation and the boards read: ``graph``,
+    ``in_tensor``/``out_tensor``, ``in_rows``/``in_cols``/``in_type``, ``out_rows``/``out_cols``/
+    ``out_type``, ``latency_cycles``, ``ii_cycles``, ``multipliers``, ``macs``,
+    ``mac_bound_cycles``, ``verilog(name)``, ``rtlil(name)``).  Its op kinds register under
+    the registry backend ``rtl.<name>``."""
+    def deco(fn):
+        ARCHITECTURES[name] = (fn, description)
+        return fn
+    return deco
+
+
+def generate(graph: ir.Graph, parallelism=None, arch: str = "dataflow", **options):
+    """Build the hardware for ``graph`` in architecture ``arch`` (default ``dataflow``: one
+    block per node after the quantize node, joined by streams)."""
+    if arch not in ARCHITECTURES:
+        raise FabformerError(f"unknown RTL architecture {arch!r}; valid: {', '.join(sorted(ARCHITECTURES))}")
+    return ARCHITECTURES[arch][0](graph, parallelism=parallelism, **options)
+
+
+@architecture("dataflow", "one block per graph node, joined by valid/ready streams; the latency architecture")
+def generate_dataflow(graph: ir.Graph, parallelism=None) -> Design:
+    """The dataflow design of ``graph``: blocks for every node after the quantize node."""
     graph.verify()
     par = _as_parallelism(parallelism, graph)
     if len(graph.outputs) != 1:
         raise FabformerError(f"the RTL backend needs exactly one graph output, got {graph.outputs}")
+    from fabformer.vectors import hardware_inputs, input_frame
     q = [i for i, n in enumerate(graph.nodes) if n.kind == "quantize"]
-    if len(q) != 1:
-        raise FabformerError("the RTL backend needs exactly one quantize node (the host quantizes the "
-                             f"input); graph {graph.name!r} has {len(q)}")
-    first = q[0] + 1
-    qn = graph.nodes[q[0]]
-    d = Design(graph, par, in_tensor=qn.output, out_tensor=graph.outputs[0], _first=first)
-    if d.out_tensor == d.in_tensor:
+    if len(q) != len(graph.inputs):
+        raise FabformerError("the RTL backend needs one quantize node per graph input (the host quantizes "
+                             f"the inputs); graph {graph.name!r} has {len(q)} for {len(graph.inputs)} input(s)")
+    first = q[-1] + 1 if len(q) == 1 else 0
+    hw_in = hardware_inputs(graph)
+    d = Design(graph, par, in_tensor=hw_in[0], out_tensor=graph.outputs[0], _first=first)
+    d._nodes = [n for n in graph.nodes if n.kind != "quantize"]
+    d._inputs = hw_in
+    if d.out_tensor in hw_in:
         raise FabformerError(f"graph {graph.name!r} has no hardware after its quantize node")
-    d.in_rows, d.in_cols = row_shape(graph.tensors[d.in_tensor].shape)
-    d.in_type = graph.type_of(d.in_tensor)
-    d.out_rows, d.out_cols = row_shape(graph.tensors[d.out_tensor].shape)
-    d.out_type = graph.type_of(d.out_tensor)
     consumers: dict[str, int] = {graph.outputs[0]: 1}
-    for n in graph.nodes[first:]:
+    for n in d._nodes:
         for t in n.inputs:
             consumers[t] = consumers.get(t, 0) + 1
-    fd = FORK_DELAY if consumers.get(d.in_tensor, 0) > 1 else 0
-    times = {d.in_tensor: (fd, d.in_rows - 1 + fd)}
+    if len(hw_in) == 1:
+        d.in_rows, d.in_cols = row_shape(graph.tensors[d.in_tensor].shape)
+        d.in_type = graph.type_of(d.in_tensor)
+        fd = FORK_DELAY if consumers.get(d.in_tensor, 0) > 1 else 0
+        times = {d.in_tensor: (fd, d.in_rows - 1 + fd)}
+    else:
+        from .blocks_extra import SPLIT_DELAY
+        common, parts = input_frame(graph)
+        d._frame = (common, parts)
+        d.in_type, d.in_rows, d.in_cols = common, sum(p[1] for p in parts), max(p[2] for p in parts)
+        times, start = {}, 0
+        for t, rows, _, _ in parts:
+            fd = SPLIT_DELAY + (FORK_DELAY if consumers.get(t, 0) > 1 else 0)
+            times[t] = (start + fd, start + rows - 1 + fd)
+            start += rows
+    d.out_rows, d.out_cols = row_shape(graph.tensors[d.out_tensor].shape)
+    d.out_type = graph.type_of(d.out_tensor)
     ii = d.in_rows
     ends = {}
-    for n in graph.nodes[first:]:
+    for n in d._nodes:
         blk = make_block(n, graph, par.get(n.name))
         blk._MustUse__silence = True  # analysis only; Top.elaborate builds the blocks it uses
         firsts = [times[t][0] for t in n.inputs]
@@ -254,11 +312,11 @@ def generate(graph: ir.Graph, parallelism=None) -> Design:
         d.blocks.append(info)
     d.latency_cycles = times[d.out_tensor][1]
     d.ii_cycles = ii
-    d._fork_depths = _fork_depths(graph, first, consumers, times, ends, ii, d.in_tensor, d.out_tensor)
+    d._fork_depths = _fork_depths(graph, d._nodes, consumers, times, ends, ii, d.in_tensor, d.out_tensor)
     return d
 
 
-def _fork_depths(graph, first, consumers, times, ends, period, in_tensor, out_tensor) -> dict:
+def _fork_depths(graph, nodes, consumers, times, ends, period, in_tensor, out_tensor) -> dict:
     """FIFO depth of each consumer of a forked tensor: with every block repeating each
     ``period`` cycles, a consumer done with a sample ``D`` cycles after the tensor's first
     row holds at most ``D // period + 1`` samples' rows (plus the FIFO's own 2 cycles)."""
@@ -267,42 +325,111 @@ def _fork_depths(graph, first, consumers, times, ends, period, in_tensor, out_te
         if k <= 1:
             continue
         rows, _ = row_shape(graph.tensors[tensor].shape)
-        users = [ends[n.name] for n in graph.nodes[first:] for t in n.inputs if t == tensor]
+        users = [ends[n.name] for n in nodes for t in n.inputs if t == tensor]
         if tensor == out_tensor:
             users.append(times[out_tensor][1])
         out[tensor] = [rows * ((e - times[tensor][0]) // max(int(period), 1) + 1) + 2 for e in users]
     return out
 
 
+ARCH = "rtl.dataflow"
+registry.declare(ARCH, "the dataflow RTL architecture (fabformer.rtl): one block per node, joined by streams")
+
+
+def block(kind):
+    """Register the dataflow block factory ``fn(op, graph, parallelism) -> Block`` of op kind ``kind``."""
+    return registry.implements(kind, ARCH)
+
+
 def make_block(n, g, parallelism):
-    kind = n.kind
-    if kind == "dense":
-        return DenseBlock(n.name, n, g, parallelism)
-    if kind == "matmul":
-        return MatMulBlock(n.name, n, g, parallelism)
-    if kind == "add":
-        rows, cols = row_shape(g.tensors[n.output].shape)
-        return AddBlock(n.name, g.type_of(n.inputs[0]), g.type_of(n.inputs[1]), g.type_of(n.output), rows, cols)
-    if kind == "layernorm":
-        return SerialLayerNorm(n.name, n, g)
-    if kind == "softmax":
-        return SerialSoftmax(n.name, n, g)
-    if kind in ROW_FUNCTIONS:
+    """The dataflow block of node ``n`` (``parallelism``: multipliers, for matmul-like nodes)."""
+    return registry.get(n, ARCH)(n, g, parallelism)
+
+
+@block(ir.Quantize)
+def _quantize_block(n, g, parallelism):
+    """The host quantizes: the design's input stream carries the quantize node's output."""
+    raise FabformerError(f"{n.name}: the quantize node is done by the host; generate() starts after it")
+
+
+@block(ir.Dense)
+def _dense_block(n, g, parallelism):
+    return DenseBlock(n.name, n, g, parallelism)
+
+
+@block(ir.MatMul)
+def _matmul_block(n, g, parallelism):
+    return MatMulBlock(n.name, n, g, parallelism)
+
+
+@block(ir.Add)
+def _add_block(n, g, parallelism):
+    rows, cols = row_shape(g.tensors[n.output].shape)
+    return AddBlock(n.name, g.type_of(n.inputs[0]), g.type_of(n.inputs[1]), g.type_of(n.output), rows, cols)
+
+
+@block(ir.LayerNorm)
+def _layernorm_block(n, g, parallelism):
+    return SerialLayerNorm(n.name, n, g)
+
+
+@block(ir.Softmax)
+def _softmax_block(n, g, parallelism):
+    return SerialSoftmax(n.name, n, g)
+
+
+def _row_map(row_fn):
+    """A block that applies ``row_fn`` (see :mod:`.rowfns`) to every row, pipelined."""
+    def factory(n, g, parallelism):
         rows, ic = row_shape(g.tensors[n.inputs[0]].shape)
         _, oc = row_shape(g.tensors[n.output].shape)
-        return RowMap(n.name, kind, ROW_FUNCTIONS[kind](n, g), g.type_of(n.inputs[0]), g.type_of(n.output),
-                      rows, ic, oc)
-    if kind in ("split_heads", "merge_heads", "flatten"):
+        return RowMap(n.name, n.kind, row_fn(n, g), g.type_of(n.inputs[0]), g.type_of(n.output), rows, ic, oc)
+    return factory
+
+
+block(ir.Relu)(_row_map(make_relu))
+block(ir.Requantize)(_row_map(make_requantize))
+block(ir.Lookup)(_row_map(make_lookup))
+
+
+def _reshape(index_fn):
+    """A block that re-orders a tensor's elements (no arithmetic): output row r, column c
+    is input element ``index_fn(op, g)[r][c]`` (row-major)."""
+    def factory(n, g, parallelism):
         ir_, ic = row_shape(g.tensors[n.inputs[0]].shape)
         or_, oc = row_shape(g.tensors[n.output].shape)
         if g.type_of(n.inputs[0]) != g.type_of(n.output):
-            raise FabformerError(f"{n.name}: {kind} must keep its input type "
+            raise FabformerError(f"{n.name}: {n.kind} must keep its input type "
                                  f"({g.type_of(n.inputs[0])} -> {g.type_of(n.output)})")
-        return ReshapeBlock(n.name, kind, g.type_of(n.inputs[0]), ir_, ic, or_, oc, _reshape_index(kind, n, g))
-    if kind == "global_avg_pool":
-        return PoolBlock(n.name, n, g)
-    raise FabformerError(f"{n.name}: op kind {kind!r} has no RTL block; supported: dense, matmul, add, "
-                         f"{', '.join(ROW_FUNCTIONS)}, layernorm, softmax, split_heads, merge_heads, flatten, global_avg_pool")
+        return ReshapeBlock(n.name, n.kind, g.type_of(n.inputs[0]), ir_, ic, or_, oc, index_fn(n, g))
+    return factory
+
+
+@block(ir.SplitHeads)
+@_reshape
+def _split_index(op, g):
+    t, hd = g.tensors[op.inputs[0]].shape
+    h = op.heads
+    d = hd // h
+    return [[tt * hd + hh * d + dd for dd in range(d)] for hh in range(h) for tt in range(t)]
+
+
+@block(ir.MergeHeads)
+@_reshape
+def _merge_index(op, g):
+    h, t, d = g.tensors[op.inputs[0]].shape
+    return [[hh * t * d + tt * d + dd for hh in range(h) for dd in range(d)] for tt in range(t)]
+
+
+@block(ir.Flatten)
+@_reshape
+def _flatten_index(op, g):
+    return [list(range(int(np.prod(g.tensors[op.inputs[0]].shape))))]
+
+
+@block(ir.GlobalAvgPool)
+def _pool_block(n, g, parallelism):
+    return PoolBlock(n.name, n, g)
 
 
 class SetTop(wiring.Component):

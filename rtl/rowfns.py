@@ -14,7 +14,7 @@ from .. import ir
 from .arith import lookup, requantize
 
 
-def _sum(m, xs, shape, name):
+def adder_tree(m, xs, shape, name):
     """Sum of ``xs`` as a balanced adder tree (depth log2 of the row length)."""
     level = list(xs)
     while len(level) > 1:
@@ -49,7 +49,7 @@ def make_lookup(op: ir.Lookup, g):
     return fn
 
 
-def _max_tree(m, xs, shape, name):
+def max_tree(m, xs, shape, name):
     """Maximum of ``xs`` as a balanced comparator tree (depth log2 of the row length)."""
     level = list(xs)
     k = 0
@@ -65,9 +65,3 @@ def _max_tree(m, xs, shape, name):
         level = nxt
     return level[0]
 
-
-ROW_FUNCTIONS = {
-    "relu": make_relu,
-    "requantize": make_requantize,
-    "lookup": make_lookup,
-}

@@ -26,7 +26,7 @@ from amaranth.hdl import Array, Const, Module, Signal, Value, signed, unsigned
 from .. import ir
 from .arith import leading_one, lookup, lookup_sync, pack, requantize, requantize_var, shape_of, shift_amount, shift_var, unpack
 from .blocks import Block, row_shape
-from .rowfns import _max_tree, _sum
+from .rowfns import adder_tree, max_tree
 
 __all__ = ["SerialLayerNorm", "SerialSoftmax"]
 
@@ -195,7 +195,7 @@ class SerialLayerNorm(_SerialRow):
 
         # A
         xs = unpack(self.i.payload, N, xt)
-        S_in = _sum(m, xs, s_shape, "S_in")
+        S_in = adder_tree(m, xs, s_shape, "S_in")
         a_d = deviation(a_x, a_S, c.a_cnt, "a_d")
         a_sq = Signal(unsigned(2 * dt.width), name="a_sq")
         m.d.comb += a_sq.eq(a_d * a_d)
@@ -277,7 +277,7 @@ class SerialSoftmax(_SerialRow):
             m.d.sync += [q_full.eq(1)] + [q.eq(v) for q, v in zip(q_x, unpack(self.i.payload, N, xt))]
 
         # A: max on entry, then one exponent per cycle into the sum
-        mx_in = _max_tree(m, q_x, shape_of(xt), "mx_in")
+        mx_in = max_tree(m, q_x, shape_of(xt), "mx_in")
         x = _select(m, a_x, c.a_cnt, shape_of(xt), "a_xsel")
         d = Signal(signed(xt.width + 1), name="d")
         m.d.comb += d.eq(a_mx - x)

@@ -19,9 +19,9 @@ def test_example_golden_matches_qkeras(q8_model, example_graph, digits):
 
 def test_example_uses_the_quantizers_precision(example_graph):
     g = example_graph
-    assert str(g.type_of("pixels/q")) == "fixed<8,1,RND,SAT>"  # quantized_bits(8, 0): integer excludes sign
-    assert str(g.type_of("embed")) == "fixed<8,4,RND,SAT>"  # folded QActivation quantized_bits(8, 3)
-    assert str(g.type_of("ff1")) == "ufixed<8,3,RND,SAT>"  # quantized_relu(8, 3)
+    assert str(g.type_of("pixels/q")) == "fixed<8,1,RND_CONV,SAT>"  # quantized_bits(8, 0): integer excludes sign
+    assert str(g.type_of("embed")) == "fixed<8,4,RND_CONV,SAT>"  # folded QActivation quantized_bits(8, 3)
+    assert str(g.type_of("ff1")) == "ufixed<8,3,RND_CONV,SAT>"  # quantized_relu(8, 3)
     d = g.node("embed")
     assert d.weight_type.width == 8 and d.weight_type.frac == 7
 
@@ -77,7 +77,7 @@ def test_every_unsupported_layer_is_reported_at_once():
     inp = keras.Input((8, 8))
     h = L.Conv1D(4, 3, name="conv")(inp)
     h = L.LSTM(4, return_sequences=True, name="lstm")(h)
-    h = L.Dense(4, activation="tanh", name="dense_tanh")(h)
+    h = L.Dense(4, activation="selu", name="dense_selu")(h)
     m = keras.Model(inp, L.Flatten()(h))
     with pytest.raises(ConversionError) as e:
         fabformer.convert(m)
@@ -85,22 +85,42 @@ def test_every_unsupported_layer_is_reported_at_once():
     assert "3 problems" in msg
     assert "layer 'conv' (Conv1D): layer type not supported; supported: InputLayer, Dense" in msg
     assert "layer 'lstm' (LSTM): layer type not supported" in msg
-    assert "layer 'dense_tanh' (Dense): activation 'tanh' not supported; supported: linear, relu, gelu, softmax" in msg
+    assert ("layer 'dense_selu' (Dense): activation 'selu' not supported; supported: linear, relu, gelu, sigmoid, "
+            "tanh, softmax") in msg
 
 
-def test_attention_masks_and_cross_attention_are_refused():
+@pytest.mark.parametrize("act", ["gelu", "sigmoid", "tanh"])
+def test_table_activations_match_keras(act):
+    keras = _keras()
+    L = keras.layers
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((8, 8))
+    h = L.Dense(16, activation=act, name="hidden")(inp)
+    m = keras.Model(inp, L.Dense(4, name="out")(L.Flatten()(h)))
+    x = np.random.default_rng(0).uniform(-2, 2, (400, 8, 8))
+    g = fabformer.convert(m, calibration=x)
+    assert any(n.kind == "lookup" and n.table.function == act for n in g.nodes)
+    k = m.predict(x, verbose=0)
+    assert np.mean(np.argmax(g.predict(x), -1) == np.argmax(k, -1)) >= 0.97
+    assert np.max(np.abs(g.predict(x, mode="float") - k)) < 0.05  # only the 8-bit weights differ
+
+
+def test_cross_attention_and_other_masks_are_refused():
     keras = _keras()
     L = keras.layers
     inp = keras.Input((4, 4))
     other = L.Dense(4, name="other")(inp)
     a = L.MultiHeadAttention(1, 4, name="cross")(inp, other)
-    b = L.MultiHeadAttention(1, 4, name="causal")(inp, inp, use_causal_mask=True)
+    b = L.MultiHeadAttention(1, 4, name="causal")(inp, inp, use_causal_mask=True)  # supported
     m = keras.Model(inp, L.Add()([a, b]))
     with pytest.raises(ConversionError) as e:
         fabformer.convert(m)
     msg = str(e.value)
-    assert "layer 'cross' (MultiHeadAttention): cross-attention (query 'input_" in msg
-    assert "layer 'causal' (MultiHeadAttention): use_causal_mask is not supported" in msg
+    assert "layer 'cross' (MultiHeadAttention): cross-attention (query 'input_" in msg and "causal" not in msg
+    # a mask that is not a padding mask of the keys (here a [4, 4] tensor computed from the input)
+    m2 = keras.Model(inp, L.MultiHeadAttention(1, 4, name="mha")(inp, inp, attention_mask=L.Dense(4, name="dm")(inp)))
+    with pytest.raises(ConversionError, match=r"layer 'mha': the mask 'dm' must be a padding mask of 4 entries"):
+        fabformer.convert(m2)
 
 
 def test_unsupported_quantizer_is_named():

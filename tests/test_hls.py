@@ -30,6 +30,7 @@ def _build_all(base, native):
             prjs[kind, ov] = hls.write(g, base / f"{kind}_{ov.value}", {"name": f"op_{kind}_{ov.value.lower()}"})
     g = testing.encoder_graph()
     prjs["encoder"] = hls.write(g, base / "encoder")
+    prjs["ties"] = hls.write(_ties_graph(), base / "ties")
     hls.compile_together(list(prjs.values()), base / "build", native=native)
     return prjs
 
@@ -39,6 +40,18 @@ def built(request, tmp_path_factory):
     """Every op graph (saturating and wrapping) and the encoder, compiled in one g++ run: on
     native integers (fabformer's C-simulation) and on the ap_int / ap_fixed types (synthesis)."""
     return _build_all(tmp_path_factory.mktemp("hls"), request.param == "native")
+
+
+def _ties_graph():
+    """Quantize ties to even, then requantize ties to even (2 bits dropped)."""
+    from fabformer.fixed import FixedType
+    from fabformer.ir import Graph, Quantize, Requantize
+    g = Graph("ties")
+    g.add_input("x", (64,))
+    g.add(Quantize("q", ("x",), "xq"), FixedType(10, 5, True, "RND_CONV", "SAT"))
+    g.add(Requantize("r", ("xq",), "y"), FixedType(8, 3, True, "RND_CONV", "WRAP"))
+    g.outputs = ["y"]
+    return g.verify()
 
 
 def _check(prj, x):
@@ -62,6 +75,16 @@ def test_op_bit_exact(built, kind):
     if kind in ("matmul", "add", "relu", "requantize"):
         # the inputs overflow these outputs: saturation and wrap must both have happened
         assert np.any(sat != wrap)
+
+
+def test_round_half_to_even_bit_exact(built):
+    """RND_CONV (QKeras' tf.round): every input is a tie of the quantize step (k + 1/2 LSBs)."""
+    prj = built["ties"]
+    x = (np.arange(-40 * 64, 40 * 64).reshape(-1, 64) + 0.5) / 32
+    got = _check(prj, x)
+    xq = np.asarray(prj.graph.predict(x, trace=True)[1]["xq"])
+    np.testing.assert_array_equal(xq, np.clip(np.round(x * 32), -512, 511))  # ties to even
+    assert np.any(xq % 2 == 0) and np.any(got % 2 != 0)
 
 
 def test_encoder_bit_exact(built):

@@ -38,6 +38,7 @@ struct fx<ap_fixed<W, I, Q, O, N> > {
     static const int frac = W - I;
     static const bool is_signed = true;
     static const bool rnd = (Q == AP_RND);
+    static const bool conv = (Q == AP_RND_CONV);  // ties to even
     static const bool sat = (O == AP_SAT);
     typedef ap_int<W> mant_t;
 };
@@ -47,6 +48,7 @@ struct fx<ap_ufixed<W, I, Q, O, N> > {
     static const int frac = W - I;
     static const bool is_signed = false;
     static const bool rnd = (Q == AP_RND);
+    static const bool conv = (Q == AP_RND_CONV);  // ties to even
     static const bool sat = (O == AP_SAT);
     typedef ap_uint<W> mant_t;
 };
@@ -96,9 +98,13 @@ template <class T, int SHIFT, class V> inline T requant(const V &v) {
     typedef ap_int<imax<V::width + L, S>::value + 2> wide_t;
     wide_t w = v;
     if (S > 0) {
-        if (fx<T>::rnd) {
+        if (fx<T>::rnd || fx<T>::conv) {
             wide_t half = 1;
             half <<= (S > 0 ? S - 1 : 0);
+            if (fx<T>::conv) {  // ties to even: half - 1, plus the kept part's lowest bit
+                half -= 1;
+                half += (w >> S) & 1;
+            }
             w += half;
         }
         w >>= S;
@@ -114,9 +120,13 @@ template <class T, int MAXL, int MAXR, class V> inline T requant_var(const V &v,
     typedef ap_int<imax<V::width + MAXL, MAXR>::value + 2> wide_t;
     wide_t w = v;
     if (shift > 0) {
-        if (fx<T>::rnd) {
+        if (fx<T>::rnd || fx<T>::conv) {
             wide_t half = 1;
             half <<= (shift - 1);
+            if (fx<T>::conv) {  // ties to even
+                half -= 1;
+                half += (w >> shift) & 1;
+            }
             w += half;
         }
         w >>= shift;
