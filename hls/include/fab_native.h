@@ -53,6 +53,7 @@ struct fx<nfixed<W, I, Q, O, S> > {
     static const int frac = W - I;
     static const bool is_signed = S;
     static const bool rnd = (Q == AP_RND);
+    static const bool conv = (Q == AP_RND_CONV);  // ties to even
     static const bool sat = (O == AP_SAT);
     typedef nint<W, S> mant_t;
 };
@@ -70,9 +71,17 @@ template <class T> inline typename fx<T>::mant_t mant(const T &x) {
     return typename fx<T>::mant_t(x.v);
 }
 
+// The fixed-point value whose mantissa is the low W bits of m (as the ap version's range copy).
 template <class T, class M> inline T from_mant(const M &m) {
+    typedef typename raw<M>::type R;
+    typedef typename unsigned_of<typename store<(raw<M>::width > 64 ? 65 : 64)>::type>::type U;
+    const int W = fx<T>::width;
+    const U mask = (((U)1 << (W - 1)) << 1) - 1;
+    U u = (U)(R)m & mask;
+    typename T::T r = (typename T::T)u;
+    if (fx<T>::is_signed && ((u >> (W - 1)) & 1)) r -= ((typename T::T)1 << (W - 1)) << 1;
     T x;
-    x.v = (typename T::T)(typename raw<M>::type)m;
+    x.v = r;
     return x;
 }
 
@@ -108,6 +117,7 @@ template <class T, int SHIFT, class V> inline T requant(const V &v) {
     wide_t w = (wide_t)(typename raw<V>::type)v;
     if (S > 0) {
         if (fx<T>::rnd) w += (wide_t)1 << (S > 0 ? S - 1 : 0);
+        if (fx<T>::conv) w += ((wide_t)1 << (S > 0 ? S - 1 : 0)) - 1 + ((w >> S) & 1);  // ties to even
         w >>= S;
     } else if (L > 0) {
         w <<= L;
@@ -121,6 +131,7 @@ template <class T, int MAXL, int MAXR, class V> inline T requant_var(const V &v,
     wide_t w = (wide_t)(typename raw<V>::type)v;
     if (shift > 0) {
         if (fx<T>::rnd) w += (wide_t)1 << (shift - 1);
+        if (fx<T>::conv) w += ((wide_t)1 << (shift - 1)) - 1 + ((w >> shift) & 1);  // ties to even
         w >>= shift;
     } else if (shift < 0) {
         w <<= -shift;
