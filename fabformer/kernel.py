@@ -56,7 +56,12 @@ def _nan_int() -> str:
 def _rq(v: str, s: int, t: FixedType) -> str:
     """C expression: requantize int64 expression ``v`` (at frac t.frac + s) to ``t``."""
     if s > 0:
-        e = f"(({v}) + {1 << (s - 1)}LL) >> {s}" if t.rounding is Rounding.RND else f"({v}) >> {s}"
+        if t.rounding is Rounding.RND:
+            e = f"(({v}) + {1 << (s - 1)}LL) >> {s}"
+        elif t.rounding is Rounding.RND_CONV:  # ties to even, as fabformer.fixed.shift_round
+            e = f"(({v}) + {(1 << (s - 1)) - 1}LL + ((({v}) >> {s}) & 1)) >> {s}"
+        else:
+            e = f"({v}) >> {s}"
     elif s < 0:
         e = f"({v}) * {1 << -s}LL"
     else:
@@ -76,7 +81,7 @@ def _ov(e: str, t: FixedType) -> str:
 
 def _rq_var(v: str, s: str, t: FixedType) -> str:
     """Requantize with a run-time shift ``s`` (C int expression)."""
-    rnd = 1 if t.rounding is Rounding.RND else 0
+    rnd = {Rounding.TRN: 0, Rounding.RND: 1, Rounding.RND_CONV: 2}[t.rounding]
     return _ov(f"shr({v}, {s}, {rnd})", t)
 
 
@@ -129,8 +134,9 @@ def _node(e: _Emit, n):
     if kind == "quantize":
         sc = 2.0 ** t.frac
         half = " + 0.5" if t.rounding is Rounding.RND else ""
+        rnd = "rint" if t.rounding is Rounding.RND_CONV else "floor"  # rint: ties to even
         L.append(f"    for (int i = 0; i < {e.size(n.output)}; i++) {{")
-        L.append(f"        double s = floor(xs[i] * {sc!r}{half});")
+        L.append(f"        double s = {rnd}(xs[i] * {sc!r}{half});")
         L.append(f"        int64_t m = isnan(s) ? {_nan_int()} : (int64_t)(s < -4611686018427387904.0 ? "
                  "-4611686018427387904.0 : (s > 4611686018427387904.0 ? 4611686018427387904.0 : s));")
         L.append(f"        {y}[i] = {_ov('m', t)};")
@@ -250,8 +256,8 @@ PRELUDE = """#include <math.h>
 static inline int64_t sat(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 static inline int64_t clipi(int64_t v, int64_t hi) { return v < 0 ? 0 : (v > hi ? hi : v); }
 static inline int lead(int64_t v) { return v > 0 ? 63 - __builtin_clzll((uint64_t)v) : 0; }
-static inline int64_t shr(int64_t v, int s, int rnd) {
-    if (s > 0) return (rnd ? v + (1LL << (s - 1)) : v) >> s;
+static inline int64_t shr(int64_t v, int s, int rnd) {  /* rnd: 0 floor, 1 half up, 2 half to even */
+    if (s > 0) return (rnd == 1 ? v + (1LL << (s - 1)) : (rnd == 2 ? v + (1LL << (s - 1)) - 1 + ((v >> s) & 1) : v)) >> s;
     return s < 0 ? v * (1LL << -s) : v;
 }
 """

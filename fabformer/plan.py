@@ -82,7 +82,8 @@ class _Finish:
     computed; ``r`` is the range of ``v >> s`` rounded (before overflow)."""
 
     def __init__(self, s: int, t: FixedType, r):
-        self.floor = s > 0
+        self.floor = s > 0 and t.rounding is not Rounding.RND_CONV
+        self.rint = s > 0 and t.rounding is Rounding.RND_CONV  # ties to even: np.rint, exact here
         self.t = t
         self.clip = None
         self.wrap = None
@@ -95,6 +96,8 @@ class _Finish:
     def __call__(self, u):
         if self.floor:
             np.floor(u, out=u)
+        elif self.rint:
+            np.rint(u, out=u)
         if self.clip is not None:
             _clip(u, self.clip[0], self.clip[1], out=u)
         elif self.wrap is not None:
@@ -116,7 +119,7 @@ def _shifted_range(r, s: int, t: FixedType):
     """Range of ``requantize``'s rounded value (before overflow) for ``v`` in ``r``."""
     if s <= 0:
         return (r[0] << -s, r[1] << -s)
-    h = (1 << (s - 1)) if t.rounding is Rounding.RND else 0
+    h = (1 << (s - 1)) if t.rounding is not Rounding.TRN else 0
     return ((r[0] + h) >> s, (r[1] + h) >> s)
 
 
@@ -127,7 +130,7 @@ def _exact(r, s: int) -> bool:
 
 
 def _ok_type(t: FixedType | None) -> bool:
-    return (t is not None and t.width <= 52 and t.rounding in (Rounding.TRN, Rounding.RND)
+    return (t is not None and t.width <= 52 and t.rounding in (Rounding.TRN, Rounding.RND, Rounding.RND_CONV)
             and t.overflow in (Overflow.SAT, Overflow.WRAP))
 
 
@@ -176,6 +179,7 @@ def _b_quantize(n, g, rs):
         return None
     scale = 2.0 ** t.frac
     half = 0.5 if t.rounding is Rounding.RND else 0.0
+    conv = t.rounding is Rounding.RND_CONV
     lim = 2.0 ** 62
     sat = t.overflow is Overflow.SAT
     lo, hi = float(t.min_int), float(t.max_int)
@@ -183,9 +187,12 @@ def _b_quantize(n, g, rs):
 
     def fn(x):
         u = x * scale
-        if half:
-            u += half
-        np.floor(u, out=u)
+        if conv:
+            np.rint(u, out=u)  # ties to even, as the specification's xp.round
+        else:
+            if half:
+                u += half
+            np.floor(u, out=u)
         _clip(u, lo, hi, out=u) if sat else _clip(u, -lim, lim, out=u)
         if math.isnan(_sum(u, axis=None)):  # finite after the clip unless NaN: the specification decides
             return None
@@ -421,6 +428,7 @@ def _b_softmax(n, g, rs):
     if not (_exact((0, prod), s_lo) and _exact((0, prod), s_hi)):
         return None
     half = 0.5 if t.rounding is Rounding.RND else 0.0  # adding 1/2 to an integer then flooring is a no-op
+    # (RND_CONV: _Finish rounds with np.rint, a no-op on integers too)
     r = (0, max(_shifted_range((0, prod), s_lo, t)[1], _shifted_range((0, prod), s_hi, t)[1]))
     fin = _Finish(1, t, r)
     c = t.frac - Fr + 1  # ldexp exponent = -(Fr + p - t.frac), p = frexp exponent - 1
@@ -467,7 +475,7 @@ def _b_layernorm(n, g, rs):
     zs_lo, zs_hi = Ft + (R + sh_lo) // 2 - zt.frac, Ft + (R + sh_hi) // 2 - zt.frac
     if not (_exact((-dt, dt), zs_lo) and _exact((-dt, dt), zs_hi)):
         return None
-    zhalf = 0.5 if zt.rounding is Rounding.RND else 0.0
+    zhalf = 0.5 if zt.rounding is Rounding.RND else 0.0  # RND_CONV: zfin rounds with np.rint
     zr = (min(_shifted_range((-dt, dt), zs_lo, zt)[0], _shifted_range((-dt, dt), zs_hi, zt)[0]),
           max(_shifted_range((-dt, dt), zs_lo, zt)[1], _shifted_range((-dt, dt), zs_hi, zt)[1]))
     zfin = _Finish(1, zt, zr)

@@ -43,11 +43,13 @@ def simulate(graph, out_dir, x, simulator: str = "verilator", parallelism=None, 
         raise FabformerError("simulate needs at least one input sample, got 0")
     out = prepare_dir(out_dir)
     design = generate(graph, parallelism)
-    vpath = design.write_verilog(out, "top")
     if mode == "stream":
-        from .bulk import run as run_stream
+        from .bulk import run as run_stream, verilog_of
+        vpath = out / "top.v"
+        vpath.write_text(verilog_of(design))  # converted once, also the build's digest
         r = run_stream(design, x, progress=progress)
     else:
+        vpath = design.write_verilog(out, "top")
         r = run(design, x, simulator=simulator, waves=waves)
     res = {
         "graph": graph.name, "simulator": simulator, "mode": mode, "samples": r.samples, "inputs": source,

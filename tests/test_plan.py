@@ -8,11 +8,12 @@ import pytest
 from fabformer import golden
 from fabformer.fixed import FixedType, Overflow, Rounding
 from fabformer.ir import Dense, Quantize
-from fabformer.plan import plan_for
+from fabformer.plan import BUILDERS, plan_for
 from fabformer.apps.testing import OP_KINDS, classifier_graph, encoder_graph, op_graph, random_inputs
 
 
 def _with_rounding(g, rounding):
+    g = g.edit()
     tables = {n.output for n in g.nodes if n.kind == "lookup"}  # a table's type is its own
     for name, t in list(g.tensors.items()):
         if t.type is not None and name not in tables:
@@ -21,7 +22,8 @@ def _with_rounding(g, rounding):
 
 
 def _edge_inputs(g, n=64, seed=1):
-    """Exact ties (k + 1/2 LSB), the type's ends and just past them, zeros, huge values, inf."""
+    """Exact ties (k + 1/2 LSB), the type's ends and just past them, zeros, huge values
+    (NaN and inf are refused by the one input check before any path runs)."""
     shape = tuple(g.tensors[g.inputs[0]].shape)
     t = g.type_of([nd for nd in g.nodes if nd.kind == "quantize"][0].output)
     rng = np.random.default_rng(seed)
@@ -29,14 +31,14 @@ def _edge_inputs(g, n=64, seed=1):
     pool = np.concatenate([
         (rng.integers(t.min_int - 4, t.max_int + 4, 200) + 0.5) * lsb,
         np.array([t.min_value, t.max_value, t.min_value - lsb, t.max_value + lsb, 0.0, -0.0, lsb / 2,
-                  -lsb / 2, 1e300, -1e300, np.inf, -np.inf]),
+                  -lsb / 2, 1e300, -1e300]),
     ])
     x = rng.choice(pool, (n,) + shape)
     x[0] = 0.0
     x[1] = t.max_value
     x[2] = t.min_value
-    x[3] = np.inf
-    x[4] = -np.inf
+    x[3] = 1e300
+    x[4] = -1e300
     return x
 
 
@@ -56,14 +58,19 @@ def _assert_equal(g, x, need_fast=True):
         assert not slow, f"nodes run by the specification instead of fast steps: {slow}"
 
 
-@pytest.mark.parametrize("rounding", [Rounding.RND, Rounding.TRN])
+@pytest.mark.parametrize("rounding", [Rounding.RND, Rounding.TRN, Rounding.RND_CONV])
 @pytest.mark.parametrize("overflow", [Overflow.SAT, Overflow.WRAP])
 @pytest.mark.parametrize("kind", OP_KINDS)
 def test_plan_equals_spec_every_op(kind, overflow, rounding):
+    """Kinds the plan has fast steps for must run them; the others (newer kinds: scale,
+    concat, embedding, masks, ...) run the specification inside the plan, same bits."""
     g = _with_rounding(op_graph(kind, seed=3, overflow=overflow), rounding)
+    if len(g.inputs) != 1:
+        pytest.skip("several inputs: golden.run takes the specification path")
+    fast = kind in BUILDERS
     for scale in (1.0, 8.0, 1e3):
-        _assert_equal(g, random_inputs(g, 300, seed=int(scale), scale=scale))
-    _assert_equal(g, _edge_inputs(g))
+        _assert_equal(g, random_inputs(g, 300, seed=int(scale), scale=scale), need_fast=fast)
+    _assert_equal(g, _edge_inputs(g), need_fast=fast)
 
 
 @pytest.mark.parametrize("overflow", [Overflow.SAT, Overflow.WRAP])
@@ -72,25 +79,27 @@ def test_plan_equals_spec_whole_models(overflow, example_graph, digits):
     _assert_equal(g, random_inputs(g, 2000, seed=5))  # > one chunk
     _assert_equal(g, _edge_inputs(g))
     _assert_equal(example_graph, digits.x_test)
-    c = classifier_graph()
+    c = classifier_graph().edit()
     for nd in c.nodes:
         if nd.kind != "quantize":
             c.retype(nd.output, c.type_of(nd.output).with_(overflow=overflow))
     _assert_equal(c.verify(), random_inputs(c, 500, scale=20.0))
 
 
-def test_plan_nan_inputs_follow_spec():
+def test_plan_nan_inputs_refused_on_every_path():
+    from fabformer import FabformerError
     g = op_graph("dense")
     x = random_inputs(g, 20)
     x[3, 1, 2] = np.nan
-    with np.errstate(invalid="ignore"):
-        _assert_equal(g, x)
+    for fast in (True, False):
+        with pytest.raises(FabformerError, match="sample 3 holds NaN or inf"):
+            golden.run(g, x, fast=fast)
 
 
 def test_plan_falls_back_where_it_cannot_prove_exactness():
     """A 60-bit accumulator cannot be proved below 2**52: that node runs the specification,
     its consumers still run fast steps, and the bits are the same."""
-    g = op_graph("add")
+    g = op_graph("add").edit()
     d = g.node("d")
     big = FixedType(48, 36)
     g.replace(d, Dense(d.name, d.inputs, d.output, weight=d.weight * 0 + (1 << 46), weight_type=big,
@@ -102,7 +111,7 @@ def test_plan_falls_back_where_it_cannot_prove_exactness():
 
 
 def test_plan_rebuilt_when_graph_changes():
-    g = op_graph("relu")
+    g = op_graph("relu").edit()  # a draft: it can change after it has run
     x = random_inputs(g, 50)
     p1 = plan_for(g)
     assert plan_for(g) is p1
@@ -137,16 +146,16 @@ def _kernel_equal(g, x):
 
 
 @needs_cc
-@pytest.mark.parametrize("rounding", [Rounding.RND, Rounding.TRN])
+@pytest.mark.parametrize("rounding", [Rounding.RND, Rounding.TRN, Rounding.RND_CONV])
 @pytest.mark.parametrize("overflow", [Overflow.SAT, Overflow.WRAP])
 @pytest.mark.parametrize("kind", OP_KINDS)
 def test_kernel_equals_spec_every_op(kind, overflow, rounding):
     g = _with_rounding(op_graph(kind, seed=4, overflow=overflow), rounding)
+    if len(g.inputs) != 1 or not kernel.supported(g, plan_for(g)):
+        pytest.skip(f"no kernel for op kind {kind!r} (the plan runs it)")
     x = np.concatenate([random_inputs(g, 200, seed=1, scale=8.0), random_inputs(g, 100, seed=2, scale=1e3),
                         _edge_inputs(g)])
-    x[7, 0, 0] = np.nan
-    with np.errstate(invalid="ignore"):
-        _kernel_equal(g, x)
+    _kernel_equal(g, x)
 
 
 @needs_cc
@@ -180,7 +189,7 @@ def test_kernel_built_in_the_background_after_calls():
 
 
 def test_kernel_not_used_where_the_plan_cannot_prove():
-    g = op_graph("add")
+    g = op_graph("add").edit()
     d = g.node("d")
     g.replace(d, Dense(d.name, d.inputs, d.output, weight=d.weight * 0 + (1 << 46), weight_type=FixedType(48, 36),
                        bias=d.bias, bias_type=d.bias_type))
@@ -195,7 +204,7 @@ def test_graph_with_a_plan_still_pickles_and_copies():
     pools and Ray can still send a graph that has been run."""
     import copy
     import pickle
-    g = encoder_graph(seed=5)
+    g = encoder_graph(seed=5).edit()  # a draft (a verified graph's read-only containers do not pickle)
     x = random_inputs(g, 30)
     y = g.predict(x)
     plan_for(g).build_kernel()

@@ -71,9 +71,17 @@ template <class T> inline typename fx<T>::mant_t mant(const T &x) {
     return typename fx<T>::mant_t(x.v);
 }
 
+// The fixed-point value whose mantissa is the low W bits of m (as the ap version's range copy).
 template <class T, class M> inline T from_mant(const M &m) {
+    typedef typename raw<M>::type R;
+    typedef typename unsigned_of<typename store<(raw<M>::width > 64 ? 65 : 64)>::type>::type U;
+    const int W = fx<T>::width;
+    const U mask = (((U)1 << (W - 1)) << 1) - 1;
+    U u = (U)(R)m & mask;
+    typename T::T r = (typename T::T)u;
+    if (fx<T>::is_signed && ((u >> (W - 1)) & 1)) r -= ((typename T::T)1 << (W - 1)) << 1;
     T x;
-    x.v = (typename T::T)(typename raw<M>::type)m;
+    x.v = r;
     return x;
 }
 
