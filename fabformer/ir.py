@@ -800,6 +800,11 @@ class Graph:
             object.__setattr__(self, k, v)
         object.__setattr__(self, "_frozen", True)
 
+    def __reduce__(self):
+        """Pickle (process pools, Ray) as plain containers; a verified graph comes back verified."""
+        return (_rebuild_graph, (self.name, dict(self.tensors), list(self.nodes), list(self.inputs),
+                                 list(self.outputs), dict(self.meta), self._frozen))
+
     def edit(self) -> "Graph":
         """A mutable draft copy (same ops, tensors and meta) to change and verify."""
         return Graph(self.name, dict(self.tensors), list(self.nodes), list(self.inputs), list(self.outputs),
@@ -1015,6 +1020,13 @@ class Graph:
                                           FixedType.from_dict(t["type"], where) if t["type"] is not None else None)
         g.nodes = [Op.from_dict(n, f"graph file: node {k}") for k, n in enumerate(d["nodes"])]
         return g.verify()
+
+
+def _rebuild_graph(name, tensors, nodes, inputs, outputs, meta, frozen) -> Graph:
+    g = Graph(name, tensors, nodes, inputs, outputs, meta)
+    if frozen:
+        g._freeze()
+    return g
 
 
 def is_graph_file(path) -> bool:

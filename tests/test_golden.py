@@ -125,6 +125,9 @@ def test_graph_is_immutable_once_verified():
         g.meta["x"] = 1
     with pytest.raises(AttributeError):
         g.nodes.append(g.nodes[0])
+    import pickle
+    g3 = pickle.loads(pickle.dumps(g))  # process pools and Ray send graphs
+    assert g3.frozen and g3.to_dict() == g.to_dict()
     g2 = g.with_meta(source="test")
     assert g2.meta["source"] == "test" and "source" not in g.meta and g2.frozen
     assert g.edit().frozen is False
