@@ -53,7 +53,7 @@ def flat_batch(graph, x) -> np.ndarray:
     (the C-simulation's and the testbench's input vectors)."""
     xs = as_batches(graph, x)
     n = xs[0].shape[0]
-    return np.concatenate([np.asarray(v).reshape(n, -1) for v in xs], axis=1)
+    return np.concatenate([np.asarray(v).reshape(n, int(np.prod(v.shape[1:]))) for v in xs], axis=1)
 
 
 def as_batch(graph, x, xp=None):
