@@ -162,6 +162,6 @@ def test_load_rejects_bad_files(tmp_path):
 
 
 def test_constants_must_be_integers():
-    with pytest.raises(FabformerError, match="constants must be integer mantissas, not floats"):
+    with pytest.raises(FabformerError, match="constants must be integer mantissas, not 0.5"):
         Dense("d", ("x",), "y", weight=np.array([[0.5]]), weight_type=FixedType(8, 7), bias=np.zeros(1),
               bias_type=FixedType(8, 7))
