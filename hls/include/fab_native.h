@@ -53,6 +53,7 @@ struct fx<nfixed<W, I, Q, O, S> > {
     static const int frac = W - I;
     static const bool is_signed = S;
     static const bool rnd = (Q == AP_RND);
+    static const bool conv = (Q == AP_RND_CONV);  // ties to even
     static const bool sat = (O == AP_SAT);
     typedef nint<W, S> mant_t;
 };
@@ -108,6 +109,7 @@ template <class T, int SHIFT, class V> inline T requant(const V &v) {
     wide_t w = (wide_t)(typename raw<V>::type)v;
     if (S > 0) {
         if (fx<T>::rnd) w += (wide_t)1 << (S > 0 ? S - 1 : 0);
+        if (fx<T>::conv) w += ((wide_t)1 << (S > 0 ? S - 1 : 0)) - 1 + ((w >> S) & 1);  // ties to even
         w >>= S;
     } else if (L > 0) {
         w <<= L;
@@ -121,6 +123,7 @@ template <class T, int MAXL, int MAXR, class V> inline T requant_var(const V &v,
     wide_t w = (wide_t)(typename raw<V>::type)v;
     if (shift > 0) {
         if (fx<T>::rnd) w += (wide_t)1 << (shift - 1);
+        if (fx<T>::conv) w += ((wide_t)1 << (shift - 1)) - 1 + ((w >> shift) & 1);  // ties to even
         w >>= shift;
     } else if (shift < 0) {
         w <<= -shift;
