@@ -97,12 +97,8 @@ template <class C, bool HAS_MASK, class X>
 void mask_fill_rows(const X x[C::heads * C::tq * C::tk], const bool keep_key[C::tk],
                     typename C::out_t y[C::heads * C::tq * C::tk]) {
 #pragma HLS INLINE
-    typename fx<typename C::out_t>::mant_t lo = 0;
-    if (fx<typename C::out_t>::is_signed) {  // the type's lowest value, -2**(W-1), without relying on wrap
-        lo = 1;
-        lo <<= (fx<typename C::out_t>::width - 1);
-        lo = -lo;
-    }
+    // out_t's smallest mantissa (tensor types are at most 32 bits wide)
+    const long long lo = fx<typename C::out_t>::is_signed ? -(1LL << (fx<typename C::out_t>::width - 1)) : 0LL;
     for (int h = 0; h < C::heads; h++)
         for (int i = 0; i < C::tq; i++)
             for (int j = 0; j < C::tk; j++) {
