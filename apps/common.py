@@ -16,6 +16,11 @@ def emit(args, result: dict, text: str) -> None:
 
 
 def load_model(path):
-    """Load a Keras / QKeras model with fabformer's custom layers registered."""
+    """Load a Keras / QKeras model with fabformer's custom layers registered, or a PyTorch
+    ``torch.export`` archive (``.pt2``) as a :class:`~fabformer.frontend.pytorch.TorchModel`."""
+    if str(path).endswith(".pt2"):
+        from pathlib import Path
+        from fabformer.frontend.pytorch import TorchModel, load_torch_model
+        return TorchModel(load_torch_model(path), Path(path).stem)
     from fabformer.frontend import load_keras_model
     return load_keras_model(path)

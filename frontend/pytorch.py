@@ -33,7 +33,8 @@ from .config import ConvertConfig
 from .handlers import Handler, Handlers
 from .keras import PROVISIONAL, _FOLDABLE, _range_type, _check_overrides
 
-__all__ = ["convert", "export", "load_torch_model", "torch_predict", "is_torch_model", "HANDLERS", "SUPPORTED"]
+__all__ = ["convert", "export", "load_torch_model", "torch_predict", "is_torch_model", "TorchModel", "HANDLERS",
+           "SUPPORTED"]
 
 HANDLERS = Handlers("torch")  # one handler per module class (converted whole) or ATen function
 #: ATen functions that are identities in an inference graph
@@ -53,12 +54,36 @@ def _torch():
 
 
 def is_torch_model(model) -> bool:
-    """True for an ``nn.Module`` or an ``ExportedProgram`` (without importing torch if it is not loaded)."""
+    """True for an ``nn.Module``, an ``ExportedProgram`` or a :class:`TorchModel` (torch is not
+    imported for other models)."""
     import sys
+    if isinstance(model, TorchModel):
+        return True
     if "torch" not in sys.modules:
         return False
     torch = sys.modules["torch"]
     return isinstance(model, (torch.nn.Module, torch.export.ExportedProgram))
+
+
+class TorchModel:
+    """A PyTorch model as the applications call a reference model: ``predict(x)`` gives its float
+    outputs as NumPy.  It runs on CUDA through PyTorch where a GPU is present (``device``), else on
+    the CPU; ``program`` is the ``torch.export`` program, ``name`` its file stem."""
+
+    def __init__(self, program, name: str = "model", device: str | None = None):
+        torch = _torch()
+        self.program = program
+        self.name = name
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    def predict(self, x, verbose=0, batch_size: int = 4096):
+        return torch_predict(self.program, x, device=self.device, batch=batch_size)
+
+    def __call__(self, x, training: bool = False):
+        return self.predict(x)
+
+    def __repr__(self):
+        return f"TorchModel({self.name!r}, device={self.device!r})"
 
 
 EXPORT_BATCH = 64  # batch size of the programs fabformer exports (static shapes; inputs run in batches of it)
@@ -379,8 +404,12 @@ class _Builder:
             if u.cls.startswith("aten.") and u.node.op == "call_function" and _op(u.node) in _IDENTITY:
                 self.tensor_of[u.node.name] = self.src(u.inputs[0]) if u.inputs else None
                 continue
+            if any(a.name not in self.tensor_of for a in u.inputs):
+                continue  # an earlier unit could not be built: its problem is already recorded
             HANDLERS.get(u.cls).build(self, u)
         out = p.ep.graph.output_node().args[0]
+        if self.problems:
+            return self.g
         self.g.outputs = [self.tensor_of[out[0].name]]
         return self.g
 
@@ -963,6 +992,8 @@ def convert(model, config=None, calibration=None) -> Graph:
                                  "convert(model, calibration=x)")
         name = type(model).__name__
         ep = export(model, np.asarray(calibration))
+    elif isinstance(model, TorchModel):
+        ep, name = model.program, model.name
     elif isinstance(model, torch.export.ExportedProgram):
         ep, name = model, "model"
     else:
@@ -990,6 +1021,7 @@ def convert(model, config=None, calibration=None) -> Graph:
     if b.problems:
         raise ConversionError(b.problems)
     g.meta = {"source": name, "frontend": "torch", "calibration_samples": int(len(calibration)),
-              "torch_units": {u.name: u.cls for u in prog.units if _op(u.node) not in _IDENTITY},
+              "torch_units": {u.name: u.cls for u in prog.units
+                              if not (u.cls.startswith("aten.") and _op(u.node) in _IDENTITY)},
               "float_units": sorted(set(b.float_units))}
     return g.verify()
