@@ -253,7 +253,8 @@ def test_pt2_only_and_round_trip(tmp_path):
     g1 = fabformer.convert(loaded, calibration=x)
     g2 = fabformer.convert(m, calibration=x)
     assert json.dumps(g1.to_dict()["nodes"]) == json.dumps(g2.to_dict()["nodes"])
-    assert np.array_equal(ft.torch_predict(loaded, x[:70]), ft.torch_predict(m, x[:70]))  # padded last batch
+    # batches of the exported 64, the last one padded; eager PyTorch takes its fused kernels (float32 ulps)
+    np.testing.assert_allclose(ft.torch_predict(loaded, x[:70]), ft.torch_predict(m, x[:70]), atol=1e-5)
     torch.save(m.state_dict(), tmp_path / "m.pt")
     with pytest.raises(FabformerError, match=r"torch.export archives \(.pt2\), not '.pt'"):
         ft.load_torch_model(tmp_path / "m.pt")
