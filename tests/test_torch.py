@@ -292,3 +292,16 @@ def test_compress_is_keras_only(tmp_path, capsys):
                "-o", str(tmp_path / "s")])
     assert rc == 2
     assert "compress takes Keras teachers only" in capsys.readouterr().err
+
+
+def test_brevitas_graph_csim_bit_exact(tmp_path):
+    """Brevitas' exact types (negative integer bits among them) through g++ C-simulation."""
+    hls = pytest.importorskip("fabformer.hls")
+    m = _brevitas(seed=3)
+    x = _x(200, seed=6) * 2
+    g = fabformer.convert(m, calibration=x)
+    assert np.array_equal(g.predict(x), ft.torch_predict(m, x))
+    prj = hls.write(g, tmp_path / "hls")
+    prj.compile()
+    _, env = g.predict(x, trace=True)
+    assert np.array_equal(prj.predict(x, raw=True), np.asarray(env[g.outputs[0]]))
