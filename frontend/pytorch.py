@@ -19,7 +19,7 @@ would not reproduce Brevitas bit for bit is refused, never approximated.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -346,7 +346,7 @@ def _shape(node) -> tuple:
     return tuple(s if isinstance(s, int) else -1 for s in v.shape) if hasattr(v, "shape") else ()
 
 
-def _data_nodes(u: _Unit, params) -> set:
+def _data_nodes(u: _Unit) -> set:
     """Names of the unit's nodes that depend on its data input (not weights or scales)."""
     srcs = {a.name for a in u.inputs}
     out = set()
@@ -756,7 +756,7 @@ def _attended(u) -> int | None:
 # -- Brevitas ---------------------------------------------------------------------------
 def _act_quant(u: _Unit, prog: _Program, where: str):
     """(FixedType, relu, problems) of a Brevitas activation quantizer unit (QuantIdentity, QuantReLU)."""
-    data = _data_nodes(u, prog.params)
+    data = _data_nodes(u)
     dn = [m for m in u.nodes if m.name in data]
     ops = [_op(m) for m in dn]
     rnd = [m for m in dn if _op(m) in _ROUNDERS]
