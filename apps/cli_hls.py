@@ -1,7 +1,7 @@
 """``fabformer hls``: write a Vitis HLS project for a graph, optionally C-simulate it."""
 from __future__ import annotations
 
-import time
+from fabformer.apps.common import add_data_argument, positive_int
 
 DEMO_ORDER = 20
 
@@ -12,49 +12,18 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="project folder (new, or one fabformer made)")
     p.add_argument("--config", help="JSON HLS config (keys of fabformer.hls.HLSConfig)")
     p.add_argument("--csim", action="store_true",
-                   help="compile with g++ and check bit for bit against golden on the digits test split")
-    p.add_argument("--samples", type=int, help="test samples used by --csim (default: all)")
+                   help="compile with g++ and check bit for bit against golden (on --data, the digits test split "
+                        "for the shipped example, else random inputs)")
+    add_data_argument(p, "inputs for --csim")
+    p.add_argument("--samples", type=positive_int, help="samples used by --csim (default: all of --data; 20 random)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_hls)
-
-
-def csim(graph, out, config=None, samples=None) -> dict:
-    """Write, compile and C-simulate ``graph`` on the digits test split; compare with golden."""
-    import numpy as np
-    from fabformer.apps.data import digits
-    from fabformer.hls.project import write
-    x = digits().x_test
-    if samples:
-        x = x[:samples]
-    t0 = time.perf_counter()
-    prj = write(graph, out, config, tb_inputs=x[:64])
-    gen_s = time.perf_counter() - t0
-    prj.compile()
-    _, env = graph.predict(x, trace=True)
-    got = prj.predict(x, raw=True)
-    outs = got if isinstance(got, list) else [got]
-    bad = np.zeros(len(x), dtype=bool)
-    first = None
-    for name, o in zip(graph.outputs, outs):
-        diff = (o != np.asarray(env[name])).reshape(len(x), -1)
-        bad |= diff.any(axis=1)
-        if first is None and diff.any():
-            s, i = map(int, np.argwhere(diff)[0])
-            first = {"tensor": name, "sample": s, "index": i,
-                     "expected": int(np.asarray(env[name]).reshape(len(x), -1)[s, i]),
-                     "actual": int(o.reshape(len(x), -1)[s, i])}
-    res = {"project": str(prj.path), "samples": int(len(x)), "bit_exact": not bad.any(),
-           "mismatches": int(bad.sum()), "compile_seconds": round(prj.compile_seconds, 2),
-           "write_seconds": round(gen_s, 3)}
-    if first:
-        res["first_mismatch"] = first
-    return res
 
 
 def _text(r: dict) -> str:
     if "samples" not in r:
         return f"wrote HLS project {r['project']}"
-    s = (f"wrote HLS project {r['project']}\nC-simulation on {r['samples']} digits test samples: "
+    s = (f"wrote HLS project {r['project']}\nC-simulation on {r['samples']} samples ({r['inputs']}): "
          f"{'bit exact' if r['bit_exact'] else 'NOT bit exact'} ({r['mismatches']} mismatching samples), "
          f"compiled in {r['compile_seconds']} s")
     if r.get("first_mismatch"):
@@ -64,15 +33,21 @@ def _text(r: dict) -> str:
     return s
 
 
+def _csim(graph, out, config=None, samples=None, data=None) -> dict:
+    from fabformer.apps.data import data_for
+    from fabformer.hls import csim
+    d = data_for(graph, data, samples)
+    return {**csim(graph, out, d.x, config), "inputs": d.source}
+
+
 def cmd_hls(args) -> int:
     from fabformer.apps.common import emit
+    from fabformer.hls import HLSConfig, write
     from fabformer.ir import load
-    from fabformer.hls.config import HLSConfig
-    from fabformer.hls.project import write
     g = load(args.graph)
     cfg = HLSConfig.from_file(args.config) if args.config else None
     if args.csim:
-        r = csim(g, args.output, cfg, args.samples)
+        r = _csim(g, args.output, cfg, args.samples, args.data)
     else:
         r = {"project": str(write(g, args.output, cfg).path)}
     emit(args, r, _text(r))
@@ -80,7 +55,7 @@ def cmd_hls(args) -> int:
 
 
 def demo(ctx):
-    r = csim(ctx["graph"], ctx["out"] / "hls", samples=100 if ctx.get("quick") else None)
+    r = _csim(ctx["graph"], ctx["out"] / "hls", samples=100 if ctx.get("quick") else None)
     if not ctx.get("json"):
         print(_text(r))
     return "hls", {k: r[k] for k in ("samples", "bit_exact", "mismatches", "compile_seconds")}

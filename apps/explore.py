@@ -230,10 +230,15 @@ def explore(graph: Graph, bits, parallelism, out, *, x=None, y=None, board: str 
         family = "ice40"
     if family is not None and family not in FAMILIES:
         raise FabformerError(f"family {family!r} not supported; valid: {', '.join(FAMILIES)}")
+    reference = "labels"
     if x is None:
-        from fabformer.apps.data import digits
-        d = digits()
-        x, y = d.x_test, d.y_test
+        from fabformer.apps.data import data_for
+        d = data_for(graph, None, None, need="labels")
+        x, y = d.x, d.y
+    if y is None:  # no labels: a point's "accuracy" is its agreement with the unswept graph's golden argmax
+        import numpy as np
+        y = np.argmax(np.asarray(graph.predict(x)), -1)
+        reference = "the unswept graph's golden argmax (no labels given)"
     out = prepare_dir(out)
     cache = out / "cache"
     cache.mkdir(exist_ok=True)
@@ -241,6 +246,7 @@ def explore(graph: Graph, bits, parallelism, out, *, x=None, y=None, board: str 
     gd = graph.to_dict()
     versions = tool_versions()
     settings = {"board": board, "family": family, "sim_samples": sim_samples, "samples": int(len(x)),
+                "reference": reference,
                 "simulator": simulator if sim_samples else None}
     pts = [Point(b, p) for b in bits for p in parallelism]
     results: list = [None] * len(pts)

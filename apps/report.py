@@ -367,15 +367,19 @@ def fpga_figures(design, rtl_info: dict | None, board: dict | None) -> dict:
 def collect(graph, x, y, *, model=None, device: str = "cpu", out_dir=None, rtl_samples: int = 20,
             paths=None, timing: bool = True, big_batch: int = 256, min_seconds: float = 0.2,
             sweep: bool = True, sweep_model=None, sweep_model_name=None, calibration=None,
-            board: dict | None = None) -> dict:
-    """Run every path and every analysis; returns the report's data (JSON-ready, no arrays)."""
+            board: dict | None = None, data_source: str = "digits test split") -> dict:
+    """Run every path and every analysis; returns the report's data (JSON-ready, no arrays).
+    Without labels (``y`` None) accuracies are None and the bit-width sweep is skipped; the
+    agreement matrix and the per-layer error need no labels."""
     be = backend(device)  # raises early and clearly for --device gpu without a GPU
     want = set(paths) if paths else set(PATH_ORDER)
     unknown = want - set(PATH_ORDER)
     if unknown:
         raise FabformerError(f"unknown report path(s) {', '.join(sorted(unknown))}; valid: {', '.join(PATH_ORDER)}")
     x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y)
+    y = None if y is None else np.asarray(y)
+    if y is None:
+        sweep = False
     cpu = backend("cpu")
     res: dict[str, PathResult] = {}
     if "keras" in want:
@@ -403,7 +407,7 @@ def collect(graph, x, y, *, model=None, device: str = "cpu", out_dir=None, rtl_s
         r = res[name]
         d = {"label": PATH_LABEL[name], "status": r.status, **r.info}
         if r.ok:
-            d.update({"accuracy": _accuracy(r.outputs, y), "samples": int(len(r.outputs))})
+            d.update({"accuracy": None if y is None else _accuracy(r.outputs, y), "samples": int(len(r.outputs))})
         else:
             d["accuracy"] = None
         if r.timing:
@@ -412,7 +416,8 @@ def collect(graph, x, y, *, model=None, device: str = "cpu", out_dir=None, rtl_s
     agree = agreement(res)
     fpga = fpga_figures(design, res["rtl"].info if "rtl" in res and res["rtl"].ok else None, board)
     data = {
-        "graph": graph.name, "samples": int(len(y)), "device": be.name,
+        "graph": graph.name, "samples": int(len(x)), "data": data_source, "labels": y is not None,
+        "device": be.name,
         "paths": paths_out, "agreement": agree,
         "layers": layer_trace(graph, x[: min(len(x), 200)]),
         "size": {**graph.weight_stats(), "macs": graph.macs(), **fpga.get("resources", {})},
@@ -449,7 +454,8 @@ def tables(data: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
     rows = []
     for name, p in data["paths"].items():
         rows.append([name, p["label"], _pct(p.get("accuracy")), str(p.get("samples", "—")), p["status"]])
-    out.append(("Accuracy", f"digits test split, {data['samples']} samples (RTL on a subset).",
+    out.append(("Accuracy", f"{data.get('data', 'digits test split')}, {data['samples']} samples (RTL on a subset)"
+                + ("." if data.get("labels", True) else "; no labels: accuracy not available, see agreement."),
                 ["path", "what", "accuracy", "samples", "status"], rows))
     rows = [[r["a"], r["b"], str(r["samples"]), _pct(r["argmax"]), f"{r['max_abs_dlogit']:.6g}",
              f"{r['mean_abs_dlogit']:.6g}", "yes" if r["bit_exact"] else "no"] for r in data["agreement"]]
@@ -634,18 +640,21 @@ def write(data: dict, out_dir) -> dict:
     return data
 
 
-def make_report(graph, out_dir, *, model=None, samples: int | None = None, device: str = "cpu", **kw) -> dict:
-    """Run every path on the digits test split (first ``samples``) and write the report."""
-    from fabformer.apps.data import digits
-    d = digits()
-    x, y = d.x_test, d.y_test
-    if samples:
-        x, y = x[:samples], y[:samples]
-    kw.setdefault("calibration", d.x_train)
+def make_report(graph, out_dir, *, model=None, samples: int | None = None, device: str = "cpu", data=None,
+                **kw) -> dict:
+    """Run every path on ``data`` (:class:`fabformer.apps.data.Data`; default: the digits test split
+    of the shipped example), first ``samples``, and write the report."""
+    from fabformer.apps.data import data_for, digits, is_digits_example
+    d = (data or data_for(graph, None, None, need="labels")).head(samples)
+    x, y = d.x, d.y
+    if is_digits_example(graph):
+        kw.setdefault("calibration", digits().x_train)
+    else:
+        kw.setdefault("calibration", x)
     be = backend(device)  # clear error before any slow work
     del be
     out_dir = Path(out_dir)
     from fabformer.outdir import prepare_dir
     prepare_dir(out_dir)
-    data = collect(graph, x, y, model=model, device=device, out_dir=out_dir, **kw)
+    data = collect(graph, x, y, model=model, device=device, out_dir=out_dir, data_source=d.source, **kw)
     return write(data, out_dir)

@@ -5,14 +5,17 @@ as an integer mantissa ``m`` and means ``m * 2**-frac``.  ``rounding`` says what
 happens to bits dropped on the right when a value is requantized to this type:
 
 * ``TRN``: truncate toward minus infinity (floor);
-* ``RND``: round to nearest, ties toward plus infinity (``floor(v + 1/2)``).
+* ``RND``: round to nearest, ties toward plus infinity (``floor(v + 1/2)``);
+* ``RND_CONV``: round to nearest, ties to the even neighbour (convergent rounding,
+  what QKeras' quantizers do with ``tf.round``).  On an integer ``v`` dropping
+  ``s > 0`` bits it is ``(v + 2**(s-1) - 1 + ((v >> s) & 1)) >> s``.
 
 ``overflow`` says what happens to values outside the representable range:
 
 * ``WRAP``: keep the low ``width`` bits (two's complement when signed);
 * ``SAT``: clamp to the smallest / largest representable value.
 
-These are exactly the modes ``AP_TRN``, ``AP_RND``, ``AP_WRAP`` and ``AP_SAT`` of
+These are exactly the modes ``AP_TRN``, ``AP_RND``, ``AP_RND_CONV``, ``AP_WRAP`` and ``AP_SAT`` of
 a Vitis ``ap_fixed<width, width - frac>`` (``ap_ufixed`` when unsigned).  Bit
 growth of multiply, add and accumulate is defined here, once, and every
 backend asks these functions instead of guessing widths.
@@ -37,6 +40,7 @@ __all__ = [
 class Rounding(str, enum.Enum):
     TRN = "TRN"
     RND = "RND"
+    RND_CONV = "RND_CONV"  # ties to even (QKeras' tf.round, ap_fixed's AP_RND_CONV)
 
 
 class Overflow(str, enum.Enum):
@@ -45,7 +49,7 @@ class Overflow(str, enum.Enum):
 
 
 _TYPE_RE = re.compile(
-    r"^\s*(u?)fixed\s*<\s*(-?\d+)\s*,\s*(-?\d+)\s*(?:,\s*(TRN|RND)\s*)?(?:,\s*(WRAP|SAT)\s*)?>\s*$"
+    r"^\s*(u?)fixed\s*<\s*(-?\d+)\s*,\s*(-?\d+)\s*(?:,\s*(TRN|RND_CONV|RND)\s*)?(?:,\s*(WRAP|SAT)\s*)?>\s*$"
 )
 
 
@@ -68,8 +72,12 @@ class FixedType:
             raise FabformerError(f"FixedType frac must be an integer, not {self.frac!r}")
         if self.width > 128:
             raise FabformerError(f"FixedType width {self.width} is above the maximum of 128 bits")
-        object.__setattr__(self, "rounding", Rounding(self.rounding))
-        object.__setattr__(self, "overflow", Overflow(self.overflow))
+        for name, enum_cls in (("rounding", Rounding), ("overflow", Overflow)):
+            try:
+                object.__setattr__(self, name, enum_cls(getattr(self, name)))
+            except ValueError:
+                raise FabformerError(f"FixedType {name} must be one of {', '.join(e.value for e in enum_cls)}, "
+                                     f"not {getattr(self, name)!r}") from None
 
     # -- range ---------------------------------------------------------------
     @property
@@ -117,7 +125,7 @@ class FixedType:
         if not m:
             raise FabformerError(
                 f"cannot parse fixed-point type {text!r}; write fixed<W,I> or ufixed<W,I>, "
-                f"optionally followed by ,TRN|RND and ,WRAP|SAT (I = integer bits including sign)")
+                f"optionally followed by ,TRN|RND|RND_CONV and ,WRAP|SAT (I = integer bits including sign)")
         u, w, i, r, o = m.groups()
         w, i = int(w), int(i)
         return cls(w, w - i, signed=not u, rounding=r or "TRN", overflow=o or "WRAP")
@@ -127,8 +135,23 @@ class FixedType:
                 "rounding": self.rounding.value, "overflow": self.overflow.value}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FixedType":
-        return cls(int(d["width"]), int(d["frac"]), bool(d["signed"]), d["rounding"], d["overflow"])
+    def from_dict(cls, d: dict, where: str = "type") -> "FixedType":
+        """A type from its :meth:`to_dict` form, checked strictly (``where`` names it in errors)."""
+        keys = ("width", "frac", "signed", "rounding", "overflow")
+        if not isinstance(d, dict):
+            raise FabformerError(f"{where}: a fixed-point type is an object with keys {', '.join(keys)}, not {d!r}")
+        missing = [k for k in keys if k not in d]
+        if missing:
+            raise FabformerError(f"{where}: fixed-point type lacks {', '.join(missing)}; keys: {', '.join(keys)}")
+        for k in ("width", "frac"):
+            if not isinstance(d[k], int) or isinstance(d[k], bool):
+                raise FabformerError(f"{where}: {k} must be an integer, not {d[k]!r}")
+        if not isinstance(d["signed"], bool):
+            raise FabformerError(f"{where}: signed must be true or false, not {d['signed']!r}")
+        try:
+            return cls(d["width"], d["frac"], d["signed"], d["rounding"], d["overflow"])
+        except FabformerError as e:
+            raise FabformerError(f"{where}: {e}") from None
 
 
 # -- bit growth ---------------------------------------------------------------
@@ -198,18 +221,23 @@ def shift_round(v, shift, rounding: Rounding):
     """``v * 2**-shift`` rounded per ``rounding``; ``shift`` may be an int or an array
     (broadcast against ``v``), positive (drop bits) or negative (append zero bits)."""
     xp = _xp(v)
-    rnd = Rounding(rounding) is Rounding.RND
+    rounding = Rounding(rounding)
     if isinstance(shift, (int, np.integer)):
         s = int(shift)
         if s <= 0:
             return v << (-s) if s < 0 else v
-        if rnd:
+        if rounding is Rounding.RND:
             v = v + (1 << (s - 1))
+        elif rounding is Rounding.RND_CONV:  # ties to even: half - 1, plus 1 when the kept part is odd
+            v = v + ((1 << (s - 1)) - 1) + ((v >> s) & 1)
         return v >> s
     pos = xp.where(shift > 0, shift, 0)
     neg = xp.where(shift < 0, -shift, 0)
-    if rnd:
-        v = v + xp.where(pos > 0, xp.ones_like(pos) << xp.where(pos > 0, pos - 1, 0), 0)
+    if rounding is not Rounding.TRN:
+        half = xp.where(pos > 0, xp.ones_like(pos) << xp.where(pos > 0, pos - 1, 0), 0)
+        if rounding is Rounding.RND_CONV:
+            half = half - xp.where(pos > 0, 1 - ((v >> pos) & 1), 0)
+        v = v + half
     v = v >> pos
     return v << neg if bool(xp.any(neg > 0)) else v
 
@@ -234,9 +262,12 @@ def quantize_float(x, t: FixedType):
     """Real values -> mantissas of ``t`` (exact in float64: scaling by 2**frac is exact)."""
     xp = _xp(x)
     s = xp.asarray(x, dtype=xp.float64) * (2.0 ** t.frac)
-    if t.rounding is Rounding.RND:
-        s = s + 0.5
-    s = xp.floor(s)
+    if t.rounding is Rounding.RND_CONV:
+        s = xp.round(s)  # ties to even (exact: s is scaled by a power of two)
+    else:
+        if t.rounding is Rounding.RND:
+            s = s + 0.5
+        s = xp.floor(s)
     lim = 2.0 ** 62
     s = xp.clip(s, -lim, lim)
     return apply_overflow(xp.astype(s, xp.int64), t)

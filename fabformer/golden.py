@@ -15,7 +15,7 @@ import numpy as np
 from .errors import FabformerError
 from .fixed import FixedType, dequantize, quantize_float, requantize, _xp
 from . import ir, registry
-from .vectors import as_batch
+from .vectors import as_batch, as_batches
 
 registry.declare("golden", "the bit-exact golden model (fabformer.golden)")
 registry.declare("float", "the same graph in float (fabformer.golden, predict mode='float')")
@@ -172,6 +172,82 @@ def _g_requantize(n, g, xs, xp):
     return requantize(xs[0], g.type_of(n.inputs[0]).frac, g.type_of(n.output))
 
 
+@golden("scale")
+def _g_scale(n, g, xs, xp):
+    return requantize(xs[0] * n.scale, g.type_of(n.inputs[0]).frac + n.scale_frac, g.type_of(n.output))
+
+
+@golden("global_max_pool")
+def _g_gmp(n, g, xs, xp):
+    return requantize(xp.max(xs[0], axis=1), g.type_of(n.inputs[0]).frac, g.type_of(n.output))
+
+
+@golden("concat")
+def _g_concat(n, g, xs, xp):
+    ot = g.type_of(n.output)
+    parts = [requantize(x, g.type_of(i).frac, ot) for x, i in zip(xs, n.inputs)]
+    return xp.concat(parts, axis=-1)
+
+
+@golden("reshape")
+def _g_reshape(n, g, xs, xp):
+    return xp.reshape(xs[0], (xs[0].shape[0],) + tuple(n.shape))
+
+
+@golden("add_const")
+def _g_add_const(n, g, xs, xp):
+    xt, ct = g.type_of(n.inputs[0]), n.const_type
+    f = max(xt.frac, ct.frac)
+    return requantize((xs[0] << (f - xt.frac)) + (xp.asarray(n.const) << (f - ct.frac)), f, g.type_of(n.output))
+
+
+def embedding_index(n, g, x, xp):
+    """Row of each id: ``clip(x >> x.f, 0, V - 1)``."""
+    return xp.clip(x >> g.type_of(n.inputs[0]).frac, 0, int(n.table.shape[0]) - 1)
+
+
+@golden("embedding")
+def _g_embedding(n, g, xs, xp):
+    idx = embedding_index(n, g, xs[0], xp)
+    rows = xp.take(xp.asarray(n.table), xp.reshape(idx, (-1,)), axis=0)
+    rows = xp.reshape(rows, tuple(idx.shape) + (int(n.table.shape[1]),))
+    return requantize(rows, n.table_type.frac, g.type_of(n.output))
+
+
+def kept_entries(scores, mask, causal: bool, xp):
+    """Boolean ``[batch, 1 or H, Tq, Tk]``: entries attention keeps (``mask[j] != 0``; ``j <= i`` if causal)."""
+    b, h, tq, tk = scores.shape
+    keep = xp.ones((b, 1, tq, tk), dtype=bool) if mask is None else \
+        xp.broadcast_to(xp.reshape(mask != 0, (b, 1, 1, tk)), (b, 1, tq, tk))
+    if causal:
+        keep = keep & xp.asarray(np.tril(np.ones((tq, tk), dtype=bool)))
+    return keep
+
+
+@golden("mask_fill")
+def _g_mask_fill(n, g, xs, xp):
+    ot = g.type_of(n.output)
+    v = requantize(xs[0], g.type_of(n.inputs[0]).frac, ot)
+    return xp.where(kept_entries(xs[0], xs[1], n.causal, xp), v, ot.min_int)
+
+
+@golden("causal_fill")
+def _g_causal_fill(n, g, xs, xp):
+    ot = g.type_of(n.output)
+    v = requantize(xs[0], g.type_of(n.inputs[0]).frac, ot)
+    return xp.where(kept_entries(xs[0], None, True, xp), v, ot.min_int)
+
+
+@golden("masked_avg_pool")
+def _g_masked_avg_pool(n, g, xs, xp):
+    x, m = xs
+    keep = m != 0
+    s = xp.sum(xp.where(keep[:, :, None], x, 0), axis=1)
+    c = xp.sum(xp.astype(keep, xp.int64), axis=1)
+    r = xp.take(xp.asarray(n.recip), c)
+    return requantize(s * r[:, None], g.type_of(n.inputs[0]).frac + n.scale_frac, g.type_of(n.output))
+
+
 # -- float semantics: same graph, dequantized constants, exact functions ---------------
 def _deq(a, t: FixedType):
     return np.asarray(a, dtype=np.float64) * 2.0 ** -t.frac
@@ -246,7 +322,53 @@ def _f_requantize(n, g, xs, xp):
     return xs[0]
 
 
-for _k in ("split_heads", "merge_heads", "flatten"):  # no arithmetic: float = integer
+@floating("scale")
+def _f_scale(n, g, xs, xp):
+    return xs[0] * (n.scale * 2.0 ** -n.scale_frac)
+
+
+@floating("global_max_pool")
+def _f_gmp(n, g, xs, xp):
+    return xp.max(xs[0], axis=1)
+
+
+@floating("concat")
+def _f_concat(n, g, xs, xp):
+    return xp.concat(list(xs), axis=-1)
+
+
+@floating("add_const")
+def _f_add_const(n, g, xs, xp):
+    return xs[0] + xp.asarray(_deq(n.const, n.const_type))
+
+
+@floating("embedding")
+def _f_embedding(n, g, xs, xp):
+    idx = xp.astype(xp.clip(xp.floor(xs[0]), 0, int(n.table.shape[0]) - 1), xp.int64)
+    rows = xp.take(xp.asarray(_deq(n.table, n.table_type)), xp.reshape(idx, (-1,)), axis=0)
+    return xp.reshape(rows, tuple(idx.shape) + (int(n.table.shape[1]),))
+
+
+@floating("mask_fill")
+def _f_mask_fill(n, g, xs, xp):
+    return xp.where(kept_entries(xs[0], xs[1], n.causal, xp), xs[0], g.type_of(n.output).min_value)
+
+
+@floating("causal_fill")
+def _f_causal_fill(n, g, xs, xp):
+    return xp.where(kept_entries(xs[0], None, True, xp), xs[0], g.type_of(n.output).min_value)
+
+
+@floating("masked_avg_pool")
+def _f_masked_avg_pool(n, g, xs, xp):
+    x, m = xs
+    keep = m != 0
+    c = xp.sum(xp.astype(keep, xp.float64), axis=1)
+    s = xp.sum(xp.where(keep[:, :, None], x, 0.0), axis=1)
+    return xp.where(c[:, None] > 0, s / xp.where(c > 0, c, 1.0)[:, None], 0.0)
+
+
+for _k in ("split_heads", "merge_heads", "flatten", "reshape"):  # no arithmetic: float = integer
     floating(_k)(GOLDEN[_k])
 
 
@@ -255,7 +377,7 @@ CHUNK = 1024  # samples per pass: keeps the working set in cache
 
 
 def _run_nodes(g, x, table, xp, keep=None):
-    env = {g.inputs[0]: x}
+    env = dict(zip(g.inputs, x))
     last_use = {}
     for k, n in enumerate(g.nodes):
         for i in n.inputs:
@@ -269,18 +391,44 @@ def _run_nodes(g, x, table, xp, keep=None):
     return env
 
 
-def run(g, x, trace: bool = False, mode: str = "int"):
+def run(g, x, trace: bool = False, mode: str = "int", fast: bool = True):
+    """Run graph ``g`` on inputs ``x`` (batch first; one sample without the batch axis is
+    taken as a batch of one).  ``mode="int"``: the bit-exact integer model; ``"float"``:
+    the same graph in float.  With NumPy inputs the integer model runs the graph's
+    precomputed plan (``fabformer.plan``: the same integers, faster), or, for a graph called
+    often, its compiled C kernel (``fabformer.kernel``; see ``Plan.kernel_for``);
+    ``fast=False`` runs the op functions above, the specification, as they are."""
     if mode not in ("int", "float"):
         raise FabformerError(f"predict mode must be 'int' or 'float', not {mode!r}")
+    # the one input check (shape, single sample, lists, dicts by input name, dtypes, NaN/inf) of every path
+    if len(g.inputs) == 1 and not isinstance(x, dict):
+        xs = [as_batch(g, x, None if isinstance(x, (list, tuple, np.ndarray)) else _xp(x))]
+    else:
+        xs = as_batches(g, x, None if isinstance(x, (list, tuple, dict, np.ndarray)) else _xp(x))
+    x = xs[0]
+    if fast and mode == "int" and len(xs) == 1 and type(x) is np.ndarray:
+        from .plan import plan_for
+        plan = plan_for(g)
+        if not trace:
+            k = plan.kernel_for(x)
+            if k is not None:
+                outs = [dequantize(m, f) for m, (_, f) in zip(k(x), plan.outputs)]
+                return outs[0] if len(outs) == 1 else outs
+        if trace or x.shape[0] <= PLAN_CHUNK:
+            return plan.run(x, trace)
+        parts = [plan.run(x[i:i + PLAN_CHUNK]) for i in range(0, x.shape[0], PLAN_CHUNK)]
+        if len(g.outputs) == 1:
+            return np.concatenate(parts, axis=0)
+        return [np.concatenate([p[k] for p in parts], axis=0) for k in range(len(g.outputs))]
     table = GOLDEN if mode == "int" else FLOAT
-    x = as_batch(g, x, None if isinstance(x, (list, tuple)) else _xp(x))
     xp = _xp(x)
     for n in g.nodes:
         registry.get(n, "golden" if mode == "int" else "float")  # a clear error for an op kind without one
     if trace or x.shape[0] <= CHUNK or not isinstance(x, np.ndarray):  # GPUs want one big batch
-        env = _run_nodes(g, x, table, xp)
+        env = _run_nodes(g, xs, table, xp)
     else:  # samples are independent: run cache-sized chunks (same bits, faster)
-        parts = [_run_nodes(g, x[i:i + CHUNK], table, xp, keep=g.outputs) for i in range(0, x.shape[0], CHUNK)]
+        parts = [_run_nodes(g, [v[i:i + CHUNK] for v in xs], table, xp, keep=g.outputs)
+                 for i in range(0, x.shape[0], CHUNK)]
         env = {o: xp.concat([p[o] for p in parts], axis=0) for o in g.outputs}
     if mode == "int":
         outs = [dequantize(env[o], g.type_of(o).frac) for o in g.outputs]
@@ -288,6 +436,9 @@ def run(g, x, trace: bool = False, mode: str = "int"):
         outs = [env[o] for o in g.outputs]
     out = outs[0] if len(outs) == 1 else outs
     return (out, env) if trace else out
+
+
+PLAN_CHUNK = 256  # samples per pass of the plan (NumPy only; measured faster than 1,024 and whole batches)
 
 
 registry.set_interpreter(run)

@@ -29,7 +29,9 @@ from .fixed import FixedType, accum_type, add_type, mul_type
 __all__ = [
     "Tensor", "Table", "Op", "Quantize", "Dense", "MatMul", "SplitHeads", "MergeHeads",
     "Add", "Relu", "Lookup", "Softmax", "LayerNorm", "Flatten", "GlobalAvgPool",
-    "Requantize", "Graph", "OPS", "load", "ilog2_bound",
+    "Requantize", "Scale", "GlobalMaxPool", "Concat", "Reshape", "AddConst", "Embedding", "MaskFill", "CausalFill", "MaskedAvgPool",
+    "Graph", "OPS", "load",
+    "is_graph_file", "ilog2_bound",
 ]
 
 FORMAT_VERSION = 1
@@ -37,12 +39,19 @@ MAX_TENSOR_BITS = 32  # widest tensor element
 MAX_ACC_BITS = 62  # widest intermediate (exact in int64)
 
 
-def _int_array(a) -> np.ndarray:
-    a = np.asarray(a)
-    if a.dtype.kind not in "iu":
-        if a.size and not np.all(np.floor(a) == a):
-            raise FabformerError("constants must be integer mantissas, not floats")
-        a = a.astype(np.int64)
+def _int_array(a, where: str = "constant") -> np.ndarray:
+    try:
+        a = np.asarray(a)
+    except ValueError as e:  # ragged nested lists
+        raise FabformerError(f"{where}: not a rectangular array of integers ({e})") from None
+    if a.dtype.kind == "b" or a.dtype.kind not in "iuf":
+        raise FabformerError(f"{where}: constants must be integer mantissas, got {a.dtype} values")
+    if a.dtype.kind == "f":
+        if a.size and not (np.all(np.isfinite(a)) and np.all(np.floor(a) == a)):
+            bad = a.reshape(-1)[~(np.isfinite(a.reshape(-1)) & (np.floor(a.reshape(-1)) == a.reshape(-1)))][0]
+            raise FabformerError(f"{where}: constants must be integer mantissas, not {bad!r}")
+        if a.size and np.max(np.abs(a)) >= 2.0 ** 63:
+            raise FabformerError(f"{where}: constant mantissas must fit in 64 bits")
     return np.ascontiguousarray(a.astype(np.int64))
 
 
@@ -90,9 +99,15 @@ class Table:
                 "out_type": self.out_type.to_dict(), "values": self.values.tolist()}
 
     @classmethod
-    def from_dict(cls, d):
-        return cls(d["function"], int(d["shift"]), int(d["offset"]),
-                   FixedType.from_dict(d["out_type"]), np.asarray(d["values"], dtype=np.int64))
+    def from_dict(cls, d, where: str = "table"):
+        keys = ("function", "shift", "offset", "out_type", "values")
+        if not isinstance(d, dict) or any(k not in d for k in keys):
+            raise FabformerError(f"{where}: a table is an object with keys {', '.join(keys)}")
+        for k in ("shift", "offset"):
+            if not isinstance(d[k], int) or isinstance(d[k], bool):
+                raise FabformerError(f"{where}: {k} must be an integer, not {d[k]!r}")
+        return cls(str(d["function"]), d["shift"], d["offset"], FixedType.from_dict(d["out_type"], f"{where} out_type"),
+                   _int_array(d["values"], f"{where} values"))
 
     def problems(self, where: str) -> list[str]:
         p = []
@@ -156,21 +171,52 @@ class Op:
         return d
 
     @staticmethod
-    def from_dict(d: dict) -> "Op":
+    def from_dict(d: dict, where: str = "node") -> "Op":
+        """An op from its :meth:`to_dict` form, every field checked (``where`` names it in errors)."""
+        if not isinstance(d, dict):
+            raise FabformerError(f"{where}: a node is an object with a kind and its fields, not {d!r}")
         cls = OPS.get(d.get("kind"))
         if cls is None:
-            raise FabformerError(f"unknown op kind {d.get('kind')!r}; valid kinds: {', '.join(sorted(OPS))}")
+            raise FabformerError(f"{where}: unknown op kind {d.get('kind')!r}; valid kinds: {', '.join(sorted(OPS))}")
+        if isinstance(d.get("name"), str):
+            where = f"{where} {d['name']!r} ({cls.kind})"
+        names = [f.name for f in fields(cls)]
+        missing = [k for k in names if k not in d]
+        if missing:
+            raise FabformerError(f"{where}: missing field(s) {', '.join(missing)}; a {cls.kind} node has "
+                                 f"{', '.join(names)}")
+        unknown = sorted(set(d) - set(names) - {"kind"})
+        if unknown:
+            raise FabformerError(f"{where}: unknown field(s) {', '.join(unknown)}; a {cls.kind} node has "
+                                 f"{', '.join(names)}")
         kw = {}
         for f in fields(cls):
             v = d[f.name]
+            at = f"{where} field {f.name!r}"
             if isinstance(v, dict) and "data" in v:
-                v = np.asarray(v["data"], dtype=np.int64).reshape(v["shape"])
+                shape = v.get("shape")
+                if not isinstance(shape, list) or not all(isinstance(k, int) and k >= 0 for k in shape):
+                    raise FabformerError(f"{at}: shape must be a list of sizes, not {shape!r}")
+                arr = _int_array(v["data"], at).reshape(-1)
+                if arr.size != int(np.prod(shape)):
+                    raise FabformerError(f"{at}: {arr.size} values for shape {shape} "
+                                         f"({int(np.prod(shape))} expected)")
+                v = arr.reshape(shape)
             elif isinstance(v, dict) and "fixed" in v:
-                v = FixedType.from_dict(v["fixed"])
+                v = FixedType.from_dict(v["fixed"], at)
             elif isinstance(v, dict) and "table" in v:
-                v = Table.from_dict(v["table"])
+                v = Table.from_dict(v["table"], at)
+            elif f.name in ("name", "output") and not isinstance(v, str):
+                raise FabformerError(f"{at}: must be a string, not {v!r}")
+            elif f.name == "inputs" and not (isinstance(v, list) and all(isinstance(i, str) for i in v)):
+                raise FabformerError(f"{at}: must be a list of tensor names, not {v!r}")
+            elif isinstance(v, dict):
+                raise FabformerError(f"{at}: unexpected object {v!r}")
             kw[f.name] = v
-        return cls(**kw)
+        try:
+            return cls(**kw)
+        except FabformerError as e:
+            raise FabformerError(f"{where}: {e}") from None
 
 
 @registry.op_kind
@@ -494,6 +540,216 @@ class Requantize(Op):
     kind: ClassVar[str] = "requantize"
 
 
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class Scale(Op):
+    """Multiply by a constant (``x * c``, ``-x``, ``x / c``): ``out = rq(x * scale, x.f + scale_frac, out)``;
+    ``scale`` is a signed integer mantissa (``c ≈ scale * 2**-scale_frac``)."""
+
+    kind: ClassVar[str] = "scale"
+    scale: int = 1
+    scale_frac: int = 0
+
+    def scaled_type(self, g) -> FixedType:
+        s = FixedType(max(2, int(abs(self.scale)).bit_length() + 1), self.scale_frac)
+        return mul_type(g.type_of(self.inputs[0]), s)
+
+    def problems(self, g):
+        if not isinstance(self.scale, int) or isinstance(self.scale, bool):
+            return [f"{self.name}: scale must be an integer mantissa, not {self.scale!r}"]
+        if self.scaled_type(g).width > MAX_ACC_BITS:
+            return [f"{self.name}: scaled value {self.scaled_type(g)} is wider than {MAX_ACC_BITS} bits"]
+        return []
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class GlobalMaxPool(Op):
+    """Maximum over axis 0 of ``[T, D]``: ``out[d] = rq(max_t x[t, d], x.f, out)``."""
+
+    kind: ClassVar[str] = "global_max_pool"
+
+    def out_shape(self, shapes):
+        return tuple(shapes[0][1:])
+
+    def problems(self, g):
+        s = g.tensors[self.inputs[0]].shape
+        return [] if len(s) == 2 else [f"{self.name}: input must be 2-D [tokens, features], got {s}"]
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class Concat(Op):
+    """Concatenation on the last axis of ``a: [..., Da]`` and ``b: [..., Db]`` (same leading axes):
+    ``out[..., :Da] = rq(a, a.f, out)``, ``out[..., Da:] = rq(b, b.f, out)``."""
+
+    kind: ClassVar[str] = "concat"
+    n_inputs: ClassVar[int] = 2
+
+    def out_shape(self, shapes):
+        a, b = shapes
+        return tuple(a[:-1]) + (a[-1] + b[-1],)
+
+    def problems(self, g):
+        a, b = (g.tensors[i].shape for i in self.inputs)
+        if len(a) != len(b) or tuple(a[:-1]) != tuple(b[:-1]) or not a:
+            return [f"{self.name}: shapes {a} and {b} differ before the last axis"]
+        return []
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class Reshape(Op):
+    """Same elements in row-major order, another shape (no arithmetic; ``out`` has ``x``'s type):
+    ``out.flat[i] = x.flat[i]``."""
+
+    kind: ClassVar[str] = "reshape"
+    shape: tuple = ()
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+
+    def out_shape(self, shapes):
+        return self.shape
+
+    def problems(self, g):
+        s = g.tensors[self.inputs[0]].shape
+        p = []
+        if int(np.prod(s)) != int(np.prod(self.shape)) or any(d < 1 for d in self.shape):
+            p.append(f"{self.name}: cannot reshape {s} to {self.shape}")
+        if g.type_of(self.output) is not None and g.type_of(self.output) != g.type_of(self.inputs[0]):
+            p.append(f"{self.name}: reshape must keep its input type")
+        return p
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class AddConst(Op):
+    """Add a constant tensor of the input's shape (a positional embedding table, ``x + c``):
+    ``F = max(x.f, const_type.frac)``, ``out = rq((x << (F - x.f)) + (const << (F - const_type.frac)), F, out)``."""
+
+    kind: ClassVar[str] = "add_const"
+    const: np.ndarray = None
+    const_type: FixedType = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "const", _int_array(self.const))
+
+    def problems(self, g):
+        s = tuple(g.tensors[self.inputs[0]].shape)
+        p = []
+        if tuple(self.const.shape) != s:
+            p.append(f"{self.name}: constant shape {tuple(self.const.shape)} != input shape {s}")
+        elif self.const.size and (self.const.min() < self.const_type.min_int or self.const.max() > self.const_type.max_int):
+            p.append(f"{self.name}: constant mantissas outside {self.const_type}")
+        return p
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class Embedding(Op):
+    """Token embedding: integer ids ``x: [T]`` -> table rows ``[T, D]``.
+    ``i = clip(x >> x.f, 0, V - 1)`` (ids out of range take the nearest row);
+    ``out[t, :] = rq(table[i_t, :], table_type.frac, out)``."""
+
+    kind: ClassVar[str] = "embedding"
+    table: np.ndarray = None
+    table_type: FixedType = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "table", _int_array(self.table))
+
+    def out_shape(self, shapes):
+        return tuple(shapes[0]) + (int(self.table.shape[1]),)
+
+    def problems(self, g):
+        s = g.tensors[self.inputs[0]].shape
+        p = []
+        if len(s) != 1:
+            p.append(f"{self.name}: ids must be 1-D [tokens], got {s}")
+        if self.table.ndim != 2 or self.table.shape[0] < 1:
+            p.append(f"{self.name}: table must be 2-D [vocabulary, depth], got {self.table.shape}")
+        elif self.table.size and (self.table.min() < self.table_type.min_int or self.table.max() > self.table_type.max_int):
+            p.append(f"{self.name}: table mantissas outside {self.table_type}")
+        xt = g.type_of(self.inputs[0])
+        if xt is not None and xt.frac < 0:
+            p.append(f"{self.name}: ids type {xt} must have frac >= 0")
+        return p
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class MaskFill(Op):
+    """Attention mask on scores ``x: [H, Tq, Tk]`` with a key padding mask ``mask: [Tk]`` (0 = padding):
+    entry ``(h, i, j)`` is kept when ``mask[j] != 0`` (and ``j <= i`` when ``causal``);
+    ``out = rq(x, x.f, out)`` where kept, ``out.min_int`` elsewhere.  The frontend gives ``out`` a range
+    deep enough below ``x``'s that a following softmax's exp table gives exactly 0 for every masked
+    entry; a row with every entry masked is all ``min_int``: the softmax makes it uniform (as Keras does)."""
+
+    kind: ClassVar[str] = "mask_fill"
+    n_inputs: ClassVar[int] = 2
+    causal: bool = False
+
+    def problems(self, g):
+        x, m = (g.tensors[i].shape for i in self.inputs)
+        p = []
+        if len(x) != 3:
+            p.append(f"{self.name}: scores must be 3-D [heads, queries, keys], got {x}")
+        elif tuple(m) != (x[2],):
+            p.append(f"{self.name}: mask shape {m} must be ({x[2]},) (one entry per key)")
+        elif self.causal and x[1] != x[2]:
+            p.append(f"{self.name}: a causal mask needs as many queries as keys, got {x}")
+        return p
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class CausalFill(Op):
+    """Causal mask on scores ``x: [H, T, T]``: entry ``(h, i, j)`` is kept when ``j <= i``;
+    ``out = rq(x, x.f, out)`` where kept, ``out.min_int`` elsewhere (see :class:`MaskFill`)."""
+
+    kind: ClassVar[str] = "causal_fill"
+
+    def problems(self, g):
+        x = g.tensors[self.inputs[0]].shape
+        if len(x) != 3 or x[1] != x[2]:
+            return [f"{self.name}: scores must be [heads, T, T], got {x}"]
+        return []
+
+
+@registry.op_kind
+@dataclass(frozen=True, eq=False)
+class MaskedAvgPool(Op):
+    """Mean over the kept tokens of ``x: [T, D]`` with ``mask: [T]`` (0 = padding):
+    ``c = count(mask != 0)``, ``s[d] = sum over kept t of x[t, d]``,
+    ``out[d] = rq(s[d] * recip[c], x.f + scale_frac, out)`` with ``recip[c] ≈ 2**scale_frac / c`` and
+    ``recip[0] = 0`` (a sample with every token masked gives 0)."""
+
+    kind: ClassVar[str] = "masked_avg_pool"
+    n_inputs: ClassVar[int] = 2
+    recip: np.ndarray = None
+    scale_frac: int = 16
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "recip", _int_array(self.recip))
+
+    def out_shape(self, shapes):
+        return tuple(shapes[0][1:])
+
+    def problems(self, g):
+        x, m = (g.tensors[i].shape for i in self.inputs)
+        p = []
+        if len(x) != 2 or tuple(m) != (x[0],):
+            p.append(f"{self.name}: x must be [T, D] and mask [T], got {x} and {m}")
+        elif self.recip.shape != (x[0] + 1,) or int(self.recip[0]) != 0 or self.recip.min() < 0:
+            p.append(f"{self.name}: recip must hold {x[0] + 1} non-negative entries, recip[0] = 0")
+        return p
+
+
 OPS: dict[str, type[Op]] = registry.op_kinds()  # every op kind above, by its ``kind``
 
 
@@ -656,6 +912,8 @@ class Graph:
         for o in self.outputs:
             if o not in known:
                 p.append(f"graph output {o!r} is never produced")
+            elif o in self.tensors and self.tensors[o].type is None:
+                p.append(f"graph output {o!r} is a float graph input; an output must be a fixed-point tensor")
         if not self.outputs:
             p.append("graph has no outputs")
         return p
@@ -713,24 +971,60 @@ class Graph:
         }
 
     def save(self, path) -> Path:
+        """Write the graph as JSON; an existing file is replaced only if it is a fabformer graph file."""
         path = Path(path)
         self.verify()
+        if path.exists():
+            if path.is_dir():
+                raise FabformerError(f"cannot save the graph to {str(path)!r}: it is a folder")
+            if not is_graph_file(path):
+                raise FabformerError(f"refusing to overwrite {str(path)!r}: it exists and is not a fabformer graph "
+                                     f"file; choose a new path")
         path.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
         return path
 
     @classmethod
     def from_dict(cls, d: dict) -> "Graph":
+        if not isinstance(d, dict):
+            raise FabformerError(f"not a fabformer graph file (a JSON object with format: fabformer-graph expected, "
+                                 f"got {type(d).__name__})")
         if d.get("format") != "fabformer-graph":
             raise FabformerError("not a fabformer graph file (missing format: fabformer-graph)")
         if d.get("version") != FORMAT_VERSION:
             raise FabformerError(f"graph file version {d.get('version')!r} is not supported; "
                                  f"this fabformer reads version {FORMAT_VERSION}")
+        for k, kind in (("name", str), ("inputs", list), ("outputs", list), ("tensors", list), ("nodes", list)):
+            if not isinstance(d.get(k), kind):
+                raise FabformerError(f"graph file: field {k!r} must be a {'string' if kind is str else 'list'}, "
+                                     f"not {d.get(k)!r}")
+        for k in ("inputs", "outputs"):
+            if not all(isinstance(v, str) for v in d[k]):
+                raise FabformerError(f"graph file: {k} must be tensor names, not {d[k]!r}")
+        if not isinstance(d.get("meta", {}), dict):
+            raise FabformerError(f"graph file: meta must be an object, not {d.get('meta')!r}")
         g = cls(d["name"], inputs=list(d["inputs"]), outputs=list(d["outputs"]), meta=d.get("meta", {}))
-        for t in d["tensors"]:
+        for k, t in enumerate(d["tensors"]):
+            where = f"tensor {k}"
+            if not isinstance(t, dict) or not isinstance(t.get("name"), str) or "shape" not in t or "type" not in t:
+                raise FabformerError(f"graph file: {where} must be an object with name, shape and type, not {t!r}")
+            where = f"tensor {t['name']!r}"
+            if not isinstance(t["shape"], list) or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                                                           for s in t["shape"]):
+                raise FabformerError(f"graph file: {where}: shape must be a list of positive sizes, not {t['shape']!r}")
             g.tensors[t["name"]] = Tensor(t["name"], tuple(t["shape"]),
-                                          FixedType.from_dict(t["type"]) if t["type"] else None)
-        g.nodes = [Op.from_dict(n) for n in d["nodes"]]
+                                          FixedType.from_dict(t["type"], where) if t["type"] is not None else None)
+        g.nodes = [Op.from_dict(n, f"graph file: node {k}") for k, n in enumerate(d["nodes"])]
         return g.verify()
+
+
+def is_graph_file(path) -> bool:
+    """Whether ``path`` is a file fabformer wrote with :meth:`Graph.save`."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+        return b'"format": "fabformer-graph"' in head and head.lstrip()[:1] == b"{"
+    except OSError:
+        return False
 
 
 def load(path) -> Graph:
@@ -740,6 +1034,11 @@ def load(path) -> Graph:
         raise FabformerError(f"graph file {str(path)!r} does not exist")
     try:
         d = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FabformerError(f"graph file {str(path)!r} is not valid JSON: {e}") from None
-    return Graph.from_dict(d)
+    try:
+        return Graph.from_dict(d)
+    except GraphError:
+        raise
+    except FabformerError as e:
+        raise FabformerError(f"graph file {str(path)!r}: {e}") from None

@@ -12,7 +12,7 @@ error lists every unsupported module and function.
 Types follow the Keras frontend: the build runs with provisional types, the float graph
 runs over the calibration data, and the build runs again with ``activation_bits`` wide
 types whose integer part comes from the ranges.  Brevitas quantizers with power-of-two
-scales and floor rounding give exact types instead; each one is checked against the
+scales and round-half-to-even (Brevitas' default) or floor rounding give exact types instead; each one is checked against the
 values Brevitas itself computes on the calibration data, so a converted quantizer that
 would not reproduce Brevitas bit for bit is refused, never approximated.
 """
@@ -784,9 +784,10 @@ def _act_quant(u: _Unit, prog: _Program, where: str):
     if e != round(e):
         return None, relu, [f"{where}: scale {s!r} is not a power of two; use a power-of-two scaling "
                             f"(e.g. brevitas.quant.Int8ActPerTensorFixedPoint)"]
-    if _op(r) != "floor":
-        return None, relu, [f"{where}: rounding {_ROUNDERS[_op(r)]} is not in the IR (it rounds with floor or "
-                            f"round-half-up); quantize with float_to_int_impl_type='floor'"]
+    mode = {"floor": Rounding.TRN, "round": getattr(Rounding, "RND_CONV", None)}.get(_op(r))
+    if mode is None:
+        return None, relu, [f"{where}: rounding {_ROUNDERS[_op(r)]} is not in the IR (it rounds with floor, "
+                            f"half up or half to even); quantize with float_to_int_impl_type='round' or 'floor'"]
     # the integer bounds: Brevitas clamps the rounded integer before rescaling
     x_in = prog.value(u.inputs[0])
     y = prog.value(u.output)
@@ -799,7 +800,7 @@ def _act_quant(u: _Unit, prog: _Program, where: str):
     blo, bhi = bounds
     signed = blo < 0
     width = bits_for(int(blo), int(bhi), signed)
-    t = FixedType(max(width, 2 if signed else 1), frac, signed, Rounding.TRN, Overflow.SAT)
+    t = FixedType(max(width, 2 if signed else 1), frac, signed, mode, Overflow.SAT)
     if (int(blo), int(bhi)) != (t.min_int, t.max_int):
         return None, relu, [f"{where}: integer range [{int(blo)}, {int(bhi)}] is not a full {width}-bit range "
                             f"(narrow range is not supported)"]

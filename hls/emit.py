@@ -24,22 +24,23 @@ def emitter(kind):
 
 
 def ctype(t: FixedType) -> str:
-    """``ap_fixed<W,I,AP_RND,AP_SAT>`` spelling of a type."""
-    base = "ap_fixed" if t.signed else "ap_ufixed"
+    """``fab::fixed_t<W,I,AP_RND,AP_SAT>`` spelling of a type: ``ap_fixed`` in synthesis and the
+    Vitis testbench, a native-integer mantissa in fabformer's C-simulation (``fab_common.h``)."""
+    base = "fab::fixed_t" if t.signed else "fab::ufixed_t"
     return f"{base}<{t.width},{t.integer},AP_{t.rounding.value},AP_{t.overflow.value}>"
 
 
 def mtype(t: FixedType) -> str:
     """The mantissa (integer) type of a fixed-point type."""
-    return f"ap_{'int' if t.signed else 'uint'}<{t.width}>"
+    return f"fab::{'int' if t.signed else 'uint'}_t<{t.width}>"
 
 
 def sint(width: int) -> str:
-    return f"ap_int<{width}>"
+    return f"fab::int_t<{width}>"
 
 
 def uint(width: int) -> str:
-    return f"ap_uint<{width}>"
+    return f"fab::uint_t<{width}>"
 
 
 @dataclass
@@ -224,3 +225,84 @@ def _layernorm(n, g, ctx):
     return Emitted(fl, "layernorm", [Const("gamma", mtype(n.gamma_type), n.gamma, -1),
                                      Const("beta", mtype(n.beta_type), n.beta, -1),
                                      Const("invsqrt_table", mtype(tt), n.invsqrt_table.values)])
+
+
+# -- the ops of the Transformers users write (fab_extra.h) -----------------------------------
+@emitter("scale")
+def _scale(n, g, ctx):
+    xt = g.type_of(n.inputs[0])
+    return Emitted([("type", "scaled_t", sint(n.scaled_type(g).width + 1)),
+                    ("const", "size", g.tensors[n.output].size), ("const_ll", "scale", int(n.scale)),
+                    ("const", "out_shift", xt.frac + n.scale_frac - g.type_of(n.output).frac),
+                    ("const", "reuse", ctx.reuse(n.name))], "scale")
+
+
+@emitter("global_max_pool")
+def _gmp(n, g, ctx):
+    t, d = g.tensors[n.inputs[0]].shape
+    return Emitted([("const", "tokens", t), ("const", "depth", d),
+                    ("const", "out_shift", g.type_of(n.inputs[0]).frac - g.type_of(n.output).frac),
+                    ("const", "reuse", ctx.reuse(n.name))], "global_max_pool")
+
+
+@emitter("concat")
+def _concat(n, g, ctx):
+    a, b = (g.tensors[i].shape for i in n.inputs)
+    of = g.type_of(n.output).frac
+    return Emitted([("const", "rows", _rows(a)), ("const", "da", a[-1]), ("const", "db", b[-1]),
+                    ("const", "a_shift", g.type_of(n.inputs[0]).frac - of),
+                    ("const", "b_shift", g.type_of(n.inputs[1]).frac - of)], "concat")
+
+
+@emitter("reshape")
+def _reshape(n, g, ctx):
+    return Emitted([("const", "size", g.tensors[n.output].size)], "reshape")
+
+
+@emitter("add_const")
+def _add_const(n, g, ctx):
+    xt, ct = g.type_of(n.inputs[0]), n.const_type
+    f = max(xt.frac, ct.frac)
+    st = add_type(xt, ct)
+    return Emitted([("type", "const_t", mtype(ct)), ("type", "sum_t", sint(st.width + 1)),
+                    ("const", "size", g.tensors[n.output].size), ("const", "x_shift", f - xt.frac),
+                    ("const", "c_shift", f - ct.frac), ("const", "out_shift", f - g.type_of(n.output).frac),
+                    ("const", "reuse", ctx.reuse(n.name))], "add_const",
+                   [Const("c", mtype(ct), n.const.reshape(-1))])
+
+
+@emitter("embedding")
+def _embedding(n, g, ctx):
+    v, d = n.table.shape
+    return Emitted([("type", "table_t", mtype(n.table_type)), ("const", "tokens", g.tensors[n.inputs[0]].shape[0]),
+                    ("const", "vocab", v), ("const", "depth", d), ("const", "id_shift", g.type_of(n.inputs[0]).frac),
+                    ("const", "out_shift", n.table_type.frac - g.type_of(n.output).frac)], "embedding",
+                   [Const("table", mtype(n.table_type), n.table.reshape(-1))])
+
+
+def _fill(n, g, kernel, causal):
+    h, tq, tk = g.tensors[n.inputs[0]].shape
+    return Emitted([("const", "heads", h), ("const", "tq", tq), ("const", "tk", tk), ("const", "causal", int(causal)),
+                    ("const", "out_shift", g.type_of(n.inputs[0]).frac - g.type_of(n.output).frac)], kernel)
+
+
+@emitter("mask_fill")
+def _mask_fill(n, g, ctx):
+    return _fill(n, g, "mask_fill", n.causal)
+
+
+@emitter("causal_fill")
+def _causal_fill(n, g, ctx):
+    return _fill(n, g, "causal_fill", True)
+
+
+@emitter("masked_avg_pool")
+def _masked_avg_pool(n, g, ctx):
+    t, d = g.tensors[n.inputs[0]].shape
+    xt = g.type_of(n.inputs[0])
+    st = accum_type(xt, t)
+    rt = FixedType(max(2, int(n.recip.max()).bit_length() + 1), 0)
+    return Emitted([("type", "recip_t", sint(rt.width)), ("type", "sum_t", sint(st.width + 1)),
+                    ("type", "scaled_t", sint(mul_type(st, rt).width + 1)), ("const", "tokens", t), ("const", "depth", d),
+                    ("const", "out_shift", xt.frac + n.scale_frac - g.type_of(n.output).frac)], "masked_avg_pool",
+                   [Const("recip", sint(rt.width), n.recip)])

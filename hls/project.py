@@ -16,7 +16,7 @@ import numpy as np
 
 from fabformer import registry
 from fabformer.names import Namer, sanitize
-from fabformer.vectors import as_batch
+from fabformer.vectors import flat_batch, hardware_inputs
 from ..errors import FabformerError
 from ..fixed import dequantize
 from ..ir import Graph, Quantize
@@ -80,7 +80,7 @@ class _Gen:
 
     def context(self) -> dict:
         g, ns = self.g, self.ns
-        inputs = [self.t[n.output] for n in self.quant]
+        inputs = [self.t[t] for t in hardware_inputs(g)]  # one argument per graph input, in order
         outputs = [self.t[o] for o in g.outputs]
         args = [{"name": "in_" + t.var[2:], "decl": f"const {ns}::{t.type} in_{t.var[2:]}[{ns}::{t.size_name}]"}
                 for t in inputs]
@@ -123,8 +123,10 @@ class _Gen:
             offs.append({"name": "y_" + t.var[2:], "type": t.type, "size_name": t.size_name, "offset": o,
                          "tensor": t.name})
             o += t.size
-        ins = [{"name": "x_" + t.var[2:], "type": t.type, "size_name": t.size_name} for t in inputs]
-        in_size = self.g.tensors[self.g.inputs[0]].size
+        ins, in_size = [], 0
+        for t in inputs:  # a sample's input vector: every input flattened, in graph.inputs order
+            ins.append({"name": "x_" + t.var[2:], "type": t.type, "size_name": t.size_name, "offset": in_size})
+            in_size += t.size
         return {
             "graph_name": g.name, "top": self.top, "ns": ns, "guard": self.top.upper(),
             "tensors": [t.__dict__ for t in self.t.values()], "configs": configs, "consts": consts,
@@ -149,11 +151,18 @@ class HLSProject:
     def sources(self) -> list[Path]:
         return [self.path / "firmware" / f"{self.top}.cpp", self.path / f"{self.top}_bridge.cpp"]
 
-    def compile(self, build_dir=None) -> Path:
-        """Build the project (g++ -std=c++17 -O2) into a shared library and load it."""
-        lib, secs = _build([self], Path(build_dir) if build_dir else self.path / "build")
+    def compile(self, build_dir=None, native: bool = True) -> "HLSProject":
+        """Build the project (g++ -std=c++17 -O2) into a shared library and load it; returns the
+        project, so ``hls.write(graph, dir).compile().predict(x)`` reads as one chain.
+
+        ``native=True`` (the default) compiles the kernels on native integers
+        (``-DFAB_NATIVE``: ``fab_native.h``); ``native=False`` on the ``ap_int`` /
+        ``ap_fixed`` types that synthesis and the Vitis testbench use.  Both equal
+        the golden model bit for bit (``tests/test_hls.py`` checks both)."""
+        lib, secs = _build([self], Path(build_dir) if build_dir else self.path / "build", native)
         self.compile_seconds = secs
-        return lib
+        self.library = lib
+        return self
 
     def _attach(self, lib):
         self._lib = lib
@@ -169,7 +178,7 @@ class HLSProject:
         if self._fn is None:
             raise FabformerError(f"HLS project {str(self.path)!r} is not compiled; call compile() first")
         g = self.graph
-        x = np.ascontiguousarray(as_batch(g, x))
+        x = np.ascontiguousarray(flat_batch(g, x))
         n = x.shape[0]
         y = np.zeros((n, self.out_total), dtype=np.int64)
         self._fn(n, x.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
@@ -186,12 +195,13 @@ class HLSProject:
 _GXX_ERR = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):(?:(?P<col>\d+):)? (?:fatal )?error: (?P<msg>.*)$", re.M)
 
 
-def _build(projects: list[HLSProject], build_dir: Path):
+def _build(projects: list[HLSProject], build_dir: Path, native: bool = True):
     """Compile one or more projects into one shared library (one translation unit)."""
     ap = ap_types_dir()
     build_dir = Path(build_dir).resolve()  # g++ runs in the project folder: no relative paths
     build_dir.mkdir(parents=True, exist_ok=True)
-    unity = "".join(f'#include "{s.resolve()}"\n' for p in projects for s in p.sources())
+    unity = ("#define FAB_NATIVE 1\n" if native else "") + "".join(
+        f'#include "{s.resolve()}"\n' for p in projects for s in p.sources())
     digest = hashlib.sha256(unity.encode() + b"".join(
         f.read_bytes() for p in projects for f in sorted((p.path / "firmware").rglob("*.h")) + p.sources()
     )).hexdigest()[:12]
@@ -231,14 +241,15 @@ def _compile_message(stderr: str, log: Path) -> str:
             f"    {line} | {src}\n(full log: {log})")
 
 
-def compile_together(projects: list[HLSProject], build_dir) -> float:
-    """Compile several projects (distinct top names) into one library, one g++ run; returns seconds."""
+def compile_together(projects: list[HLSProject], build_dir, native: bool = True) -> float:
+    """Compile several projects (distinct top names) into one library, one g++ run; returns seconds
+    (``native`` as in :meth:`HLSProject.compile`)."""
     tops = [p.top for p in projects]
     dup = sorted({t for t in tops if tops.count(t) > 1})
     if dup:
         raise FabformerError(f"projects compiled together need distinct top names; repeated: {', '.join(dup)} "
                              f"(set HLSConfig(name=...))")
-    return _build(projects, Path(build_dir))[1]
+    return _build(projects, Path(build_dir), native)[1]
 
 
 def write(graph: Graph, out_dir, config: HLSConfig | dict | None = None, tb_inputs=None) -> HLSProject:
@@ -253,8 +264,6 @@ def write(graph: Graph, out_dir, config: HLSConfig | dict | None = None, tb_inpu
         config = HLSConfig.from_dict(config)
     graph.verify()
     config.check(graph)
-    if len(graph.inputs) != 1:
-        raise FabformerError(f"the HLS backend takes graphs with one input, got {len(graph.inputs)}")
     gen = _Gen(graph, config)
     ctx = gen.context()
     out = prepare_dir(out_dir)
@@ -274,11 +283,10 @@ def write(graph: Graph, out_dir, config: HLSConfig | dict | None = None, tb_inpu
     if tb_inputs is None:
         from fabformer.vectors import random_inputs
         tb_inputs = random_inputs(graph, config.tb_samples, seed=0)
-    tb_inputs = np.asarray(tb_inputs, dtype=np.float64).reshape((-1,) + tuple(graph.tensors[graph.inputs[0]].shape))
+    flat = flat_batch(graph, tb_inputs)
     _, env = graph.predict(tb_inputs, trace=True)
-    golden = np.concatenate([np.asarray(env[o]).reshape(len(tb_inputs), -1) for o in graph.outputs], axis=1)
-    files["tb_data/tb_input.dat"] = "".join(" ".join(repr(float(v)) for v in row) + "\n"
-                                            for row in tb_inputs.reshape(len(tb_inputs), -1))
+    golden = np.concatenate([np.asarray(env[o]).reshape(len(flat), -1) for o in graph.outputs], axis=1)
+    files["tb_data/tb_input.dat"] = "".join(" ".join(repr(float(v)) for v in row) + "\n" for row in flat)
     files["tb_data/tb_output_golden.dat"] = "".join(" ".join(str(int(v)) for v in row) + "\n" for row in golden)
     for rel, text in files.items():
         p = out / rel

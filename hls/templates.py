@@ -128,7 +128,7 @@ extern "C" int {{ top }}_predict(int n, const double *x, long long *y) {
         long long *ys = y + (long long)s * {{ out_total }};
 {% for a in inputs %}
         static {{ ns }}::{{ a.type }} {{ a.name }}[{{ ns }}::{{ a.size_name }}];
-        for (int i = 0; i < {{ ns }}::{{ a.size_name }}; i++) {{ a.name }}[i] = fab::quantize<{{ ns }}::{{ a.type }}>(xs[i]);
+        for (int i = 0; i < {{ ns }}::{{ a.size_name }}; i++) {{ a.name }}[i] = fab::quantize<{{ ns }}::{{ a.type }}>(xs[{{ "%d + " % a.offset if a.offset else "" }}i]);
 {% endfor %}
 {% for a in outputs %}
         static {{ ns }}::{{ a.type }} {{ a.name }}[{{ ns }}::{{ a.size_name }}];
@@ -181,7 +181,7 @@ int main(int argc, char **argv) {
         }
 {% for a in inputs %}
         {{ ns }}::{{ a.type }} {{ a.name }}[{{ ns }}::{{ a.size_name }}];
-        for (int i = 0; i < {{ ns }}::{{ a.size_name }}; i++) {{ a.name }}[i] = fab::quantize<{{ ns }}::{{ a.type }}>(x[i]);
+        for (int i = 0; i < {{ ns }}::{{ a.size_name }}; i++) {{ a.name }}[i] = fab::quantize<{{ ns }}::{{ a.type }}>(x[{{ "%d + " % a.offset if a.offset else "" }}i]);
 {% endfor %}
 {% for a in outputs %}
         {{ ns }}::{{ a.type }} {{ a.name }}[{{ ns }}::{{ a.size_name }}];

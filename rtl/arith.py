@@ -44,6 +44,8 @@ def shift_round(v, s: int, rounding: Rounding):
         return v << (-s) if s < 0 else v
     if Rounding(rounding) is Rounding.RND:
         v = v + (1 << (s - 1))
+    elif Rounding(rounding) is Rounding.RND_CONV:  # ties to even: half - 1, plus the kept part's lowest bit
+        v = v + ((1 << (s - 1)) - 1) + (v >> s)[0]
     return v >> s
 
 
@@ -81,6 +83,10 @@ def shift_var(m, v, s, rounding: Rounding = Rounding.TRN, name: str = "shv"):
     m.d.comb += [pos.eq(Mux(s > 0, s, 0)), neg.eq(Mux(s < 0, -s, 0))]
     if Rounding(rounding) is Rounding.RND:
         v = v + ((Const(1, 1) << pos) >> 1)
+    elif Rounding(rounding) is Rounding.RND_CONV:  # ties to even (nothing added when pos == 0)
+        odd = Signal(name=name + "_odd")
+        m.d.comb += odd.eq((v >> pos)[0])
+        v = v + Mux(pos > 0, (((Const(1, 1) << pos) >> 1) - 1) + odd, 0)
     return (v >> pos) << neg
 
 

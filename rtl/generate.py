@@ -72,7 +72,7 @@ class Top(wiring.Component):
         m = Module()
         # sources: tensor -> list of stream interfaces to read from (one per consumer)
         consumers: dict[str, int] = {}
-        for n in d.graph.nodes[d._first:]:
+        for n in d._nodes:
             for t in n.inputs:
                 consumers[t] = consumers.get(t, 0) + 1
         consumers[d.out_tensor] = consumers.get(d.out_tensor, 0) + 1
@@ -91,8 +91,17 @@ class Top(wiring.Component):
             wiring.connect(m, port, f.i)
             taps[tensor] = [getattr(f, f"o{j}") for j in range(k)]
 
-        publish(d.in_tensor, wiring.flipped(self.i))
-        for n in d.graph.nodes[d._first:]:
+        if len(d._inputs) == 1:
+            publish(d.in_tensor, wiring.flipped(self.i))
+        else:  # several graph inputs share the input stream: split them (fabformer.vectors.input_frame)
+            from .blocks_extra import InputSplit
+            common, parts = d._frame
+            split = InputSplit(common, parts, d.in_cols)
+            m.submodules["input_split"] = split
+            wiring.connect(m, wiring.flipped(self.i), split.i)
+            for k, p in enumerate(parts):
+                publish(p[0], getattr(split, f"o{k}"))
+        for n in d._nodes:
             blk = make_block(n, d.graph, d.parallelism.get(n.name))
             m.submodules[node_name(blk.name)] = blk
             node = d.graph.node(blk.name)
@@ -126,6 +135,9 @@ class Design:
     latency_cycles: int = 0
     ii_cycles: float = 0  # a whole number except where a two-bank loop binds (x.5)
     _first: int = 0
+    _nodes: list = field(default_factory=list, repr=False)  # the hardware's nodes (all but quantize)
+    _inputs: list = field(default_factory=list, repr=False)  # the tensors it reads, one per graph input
+    _frame: tuple = field(default=None, repr=False)  # (common type, parts) when it reads several
     _fork_depths: dict = field(default_factory=dict, repr=False)
     _top: Top = field(default=None, repr=False)
 
@@ -248,28 +260,42 @@ def generate_dataflow(graph: ir.Graph, parallelism=None) -> Design:
     par = _as_parallelism(parallelism, graph)
     if len(graph.outputs) != 1:
         raise FabformerError(f"the RTL backend needs exactly one graph output, got {graph.outputs}")
+    from fabformer.vectors import hardware_inputs, input_frame
     q = [i for i, n in enumerate(graph.nodes) if n.kind == "quantize"]
-    if len(q) != 1:
-        raise FabformerError("the RTL backend needs exactly one quantize node (the host quantizes the "
-                             f"input); graph {graph.name!r} has {len(q)}")
-    first = q[0] + 1
-    qn = graph.nodes[q[0]]
-    d = Design(graph, par, in_tensor=qn.output, out_tensor=graph.outputs[0], _first=first)
-    if d.out_tensor == d.in_tensor:
+    if len(q) != len(graph.inputs):
+        raise FabformerError("the RTL backend needs one quantize node per graph input (the host quantizes "
+                             f"the inputs); graph {graph.name!r} has {len(q)} for {len(graph.inputs)} input(s)")
+    first = q[-1] + 1 if len(q) == 1 else 0
+    hw_in = hardware_inputs(graph)
+    d = Design(graph, par, in_tensor=hw_in[0], out_tensor=graph.outputs[0], _first=first)
+    d._nodes = [n for n in graph.nodes if n.kind != "quantize"]
+    d._inputs = hw_in
+    if d.out_tensor in hw_in:
         raise FabformerError(f"graph {graph.name!r} has no hardware after its quantize node")
-    d.in_rows, d.in_cols = row_shape(graph.tensors[d.in_tensor].shape)
-    d.in_type = graph.type_of(d.in_tensor)
-    d.out_rows, d.out_cols = row_shape(graph.tensors[d.out_tensor].shape)
-    d.out_type = graph.type_of(d.out_tensor)
     consumers: dict[str, int] = {graph.outputs[0]: 1}
-    for n in graph.nodes[first:]:
+    for n in d._nodes:
         for t in n.inputs:
             consumers[t] = consumers.get(t, 0) + 1
-    fd = FORK_DELAY if consumers.get(d.in_tensor, 0) > 1 else 0
-    times = {d.in_tensor: (fd, d.in_rows - 1 + fd)}
+    if len(hw_in) == 1:
+        d.in_rows, d.in_cols = row_shape(graph.tensors[d.in_tensor].shape)
+        d.in_type = graph.type_of(d.in_tensor)
+        fd = FORK_DELAY if consumers.get(d.in_tensor, 0) > 1 else 0
+        times = {d.in_tensor: (fd, d.in_rows - 1 + fd)}
+    else:
+        from .blocks_extra import SPLIT_DELAY
+        common, parts = input_frame(graph)
+        d._frame = (common, parts)
+        d.in_type, d.in_rows, d.in_cols = common, sum(p[1] for p in parts), max(p[2] for p in parts)
+        times, start = {}, 0
+        for t, rows, _, _ in parts:
+            fd = SPLIT_DELAY + (FORK_DELAY if consumers.get(t, 0) > 1 else 0)
+            times[t] = (start + fd, start + rows - 1 + fd)
+            start += rows
+    d.out_rows, d.out_cols = row_shape(graph.tensors[d.out_tensor].shape)
+    d.out_type = graph.type_of(d.out_tensor)
     ii = d.in_rows
     ends = {}
-    for n in graph.nodes[first:]:
+    for n in d._nodes:
         blk = make_block(n, graph, par.get(n.name))
         blk._MustUse__silence = True  # analysis only; Top.elaborate builds the blocks it uses
         firsts = [times[t][0] for t in n.inputs]
@@ -286,11 +312,11 @@ def generate_dataflow(graph: ir.Graph, parallelism=None) -> Design:
         d.blocks.append(info)
     d.latency_cycles = times[d.out_tensor][1]
     d.ii_cycles = ii
-    d._fork_depths = _fork_depths(graph, first, consumers, times, ends, ii, d.in_tensor, d.out_tensor)
+    d._fork_depths = _fork_depths(graph, d._nodes, consumers, times, ends, ii, d.in_tensor, d.out_tensor)
     return d
 
 
-def _fork_depths(graph, first, consumers, times, ends, period, in_tensor, out_tensor) -> dict:
+def _fork_depths(graph, nodes, consumers, times, ends, period, in_tensor, out_tensor) -> dict:
     """FIFO depth of each consumer of a forked tensor: with every block repeating each
     ``period`` cycles, a consumer done with a sample ``D`` cycles after the tensor's first
     row holds at most ``D // period + 1`` samples' rows (plus the FIFO's own 2 cycles)."""
@@ -299,7 +325,7 @@ def _fork_depths(graph, first, consumers, times, ends, period, in_tensor, out_te
         if k <= 1:
             continue
         rows, _ = row_shape(graph.tensors[tensor].shape)
-        users = [ends[n.name] for n in graph.nodes[first:] for t in n.inputs if t == tensor]
+        users = [ends[n.name] for n in nodes for t in n.inputs if t == tensor]
         if tensor == out_tensor:
             users.append(times[out_tensor][1])
         out[tensor] = [rows * ((e - times[tensor][0]) // max(int(period), 1) + 1) + 2 for e in users]

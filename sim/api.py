@@ -100,10 +100,11 @@ def run_many(pairs, simulator: str = "verilator", waves: bool = False, build_dir
 
 
 def _job(design, x, stalls, timing_samples, seed):
-    x = np.asarray(x, dtype=np.float64)
     g = design.graph
-    if x.shape == tuple(g.tensors[g.inputs[0]].shape):
-        x = x[None]
+    if len(g.inputs) == 1:
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape == tuple(g.tensors[g.inputs[0]].shape):
+            x = x[None]
     xin, yexp = golden_io(design, x)
     n = int(xin.shape[0])
     if n < 1:

@@ -73,6 +73,9 @@ def build(design, simulator: str, build_dir=None, waves: bool = False) -> Path:
     digest = hashlib.sha256((text + simulator + str(waves) + " ".join(BUILD_ARGS)).encode()).hexdigest()[:16]
     if build_dir is None:
         build_dir = default_build_root() / f"{getattr(design, 'build_name', design.graph.name)}-{simulator}-{digest}"
+    else:  # a folder the caller names: only a new one, or one fabformer made
+        from fabformer.outdir import prepare_dir
+        prepare_dir(build_dir)
     build_dir = Path(build_dir).resolve()
     stamp = build_dir / "fabformer.stamp"
     if stamp.is_file() and stamp.read_text() == digest:

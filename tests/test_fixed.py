@@ -13,7 +13,10 @@ from fabformer.fixed import (FixedType, Overflow, Rounding, accum_type, add_type
 
 def ref_quantize(x: Fraction, t: FixedType) -> int:
     s = x * 2 ** t.frac if t.frac >= 0 else x / 2 ** (-t.frac)
-    r = math.floor(s + Fraction(1, 2)) if t.rounding is Rounding.RND else math.floor(s)
+    if t.rounding is Rounding.RND_CONV:
+        r = round(s)  # Fraction rounds ties to even
+    else:
+        r = math.floor(s + Fraction(1, 2)) if t.rounding is Rounding.RND else math.floor(s)
     if t.overflow is Overflow.SAT:
         return min(max(r, t.min_int), t.max_int)
     r %= 1 << t.width
@@ -67,9 +70,21 @@ def test_type_text_round_trip_and_errors():
     assert str(t) == "fixed<16,6,RND,SAT>"
     assert FixedType.parse(str(t)) == t
     assert FixedType.parse("ufixed<8,0>") == FixedType(8, 8, False)
+    c = FixedType(8, 4, True, "RND_CONV", "SAT")
+    assert str(c) == "fixed<8,4,RND_CONV,SAT>" and FixedType.parse(str(c)) == c
     with pytest.raises(FabformerError, match=r"cannot parse fixed-point type 'fixed<16>'"):
         FixedType.parse("fixed<16>")
     with pytest.raises(FabformerError, match=r"width must be a positive integer, not 0"):
         FixedType(0, 0)
     with pytest.raises(ValueError, match="'ROUND'"):
         FixedType(8, 4, rounding="ROUND")
+
+
+def test_rnd_conv_rounds_ties_to_even():
+    t = FixedType(8, 0, True, "RND_CONV", "SAT")
+    v = np.array([-7, -6, -5, -3, -2, -1, 1, 2, 3, 5, 6, 7, 4, -4], dtype=np.int64)  # frac 1: v / 2
+    assert requantize(v, 1, t).tolist() == [-4, -3, -2, -2, -1, 0, 0, 1, 2, 2, 3, 4, 2, -2]
+    assert requantize(v, np.ones_like(v), t).tolist() == [-4, -3, -2, -2, -1, 0, 0, 1, 2, 2, 3, 4, 2, -2]
+    x = np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.49, -0.51])
+    assert quantize_float(x, t).tolist() == [-2, -2, 0, 0, 2, 2, 0, -1]
+    assert quantize_float(x, t.with_(rounding=Rounding.RND)).tolist() == [-2, -1, 0, 1, 2, 3, 0, -1]

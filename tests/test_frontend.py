@@ -19,9 +19,9 @@ def test_example_golden_matches_qkeras(q8_model, example_graph, digits):
 
 def test_example_uses_the_quantizers_precision(example_graph):
     g = example_graph
-    assert str(g.type_of("pixels/q")) == "fixed<8,1,RND,SAT>"  # quantized_bits(8, 0): integer excludes sign
-    assert str(g.type_of("embed")) == "fixed<8,4,RND,SAT>"  # folded QActivation quantized_bits(8, 3)
-    assert str(g.type_of("ff1")) == "ufixed<8,3,RND,SAT>"  # quantized_relu(8, 3)
+    assert str(g.type_of("pixels/q")) == "fixed<8,1,RND_CONV,SAT>"  # quantized_bits(8, 0): integer excludes sign
+    assert str(g.type_of("embed")) == "fixed<8,4,RND_CONV,SAT>"  # folded QActivation quantized_bits(8, 3)
+    assert str(g.type_of("ff1")) == "ufixed<8,3,RND_CONV,SAT>"  # quantized_relu(8, 3)
     d = g.node("embed")
     assert d.weight_type.width == 8 and d.weight_type.frac == 7
 
@@ -105,19 +105,22 @@ def test_table_activations_match_keras(act):
     assert np.max(np.abs(g.predict(x, mode="float") - k)) < 0.05  # only the 8-bit weights differ
 
 
-def test_attention_masks_and_cross_attention_are_refused():
+def test_cross_attention_and_other_masks_are_refused():
     keras = _keras()
     L = keras.layers
     inp = keras.Input((4, 4))
     other = L.Dense(4, name="other")(inp)
     a = L.MultiHeadAttention(1, 4, name="cross")(inp, other)
-    b = L.MultiHeadAttention(1, 4, name="causal")(inp, inp, use_causal_mask=True)
+    b = L.MultiHeadAttention(1, 4, name="causal")(inp, inp, use_causal_mask=True)  # supported
     m = keras.Model(inp, L.Add()([a, b]))
     with pytest.raises(ConversionError) as e:
         fabformer.convert(m)
     msg = str(e.value)
-    assert "layer 'cross' (MultiHeadAttention): cross-attention (query 'input_" in msg
-    assert "layer 'causal' (MultiHeadAttention): use_causal_mask is not supported" in msg
+    assert "layer 'cross' (MultiHeadAttention): cross-attention (query 'input_" in msg and "causal" not in msg
+    # a mask that is not a padding mask of the keys (here a [4, 4] tensor computed from the input)
+    m2 = keras.Model(inp, L.MultiHeadAttention(1, 4, name="mha")(inp, inp, attention_mask=L.Dense(4, name="dm")(inp)))
+    with pytest.raises(ConversionError, match=r"layer 'mha': the mask 'dm' must be a padding mask of 4 entries"):
+        fabformer.convert(m2)
 
 
 def test_unsupported_quantizer_is_named():

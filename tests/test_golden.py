@@ -157,11 +157,11 @@ def test_load_rejects_bad_files(tmp_path):
     d = encoder_graph().to_dict()
     d["nodes"][1]["kind"] = "conv2d"
     (tmp_path / "y.json").write_text(json.dumps(d))
-    with pytest.raises(FabformerError, match="unknown op kind 'conv2d'; valid kinds: add, dense"):
+    with pytest.raises(FabformerError, match="unknown op kind 'conv2d'; valid kinds: add, (.*, )?dense, "):
         fabformer.load(tmp_path / "y.json")
 
 
 def test_constants_must_be_integers():
-    with pytest.raises(FabformerError, match="constants must be integer mantissas, not floats"):
+    with pytest.raises(FabformerError, match="constants must be integer mantissas, not 0.5"):
         Dense("d", ("x",), "y", weight=np.array([[0.5]]), weight_type=FixedType(8, 7), bias=np.zeros(1),
               bias_type=FixedType(8, 7))

@@ -22,10 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OVERFLOWS = [Overflow.SAT, Overflow.WRAP]
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """Every op graph (saturating and wrapping) and the encoder, compiled in one g++ run."""
-    base = tmp_path_factory.mktemp("hls")
+def _build_all(base, native):
     prjs = {}
     for kind in testing.OP_KINDS:
         for ov in OVERFLOWS:
@@ -33,8 +30,28 @@ def built(tmp_path_factory):
             prjs[kind, ov] = hls.write(g, base / f"{kind}_{ov.value}", {"name": f"op_{kind}_{ov.value.lower()}"})
     g = testing.encoder_graph()
     prjs["encoder"] = hls.write(g, base / "encoder")
-    hls.compile_together(list(prjs.values()), base / "build")
+    prjs["ties"] = hls.write(_ties_graph(), base / "ties")
+    hls.compile_together(list(prjs.values()), base / "build", native=native)
     return prjs
+
+
+@pytest.fixture(scope="module", params=["native", "ap_types"])
+def built(request, tmp_path_factory):
+    """Every op graph (saturating and wrapping) and the encoder, compiled in one g++ run: on
+    native integers (fabformer's C-simulation) and on the ap_int / ap_fixed types (synthesis)."""
+    return _build_all(tmp_path_factory.mktemp("hls"), request.param == "native")
+
+
+def _ties_graph():
+    """Quantize ties to even, then requantize ties to even (2 bits dropped)."""
+    from fabformer.fixed import FixedType
+    from fabformer.ir import Graph, Quantize, Requantize
+    g = Graph("ties")
+    g.add_input("x", (64,))
+    g.add(Quantize("q", ("x",), "xq"), FixedType(10, 5, True, "RND_CONV", "SAT"))
+    g.add(Requantize("r", ("xq",), "y"), FixedType(8, 3, True, "RND_CONV", "WRAP"))
+    g.outputs = ["y"]
+    return g.verify()
 
 
 def _check(prj, x):
@@ -58,6 +75,16 @@ def test_op_bit_exact(built, kind):
     if kind in ("matmul", "add", "relu", "requantize"):
         # the inputs overflow these outputs: saturation and wrap must both have happened
         assert np.any(sat != wrap)
+
+
+def test_round_half_to_even_bit_exact(built):
+    """RND_CONV (QKeras' tf.round): every input is a tie of the quantize step (k + 1/2 LSBs)."""
+    prj = built["ties"]
+    x = (np.arange(-40 * 64, 40 * 64).reshape(-1, 64) + 0.5) / 32
+    got = _check(prj, x)
+    xq = np.asarray(prj.graph.predict(x, trace=True)[1]["xq"])
+    np.testing.assert_array_equal(xq, np.clip(np.round(x * 32), -512, 511))  # ties to even
+    assert np.any(xq % 2 == 0) and np.any(got % 2 != 0)
 
 
 def test_encoder_bit_exact(built):
@@ -143,9 +170,8 @@ def test_digits_csim_bit_exact(tmp_path):
     fabformer = pytest.importorskip("fabformer")
     from fabformer.apps.cli import load_model
     from fabformer.apps.data import digits
-    from fabformer.apps.cli_hls import csim
     d = digits()
     g = fabformer.convert(load_model(ROOT / "examples" / "digits" / "model_q8.h5"), calibration=d.x_train)
-    r = csim(g, tmp_path / "digits")
+    r = hls.csim(g, tmp_path / "digits", d.x_test)
     assert r["samples"] == 450 == len(d.x_test)
     assert r["bit_exact"] and r["mismatches"] == 0, r

@@ -190,7 +190,7 @@ def test_module_needs_calibration_and_config_roles_are_checked():
 qnn = pytest.importorskip("brevitas.nn")
 
 
-def _brevitas(floor=True, act=None, seed=0, **act_kw):
+def _brevitas(rounding="floor", act=None, seed=0, **act_kw):
     from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8BiasPerTensorFloatInternalScaling,
                                 Int8WeightPerTensorFixedPoint, Uint8ActPerTensorFixedPoint)
     from brevitas.quant.base import PerTensorPoTScaling8bit
@@ -198,7 +198,7 @@ def _brevitas(floor=True, act=None, seed=0, **act_kw):
     class Bias(PerTensorPoTScaling8bit, Int8BiasPerTensorFloatInternalScaling):
         pass
 
-    r = dict(float_to_int_impl_type="floor") if floor else {}
+    r = dict(float_to_int_impl_type=rounding) if rounding != "round" else {}  # "round": Brevitas' default
     lin = dict(weight_quant=Int8WeightPerTensorFixedPoint, bias_quant=Bias)
     torch.manual_seed(seed)
     m = nn.Sequential(qnn.QuantIdentity(act_quant=act or Int8ActPerTensorFixedPoint, **r, **act_kw),
@@ -212,24 +212,25 @@ def _brevitas(floor=True, act=None, seed=0, **act_kw):
     return m.eval()
 
 
-def test_brevitas_quant_identity_linear_relu_bit_exact():
-    m = _brevitas()
+@pytest.mark.parametrize("rounding,mode", [("floor", "TRN"), ("round", "RND_CONV")])
+def test_brevitas_quant_identity_linear_relu_bit_exact(rounding, mode):
+    m = _brevitas(rounding)
     x = _x(300, seed=5) * 2
     g = fabformer.convert(m, calibration=x[:100])
     assert g.meta["float_units"] == []
     ref = ft.torch_predict(m, x)
     assert np.array_equal(g.predict(x), ref)  # Brevitas' own quantized forward, bit for bit
     t = g.type_of("input/q")
-    assert (t.width, t.signed, t.rounding.value, t.overflow.value) == (8, True, "TRN", "SAT")
+    assert (t.width, t.signed, t.rounding.value, t.overflow.value) == (8, True, mode, "SAT")
     assert [n.kind for n in g.nodes] == ["quantize", "dense", "relu", "flatten", "dense"]
     assert g.type_of("2").width == 8 and not g.type_of("2").signed
 
 
-def test_brevitas_half_even_rounding_and_non_power_of_two_scales_are_refused():
+def test_brevitas_ceil_rounding_and_non_power_of_two_scales_are_refused():
     from brevitas.quant import Int8WeightPerTensorFloat
-    with pytest.raises(ConversionError, match=r"module '0' \(QuantIdentity\): rounding round half to even is not "
-                                              r"in the IR.*float_to_int_impl_type='floor'"):
-        fabformer.convert(_brevitas(floor=False), calibration=_x(32))
+    with pytest.raises(ConversionError, match=r"module '0' \(QuantIdentity\): rounding ceil is not in the IR "
+                                              r"\(it rounds with floor, half up or half to even\)"):
+        fabformer.convert(_brevitas("ceil"), calibration=_x(32))
     m = _brevitas()
     m[1] = qnn.QuantLinear(F, 8, weight_quant=Int8WeightPerTensorFloat, bias=False)
     with pytest.raises(ConversionError, match=r"module '1' \(QuantLinear\) weight: values are not integers times one "
@@ -294,10 +295,11 @@ def test_compress_is_keras_only(tmp_path, capsys):
     assert "compress takes Keras teachers only" in capsys.readouterr().err
 
 
-def test_brevitas_graph_csim_bit_exact(tmp_path):
-    """Brevitas' exact types (negative integer bits among them) through g++ C-simulation."""
+@pytest.mark.parametrize("rounding", ["floor", "round"])
+def test_brevitas_graph_csim_bit_exact(tmp_path, rounding):
+    """Brevitas' exact types (floor and ties-to-even rounding) through g++ C-simulation."""
     hls = pytest.importorskip("fabformer.hls")
-    m = _brevitas(seed=3)
+    m = _brevitas(rounding, seed=3)
     x = _x(200, seed=6) * 2
     g = fabformer.convert(m, calibration=x)
     assert np.array_equal(g.predict(x), ft.torch_predict(m, x))

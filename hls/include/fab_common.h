@@ -11,14 +11,34 @@
 
 namespace fab {
 
+template <int A, int B> struct imax { static const int value = A > B ? A : B; };
+template <int A> struct iabs { static const int value = A < 0 ? -A : A; };
+
 // Traits of a storage type: width, frac, signedness, rounding and overflow mode.
 template <class T> struct fx;
+
+}  // namespace fab
+
+#ifdef FAB_NATIVE
+// C-simulation on native integers (fabformer's g++ build defines FAB_NATIVE; synthesis and
+// the Vitis testbench never do): the same kernels, on the types of fab_native.h.
+#include "fab_native.h"
+#else
+
+namespace fab {
+
+// The type names generated code uses: ap_int / ap_uint / ap_fixed / ap_ufixed.
+template <int W> using int_t = ap_int<W>;
+template <int W> using uint_t = ap_uint<W>;
+template <int W, int I, ap_q_mode Q, ap_o_mode O> using fixed_t = ap_fixed<W, I, Q, O>;
+template <int W, int I, ap_q_mode Q, ap_o_mode O> using ufixed_t = ap_ufixed<W, I, Q, O>;
 template <int W, int I, ap_q_mode Q, ap_o_mode O, int N>
 struct fx<ap_fixed<W, I, Q, O, N> > {
     static const int width = W;
     static const int frac = W - I;
     static const bool is_signed = true;
     static const bool rnd = (Q == AP_RND);
+    static const bool conv = (Q == AP_RND_CONV);  // ties to even
     static const bool sat = (O == AP_SAT);
     typedef ap_int<W> mant_t;
 };
@@ -28,12 +48,10 @@ struct fx<ap_ufixed<W, I, Q, O, N> > {
     static const int frac = W - I;
     static const bool is_signed = false;
     static const bool rnd = (Q == AP_RND);
+    static const bool conv = (Q == AP_RND_CONV);  // ties to even
     static const bool sat = (O == AP_SAT);
     typedef ap_uint<W> mant_t;
 };
-
-template <int A, int B> struct imax { static const int value = A > B ? A : B; };
-template <int A> struct iabs { static const int value = A < 0 ? -A : A; };
 
 // The integer mantissa of a fixed-point value (its raw bits, sign-extended).
 template <class T> inline typename fx<T>::mant_t mant(const T &x) {
@@ -80,9 +98,13 @@ template <class T, int SHIFT, class V> inline T requant(const V &v) {
     typedef ap_int<imax<V::width + L, S>::value + 2> wide_t;
     wide_t w = v;
     if (S > 0) {
-        if (fx<T>::rnd) {
+        if (fx<T>::rnd || fx<T>::conv) {
             wide_t half = 1;
             half <<= (S > 0 ? S - 1 : 0);
+            if (fx<T>::conv) {  // ties to even: half - 1, plus the kept part's lowest bit
+                half -= 1;
+                half += (w >> S) & 1;
+            }
             w += half;
         }
         w >>= S;
@@ -98,9 +120,13 @@ template <class T, int MAXL, int MAXR, class V> inline T requant_var(const V &v,
     typedef ap_int<imax<V::width + MAXL, MAXR>::value + 2> wide_t;
     wide_t w = v;
     if (shift > 0) {
-        if (fx<T>::rnd) {
+        if (fx<T>::rnd || fx<T>::conv) {
             wide_t half = 1;
             half <<= (shift - 1);
+            if (fx<T>::conv) {  // ties to even
+                half -= 1;
+                half += (w >> shift) & 1;
+            }
             w += half;
         }
         w >>= shift;
@@ -133,5 +159,7 @@ template <int SHIFT, long long OFFSET, int SIZE, class V> inline int table_index
 }
 
 }  // namespace fab
+
+#endif  // FAB_NATIVE
 
 #endif

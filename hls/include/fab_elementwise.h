@@ -73,15 +73,22 @@ void global_avg_pool(const typename C::in_t x[C::tokens * C::depth], typename C:
 }
 
 // Quantize (host side / testbench only, not synthesized): real x -> out_t with out_t's
-// rounding (floor, or floor(v + 1/2)) and overflow; equals fabformer.fixed.quantize_float.
+// rounding (floor, floor(v + 1/2), or ties to even) and overflow; equals fabformer.fixed.quantize_float.
 template <class T> inline T quantize(double x) {
     double s = ldexp(x, fx<T>::frac);
-    if (fx<T>::rnd) s = s + 0.5;
-    s = floor(s);
+    if (fx<T>::conv) {
+        double f = floor(s);  // ties to even, independent of the floating-point rounding mode
+        double d = s - f;
+        if (d > 0.5 || (d == 0.5 && fmod(f, 2.0) != 0.0)) f += 1.0;
+        s = f;
+    } else {
+        if (fx<T>::rnd) s = s + 0.5;
+        s = floor(s);
+    }
     const double lim = 4611686018427387904.0;  // 2**62
     if (s < -lim) s = -lim;
     if (s > lim) s = lim;
-    ap_int<64> m = (long long)s;
+    int_t<64> m = (long long)s;
     return overflow<T>(m);
 }
 

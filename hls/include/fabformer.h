@@ -7,6 +7,7 @@
 #include "fab_common.h"
 #include "fab_dense.h"
 #include "fab_elementwise.h"
+#include "fab_extra.h"
 #include "fab_layout.h"
 #include "fab_normalize.h"
 
