@@ -651,8 +651,8 @@ class _EmbeddingHandler(Handler):
     classes = ("aten.embedding", "Embedding")
 
     def check(self, u, where):
-        return [f"{where}: embeddings are not in the IR yet (no embedding op); feed the model "
-                f"(tokens, features) vectors"]
+        return [f"{where}: embeddings are not mapped by the PyTorch frontend yet (token-id inputs); feed the "
+                f"model (tokens, features) vectors"]
 
 
 _MHA_OPS = {"linear", "transpose", "unflatten", "unsqueeze", "squeeze", "contiguous", "select", "view",
@@ -671,7 +671,7 @@ class _MultiheadAttentionHandler(Handler):
         bad = sorted({o for o in ops if o not in _MHA_OPS})
         if bad:
             p.append(f"{where}: operations {', '.join(bad)} inside the attention are not supported "
-                     f"(attention masks, add_bias_kv, add_zero_attn: the IR has no masks yet)")
+                     f"(attention masks, add_bias_kv, add_zero_attn: masks are not mapped from PyTorch yet)")
         if len(u.inputs) != 1:
             p.append(f"{where}: {len(u.inputs)} distinct inputs; only self-attention mha(x, x, x) without masks "
                      f"is supported")
@@ -679,7 +679,7 @@ class _MultiheadAttentionHandler(Handler):
         for m in sdpa:
             if (len(m.args) > 3 and m.args[3] is not None) or m.kwargs.get("attn_mask") is not None \
                     or m.kwargs.get("is_causal") or (len(m.args) > 5 and m.args[5]):
-                p.append(f"{where}: attention mask / is_causal not supported (the IR has no masks yet)")
+                p.append(f"{where}: attention mask / is_causal not supported (masks are not mapped from PyTorch yet)")
             if m.kwargs.get("scale") is not None:
                 p.append(f"{where}: a custom attention scale is not supported")
         if len(u.outputs) > 1:

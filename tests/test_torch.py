@@ -127,7 +127,7 @@ def test_every_unsupported_module_and_function_in_one_error():
     msg = str(e.value)
     assert "function aten.conv1d in module 'conv' (Conv1d): function not supported; supported: aten.linear" in msg
     assert "function aten.mul in the model: function not supported" in msg
-    assert "module 'mha' (MultiheadAttention): operations" in msg and "the IR has no masks yet" in msg
+    assert "module 'mha' (MultiheadAttention): operations" in msg and "masks are not mapped from PyTorch yet" in msg
     assert "function aten.tanh in the model: function not supported" in msg
     assert "function aten.transpose in the model: function not supported" in msg
     assert len(e.value.problems) >= 5
@@ -143,7 +143,7 @@ def test_embedding_is_refused_with_the_reason():
         def forward(self, x):
             return self.lin(self.emb(x.long()).sum(1))
 
-    with pytest.raises(ConversionError, match=r"module 'emb' \(Embedding\): embeddings are not in the IR yet"):
+    with pytest.raises(ConversionError, match=r"module 'emb' \(Embedding\): embeddings are not mapped by the PyTorch frontend yet"):
         fabformer.convert(Emb(), calibration=np.zeros((4, 3)))
 
 
