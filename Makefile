@@ -23,7 +23,7 @@ system:
 	else echo "setup: Debian packages present ($(APT_PACKAGES))"; fi
 
 $(STAMP): pyproject.toml
-	@echo "setup: creating $(VENV) and installing fabformer with every extra (about 2 GB, a few minutes once)"
+	@echo "setup: creating $(VENV) and installing fabformer with every extra (about 3.3 GB, a few minutes once)"
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[all]"

@@ -31,6 +31,11 @@ def cmd_compress(args) -> int:
     from fabformer.apps.common import emit, load_model
     from fabformer.outdir import prepare_dir
     from fabformer.frontend.compress.pipeline import CompressConfig, compress, parse_student
+    if str(args.teacher).endswith(".pt2"):
+        from fabformer.errors import FabformerError
+        raise FabformerError(f"compress takes Keras teachers only (.h5): {args.teacher!r} is a PyTorch model; "
+                             f"compress it in PyTorch (e.g. Brevitas quantization-aware training with power-of-two "
+                             f"scales) and convert the result with fabformer convert")
     spec = parse_student(args.student)
     cfg = CompressConfig(sparsity=args.sparsity, bits=args.bits, low_rank=args.low_rank, epochs=args.epochs,
                          finetune_epochs=args.finetune_epochs, temperature=args.temperature, alpha=args.alpha,

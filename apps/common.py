@@ -17,7 +17,12 @@ def emit(args, result: dict, text: str) -> None:
 
 def load_model(path, allow_custom_code: bool = False):
     """Load a Keras / QKeras model with fabformer's custom layers registered (refusing files whose
-    loading would run their own code unless ``allow_custom_code``)."""
+    loading would run their own code unless ``allow_custom_code``), or a PyTorch ``torch.export``
+    archive (``.pt2``: an ATen graph and tensors, never pickled code) as a
+    :class:`~fabformer.frontend.pytorch.TorchModel`."""
+    if str(path).endswith(".pt2"):
+        from fabformer.frontend.pytorch import TorchModel, load_torch_model
+        return TorchModel(load_torch_model(path), Path(path).stem)
     from fabformer.frontend import load_keras_model
     return load_keras_model(path, allow_custom_code=allow_custom_code)
 

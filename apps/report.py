@@ -59,9 +59,12 @@ class Backend:
     to_host: object
     sync: object
 
+    context: object = None  # entered around each predict (PyTorch: its device, where constants are made)
+
     def predict(self, graph, x, mode: str = "int", trace: bool = False):
         """``graph.predict`` on this device; returns host (NumPy) arrays."""
-        out = graph.predict(self.to_device(np.ascontiguousarray(x, dtype=np.float64)), mode=mode, trace=trace)
+        with self.context() if self.context else _nullcontext():
+            out = graph.predict(self.to_device(np.ascontiguousarray(x, dtype=np.float64)), mode=mode, trace=trace)
         self.sync()
         if trace:
             y, env = out
@@ -74,7 +77,8 @@ def _noop():
 
 
 def backend(device: str) -> Backend:
-    """The array back end for ``--device``: ``cpu`` is NumPy, ``gpu`` is CuPy on GPU 0.
+    """The array back end for ``--device``: ``cpu`` is NumPy, ``gpu`` is CuPy on GPU 0 (PyTorch's
+    CUDA tensors where CuPy is not installed).
 
     Both go through the same array-API code in :mod:`fabformer.golden`."""
     if device not in DEVICES:
@@ -84,11 +88,35 @@ def backend(device: str) -> Backend:
     reason = gpu_unavailable_reason()
     if reason:
         raise FabformerError(f"--device gpu: no usable GPU ({reason}); use --device cpu")
+    if _gpu_library() == "torch":  # PyTorch where CuPy is absent
+        return torch_backend()
     import cupy
     props = cupy.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     return Backend("gpu", f"GPU 0: {name}", f"cupy {cupy.__version__}", cupy.asarray, cupy.asnumpy,
                    lambda: cupy.cuda.Device().synchronize())
+
+
+def torch_backend() -> Backend:
+    """The GPU back end through PyTorch: the same array-API code on CUDA tensors (constants are made
+    on the GPU inside ``torch.device("cuda")``)."""
+    import torch
+    return Backend("gpu", f"GPU 0: {torch.cuda.get_device_name(0)}", f"torch {torch.__version__}",
+                   lambda a: torch.as_tensor(a, device="cuda"), lambda t: t.detach().cpu().numpy(),
+                   torch.cuda.synchronize, lambda: torch.device("cuda"))
+
+
+def _gpu_library() -> str:
+    """The GPU array library: CuPy where it is installed, else PyTorch."""
+    import importlib.util
+    if importlib.util.find_spec("cupy") is None and importlib.util.find_spec("torch") is not None:
+        return "torch"
+    return "cupy"
+
+
+def _nullcontext():
+    import contextlib
+    return contextlib.nullcontext()
 
 
 def gpu_unavailable_reason() -> str | None:
@@ -97,10 +125,13 @@ def gpu_unavailable_reason() -> str | None:
         import array_api_compat  # noqa: F401  (golden finds the array namespace through it)
     except ImportError:
         return "array-api-compat is not installed"
+    if _gpu_library() == "torch":
+        import torch
+        return None if torch.cuda.is_available() else "PyTorch sees no CUDA device (and CuPy is not installed)"
     try:
         import cupy
     except ImportError:
-        return "CuPy is not installed"
+        return "neither CuPy nor PyTorch is installed"
     try:
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDA driver missing or broken
@@ -154,6 +185,8 @@ def _keras_path(model, x, timing, big_batch, min_seconds):
         r.status = "unavailable: no Keras model (give --model or a graph with meta source_model)"
         return r
     r.outputs = np.asarray(model.predict(x, verbose=0, batch_size=512), dtype=np.float64)
+    if getattr(model, "program", None) is not None:  # a PyTorch model (TorchModel): where it ran
+        r.info = {"model": f"PyTorch {model.name}", "device": model.device}
     if timing:
         r.timing = time_path(lambda v: model(v, training=False), x.astype(np.float32), big_batch, min_seconds)
     return r

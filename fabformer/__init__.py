@@ -1,6 +1,6 @@
 """fabformer: quantized Transformers to verified FPGA hardware.
 
-``fabformer.convert(keras_model)`` gives a :class:`Graph` (the fixed-point IR);
+``fabformer.convert(model)`` (Keras/QKeras or PyTorch) gives a :class:`Graph` (the fixed-point IR);
 ``graph.predict(x)`` runs the bit-exact golden model; ``fabformer.hls``,
 ``fabformer.rtl``, ``fabformer.sim`` and ``fabformer.boards`` take the same
 graph to C++, Verilog, simulation and bitstreams.
@@ -16,8 +16,13 @@ __all__ = ["FixedType", "Rounding", "Overflow", "Graph", "load", "convert", "Con
 
 
 def convert(model, config=None, calibration=None):
-    """Convert a Keras 2 / QKeras model into a fixed-point :class:`Graph`."""
-    from .frontend import convert as _convert
+    """Convert a Keras 2 / QKeras or a PyTorch model (``nn.Module``, Brevitas included, or a
+    ``torch.export`` program) into a fixed-point :class:`Graph`."""
+    from .frontend.pytorch import is_torch_model
+    if is_torch_model(model):
+        from .frontend.pytorch import convert as _convert
+    else:
+        from .frontend import convert as _convert
     return _convert(model, config=config, calibration=calibration)
 
 
