@@ -13,3 +13,4 @@ from .generate import (ARCH, ARCHITECTURES, Design, DesignSet, Top, architecture
 __all__ = ["generate", "generate_dataflow", "architecture", "ARCHITECTURES", "Design", "DesignSet", "cell_counts",
            "Top", "run_yosys", "yosys_reemit", "ARCH", "block", "make_block", "mac_nodes", "default_parallelism",
            "parallelism_options"]
+from . import compact  # noqa: E402,F401  (registers the compact architecture)

@@ -43,11 +43,10 @@ PASSES = {"softmax": 3, "layernorm": 3}
 
 # engine timing constants (cycles); the engine is built to these numbers
 FETCH = 2        # instruction ROM read and set-up
-ROW_DRAIN = 6    # issue to write of the row unit's element pipeline, plus one
-MAC_DRAIN = 4    # issue to the accumulators (read, operands, product, sum), plus one
-WB_DEPTH = 4     # write-back: select, bias or scale, requantize, write
+ROW_DRAIN = 7    # issue to write of the row unit's element pipeline
+MAC_DRAIN = 3    # issue to the accumulators (operands, product, sum)
+WB_DEPTH = 3     # write-back after the last lane's select: bias or scale, requantize, write
 P_CYCLES = 5     # softmax / layer norm: the per-row normalisation between passes
-LOAD_EXTRA = 1   # load state entry
 STORE_READ = 2   # per output row: word reads in flight before the row is presented
 
 registry.declare(BACKEND, "the compact RTL architecture (fabformer.rtl.compact): one MAC array, one row unit, "
