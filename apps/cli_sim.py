@@ -38,15 +38,20 @@ def inputs_for(graph, samples: int):
     return random_inputs(graph, samples), "random inputs"
 
 
-def simulate(graph, out_dir, simulator="verilator", samples=20, parallelism=None, waves=False) -> dict:
+def simulate(graph, out_dir, simulator="verilator", samples=20, parallelism=None, waves=False,
+             arch: str = "dataflow") -> dict:
     from fabformer.outdir import prepare_dir
     from fabformer.rtl import generate
     from fabformer.sim.api import run
     if samples < 1:
         raise FabformerError(f"--samples must be at least 1, not {samples}")
     out = prepare_dir(out_dir)
-    design = generate(graph, parallelism)
+    design = generate(graph, parallelism, arch=arch)
     vpath = design.write_verilog(out, "top")
+    listing = None
+    if hasattr(design, "listing"):  # a sequenced architecture: its program
+        listing = out / "program.lst"
+        listing.write_text(design.listing())
     x, source = inputs_for(graph, samples)
     r = run(design, x, simulator=simulator, waves=waves)
     res = {
@@ -57,8 +62,10 @@ def simulate(graph, out_dir, simulator="verilator", samples=20, parallelism=None
         "multipliers": design.multipliers, "macs": design.macs,
         "mac_bound_cycles": design.mac_bound_cycles,
         "simulated_cycles": r.cycles, "cycles_per_second": round(r.cycles_per_second, 1),
-        "verilog": str(vpath), "blocks": design.blocks,
+        "verilog": str(vpath), "blocks": design.blocks, "arch": arch,
     }
+    if listing is not None:
+        res["listing"] = str(listing)
     if waves:
         import shutil
         found = sorted(Path(r.build_dir).glob("*.fst"))
@@ -84,8 +91,12 @@ def cmd_sim(args) -> int:
     from fabformer.apps.common import emit
     from fabformer.ir import load
     g = load(args.graph)
-    r = simulate(g, args.output, args.simulator, args.samples, parse_parallelism(args.parallelism), args.waves)
-    emit(args, r, _text(r))
+    r = simulate(g, args.output, args.simulator, args.samples, parse_parallelism(args.parallelism), args.waves,
+                 arch=args.arch)
+    text = _text(r)
+    if args.listing and r.get("listing"):
+        text += "\n" + Path(r["listing"]).read_text().rstrip() + f"\nlisting: {r['listing']}"
+    emit(args, r, text)
     return 0 if r["bit_exact"] else 1
 
 
@@ -97,6 +108,10 @@ def register(sub) -> None:
     p.add_argument("--samples", type=int, default=20)
     p.add_argument("--parallelism", help="multipliers per matmul-like block: an integer or node=int,...")
     p.add_argument("--waves", action="store_true", help="record waveforms (FST)")
+    from fabformer.rtl import ARCHITECTURES
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="dataflow",
+                   help="RTL architecture: " + "; ".join(f"{k}: {v[1]}" for k, v in sorted(ARCHITECTURES.items())))
+    p.add_argument("--listing", action="store_true", help="print the program listing (compact architecture)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sim)
 

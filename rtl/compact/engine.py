@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 from fabformer.fixed import FixedType
 from ..arith import leading_one, unpack
 from ..blocks import row_layout
-from .program import MAC_DRAIN, P_CYCLES, PASSES, ROW_DRAIN, ROW_OPS, WB_DEPTH, Program
+from .program import MAC_DRAIN, P_CYCLES, PASSES, ROW_DRAIN, ROW_OPS, SUM_WAIT, WB_DEPTH, Program
 
 __all__ = ["CompactTop", "Widths"]
 
@@ -68,19 +68,21 @@ class Widths:
         self.scw = _sbits(0, max(max(f["scale"] for f in macs), 1))
         rows = [i.f for i in prog.instrs if i.unit == "row"]
         self.nmax = max([f["N"] for f in rows] + [2])
-        self.dvw = self.dw + self.nmax.bit_length() + 1  # N*x - S
+        lns = [n for n in prog.nodes if n.kind == "layernorm"]
+        sms = [n for n in prog.nodes if n.kind == "softmax"]
+        self.dvw = max([n.d_type(g).width for n in lns] + [2])  # N*x - S
         self.m1a = max(self.aw, self.tw, self.dvw)
         self.m1b = max(self.scw, self.tw, self.dvw)
-        self.sw = self.dw + _clog2(self.nmax) + 1  # row sum
-        eps = max([i.f.get("eps", 0) for i in prog.instrs] + [0])
-        self.rw = max(self.tw + _clog2(self.nmax), 2 * self.dvw + _clog2(self.nmax)) + eps.bit_length() + 1
+        self.sw = max([g.type_of(n.inputs[0]).width + _clog2(n.n(g)) + 1 for n in lns] + [2])  # row sum
+        self.rw = max([n.q_type(g).width + 1 for n in lns] + [n.sum_type(g).width + 1 for n in sms] + [2])
+        sm_sh = [i.f["rqsh"] + self.rw for i in prog.instrs if i.op == "softmax"]
         zs = [i.f["zhi"] for i in prog.instrs if "zhi" in i.f] or [1]
         self.zw = _sbits(-max(zs) - 1, max(zs))
         self.vw = max(self.aw + max(self.c0w, self.scw) + 1, self.m1a + self.m1b, self.zw + self.c0w + 2,
                       self.dw + 2 * 8 + 2, self.c1w + 2)
         shs = [i.f.get("rqsh", 0) for i in prog.instrs] + [0]
         self.lshift = max(0, -min(shs))
-        self.rshift = max(shs) + self.rw  # softmax adds the leading-one position
+        self.rshift = max(shs + sm_sh + [24])  # softmax adds the leading-one position; layer norm's z
         self.rqw = self.vw + self.lshift + 1
         self.aaw = max((prog.dm_words * L - 1).bit_length(), 1) + 1  # element addresses (signed slack)
 
@@ -403,8 +405,14 @@ class CompactTop(wiring.Component):
             with m.If(c_last):
                 m.d.sync += c_.eq(0)
                 m.d.sync += [X[x][2].eq(X[x][1]) for x in "abd"]  # the same row again (next pass)
-                with m.If(multi):
-                    m.d.sync += [rph.eq(1), wcnt_r.eq(ROW_DRAIN - 1)]
+                with m.If(multi):  # pass 0 -> 1 at once; 1 -> wait for the row's sum, normalise; 2 -> next row
+                    with m.Switch(pss):
+                        with m.Case(0):
+                            m.d.sync += pss.eq(1)
+                        with m.Case(1):
+                            m.d.sync += [rph.eq(1), wcnt_r.eq(SUM_WAIT - 1)]
+                        with m.Case(2):
+                            m.d.sync += pss.eq(0)
                 with m.If(pss == lastpass):  # next row
                     m.d.sync += [i2.eq(i2 + 1)] + [X[x][1].eq(X[x][1] + f[f"{x}s2"]) for x in "abd"] + \
                                 [X[x][2].eq(X[x][1] + f[f"{x}s2"]) for x in "abd"]
@@ -417,10 +425,7 @@ class CompactTop(wiring.Component):
         with m.If(row_run & (rph == 1)):
             m.d.sync += wcnt_r.eq(wcnt_r - 1)
             with m.If(wcnt_r == 0):
-                with m.If(pss == 1):
-                    m.d.sync += [rph.eq(2), p_cnt.eq(0)]
-                with m.Else():
-                    m.d.sync += [rph.eq(0), pss.eq(Mux(pss == 2, 0, pss + 1))]
+                m.d.sync += [rph.eq(2), p_cnt.eq(0)]
         with m.If(row_run & (rph == 2)):
             m.d.sync += p_cnt.eq(p_cnt + 1)
             with m.If(p_cnt == P_CYCLES - 1):

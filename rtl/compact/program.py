@@ -46,7 +46,8 @@ FETCH = 2        # instruction ROM read and set-up
 ROW_DRAIN = 7    # issue to write of the row unit's element pipeline
 MAC_DRAIN = 3    # issue to the accumulators (operands, product, sum)
 WB_DEPTH = 3     # write-back after the last lane's select: bias or scale, requantize, write
-P_CYCLES = 5     # softmax / layer norm: the per-row normalisation between passes
+SUM_WAIT = 4     # softmax / layer norm: after pass 1, until the row's sum is complete
+P_CYCLES = 4     # softmax / layer norm: the per-row normalisation (leading one, shift, table) before pass 2
 STORE_READ = 2   # per output row: word reads in flight before the row is presented
 
 registry.declare(BACKEND, "the compact RTL architecture (fabformer.rtl.compact): one MAC array, one row unit, "
@@ -55,16 +56,29 @@ registry.declare(BACKEND, "the compact RTL architecture (fabformer.rtl.compact):
 
 @dataclass
 class Place:
-    """A tensor in the data memory: element ``(r, c)`` at ``base + r * pitch + c``."""
+    """A tensor in the data memory.  Rows are ``(h, r)`` for a ``[H, R, C]`` tensor (``h = 0``
+    for 2-D): element ``(h, r, c)`` at ``base + h * hs + r * pitch + c``.  A plain tensor has
+    ``hs = R * pitch``; a view (split or merged heads sharing another tensor's storage) has
+    ``hs`` = the head's column offset."""
 
     base: int
-    rows: int
+    rows: int      # H * R
     cols: int
     pitch: int
+    heads: int = 1
+    hs: int = 0
 
     @property
     def size(self) -> int:
         return self.rows * self.pitch
+
+    @property
+    def rows_per_head(self) -> int:
+        return self.rows // self.heads
+
+    @property
+    def head_stride(self) -> int:
+        return self.hs if self.heads > 1 else self.rows_per_head * self.pitch
 
 
 @dataclass
@@ -82,7 +96,7 @@ class Instr:
             return FETCH + f["G"] * f["M"] * f["T"] * per_tile + MAC_DRAIN + L + WB_DEPTH
         rows = f["n1"] * f["n2"]
         if self.op in PASSES:
-            return FETCH + rows * (PASSES[self.op] * (f["N"] + ROW_DRAIN) + P_CYCLES)
+            return FETCH + rows * (PASSES[self.op] * f["N"] + SUM_WAIT + P_CYCLES) + ROW_DRAIN
         return FETCH + rows * f["N"] + ROW_DRAIN
 
 
@@ -132,7 +146,7 @@ class Ctx:
         return base
 
     def table(self, tbl: ir.Table, prefix: str) -> dict:
-        key = id(tbl)
+        key = tuple(int(v) for v in tbl.values)  # equal tables (two layer norms' inverse square roots) once
         if key not in self.prog._tables:
             self.prog._tables[key] = len(self.prog.trom)
             self.prog.trom.extend(int(v) for v in tbl.values)
@@ -148,14 +162,14 @@ def _row_addr(prefix: str, base: int, s1: int, s2: int, sc: int) -> dict:
 
 
 def _plain_rows(ctx: Ctx, node, src: str, dst: str, extra_b: str | None = None) -> dict:
-    """Row addressing for an element-wise op: one row loop over all rows, ``N`` columns."""
+    """Row addressing for a row-wise op: rows ``(h, r)``, ``N`` columns, each tensor with its strides."""
     a, d = ctx.place(src), ctx.place(dst)
-    f = {"n1": 1, "n2": a.rows, "N": a.cols}
-    f.update(_row_addr("a", a.base, 0, a.pitch, 1))
-    f.update(_row_addr("d", d.base, 0, d.pitch, 1))
+    f = {"n1": a.heads, "n2": a.rows_per_head, "N": a.cols}
+    f.update(_row_addr("a", a.base, a.head_stride, a.pitch, 1))
+    f.update(_row_addr("d", d.base, d.head_stride, d.pitch, 1))
     if extra_b is not None:
         b = ctx.place(extra_b)
-        f.update(_row_addr("b", b.base, 0, b.pitch, 1))
+        f.update(_row_addr("b", b.base, b.head_stride, b.pitch, 1))
     return f
 
 
@@ -196,14 +210,14 @@ def _c_matmul(n, g, ctx):
         b_src = ctx.prog.temps[n.name]
         bp, tp = ctx.place(n.inputs[1]), ctx.place(b_src)
         f = {"n1": H, "n2": K, "N": Nn}
-        f.update(_row_addr("a", bp.base, Nn * bp.pitch, 1, bp.pitch))
+        f.update(_row_addr("a", bp.base, bp.head_stride, 1, bp.pitch))
         f.update(_row_addr("d", tp.base, K * tp.pitch, tp.pitch, 1))
         ctx.emit("row", "copy", n, note="transpose b", **f, **_rq_fields("rq", bt))
     b = ctx.place(b_src)
     T = -(-Nn // L)
     ctx.emit("mac", "matmul", n, G=H, M=M, T=T, K=K, Nlast=Nn - (T - 1) * L,
-             aone=0, abase=a.base, asg=M * a.pitch, asm=a.pitch, brom=0, bbase=b.base // L,
-             bsg=K * b.pitch // L, bsk=b.pitch // L, obase=o.base, osg=M * o.pitch, osm=o.pitch, wbmode=1,
+             aone=0, abase=a.base, asg=a.head_stride, asm=a.pitch, brom=0, bbase=b.base // L,
+             bsg=b.head_stride // L, bsk=b.pitch // L, obase=o.base, osg=o.head_stride, osm=o.pitch, wbmode=1,
              cbase=0, scale=n.scale, rqsh=at.frac + bt.frac + n.scale_frac - ot.frac, **_rq_fields("rq", ot))
 
 
@@ -228,23 +242,27 @@ def _check_same_type(n, g):
 @compact(ir.SplitHeads)
 def _c_split(n, g, ctx):
     _check_same_type(n, g)
+    if n.output in ctx.prog.views:
+        return  # a view of the input: no instruction
     x, o = ctx.place(n.inputs[0]), ctx.place(n.output)
     H = n.heads
     Tk, HD = g.tensors[n.inputs[0]].shape
     D = HD // H
     f = {"n1": H, "n2": Tk, "N": D}
     f.update(_row_addr("a", x.base, D, x.pitch, 1))
-    f.update(_row_addr("d", o.base, Tk * o.pitch, o.pitch, 1))
+    f.update(_row_addr("d", o.base, o.head_stride, o.pitch, 1))
     ctx.emit("row", "copy", n, **f, **_rq_fields("rq", g.type_of(n.output)))
 
 
 @compact(ir.MergeHeads)
 def _c_merge(n, g, ctx):
     _check_same_type(n, g)
+    if n.inputs[0] in ctx.prog.views:
+        return  # the input was written in place
     x, o = ctx.place(n.inputs[0]), ctx.place(n.output)
     H, Tk, D = g.tensors[n.inputs[0]].shape
     f = {"n1": H, "n2": Tk, "N": D}
-    f.update(_row_addr("a", x.base, Tk * x.pitch, x.pitch, 1))
+    f.update(_row_addr("a", x.base, x.head_stride, x.pitch, 1))
     f.update(_row_addr("d", o.base, D, o.pitch, 1))
     ctx.emit("row", "copy", n, **f, **_rq_fields("rq", g.type_of(n.output)))
 
@@ -252,10 +270,12 @@ def _c_merge(n, g, ctx):
 @compact(ir.Flatten)
 def _c_flatten(n, g, ctx):
     _check_same_type(n, g)
+    if n.output in ctx.prog.views:
+        return
     x, o = ctx.place(n.inputs[0]), ctx.place(n.output)
-    f = {"n1": 1, "n2": x.rows, "N": x.cols}
-    f.update(_row_addr("a", x.base, 0, x.pitch, 1))
-    f.update(_row_addr("d", o.base, 0, x.cols, 1))
+    f = {"n1": x.heads, "n2": x.rows_per_head, "N": x.cols}
+    f.update(_row_addr("a", x.base, x.head_stride, x.pitch, 1))
+    f.update(_row_addr("d", o.base, x.rows_per_head * x.cols, x.cols, 1))
     ctx.emit("row", "copy", n, **f, **_rq_fields("rq", g.type_of(n.output)))
 
 
@@ -354,40 +374,102 @@ class Program:
             return 1, 1
         return (int(np.prod(s[:-1])) if len(s) > 1 else 1), int(s[-1])
 
+    def _views(self) -> dict:
+        """Reshapes done by addressing alone: ``{tensor: (parent, kind)}``.  Split heads and flatten
+        view their input, merge heads' input is written into the merged tensor; each needs the
+        head width (or the row) to be whole words, and neither end of the hardware to be a view."""
+        L, g = self.L, self.g
+        views = {}
+        ends = {self.in_tensor, self.out_tensor}
+        for n in self.nodes:
+            x, y = n.inputs[0], n.output
+            if n.kind == "split_heads":
+                d = g.tensors[y].shape[2]
+                if d % L == 0 and y not in ends and x not in views:
+                    views[y] = (x, "split")
+            elif n.kind == "merge_heads":
+                d = g.tensors[x].shape[2]
+                if d % L == 0 and x not in ends and y not in views and self.g.producer(x) is not None:
+                    views[x] = (y, "merge")
+            elif n.kind == "flatten":
+                s = g.tensors[x].shape
+                if len(s) == 2 and s[1] % L == 0 and x not in views:
+                    views[y] = (x, "flatten")
+        return views
+
     def _allocate(self):
-        """Tensor lifetimes (in node steps) to data-memory addresses, first fit, reusing freed space."""
+        """Tensor lifetimes (in node steps) to data-memory addresses, first fit, reusing freed space;
+        a view shares its parent's storage, whose lifetime covers every member's."""
         L = self.L
-        self._temp_shape = {}
+        self._temp_shape, self._temp_heads = {}, {}
+        self.views = self._views()
         life: dict[str, list] = {self.in_tensor: [-1, -1]}
         for i, n in enumerate(self.nodes):
             for t in n.inputs:
                 life[t][1] = i
-            life[n.output] = [i, i]
+            life.setdefault(n.output, [i, i])
             if n.kind == "matmul" and n.transpose_b:
                 h, nn, k = self.g.tensors[n.inputs[1]].shape
                 tmp = f"{n.name}/b_transposed"
                 self.temps[n.name] = tmp
                 self._temp_shape[tmp] = (h * k, nn)
+                self._temp_heads[tmp] = h
                 life[tmp] = [i, i]
         life[self.out_tensor][1] = len(self.nodes)
-        live: list[tuple] = []  # (base, size, end)
+
+        def root(t):
+            while t in self.views:
+                t = self.views[t][0]
+            return t
+        glife: dict[str, list] = {}
+        for t, (s, e) in life.items():
+            r = root(t)
+            gl = glife.setdefault(r, [s, e])
+            gl[0], gl[1] = min(gl[0], s), max(gl[1], e)
+        live: list[tuple] = []  # (base, size, end, tensor)
         self.order = sorted(life, key=lambda t: (life[t][0], t))
         self.dm_words = 0
-        for t in self.order:
-            start, end = life[t]
+        for t in sorted(glife, key=lambda t: (glife[t][0], t)):
+            start, end = glife[t]
             live = [x for x in live if x[2] >= start]  # a node's inputs stay live while it writes
             rows, cols = self._shape(t)
             pitch = -(-cols // L) * L
             size = rows * pitch
             base = 0
-            for b, s, _, _ in sorted(live):
+            for b, sz, _, _ in sorted(live):
                 if base + size <= b:
                     break
-                base = max(base, b + s)
+                base = max(base, b + sz)
             live.append((base, size, end, t))
             self.places[t] = Place(base, rows, cols, pitch)
             self.dm_words = max(self.dm_words, (base + size) // L)
         self.lifetimes = life
+
+        def place(t):
+            if t in self.places:
+                return self.places[t]
+            parent, kind = self.views[t]
+            pp = place(parent)
+            shape = self.g.tensors[t].shape
+            if kind == "split":
+                h, r, d = shape
+                p = Place(pp.base, h * r, d, pp.pitch, heads=h, hs=d)
+            elif kind == "merge":
+                h, r, d = shape
+                p = Place(pp.base, h * r, d, pp.pitch, heads=h, hs=d)
+            else:
+                p = Place(pp.base, 1, int(np.prod(shape)), int(np.prod(shape)))
+            self.places[t] = p
+            return p
+        for t in life:
+            place(t)
+        for t, p in self.places.items():  # 3-D plain tensors: heads for the row loops
+            s = self.g.tensors[t].shape if t in self.g.tensors else ()
+            if len(s) == 3 and p.heads == 1 and t not in self.views:
+                p.heads, p.hs = s[0], s[1] * p.pitch
+            elif t in self._temp_heads:
+                p.heads = self._temp_heads[t]
+                p.hs = p.rows // p.heads * p.pitch
 
     # numbers ---------------------------------------------------------------------------------
     @property
@@ -509,8 +591,9 @@ class Program:
         for t in self.order:
             p = self.places[t]
             s, e = self.lifetimes[t]
+            view = f"  view of {self.views[t][0]} ({self.views[t][1]})" if t in self.views else ""
             lines.append(f";   {t:<28} base {p.base:>6} rows {p.rows:>4} cols {p.cols:>4} pitch {p.pitch:>4}"
-                         f"  live {s:>3}..{e:<3}")
+                         f" heads {p.heads} hs {p.head_stride:>4}  live {s:>3}..{e:<3}{view}")
         lines.append(f"; {'pc':>3}  {'unit':<4} {'op':<10} {'cycles':>7}  node / fields")
         for pc, ins in enumerate(self.instrs):
             keys = (["G", "M", "T", "K", "abase", "bbase", "obase", "rqsh"] if ins.unit == "mac"
