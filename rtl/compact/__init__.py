@@ -43,10 +43,12 @@ class CompactDesign:
     blocks: list = field(default_factory=list)
     _top: CompactTop = field(default=None, repr=False)
 
+    row_multipliers: str = "dsp"
+
     @property
     def widths(self) -> Widths:
         if getattr(self, "_widths", None) is None:
-            self._widths = Widths(self.program)
+            self._widths = Widths(self.program, self.row_multipliers)
         return self._widths
 
     @property
@@ -101,13 +103,18 @@ class CompactDesign:
 
 @architecture("compact", "one MAC array, one row unit, a sequencer running a program compiled from the graph; "
                          "tensors and weights in RAM; the small-device architecture")
-def generate_compact(graph: ir.Graph, parallelism=None, lanes: int = LANES) -> CompactDesign:
-    """The compact design of ``graph``: ``lanes`` multipliers in the MAC array (a power of two)."""
+def generate_compact(graph: ir.Graph, parallelism=None, lanes: int = LANES, row_multipliers: str = "dsp") -> CompactDesign:
+    """The compact design of ``graph``: ``lanes`` multipliers in the MAC array (a power of two);
+    ``row_multipliers``: ``"dsp"`` (the row unit's and write-back's multiplies are ``*``, DSPs where
+    the device has them) or ``"lut"`` (sums of partial products: every DSP is the MAC array's)."""
+    if row_multipliers not in ("dsp", "lut"):
+        raise FabformerError(f"row_multipliers must be 'dsp' or 'lut', not {row_multipliers!r}")
     if parallelism is not None:
         raise FabformerError(f"the compact architecture has one MAC array of `lanes` multipliers; "
                              f"parallelism={parallelism!r} is a dataflow setting (valid: None)")
     prog = compile_graph(graph, lanes)
-    d = CompactDesign(graph, prog, in_tensor=prog.in_tensor, out_tensor=prog.out_tensor)
+    d = CompactDesign(graph, prog, in_tensor=prog.in_tensor, out_tensor=prog.out_tensor,
+                      row_multipliers=row_multipliers)
     d.in_rows, d.in_cols = row_shape(graph.tensors[d.in_tensor].shape)
     d.in_type = graph.type_of(d.in_tensor)
     d.out_rows, d.out_cols = row_shape(graph.tensors[d.out_tensor].shape)

@@ -44,6 +44,24 @@ def _sbits(lo: int, hi: int) -> int:
     return w
 
 
+def lut_mul(m, a, b, name: str):
+    """``a * b`` (signed) as a sum of shifted partial products (a balanced adder tree), so that
+    synthesis keeps it out of the DSPs (the iCE40 UP5K's 8 are the MAC array's); ``b`` should be
+    the narrower operand."""
+    wa, wb = a.shape().width, b.shape().width
+    terms = [Mux(b[i], a << i, 0) for i in range(wb - 1)]
+    terms.append(Mux(b[wb - 1], -(a << (wb - 1)), 0))  # the sign bit weighs -2**(wb-1)
+    level = terms
+    while len(level) > 1:
+        nxt = [x + y for x, y in zip(level[0::2], level[1::2])]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    out = Signal(signed(wa + wb), name=name)
+    m.d.comb += out.eq(level[0])
+    return out
+
+
 def _clog2(n: int) -> int:
     return max(0, math.ceil(math.log2(max(n, 1))))
 
@@ -51,19 +69,38 @@ def _clog2(n: int) -> int:
 class Widths:
     """Datapath widths of one program (all signed unless named otherwise)."""
 
-    def __init__(self, prog: Program):
+    def __init__(self, prog: Program, row_multipliers: str = "dsp"):
         g, L = prog.g, prog.L
+        self.row_dsp = row_multipliers == "dsp"
         types = [g.type_of(t) for t in prog.places if t in g.tensors] + [g.type_of(prog.in_tensor)]
-        self.dw = max(t.width + (0 if t.signed else 1) for t in types)
+        self.dw = max(t.width for t in types)  # data-memory lane: a mantissa's raw bits
+        self.dv = self.dw + 1  # a lane's value (signed or unsigned per operand)
         ws = [n.weight_type.width for n in prog.nodes if n.kind == "dense"]
         self.ww = max(ws) if ws else 2
-        trom = prog.trom
-        self.tw = _sbits(min(trom), max(trom))
+        tabs = [n.table for n in prog.nodes if n.kind == "lookup"] + \
+               [t for n in prog.nodes if n.kind == "softmax" for t in (n.exp_table, n.recip_table)] + \
+               [n.invsqrt_table for n in prog.nodes if n.kind == "layernorm"]
+        # a table entry's raw bits: what its values need (read back signed or unsigned per table)
+        self.tws = max([_sbits(int(t.values.min()), int(t.values.max())) if t.out_type.signed
+                        else max(int(t.values.max()).bit_length(), 1) for t in tabs] + [2])
+        self.tw = self.tws + 1
+        self.per = 1  # table entries per ROM word (weights and tables share one ROM)
+        while 2 * self.per * self.tws <= L * self.ww:
+            self.per *= 2
+        self.romw = max(L * self.ww, self.per * self.tws)
+        self.tword0 = len(prog.wrom)
+        self.romd = self.tword0 + -(-len(prog.trom) // self.per)
+        # lane multipliers: a's raw bits times b's value; an unsigned full-width a adds b << dw
+        self.acorr = any(f.get("ua") and not f["aone"] for f in [i.f for i in prog.instrs if i.unit == "mac"])
+        bdm = [g.type_of(n.inputs[1] if n.kind == "matmul" else n.inputs[0]) for n in prog.nodes
+               if n.kind in ("matmul", "global_avg_pool")]
+        self.bv = max([self.ww] + [t.width + (0 if t.signed else 1) for t in bdm])
+        self.karow = max([i.f["K"] for i in prog.instrs if i.unit == "mac" and i.f["abuf"]] + [1])
         c0 = [a for a, _ in prog.crom]
         c1 = [b for _, b in prog.crom]
         self.c0w, self.c1w = _sbits(min(c0), max(c0)), _sbits(min(c1), max(c1))
-        macs = [i.f for i in prog.instrs if i.unit == "mac"] or [{"K": 1, "aone": 1, "brom": 1, "scale": 1}]
-        self.aw = max((2 if f["aone"] else self.dw) + (self.ww if f["brom"] else self.dw) + _clog2(f["K"]) + 1
+        macs = [i.f for i in prog.instrs if i.unit == "mac"] or [{"K": 1, "aone": 1, "brom": 1, "scale": 1, "abuf": 0}]
+        self.aw = max((2 if f["aone"] else self.dv) + (self.ww if f["brom"] else self.dv) + _clog2(f["K"]) + 1
                       for f in macs)
         self.scw = _sbits(0, max(max(f["scale"] for f in macs), 1))
         rows = [i.f for i in prog.instrs if i.unit == "row"]
@@ -79,7 +116,7 @@ class Widths:
         zs = [i.f["zhi"] for i in prog.instrs if "zhi" in i.f] or [1]
         self.zw = _sbits(-max(zs) - 1, max(zs))
         self.vw = max(self.aw + max(self.c0w, self.scw) + 1, self.m1a + self.m1b, self.zw + self.c0w + 2,
-                      self.dw + 2 * 8 + 2, self.c1w + 2)
+                      self.dv + 2 * 8 + 2, self.c1w + 2)
         shs = [i.f.get("rqsh", 0) for i in prog.instrs] + [0]
         self.lshift = max(0, -min(shs))
         self.rshift = max(shs + sm_sh + [24])  # softmax adds the leading-one position; layer norm's z
@@ -115,7 +152,7 @@ class CompactTop(wiring.Component):
                   "t2base", "t2shift", "t2off", "t2size", "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf",
                   "aone", "brom", "wbmode", "Nlast", "asg", "asm", "bsg", "bsk", "osg", "osm", "G", "M", "T", "K",
                   "abase", "bbase", "obase", "n1", "n2", "N", "as1", "as2", "asc", "bbase", "bs1", "bs2", "bsc",
-                  "dbase", "ds1", "ds2", "dsc"):
+                  "dbase", "ds1", "ds2", "dsc", "ua", "ub", "abuf", "arl", "t1uns", "t2uns"):
             if k not in f:
                 f[k] = Signal(signed(2), name=f"f_{k}")
         is_row = Signal(name="is_row")
@@ -137,12 +174,18 @@ class CompactTop(wiring.Component):
         dw = W.dw
         dm = Memory(shape=unsigned(L * dw), depth=max(prog.dm_words, 2), init=[])
         m.submodules.dm = dm
-        rpa = dm.read_port(domain="sync")
-        rpb = dm.read_port(domain="sync")
+        rpa = dm.read_port(domain="sync")  # one read port: a block RAM of the width of a word
         wp = dm.write_port(granularity=dw)
+        dv = W.dv
 
         def lanes(word, width=dw):
             return [word[j * width:(j + 1) * width].as_signed() for j in range(L)]
+
+        def value(raw, uns, name):
+            """A lane's raw bits as a value: unsigned (zero-extended) when ``uns``, else signed."""
+            v = Signal(signed(raw.shape().width + 1), name=name)
+            m.d.comb += v.eq(Mux(uns, raw.as_unsigned(), raw.as_signed()))
+            return v
 
         def pack_w(row, width):
             v = 0
@@ -150,9 +193,11 @@ class CompactTop(wiring.Component):
                 v |= (int(x) & ((1 << width) - 1)) << (j * width)
             return v
 
-        wrom = Memory(shape=unsigned(L * W.ww), depth=len(prog.wrom), init=[pack_w(r, W.ww) for r in prog.wrom])
-        m.submodules.wrom = wrom
-        rpw = wrom.read_port(domain="sync")
+        tab_words = [prog.trom[k:k + W.per] for k in range(0, len(prog.trom), W.per)]
+        rom = Memory(shape=unsigned(W.romw), depth=W.romd,
+                     init=[pack_w(r, W.ww) for r in prog.wrom] + [pack_w(r, W.tws) for r in tab_words])
+        m.submodules.rom = rom  # weights, then the tables (W.per entries a word)
+        rpw = rom.read_port(domain="sync")
         cw = W.c0w + W.c1w
         crom = Memory(shape=unsigned(cw), depth=len(prog.crom),
                       init=[(a & ((1 << W.c0w) - 1)) | ((b & ((1 << W.c1w) - 1)) << W.c0w) for a, b in prog.crom])
@@ -160,15 +205,12 @@ class CompactTop(wiring.Component):
         rpc = crom.read_port(domain="sync")
         c_g = rpc.data[:W.c0w].as_signed()
         c_b = rpc.data[W.c0w:].as_signed()
-        trom = Memory(shape=signed(W.tw), depth=len(prog.trom), init=list(prog.trom))
-        m.submodules.trom = trom
-        rpt = trom.read_port(domain="sync")
 
         # -- shared pieces: wide multiplier M1, requantizer, table index -------------------------
         m1a = Signal(signed(W.m1a), name="m1a")
         m1b = Signal(signed(W.m1b), name="m1b")
         m1p = Signal(signed(W.m1a + W.m1b), name="m1p")
-        m.d.comb += m1p.eq(m1a * m1b)
+        m.d.comb += m1p.eq(m1a * m1b if W.row_dsp else lut_mul(m, m1a, m1b, "m1_lut"))
 
         rq_v = Signal(signed(W.vw), name="rq_v")
         rq_sh = Signal(signed(_sbits(-W.lshift, W.rshift)), name="rq_sh")
@@ -197,7 +239,7 @@ class CompactTop(wiring.Component):
         out_dst = Signal(signed(W.aaw), name="out_dst")
         m.d.sync += [out_v.eq(Mux(rq_byp, rq_v, rq_out)), out_ok.eq(rq_ok), out_dst.eq(rq_dst)]
 
-        tsrc = Signal(signed(max(W.rw, dw + 2)), name="tsrc")
+        tsrc = Signal(signed(max(W.rw, dv + 2)), name="tsrc")
         tsel2 = Signal(name="tsel2")
         t_sh = Mux(tsel2, f["t2shift"], f["t1shift"])
         t_off = Mux(tsel2, f["t2off"], f["t1off"])
@@ -207,7 +249,18 @@ class CompactTop(wiring.Component):
         m.d.comb += t_raw.eq((tsrc >> t_sh[:6].as_unsigned()) - t_off)
         t_idx = Signal(signed(tsrc.shape().width + 3), name="t_idx")
         m.d.comb += t_idx.eq(Mux(t_raw < 0, 0, Mux(t_raw > t_size - 1, t_size - 1, t_raw)) + t_base)
-        m.d.comb += rpt.addr.eq(t_idx)
+        lp = _clog2(W.per)
+        t_word = Signal(range(W.romd + 1), name="t_word")
+        m.d.comb += t_word.eq(W.tword0 + (t_idx >> lp))
+        t_sel = Signal(range(max(W.per, 2)), name="t_sel")
+        t_uns = Signal(name="t_uns")
+        m.d.sync += [t_sel.eq(t_idx[:lp] if lp else 0), t_uns.eq(Mux(tsel2, f["t2uns"][0], f["t1uns"][0]))]
+        t_ent = Signal(W.tws, name="t_ent")
+        with m.Switch(t_sel):
+            for k in range(W.per):
+                with m.Case(k):
+                    m.d.comb += t_ent.eq(rpw.data[k * W.tws:(k + 1) * W.tws])
+        tdat = value(t_ent, t_uns, "tdat")
 
         # -- the sequencer ----------------------------------------------------------------------
         in_rows, out_rows = d.in_rows, d.out_rows
@@ -290,16 +343,25 @@ class CompactTop(wiring.Component):
         Ct = Signal(signed(max(len(prog.crom).bit_length() + 1, 2) + 1), name="Ct")
         Pp = Signal(16, name="mac_P")
         m.d.comb += Pp.eq(Mux(f["K"] > L, f["K"], L))
+        mac_on = Signal(name="mac_on")
+        m.d.comb += mac_on.eq(running & ~is_row)
+        ldp = Signal(name="mac_load")  # loading the a row (matmul) before a row's tiles
+        rl = Signal(range(max(-(-W.karow // L), 1) + 1), name="mac_rl")
         mac_run = Signal(name="mac_run")
-        m.d.comb += mac_run.eq(running & ~is_row)
+        m.d.comb += mac_run.eq(mac_on & ~ldp)
         issue = Signal(name="mac_issue")
         m.d.comb += issue.eq(mac_run & (s_ < f["K"]))
+        with m.If(mac_on & ldp):
+            m.d.sync += rl.eq(rl + 1)
+            with m.If(rl == f["arl"] - 1):
+                m.d.sync += ldp.eq(0)
         last_t, last_m, last_g = (Signal(name=n) for n in ("last_t", "last_m", "last_g"))
         m.d.comb += [last_t.eq(t_ == f["T"] - 1), last_m.eq(mm == f["M"] - 1), last_g.eq(g_ == f["G"] - 1)]
         with m.If(setup & ~is_row):
             m.d.sync += [g_.eq(0), mm.eq(0), t_.eq(0), s_.eq(0), Ag.eq(f["abase"]), Am.eq(f["abase"]),
                          Ae.eq(f["abase"]), Bg.eq(f["bbase"]), Bt.eq(f["bbase"]), Bk.eq(f["bbase"]),
-                         Og.eq(f["obase"]), Om.eq(f["obase"]), Ot.eq(f["obase"]), Ct.eq(f["cbase"])]
+                         Og.eq(f["obase"]), Om.eq(f["obase"]), Ot.eq(f["obase"]), Ct.eq(f["cbase"]),
+                         ldp.eq(f["arl"] > 0), rl.eq(0)]
         with m.If(mac_run):
             m.d.sync += [s_.eq(s_ + 1), Ae.eq(Ae + 1), Bk.eq(Bk + f["bsk"])]
             with m.If(s_ == Pp - 1):
@@ -308,7 +370,7 @@ class CompactTop(wiring.Component):
                 with m.If(last_t):
                     m.d.sync += [t_.eq(0), mm.eq(mm + 1), Am.eq(Am + f["asm"]), Ae.eq(Am + f["asm"]),
                                  Bt.eq(Bg), Bk.eq(Bg), Om.eq(Om + f["osm"]), Ot.eq(Om + f["osm"]),
-                                 Ct.eq(f["cbase"])]
+                                 Ct.eq(f["cbase"]), ldp.eq(f["arl"] > 0), rl.eq(0)]
                     with m.If(last_m):
                         m.d.sync += [mm.eq(0), g_.eq(g_ + 1), Ag.eq(Ag + f["asg"]), Am.eq(Ag + f["asg"]),
                                      Ae.eq(Ag + f["asg"]), Bg.eq(Bg + f["bsg"]), Bt.eq(Bg + f["bsg"]),
@@ -317,8 +379,21 @@ class CompactTop(wiring.Component):
         mac_done = Signal(name="mac_done")
         m.d.comb += mac_done.eq(mac_run & (s_ == Pp - 1) & last_t & last_m & last_g)
 
+        # the a row of a matmul: ceil(K/L) words into registers (its rows start on a word)
+        nwa = -(-W.karow // L)
+        arow = [Signal(L * dw, name=f"arow{w}") for w in range(nwa)]
+        ld_v = Signal(name="ld_v")
+        ld_i = Signal.like(rl, name="ld_i")
+        m.d.sync += [ld_v.eq(mac_on & ldp), ld_i.eq(rl)]
+        with m.If(ld_v):
+            with m.Switch(ld_i):
+                for w in range(nwa):
+                    with m.Case(w):
+                        m.d.sync += arow[w].eq(rpa.data)
         # issue -> operands
         q0 = {k: Signal(name=f"q0_{k}") for k in ("v", "first", "last")}
+        q0_k = Signal(range(max(W.karow, 2)), name="q0_k")
+        m.d.sync += q0_k.eq(s_)
         q0_lane = Signal(range(L), name="q0_lane")
         q0_ot = Signal.like(Ot, name="q0_ot")
         q0_ct = Signal.like(Ct, name="q0_ct")
@@ -326,25 +401,39 @@ class CompactTop(wiring.Component):
         m.d.sync += [q0["v"].eq(issue), q0["first"].eq(s_ == 0), q0["last"].eq(s_ == f["K"] - 1),
                      q0_lane.eq(Ae[:lg] if lg else 0), q0_ot.eq(Ot), q0_ct.eq(Ct),
                      q0_nl.eq(Mux(last_t, f["Nlast"], L))]
-        bw = max(W.ww, dw)
-        q1_a = Signal(signed(dw if True else 2), name="q1_a")
+        bw = W.bv
+        q1_a = Signal(signed(dw), name="q1_a")  # a's raw bits as signed; q1_ca: an unsigned a's top bit
+        q1_ca = Signal(name="q1_ca")
         q1_b = [Signal(signed(bw), name=f"q1_b{j}") for j in range(L)]
         q1 = {k: Signal(name=f"q1_{k}") for k in ("v", "first", "last")}
         q1_ot, q1_ct, q1_nl = Signal.like(q0_ot), Signal.like(q0_ct), Signal.like(q0_nl)
         a_lanes = lanes(rpa.data)
-        a_sel = Signal(signed(dw), name="a_sel")
-        with m.Switch(q0_lane):
-            for j in range(L):
-                with m.Case(j):
-                    m.d.comb += a_sel.eq(a_lanes[j])
-        m.d.sync += q1_a.eq(Mux(f["aone"][0], 1, a_sel))
-        wl, bl = lanes(rpw.data, W.ww), lanes(rpb.data)
-        m.d.sync += [b.eq(Mux(f["brom"][0], wl[j], bl[j])) for j, b in enumerate(q1_b)]
+        a_raw = Signal(signed(dw), name="a_raw")
+        with m.If(f["abuf"][0]):
+            with m.Switch(q0_k):
+                for k in range(W.karow):
+                    with m.Case(k):
+                        m.d.comb += a_raw.eq(arow[k // L][(k % L) * dw:(k % L + 1) * dw])
+        with m.Else():
+            with m.Switch(q0_lane):
+                for j in range(L):
+                    with m.Case(j):
+                        m.d.comb += a_raw.eq(a_lanes[j])
+        m.d.sync += [q1_a.eq(Mux(f["aone"][0], 1, a_raw)),
+                     q1_ca.eq((f["ua"][0] & a_raw[dw - 1] & ~f["aone"][0]) if W.acorr else 0)]
+        wl = lanes(rpw.data, W.ww)
+        for j, b in enumerate(q1_b):
+            bv = value(a_lanes[j], f["ub"][0], f"b_val{j}")
+            m.d.sync += b.eq(Mux(f["brom"][0], wl[j], bv))
         m.d.sync += [q1[k].eq(q0[k]) for k in q1] + [q1_ot.eq(q0_ot), q1_ct.eq(q0_ct), q1_nl.eq(q0_nl)]
-        q2_p = [Signal(signed(dw + bw), name=f"q2_p{j}") for j in range(L)]
+        q2_p = [Signal(signed(dw + bw + 1), name=f"q2_p{j}") for j in range(L)]
         q2 = {k: Signal(name=f"q2_{k}") for k in ("v", "first", "last")}
         q2_ot, q2_ct, q2_nl = Signal.like(q0_ot), Signal.like(q0_ct), Signal.like(q0_nl)
-        m.d.sync += [p.eq(q1_a * b) for p, b in zip(q2_p, q1_b)]
+        for p, b in zip(q2_p, q1_b):
+            prod = q1_a * b
+            if W.acorr:  # an unsigned a with its top bit set is its raw bits as signed + 2**dw
+                prod = prod + Mux(q1_ca, b << dw, 0)
+            m.d.sync += p.eq(prod)
         m.d.sync += [q2[k].eq(q1[k]) for k in q2] + [q2_ot.eq(q1_ot), q2_ct.eq(q1_ct), q2_nl.eq(q1_nl)]
         acc = [Signal(signed(W.aw), name=f"acc{j}") for j in range(L)]
         wbuf = [Signal(signed(W.aw), name=f"wbuf{j}") for j in range(L)]
@@ -389,17 +478,22 @@ class CompactTop(wiring.Component):
             X[x] = [Signal(signed(aw + 1), name=f"{x}{k}") for k in ("1", "2", "e")]
         row_run = Signal(name="row_run")
         m.d.comb += row_run.eq(running & is_row)
-        r_issue = Signal(name="r_issue")
+        r_issue = Signal(name="r_issue")  # a read this cycle
         m.d.comb += r_issue.eq(row_run & (rph == 0))
+        half = Signal(name="row_half")  # add: a's read (0), then b's (1) through the one port
+        with m.If(r_issue & op_is["add"]):
+            m.d.sync += half.eq(~half)
+        r_step = Signal(name="r_step")  # an element issued
+        m.d.comb += r_step.eq(r_issue & (~op_is["add"] | half))
         lastpass = Signal(2, name="lastpass")
         m.d.comb += lastpass.eq(Mux(multi, 2, 0))
         c_last = Signal(name="c_last")
         row_last = Signal(name="row_last")
         m.d.comb += [c_last.eq(c_ == f["N"] - 1), row_last.eq((i2 == f["n2"] - 1) & (i1 == f["n1"] - 1))]
         with m.If(setup & is_row):
-            m.d.sync += [i1.eq(0), i2.eq(0), c_.eq(0), pss.eq(0), rph.eq(0)]
+            m.d.sync += [i1.eq(0), i2.eq(0), c_.eq(0), pss.eq(0), rph.eq(0), half.eq(0)]
             m.d.sync += [s.eq(f[f"{x}base"]) for x in "abd" for s in X[x]]
-        with m.If(r_issue):
+        with m.If(r_step):
             m.d.sync += c_.eq(c_ + 1)
             m.d.sync += [X[x][2].eq(X[x][2] + f[f"{x}sc"]) for x in "abd"]
             with m.If(c_last):
@@ -431,7 +525,7 @@ class CompactTop(wiring.Component):
             with m.If(p_cnt == P_CYCLES - 1):
                 m.d.sync += [rph.eq(0), pss.eq(2)]
         # the instruction is done after its last issue; its drain covers the pipeline
-        m.d.comb += run_done.eq(Mux(is_row, r_issue & c_last & (pss == lastpass) & row_last, mac_done))
+        m.d.comb += run_done.eq(Mux(is_row, r_step & c_last & (pss == lastpass) & row_last, mac_done))
         m.d.comb += drain_len.eq(Mux(is_row, ROW_DRAIN, MAC_DRAIN + L + WB_DEPTH))
 
         # the element pipeline: S0 issue -> S1 read -> S2 pre-op -> S3 table/multiply -> S4 z -> S5 y
@@ -440,32 +534,39 @@ class CompactTop(wiring.Component):
             m.d.sync += s.eq(src)
             return s
         s0_wr = Signal(name="s0_wr")
-        m.d.comb += s0_wr.eq(r_issue & (pss == lastpass))
+        m.d.comb += s0_wr.eq(r_step & (pss == lastpass))
         s0_first = Signal(name="s0_first")
         m.d.comb += s0_first.eq(c_ == 0)
-        s1 = dict(v=tag("s1_v", r_issue), wr=tag("s1_wr", s0_wr), first=tag("s1_first", s0_first),
+        s1_h0 = tag("s1_h0", r_issue & op_is["add"] & ~half)
+        s1 = dict(v=tag("s1_v", r_step), wr=tag("s1_wr", s0_wr), first=tag("s1_first", s0_first),
                   pss=tag("s1_pss", pss), dst=tag("s1_dst", X["d"][2]),
                   la=tag("s1_la", X["a"][2][:lg] if lg else Const(0, 1)),
                   lb=tag("s1_lb", X["b"][2][:lg] if lg else Const(0, 1)))
-        xa = Signal(signed(dw), name="s1_xa")
-        xb = Signal(signed(dw), name="s1_xb")
-        bl2 = lanes(rpb.data)
+        xa_raw = Signal(signed(dw), name="s1_xa_raw")
+        xb_raw = Signal(signed(dw), name="s1_xb_raw")
         with m.Switch(s1["la"]):
             for j in range(L):
                 with m.Case(j):
-                    m.d.comb += xa.eq(a_lanes[j])
+                    m.d.comb += xa_raw.eq(a_lanes[j])
         with m.Switch(s1["lb"]):
             for j in range(L):
                 with m.Case(j):
-                    m.d.comb += xb.eq(bl2[j])
+                    m.d.comb += xb_raw.eq(a_lanes[j])
+        xa_hold = Signal(signed(dw), name="s1_xa_hold")
+        with m.If(s1_h0):
+            m.d.sync += xa_hold.eq(xa_raw)
+        xa = value(Mux(op_is["add"], xa_hold, xa_raw), f["ua"][0], "s1_xa")
+        xb = value(xb_raw, f["ub"][0], "s1_xb")
         s2 = {k: tag("s2_" + k, v) for k, v in s1.items() if k not in ("la", "lb")}
         s2_xa, s2_xb = tag("s2_xa", xa), tag("s2_xb", xb)
         s2_g, s2_b = tag("s2_g", c_g), tag("s2_b", c_b)
         # S2: pre-op and the first reductions
-        mx = Signal(signed(dw), name="row_max")
+        mx = Signal(signed(dv), name="row_max")
         Ssum = Signal(signed(W.sw), name="row_S")
         dev = Signal(signed(W.dvw), name="s2_dev")
-        m.d.comb += dev.eq(s2_xa * f["N"] - Ssum)
+        nf = f["N"].as_unsigned()
+        m.d.comb += dev.eq((s2_xa * nf if W.row_dsp else lut_mul(m, s2_xa, Cat(nf, Const(0, 1)).as_signed(), "n_lut"))
+                           - Ssum)
         pre = Signal(signed(W.vw), name="s2_pre")
         with m.If(op_is["add"]):
             m.d.comb += pre.eq((s2_xa << f["ash"][:4].as_unsigned()) + (s2_xb << f["bsh"][:4].as_unsigned()))
@@ -488,7 +589,6 @@ class CompactTop(wiring.Component):
         s3_pre = tag("s3_pre", pre)
         s3_g, s3_b = tag("s3_g", s2_g), tag("s3_b", s2_b)
         # S3: table data; the row sum of exponents; the wide multiply
-        tdat = rpt.data
         red = Signal(unsigned(W.rw), name="row_red")  # sum of exponents / sum of squares
         rr = Signal(signed(W.tw), name="row_r")  # reciprocal / inverse square root
         with m.If(is_row):
@@ -514,7 +614,8 @@ class CompactTop(wiring.Component):
         s5_g, s5_b = tag("s5_g", s4_g), tag("s5_b", s4_b)
         # S5: y = z * gamma + beta
         m2 = Signal(signed(W.vw), name="m2")
-        m.d.comb += m2.eq(s5_v[:W.zw].as_signed() * s5_g + s5_b)
+        zv = s5_v[:W.zw].as_signed()
+        m.d.comb += m2.eq((zv * s5_g if W.row_dsp else lut_mul(m, s5_g, zv, "m2_lut")) + s5_b)
         s6_v = Signal(signed(W.vw), name="s6_val")
         m.d.sync += s6_v.eq(Mux(op_is["layernorm"], m2, s5_v))
         s6 = {k: tag("s6_" + k, v) for k, v in s5.items()}
@@ -553,10 +654,14 @@ class CompactTop(wiring.Component):
         with m.If(st_rd):
             m.d.comb += rpa.addr.eq(st_addr)
         with m.Elif(is_row):
-            m.d.comb += [rpa.addr.eq(X["a"][2] >> lg), rpb.addr.eq(X["b"][2] >> lg)]
+            m.d.comb += rpa.addr.eq(Mux(op_is["add"] & half, X["b"][2], X["a"][2]) >> lg)
+        with m.Elif(ldp):
+            m.d.comb += rpa.addr.eq((Am >> lg) + rl)
+        with m.Elif(f["brom"][0]):
+            m.d.comb += rpa.addr.eq(Ae >> lg)
         with m.Else():
-            m.d.comb += [rpa.addr.eq(Ae >> lg), rpb.addr.eq(Bk)]
-        m.d.comb += [rpw.addr.eq(Bk), rpc.addr.eq(Mux(is_row, f["cbase"] + c_, wb_ct + wb_j))]
+            m.d.comb += rpa.addr.eq(Bk)
+        m.d.comb += [rpw.addr.eq(Mux(is_row, t_word, Bk)), rpc.addr.eq(Mux(is_row, f["cbase"] + c_, wb_ct + wb_j))]
 
         # -- store ------------------------------------------------------------------------------------
         out_t = d.out_type

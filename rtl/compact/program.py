@@ -91,13 +91,14 @@ class Instr:
 
     def cycles(self, L: int) -> int:
         f = self.f
-        if self.unit == "mac":
+        if self.unit == "mac":  # per row: load the a row (matmul), then T tiles of max(K, L) slots
             per_tile = max(f["K"], L)
-            return FETCH + f["G"] * f["M"] * f["T"] * per_tile + MAC_DRAIN + L + WB_DEPTH
+            return FETCH + f["G"] * f["M"] * (f["arl"] + f["T"] * per_tile) + MAC_DRAIN + L + WB_DEPTH
         rows = f["n1"] * f["n2"]
         if self.op in PASSES:
             return FETCH + rows * (PASSES[self.op] * f["N"] + SUM_WAIT + P_CYCLES) + ROW_DRAIN
-        return FETCH + rows * f["N"] + ROW_DRAIN
+        per = 2 if self.op == "add" else 1  # add reads its two operands through one port
+        return FETCH + rows * f["N"] * per + ROW_DRAIN
 
 
 def _rq_fields(prefix: str, t: FixedType) -> dict:
@@ -151,7 +152,7 @@ class Ctx:
             self.prog._tables[key] = len(self.prog.trom)
             self.prog.trom.extend(int(v) for v in tbl.values)
         return {f"{prefix}base": self.prog._tables[key], f"{prefix}shift": tbl.shift, f"{prefix}off": tbl.offset,
-                f"{prefix}size": tbl.size}
+                f"{prefix}size": tbl.size, f"{prefix}uns": int(not tbl.out_type.signed)}
 
     def emit(self, unit, op, node, note="", **f):
         self.prog.instrs.append(Instr(unit, op, node.name, f, note))
@@ -161,10 +162,16 @@ def _row_addr(prefix: str, base: int, s1: int, s2: int, sc: int) -> dict:
     return {f"{prefix}base": base, f"{prefix}s1": s1, f"{prefix}s2": s2, f"{prefix}sc": sc}
 
 
+def _uns(t: FixedType) -> int:
+    """1 when a tensor's mantissas are unsigned (the data memory holds their raw bits)."""
+    return int(not t.signed)
+
+
 def _plain_rows(ctx: Ctx, node, src: str, dst: str, extra_b: str | None = None) -> dict:
     """Row addressing for a row-wise op: rows ``(h, r)``, ``N`` columns, each tensor with its strides."""
     a, d = ctx.place(src), ctx.place(dst)
-    f = {"n1": a.heads, "n2": a.rows_per_head, "N": a.cols}
+    f = {"n1": a.heads, "n2": a.rows_per_head, "N": a.cols, "ua": _uns(ctx.g.type_of(src)),
+         "ub": _uns(ctx.g.type_of(extra_b)) if extra_b is not None else 0}
     f.update(_row_addr("a", a.base, a.head_stride, a.pitch, 1))
     f.update(_row_addr("d", d.base, d.head_stride, d.pitch, 1))
     if extra_b is not None:
@@ -193,7 +200,8 @@ def _c_dense(n, g, ctx):
     bsh = f_acc - n.bias_type.frac
     T = -(-N // L)
     ctx.emit("mac", "dense", n, G=1, M=a.rows, T=T, K=K, Nlast=N - (T - 1) * L,
-             aone=0, abase=a.base, asg=0, asm=a.pitch, brom=1, bbase=ctx.weights(n.weight), bsg=0, bsk=T,
+             aone=0, abuf=0, arl=0, ua=_uns(xt), ub=0, abase=a.base, asg=0, asm=a.pitch, brom=1,
+             bbase=ctx.weights(n.weight), bsg=0, bsk=T,
              obase=o.base, osg=0, osm=o.pitch, wbmode=0, cbase=ctx.consts((int(b) << bsh, 0) for b in n.bias),
              scale=0, rqsh=f_acc - ot.frac, **_rq_fields("rq", ot))
 
@@ -216,7 +224,8 @@ def _c_matmul(n, g, ctx):
     b = ctx.place(b_src)
     T = -(-Nn // L)
     ctx.emit("mac", "matmul", n, G=H, M=M, T=T, K=K, Nlast=Nn - (T - 1) * L,
-             aone=0, abase=a.base, asg=a.head_stride, asm=a.pitch, brom=0, bbase=b.base // L,
+             aone=0, abuf=1, arl=-(-K // L), ua=_uns(at), ub=_uns(bt), abase=a.base, asg=a.head_stride,
+             asm=a.pitch, brom=0, bbase=b.base // L,
              bsg=b.head_stride // L, bsk=b.pitch // L, obase=o.base, osg=o.head_stride, osm=o.pitch, wbmode=1,
              cbase=0, scale=n.scale, rqsh=at.frac + bt.frac + n.scale_frac - ot.frac, **_rq_fields("rq", ot))
 
@@ -228,7 +237,8 @@ def _c_pool(n, g, ctx):
     L = ctx.prog.L
     T = -(-x.cols // L)
     ctx.emit("mac", "pool", n, G=1, M=1, T=T, K=x.rows, Nlast=x.cols - (T - 1) * L,
-             aone=1, abase=0, asg=0, asm=0, brom=0, bbase=x.base // L, bsg=0, bsk=x.pitch // L,
+             aone=1, abuf=0, arl=0, ua=0, ub=_uns(xt), abase=0, asg=0, asm=0, brom=0, bbase=x.base // L, bsg=0,
+             bsk=x.pitch // L,
              obase=o.base, osg=0, osm=o.pitch, wbmode=1, cbase=0, scale=n.scale,
              rqsh=xt.frac + n.scale_frac - ot.frac, **_rq_fields("rq", ot))
 
