@@ -328,7 +328,9 @@ def build_arch(graph, board: str, out, *, arch: str = "auto", **kw) -> dict:
         raise FabformerError(f"--parallelism {kw['parallelism']} is a dataflow setting; the compact architecture "
                              f"has one MAC array (valid with --arch compact: no --parallelism)")
     kw.pop("parallelism", None)
-    design = generate(graph, arch="compact")
+    # on a device whose DSPs the MAC array takes (the UP5K's 8), the other multiplies are logic
+    few_dsp = get_target(board).available["dsp"] <= 16
+    design = generate(graph, arch="compact", row_multipliers="lut" if few_dsp else "dsp")
     rep = build(graph, board, out, design=design, **kw)
     listing = Path(out) / "program.lst"
     listing.write_text(design.listing())

@@ -173,3 +173,16 @@ def test_engine_bit_exact(design_set, simulator, samples):
     for (m, _), r in zip(pairs, res):
         _check(m, r)
         assert r.samples == samples
+
+
+def test_cli_sim_compact(tmp_path, capsys):
+    import json
+    from fabformer.apps.cli import main
+    gpath = testing.op_graph("relu").save(tmp_path / "relu.graph.json")
+    rc = main(["sim", str(gpath), "-o", str(tmp_path / "out"), "--simulator", "icarus", "--samples", "2",
+               "--arch", "compact", "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0 and res["arch"] == "compact" and res["bit_exact"] and res["samples"] == 2
+    assert res["latency_cycles"] == res["latency_cycles_analytic"]
+    assert "mac  " not in (tmp_path / "out" / "program.lst").read_text()  # relu: one row instruction
+    assert "row  relu" in (tmp_path / "out" / "program.lst").read_text()

@@ -145,16 +145,20 @@ class CompactTop(wiring.Component):
         # -- fields: the instruction ROM (logic) into registers ------------------------------
         names = sorted({k for ins in prog.instrs for k in ins.f})
         f = {}
-        for k in names:
+        for k in list(names):
             vals = [ins.f.get(k, 0) for ins in prog.instrs]
-            f[k] = Signal(signed(_sbits(min(vals), max(vals))), name=f"f_{k}")
+            if len(set(vals)) == 1:  # the same in every instruction: a constant, no register
+                f[k] = Const(vals[0], signed(_sbits(vals[0], vals[0])))
+                names.remove(k)
+            else:
+                f[k] = Signal(signed(_sbits(min(vals), max(vals))), name=f"f_{k}")
         for k in ("rqsh", "rqrnd", "rqsat", "rqlo", "rqhi", "rqmask", "rqhalf", "eps", "zc0", "R", "ash", "bsh", "scale", "cbase", "t1base", "t1shift", "t1off", "t1size",
                   "t2base", "t2shift", "t2off", "t2size", "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf",
                   "aone", "brom", "wbmode", "Nlast", "asg", "asm", "bsg", "bsk", "osg", "osm", "G", "M", "T", "K",
                   "abase", "bbase", "obase", "n1", "n2", "N", "as1", "as2", "asc", "bbase", "bs1", "bs2", "bsc",
                   "dbase", "ds1", "ds2", "dsc", "ua", "ub", "abuf", "arl", "t1uns", "t2uns"):
             if k not in f:
-                f[k] = Signal(signed(2), name=f"f_{k}")
+                f[k] = Const(0, signed(2))
         is_row = Signal(name="is_row")
         rop = Signal(range(len(ROW_OPS)), name="rop")
         npc = len(prog.instrs)
