@@ -186,3 +186,12 @@ def test_cli_sim_compact(tmp_path, capsys):
     assert res["latency_cycles"] == res["latency_cycles_analytic"]
     assert "mac  " not in (tmp_path / "out" / "program.lst").read_text()  # relu: one row instruction
     assert "row  relu" in (tmp_path / "out" / "program.lst").read_text()
+
+
+def test_build_arch_errors(tmp_path):
+    from fabformer.boards.build import build_arch
+    g = testing.op_graph("relu")
+    with pytest.raises(FabformerError, match=r"unknown architecture 'tiny' for build; valid: auto, dataflow, compact"):
+        build_arch(g, "icebreaker", tmp_path / "b", arch="tiny")
+    with pytest.raises(FabformerError, match=r"--parallelism 2 is a dataflow setting"):
+        build_arch(g, "icebreaker", tmp_path / "b", arch="compact", parallelism=2)

@@ -44,21 +44,35 @@ def _sbits(lo: int, hi: int) -> int:
     return w
 
 
-def lut_mul(m, a, b, name: str):
-    """``a * b`` (signed) as a sum of shifted partial products (a balanced adder tree), so that
-    synthesis keeps it out of the DSPs (the iCE40 UP5K's 8 are the MAC array's); ``b`` should be
-    the narrower operand."""
-    wa, wb = a.shape().width, b.shape().width
-    terms = [Mux(b[i], a << i, 0) for i in range(wb - 1)]
-    terms.append(Mux(b[wb - 1], -(a << (wb - 1)), 0))  # the sign bit weighs -2**(wb-1)
-    level = terms
+def _tree(level):
+    level = list(level)
     while len(level) > 1:
         nxt = [x + y for x, y in zip(level[0::2], level[1::2])]
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt
+    return level[0]
+
+
+def pipe_mul(m, a, b, name: str, dsp: bool, groups: int = 4):
+    """``a * b`` (signed), valid one cycle after ``a`` and ``b``: with ``dsp`` a registered ``*``;
+    else shifted partial products summed in ``groups`` registered adder trees and one final sum
+    (logic only: synthesis leaves the DSPs to the MAC array, the iCE40 UP5K's 8); ``b`` should be
+    the narrower operand."""
+    wa, wb = a.shape().width, b.shape().width
     out = Signal(signed(wa + wb), name=name)
-    m.d.comb += out.eq(level[0])
+    if dsp:
+        m.d.sync += out.eq(a * b)
+        return out
+    terms = [Mux(b[i], a << i, 0) for i in range(wb - 1)]
+    terms.append(Mux(b[wb - 1], -(a << (wb - 1)), 0))  # the sign bit weighs -2**(wb-1)
+    k = -(-len(terms) // groups)
+    parts = []
+    for gi in range(0, len(terms), k):
+        p = Signal(signed(wa + wb), name=f"{name}_g{gi // k}")
+        m.d.sync += p.eq(_tree(terms[gi:gi + k]))
+        parts.append(p)
+    m.d.comb += out.eq(_tree(parts))
     return out
 
 
@@ -213,8 +227,7 @@ class CompactTop(wiring.Component):
         # -- shared pieces: wide multiplier M1, requantizer, table index -------------------------
         m1a = Signal(signed(W.m1a), name="m1a")
         m1b = Signal(signed(W.m1b), name="m1b")
-        m1p = Signal(signed(W.m1a + W.m1b), name="m1p")
-        m.d.comb += m1p.eq(m1a * m1b if W.row_dsp else lut_mul(m, m1a, m1b, "m1_lut"))
+        m1p = pipe_mul(m, m1a, m1b, "m1p", W.row_dsp)  # one cycle after its operands
 
         rq_v = Signal(signed(W.vw), name="rq_v")
         rq_sh = Signal(signed(_sbits(-W.lshift, W.rshift)), name="rq_sh")
@@ -468,7 +481,11 @@ class CompactTop(wiring.Component):
         w1_v = Signal(signed(W.vw), name="w1_v")
         w1_ok = Signal(name="w1_ok")
         w1_dst = Signal(signed(aw), name="w1_dst")
-        m.d.sync += [w1_v.eq(Mux(f["wbmode"][0], m1p, w0_sel + c_g)), w1_ok.eq(w0_ok), w1_dst.eq(w0_dst)]
+        w0b_v = Signal(signed(W.vw), name="w0b_v")  # the bias sum, beside the scale product's cycle
+        w0b_ok = Signal(name="w0b_ok")
+        w0b_dst = Signal(signed(aw), name="w0b_dst")
+        m.d.sync += [w0b_v.eq(w0_sel + c_g), w0b_ok.eq(w0_ok), w0b_dst.eq(w0_dst)]
+        m.d.sync += [w1_v.eq(Mux(f["wbmode"][0], m1p, w0b_v)), w1_ok.eq(w0b_ok), w1_dst.eq(w0b_dst)]
 
         # -- row unit -------------------------------------------------------------------------------
         i1 = Signal(16, name="row_i1")
@@ -569,8 +586,8 @@ class CompactTop(wiring.Component):
         Ssum = Signal(signed(W.sw), name="row_S")
         dev = Signal(signed(W.dvw), name="s2_dev")
         nf = f["N"].as_unsigned()
-        m.d.comb += dev.eq((s2_xa * nf if W.row_dsp else lut_mul(m, s2_xa, Cat(nf, Const(0, 1)).as_signed(), "n_lut"))
-                           - Ssum)
+        nx = s2_xa * nf if W.row_dsp else _tree(Mux(nf[i], s2_xa << i, 0) for i in range(nf.shape().width))
+        m.d.comb += dev.eq(nx - Ssum)
         pre = Signal(signed(W.vw), name="s2_pre")
         with m.If(op_is["add"]):
             m.d.comb += pre.eq((s2_xa << f["ash"][:4].as_unsigned()) + (s2_xb << f["bsh"][:4].as_unsigned()))
@@ -602,10 +619,13 @@ class CompactTop(wiring.Component):
             m.d.comb += [m1a.eq(w0_sel), m1b.eq(f["scale"])]
         with m.If(s3["v"] & (s3["pss"] == 1) & op_is["softmax"]):
             m.d.sync += red.eq(Mux(s3["first"], 0, red) + tdat)
-        s4 = {k: tag("s4_" + k, v) for k, v in s3.items()}
+        s3b = {k: tag("s3b_" + k, v) for k, v in s3.items()}  # the product's cycle
+        s3b_v = tag("s3b_v", Mux(op_is["lookup"], tdat, s3_pre))
+        s3b_g, s3b_b = tag("s3b_g", s3_g), tag("s3b_b", s3_b)
+        s4 = {k: tag("s4_" + k, v) for k, v in s3b.items()}
         s4_v = Signal(signed(W.vw), name="s4_val")
-        m.d.sync += s4_v.eq(Mux(op_is["lookup"], tdat, Mux(multi, m1p, s3_pre)))
-        s4_g, s4_b = tag("s4_g", s3_g), tag("s4_b", s3_b)
+        m.d.sync += s4_v.eq(Mux(multi, m1p, s3b_v))
+        s4_g, s4_b = tag("s4_g", s3b_g), tag("s4_b", s3b_b)
         # S4: layer norm's sum of squares; z = rq(d * t)
         with m.If(s4["v"] & (s4["pss"] == 1) & op_is["layernorm"]):
             m.d.sync += red.eq(Mux(s4["first"], f["eps"], red) + s4_v)
@@ -617,12 +637,13 @@ class CompactTop(wiring.Component):
         m.d.sync += s5_v.eq(Mux(op_is["layernorm"], z, s4_v))
         s5_g, s5_b = tag("s5_g", s4_g), tag("s5_b", s4_b)
         # S5: y = z * gamma + beta
-        m2 = Signal(signed(W.vw), name="m2")
         zv = s5_v[:W.zw].as_signed()
-        m.d.comb += m2.eq((zv * s5_g if W.row_dsp else lut_mul(m, s5_g, zv, "m2_lut")) + s5_b)
+        m2p = pipe_mul(m, s5_g, zv, "m2p", W.row_dsp)
+        s5b_v, s5b_b = tag("s5b_v", s5_v), tag("s5b_b", s5_b)  # the product's cycle
         s6_v = Signal(signed(W.vw), name="s6_val")
-        m.d.sync += s6_v.eq(Mux(op_is["layernorm"], m2, s5_v))
-        s6 = {k: tag("s6_" + k, v) for k, v in s5.items()}
+        m.d.sync += s6_v.eq(Mux(op_is["layernorm"], m2p + s5b_b, s5b_v))
+        s5b = {k: tag("s5b_" + k, v) for k, v in s5.items()}
+        s6 = {k: tag("s6_" + k, v) for k, v in s5b.items()}
         # P: leading one, normalising shift, reciprocal / inverse square root
         p_r = Signal(range(W.rw + 1), name="row_p")
         lop = leading_one(m, red, W.rw, name="row_lop")
