@@ -195,3 +195,4 @@ def test_build_arch_errors(tmp_path):
         build_arch(g, "icebreaker", tmp_path / "b", arch="tiny")
     with pytest.raises(FabformerError, match=r"--parallelism 2 is a dataflow setting"):
         build_arch(g, "icebreaker", tmp_path / "b", arch="compact", parallelism=2)
+
