@@ -336,4 +336,5 @@ def build_arch(graph, board: str, out, *, arch: str = "auto", **kw) -> dict:
     listing.write_text(design.listing())
     rep.update(arch="compact", listing=str(listing), arch_note=note or "architecture compact",
                mac_utilization=round(design.mac_utilization, 4))
+    _write_report(Path(out), rep)  # the report names the architecture
     return rep
