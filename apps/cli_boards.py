@@ -17,6 +17,9 @@ def register(sub) -> None:
     b.add_argument("--clock", type=float, help="clock in MHz (default: the board's oscillator)")
     b.add_argument("--parallelism", type=int, help="multipliers per matmul-like node (default: fitted)")
     b.add_argument("--baud", type=int, default=115200)
+    b.add_argument("--arch", choices=["auto", "dataflow", "compact"], default="auto",
+                   help="RTL architecture (default auto: dataflow when it fits the device, else compact)")
+    b.add_argument("--listing", action="store_true", help="print the program listing (compact architecture)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_build)
 
@@ -29,10 +32,14 @@ def _text(rep: dict) -> str:
 def cmd_build(args) -> int:
     from fabformer.apps.common import emit
     from fabformer.ir import load
-    from fabformer.boards.build import build
+    from fabformer.boards.build import build_arch
     g = load(args.graph)
-    rep = build(g, args.board, args.output, clock_mhz=args.clock, parallelism=args.parallelism, baud=args.baud)
-    emit(args, rep, _text(rep) + f"\nwrote {Path(args.output) / 'report.md'}")
+    rep = build_arch(g, args.board, args.output, arch=args.arch, clock_mhz=args.clock, parallelism=args.parallelism,
+                     baud=args.baud)
+    text = (rep.get("arch_note", "") + "\n" if rep.get("arch_note") else "") + _text(rep)
+    if args.listing and rep.get("listing"):
+        text += "\n" + Path(rep["listing"]).read_text().rstrip()
+    emit(args, rep, text + f"\nwrote {Path(args.output) / 'report.md'}")
     return 0
 
 

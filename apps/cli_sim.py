@@ -71,8 +71,11 @@ def cmd_sim(args) -> int:
     mode = args.mode or ("stream" if samples == "all" and args.simulator == "verilator" else "cocotb")
     x, source = inputs_for(g, samples, args.data)
     r = simulate(g, args.output, x, args.simulator, parse_parallelism(args.parallelism), args.waves, mode=mode,
-                 source=source, progress=_progress)
-    emit(args, r, _text(r))
+                 source=source, progress=_progress, arch=args.arch)
+    text = _text(r)
+    if args.listing and r.get("listing"):
+        text += "\n" + Path(r["listing"]).read_text().rstrip() + f"\nlisting: {r['listing']}"
+    emit(args, r, text)
     return 0 if r["bit_exact"] else 1
 
 
@@ -90,6 +93,10 @@ def register(sub) -> None:
                         "--samples all on Verilator, else cocotb)")
     p.add_argument("--parallelism", help="multipliers per matmul-like block: an integer or node=int,...")
     p.add_argument("--waves", action="store_true", help="record waveforms (FST)")
+    from fabformer.rtl import ARCHITECTURES
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="dataflow",
+                   help="RTL architecture: " + "; ".join(f"{k}: {v[1]}" for k, v in sorted(ARCHITECTURES.items())))
+    p.add_argument("--listing", action="store_true", help="print the program listing (compact architecture)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sim)
 

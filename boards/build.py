@@ -293,3 +293,47 @@ def _uart_rows(rep: dict) -> list[str]:
     return [f"- through the UART shell ({u['baud']} baud): {sc['total']} cycles a sample = receive "
             f"{sc['receive']} + compute {sc['compute']} + send {sc['send']}; {u['samples_per_s']} samples/s "
             f"(the shell reports the model's {sc['reported']} cycles)"]
+
+
+# -- architecture choice (fabformer build --arch) ------------------------------------------------
+ARCH_CHOICES = ("auto", "dataflow", "compact")
+
+
+def build_arch(graph, board: str, out, *, arch: str = "auto", **kw) -> dict:
+    """:func:`build` in RTL architecture ``arch``: ``dataflow`` (fitted parallelism), ``compact`` (one
+    MAC array and a sequencer; its program listing beside the report), or ``auto``: dataflow when it
+    fits ``board``, else compact (the report's ``arch_note`` says why)."""
+    if arch not in ARCH_CHOICES:
+        raise FabformerError(f"unknown architecture {arch!r} for build; valid: {', '.join(ARCH_CHOICES)}")
+    note = ""
+    if arch == "auto":
+        try:
+            rep = build(graph, board, out, **kw)
+            rep["arch"], rep["arch_note"] = "dataflow", "architecture auto: dataflow fits"
+            return rep
+        except FabformerError as e:
+            if not getattr(e, "attempts", None):
+                raise
+            why = str(e).split(". needed/available")[0]
+            note = f"architecture auto: picked compact, because dataflow does not fit: {why}"
+            print(note, flush=True)
+            arch = "compact"
+    if arch == "dataflow":
+        rep = build(graph, board, out, **kw)
+        rep["arch"] = "dataflow"
+        return rep
+    from ..rtl import generate
+    if kw.get("parallelism") is not None:
+        raise FabformerError(f"--parallelism {kw['parallelism']} is a dataflow setting; the compact architecture "
+                             f"has one MAC array (valid with --arch compact: no --parallelism)")
+    kw.pop("parallelism", None)
+    # on a device whose DSPs the MAC array takes (the UP5K's 8), the other multiplies are logic
+    few_dsp = get_target(board).available["dsp"] <= 16
+    design = generate(graph, arch="compact", row_multipliers="lut" if few_dsp else "dsp")
+    rep = build(graph, board, out, design=design, **kw)
+    listing = Path(out) / "program.lst"
+    listing.write_text(design.listing())
+    rep.update(arch="compact", listing=str(listing), arch_note=note or "architecture compact",
+               mac_utilization=round(design.mac_utilization, 4))
+    _write_report(Path(out), rep)  # the report names the architecture
+    return rep

@@ -14,3 +14,4 @@ __all__ = ["generate", "generate_dataflow", "architecture", "ARCHITECTURES", "De
            "Top", "run_yosys", "yosys_reemit", "ARCH", "block", "make_block", "mac_nodes", "default_parallelism",
            "parallelism_options"]
 from . import blocks_extra  # noqa: E402,F401  (registers the blocks of scale, max pool, concat, reshape)
+from . import compact  # noqa: E402,F401  (registers the compact architecture)

@@ -451,7 +451,7 @@ class SetTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         for k, d in enumerate(self._designs):
-            sub = Top(d)
+            sub = d.make_top() if hasattr(d, "make_top") else Top(d)
             m.submodules[f"member{k}"] = sub
             on = self.sel == k
             m.d.comb += [sub.i.valid.eq(self.i.valid & on),

@@ -13,7 +13,7 @@ MODES = ("cocotb", "stream")
 
 
 def simulate(graph, out_dir, x, simulator: str = "verilator", parallelism=None, waves: bool = False,
-             mode: str = "cocotb", source: str = "given inputs", progress=None) -> dict:
+             mode: str = "cocotb", source: str = "given inputs", progress=None, arch: str = "dataflow") -> dict:
     """Generate the RTL of ``graph`` (Verilog written to ``out_dir``), simulate it on the float
     inputs ``x`` (batch first) and compare every output with the golden model.
 
@@ -21,8 +21,9 @@ def simulate(graph, out_dir, x, simulator: str = "verilator", parallelism=None, 
     phase, then every sample under random valid gaps and ready back-pressure.
     ``mode="stream"``: Verilator only; the C++ testbench streams the whole batch from files
     and checks every output row inside the simulator (``fabformer.sim.bulk``); for data sets.
-    ``source`` names the inputs in the result.  Writes ``sim.json`` into ``out_dir`` and
-    returns the same dict.
+    ``source`` names the inputs in the result; ``arch`` the RTL architecture (a sequenced one
+    also writes its program listing, ``program.lst``).  Writes ``sim.json`` into ``out_dir``
+    and returns the same dict.
     """
     from fabformer.outdir import prepare_dir
     from fabformer.rtl import generate
@@ -36,13 +37,17 @@ def simulate(graph, out_dir, x, simulator: str = "verilator", parallelism=None, 
                              f"use --simulator verilator or --mode cocotb")
     if mode == "stream" and waves:
         raise FabformerError("waveforms (--waves) are recorded in mode 'cocotb' only")
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim == len(graph.tensors[graph.inputs[0]].shape):
-        x = x[None]
-    if len(x) < 1:
+    from fabformer.vectors import as_batches
+    xs = as_batches(graph, x)  # the one input check
+    x = xs[0] if len(xs) == 1 else xs
+    if len(xs[0]) < 1:
         raise FabformerError("simulate needs at least one input sample, got 0")
     out = prepare_dir(out_dir)
-    design = generate(graph, parallelism)
+    design = generate(graph, parallelism, arch=arch)
+    listing = None
+    if hasattr(design, "listing"):  # a sequenced architecture: its program
+        listing = out / "program.lst"
+        listing.write_text(design.listing())
     if mode == "stream":
         from .bulk import run as run_stream, verilog_of
         vpath = out / "top.v"
@@ -60,8 +65,10 @@ def simulate(graph, out_dir, x, simulator: str = "verilator", parallelism=None, 
         "mac_bound_cycles": design.mac_bound_cycles,
         "simulated_cycles": r.cycles, "cycles_per_second": round(r.cycles_per_second, 1),
         "simulation_seconds": round(r.wall_s, 3),
-        "verilog": str(vpath), "blocks": design.blocks,
+        "verilog": str(vpath), "blocks": design.blocks, "arch": arch,
     }
+    if listing is not None:
+        res["listing"] = str(listing)
     if waves:
         found = sorted(Path(r.build_dir).glob("*.fst"))
         if found:

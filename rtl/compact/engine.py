@@ -1,0 +1,725 @@
+"""The compact engine in Amaranth: a sequencer, one MAC array, one row unit, RAMs and ROMs.
+
+It runs a :class:`~.program.Program` once per sample:
+
+* **load**: input rows (the quantize node's mantissas) go into the data memory, one
+  ``L``-element word per cycle;
+* **run**: for each instruction, two fetch cycles (the instruction ROM is logic, its
+  fields registered), then the instruction's loop (one issue per cycle), then a drain
+  until its last write;
+* **store**: output rows are read back and sent on ``o`` (one row every ``words + 2`` cycles).
+
+The MAC array (``L`` lanes): issue (address) → operands → products → accumulators; a
+finished tile's sums go to a write-back buffer that a one-element-per-cycle write-back
+(bias add or scale multiply, requantization, write) empties while the next tile
+accumulates.  The row unit: issue → read → pre-op (shifted sum, relu, deviation,
+reductions, table address) → table data, first multiply → normalising requantization →
+second multiply → requantization → write.  Both share the requantizer, the wide
+multiplier, the table ROM and the data memory's write port (one instruction runs at
+a time).  All run-time parameters (shifts, rounding, range, table ranges) are
+instruction fields: one datapath, golden's integer rules.
+"""
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from fabformer.fixed import FixedType
+from ..arith import leading_one, unpack
+from ..blocks import row_layout
+from .program import MAC_DRAIN, P_CYCLES, PASSES, ROW_DRAIN, ROW_OPS, SUM_WAIT, WB_DEPTH, Program
+
+__all__ = ["CompactTop", "Widths"]
+
+
+def _sbits(lo: int, hi: int) -> int:
+    """Signed width holding [lo, hi]."""
+    w = 2
+    while not (-(1 << (w - 1)) <= lo and hi < (1 << (w - 1))):
+        w += 1
+    return w
+
+
+def _tree(level):
+    level = list(level)
+    while len(level) > 1:
+        nxt = [x + y for x, y in zip(level[0::2], level[1::2])]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def pipe_mul(m, a, b, name: str, dsp: bool, groups: int = 4):
+    """``a * b`` (signed), valid one cycle after ``a`` and ``b``: with ``dsp`` a registered ``*``;
+    else shifted partial products summed in ``groups`` registered adder trees and one final sum
+    (logic only: synthesis leaves the DSPs to the MAC array, the iCE40 UP5K's 8); ``b`` should be
+    the narrower operand."""
+    wa, wb = a.shape().width, b.shape().width
+    out = Signal(signed(wa + wb), name=name)
+    if dsp:
+        m.d.sync += out.eq(a * b)
+        return out
+    terms = [Mux(b[i], a << i, 0) for i in range(wb - 1)]
+    terms.append(Mux(b[wb - 1], -(a << (wb - 1)), 0))  # the sign bit weighs -2**(wb-1)
+    k = -(-len(terms) // groups)
+    parts = []
+    for gi in range(0, len(terms), k):
+        p = Signal(signed(wa + wb), name=f"{name}_g{gi // k}")
+        m.d.sync += p.eq(_tree(terms[gi:gi + k]))
+        parts.append(p)
+    m.d.comb += out.eq(_tree(parts))
+    return out
+
+
+def _clog2(n: int) -> int:
+    return max(0, math.ceil(math.log2(max(n, 1))))
+
+
+class Widths:
+    """Datapath widths of one program (all signed unless named otherwise)."""
+
+    def __init__(self, prog: Program, row_multipliers: str = "dsp"):
+        g, L = prog.g, prog.L
+        self.row_dsp = row_multipliers == "dsp"
+        types = [g.type_of(t) for t in prog.places if t in g.tensors] + [g.type_of(prog.in_tensor)]
+        self.dw = max(t.width for t in types)  # data-memory lane: a mantissa's raw bits
+        self.dv = self.dw + 1  # a lane's value (signed or unsigned per operand)
+        ws = [n.weight_type.width for n in prog.nodes if n.kind == "dense"]
+        self.ww = max(ws) if ws else 2
+        tabs = [n.table for n in prog.nodes if n.kind == "lookup"] + \
+               [t for n in prog.nodes if n.kind == "softmax" for t in (n.exp_table, n.recip_table)] + \
+               [n.invsqrt_table for n in prog.nodes if n.kind == "layernorm"]
+        # a table entry's raw bits: what its values need (read back signed or unsigned per table)
+        self.tws = max([_sbits(int(t.values.min()), int(t.values.max())) if t.out_type.signed
+                        else max(int(t.values.max()).bit_length(), 1) for t in tabs] + [2])
+        self.tw = self.tws + 1
+        self.per = 1  # table entries per ROM word (weights and tables share one ROM)
+        while 2 * self.per * self.tws <= L * self.ww:
+            self.per *= 2
+        self.romw = max(L * self.ww, self.per * self.tws)
+        self.tword0 = len(prog.wrom)
+        self.romd = self.tword0 + -(-len(prog.trom) // self.per)
+        # lane multipliers: a's raw bits times b's value; an unsigned full-width a adds b << dw
+        self.acorr = any(f.get("ua") and not f["aone"] for f in [i.f for i in prog.instrs if i.unit == "mac"])
+        bdm = [g.type_of(n.inputs[1] if n.kind == "matmul" else n.inputs[0]) for n in prog.nodes
+               if n.kind in ("matmul", "global_avg_pool")]
+        self.bv = max([self.ww] + [t.width + (0 if t.signed else 1) for t in bdm])
+        self.karow = max([i.f["K"] for i in prog.instrs if i.unit == "mac" and i.f["abuf"]] + [1])
+        c0 = [a for a, _ in prog.crom]
+        c1 = [b for _, b in prog.crom]
+        self.c0w, self.c1w = _sbits(min(c0), max(c0)), _sbits(min(c1), max(c1))
+        macs = [i.f for i in prog.instrs if i.unit == "mac"] or [{"K": 1, "aone": 1, "brom": 1, "scale": 1, "abuf": 0}]
+        self.aw = max((2 if f["aone"] else self.dv) + (self.ww if f["brom"] else self.dv) + _clog2(f["K"]) + 1
+                      for f in macs)
+        self.scw = _sbits(0, max(max(f["scale"] for f in macs), 1))
+        rows = [i.f for i in prog.instrs if i.unit == "row"]
+        self.nmax = max([f["N"] for f in rows] + [2])
+        lns = [n for n in prog.nodes if n.kind == "layernorm"]
+        sms = [n for n in prog.nodes if n.kind == "softmax"]
+        self.dvw = max([n.d_type(g).width for n in lns] + [2])  # N*x - S
+        self.m1a = max(self.aw, self.tw, self.dvw)
+        self.m1b = max(self.scw, self.tw, self.dvw)
+        self.sw = max([g.type_of(n.inputs[0]).width + _clog2(n.n(g)) + 1 for n in lns] + [2])  # row sum
+        self.rw = max([n.q_type(g).width + 1 for n in lns] + [n.sum_type(g).width + 1 for n in sms] + [2])
+        sm_sh = [i.f["rqsh"] + self.rw for i in prog.instrs if i.op == "softmax"]
+        zs = [i.f["zhi"] for i in prog.instrs if "zhi" in i.f] or [1]
+        self.zw = _sbits(-max(zs) - 1, max(zs))
+        self.vw = max(self.aw + max(self.c0w, self.scw) + 1, self.m1a + self.m1b, self.zw + self.c0w + 2,
+                      self.dv + 2 * 8 + 2, self.c1w + 2)
+        shs = [i.f.get("rqsh", 0) for i in prog.instrs] + [0]
+        self.lshift = max(0, -min(shs))
+        self.rshift = max(shs + sm_sh + [24])  # softmax adds the leading-one position; layer norm's z
+        self.rqw = self.vw + self.lshift + 1
+        self.aaw = max((prog.dm_words * L - 1).bit_length(), 1) + 1  # element addresses (signed slack)
+
+
+class CompactTop(wiring.Component):
+    """``i`` takes input rows, ``o`` gives output rows (as the dataflow ``Top``)."""
+
+    def __init__(self, design):
+        self._design = design
+        super().__init__({
+            "i": In(stream.Signature(row_layout(design.in_type, design.in_cols))),
+            "o": Out(stream.Signature(row_layout(design.out_type, design.out_cols))),
+        })
+
+    def elaborate(self, platform):
+        d = self._design
+        prog: Program = d.program
+        W = d.widths
+        L = prog.L
+        lg = _clog2(L)
+        m = Module()
+
+        # -- fields: the instruction ROM (logic) into registers ------------------------------
+        names = sorted({k for ins in prog.instrs for k in ins.f})
+        f = {}
+        for k in list(names):
+            vals = [ins.f.get(k, 0) for ins in prog.instrs]
+            if len(set(vals)) == 1:  # the same in every instruction: a constant, no register
+                f[k] = Const(vals[0], signed(_sbits(vals[0], vals[0])))
+                names.remove(k)
+            else:
+                f[k] = Signal(signed(_sbits(min(vals), max(vals))), name=f"f_{k}")
+        for k in ("rqsh", "rqrnd", "rqsat", "rqlo", "rqhi", "rqmask", "rqhalf", "eps", "zc0", "R", "ash", "bsh", "scale", "cbase", "t1base", "t1shift", "t1off", "t1size",
+                  "t2base", "t2shift", "t2off", "t2size", "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf",
+                  "aone", "brom", "wbmode", "Nlast", "asg", "asm", "bsg", "bsk", "osg", "osm", "G", "M", "T", "K",
+                  "abase", "bbase", "obase", "n1", "n2", "N", "as1", "as2", "asc", "bbase", "bs1", "bs2", "bsc",
+                  "dbase", "ds1", "ds2", "dsc", "ua", "ub", "abuf", "arl", "t1uns", "t2uns"):
+            if k not in f:
+                f[k] = Const(0, signed(2))
+        is_row = Signal(name="is_row")
+        rop = Signal(range(len(ROW_OPS)), name="rop")
+        npc = len(prog.instrs)
+        pc = Signal(range(npc + 1), name="pc")
+        with m.Switch(pc):
+            for i, ins in enumerate(prog.instrs):
+                with m.Case(i):
+                    m.d.sync += [is_row.eq(ins.unit == "row"), rop.eq(ROW_OPS.get(ins.op, 0))]
+                    m.d.sync += [f[k].eq(ins.f.get(k, 0)) for k in names]
+        op_is = {k: Signal(name=f"op_{k}") for k in ROW_OPS}
+        for k, v in ROW_OPS.items():
+            m.d.comb += op_is[k].eq(is_row & (rop == v))
+        multi = Signal(name="multi")
+        m.d.comb += multi.eq(op_is["softmax"] | op_is["layernorm"])
+
+        # -- memories -------------------------------------------------------------------------
+        dw = W.dw
+        dm = Memory(shape=unsigned(L * dw), depth=max(prog.dm_words, 2), init=[])
+        m.submodules.dm = dm
+        rpa = dm.read_port(domain="sync")  # one read port: a block RAM of the width of a word
+        wp = dm.write_port(granularity=dw)
+        dv = W.dv
+
+        def lanes(word, width=dw):
+            return [word[j * width:(j + 1) * width].as_signed() for j in range(L)]
+
+        def value(raw, uns, name):
+            """A lane's raw bits as a value: unsigned (zero-extended) when ``uns``, else signed."""
+            v = Signal(signed(raw.shape().width + 1), name=name)
+            m.d.comb += v.eq(Mux(uns, raw.as_unsigned(), raw.as_signed()))
+            return v
+
+        def pack_w(row, width):
+            v = 0
+            for j, x in enumerate(row):
+                v |= (int(x) & ((1 << width) - 1)) << (j * width)
+            return v
+
+        tab_words = [prog.trom[k:k + W.per] for k in range(0, len(prog.trom), W.per)]
+        rom = Memory(shape=unsigned(W.romw), depth=W.romd,
+                     init=[pack_w(r, W.ww) for r in prog.wrom] + [pack_w(r, W.tws) for r in tab_words])
+        m.submodules.rom = rom  # weights, then the tables (W.per entries a word)
+        rpw = rom.read_port(domain="sync")
+        cw = W.c0w + W.c1w
+        crom = Memory(shape=unsigned(cw), depth=len(prog.crom),
+                      init=[(a & ((1 << W.c0w) - 1)) | ((b & ((1 << W.c1w) - 1)) << W.c0w) for a, b in prog.crom])
+        m.submodules.crom = crom
+        rpc = crom.read_port(domain="sync")
+        c_g = rpc.data[:W.c0w].as_signed()
+        c_b = rpc.data[W.c0w:].as_signed()
+
+        # -- shared pieces: wide multiplier M1, requantizer, table index -------------------------
+        m1a = Signal(signed(W.m1a), name="m1a")
+        m1b = Signal(signed(W.m1b), name="m1b")
+        m1p = pipe_mul(m, m1a, m1b, "m1p", W.row_dsp)  # one cycle after its operands
+
+        rq_v = Signal(signed(W.vw), name="rq_v")
+        rq_sh = Signal(signed(_sbits(-W.lshift, W.rshift)), name="rq_sh")
+        rq_byp = Signal(name="rq_byp")
+        rq_ok = Signal(name="rq_ok")
+        rq_dst = Signal(signed(W.aaw), name="rq_dst")
+
+        def requant(v, sh, rnd, sat, lo, hi, mask, half, width, name, lshift=W.lshift):
+            pos = Signal(range(max(W.rshift, 0) + 1), name=name + "_pos")
+            neg = Signal(range(max(lshift, 0) + 1), name=name + "_neg")
+            m.d.comb += [pos.eq(Mux(sh > 0, sh, 0)), neg.eq(Mux(sh < 0, -sh, 0))]
+            radd = Signal(signed(W.vw + 1), name=name + "_radd")
+            m.d.comb += radd.eq(Mux(rnd & (pos > 0), (Const(1, unsigned(W.vw)) << pos) >> 1, 0))
+            v1 = Signal(signed(width), name=name + "_v1")
+            m.d.comb += v1.eq(((v + radd) >> pos) << neg)
+            out = Signal(signed(width), name=name + "_out")
+            wrapped = Signal(signed(width), name=name + "_wrap")
+            m.d.comb += wrapped.eq(((v1 + half) & mask) - half)
+            m.d.comb += out.eq(Mux(sat, Mux(v1 < lo, lo, Mux(v1 > hi, hi, v1)), wrapped))
+            return out
+
+        rq_out = requant(rq_v, rq_sh, f["rqrnd"], f["rqsat"], f["rqlo"], f["rqhi"], f["rqmask"], f["rqhalf"],
+                         W.rqw, "rqf")
+        out_v = Signal(signed(dw), name="out_v")
+        out_ok = Signal(name="out_ok")
+        out_dst = Signal(signed(W.aaw), name="out_dst")
+        m.d.sync += [out_v.eq(Mux(rq_byp, rq_v, rq_out)), out_ok.eq(rq_ok), out_dst.eq(rq_dst)]
+
+        tsrc = Signal(signed(max(W.rw, dv + 2)), name="tsrc")
+        tsel2 = Signal(name="tsel2")
+        t_sh = Mux(tsel2, f["t2shift"], f["t1shift"])
+        t_off = Mux(tsel2, f["t2off"], f["t1off"])
+        t_size = Mux(tsel2, f["t2size"], f["t1size"])
+        t_base = Mux(tsel2, f["t2base"], f["t1base"])
+        t_raw = Signal(signed(tsrc.shape().width + 2), name="t_raw")
+        m.d.comb += t_raw.eq((tsrc >> t_sh[:6].as_unsigned()) - t_off)
+        t_idx = Signal(signed(tsrc.shape().width + 3), name="t_idx")
+        m.d.comb += t_idx.eq(Mux(t_raw < 0, 0, Mux(t_raw > t_size - 1, t_size - 1, t_raw)) + t_base)
+        lp = _clog2(W.per)
+        t_word = Signal(range(W.romd + 1), name="t_word")
+        m.d.comb += t_word.eq(W.tword0 + (t_idx >> lp))
+        t_sel = Signal(range(max(W.per, 2)), name="t_sel")
+        t_uns = Signal(name="t_uns")
+        m.d.sync += [t_sel.eq(t_idx[:lp] if lp else 0), t_uns.eq(Mux(tsel2, f["t2uns"][0], f["t1uns"][0]))]
+        t_ent = Signal(W.tws, name="t_ent")
+        with m.Switch(t_sel):
+            for k in range(W.per):
+                with m.Case(k):
+                    m.d.comb += t_ent.eq(rpw.data[k * W.tws:(k + 1) * W.tws])
+        tdat = value(t_ent, t_uns, "tdat")
+
+        # -- the sequencer ----------------------------------------------------------------------
+        in_rows, out_rows = d.in_rows, d.out_rows
+        ip, op_ = prog.in_place, prog.out_place
+        nwi, nwo = ip.pitch // L, op_.pitch // L
+        state = Signal(range(6), name="state")
+        LOAD, FETCH0, FETCH1, RUN, DRAIN, STORE = range(6)
+        cnt = Signal(range(max(in_rows, out_rows, 2) + 1), name="rowcnt")
+        wcnt = Signal(range(max(nwi, nwo, 1) + 2), name="wcnt")
+        drain = Signal(range(max(L + MAC_DRAIN + WB_DEPTH, ROW_DRAIN) + 2), name="drain")
+        wr_addr_ld = Signal(range(max(prog.dm_words, 2)), name="ld_addr")
+        ld_buf = Signal(len(self.i.payload.as_value()), name="ld_buf")
+
+        # load -----------------------------------------------------------------------------------
+        in_t = d.in_type
+        ld_words = []
+        for src in (self.i.payload.as_value(), ld_buf):
+            elems = unpack(src, d.in_cols, in_t)
+            ld_words.append([Cat(*[_ext(m, elems[w * L + j] if w * L + j < d.in_cols else Const(0, signed(2)), dw,
+                                        f"ld{len(ld_words)}_{w}_{j}") for j in range(L)]) for w in range(nwi)])
+        ld_wsel = Signal(range(max(nwi, 2)), name="ld_wsel")
+        ld_more = Signal(name="ld_more")
+        m.d.comb += self.i.ready.eq((state == LOAD) & ~ld_more)
+
+        # write port arbitration: load, or the common write stage
+        with m.If((state == LOAD) & self.i.valid & self.i.ready):
+            m.d.comb += [wp.addr.eq(ip.base // L + cnt * nwi), wp.data.eq(ld_words[0][0]), wp.en.eq((1 << L) - 1)]
+            m.d.sync += [ld_buf.eq(self.i.payload.as_value()), cnt.eq(cnt + 1)]
+            if nwi > 1:
+                m.d.sync += [ld_more.eq(1), ld_wsel.eq(1), wr_addr_ld.eq(ip.base // L + cnt * nwi + 1)]
+            else:
+                with m.If(cnt == in_rows - 1):
+                    m.d.sync += [state.eq(FETCH0), pc.eq(0), cnt.eq(0)]
+        with m.Elif(ld_more):
+            m.d.comb += [wp.addr.eq(wr_addr_ld), wp.en.eq((1 << L) - 1)]
+            with m.Switch(ld_wsel):
+                for w in range(1, nwi):
+                    with m.Case(w):
+                        m.d.comb += wp.data.eq(ld_words[1][w])
+            m.d.sync += [ld_wsel.eq(ld_wsel + 1), wr_addr_ld.eq(wr_addr_ld + 1)]
+            with m.If(ld_wsel == nwi - 1):
+                m.d.sync += ld_more.eq(0)
+                with m.If(cnt == in_rows):
+                    m.d.sync += [state.eq(FETCH0), pc.eq(0), cnt.eq(0)]
+        with m.Elif(out_ok):
+            m.d.comb += [wp.addr.eq(out_dst >> lg), wp.data.eq(Cat(*([out_v] * L))),
+                         wp.en.eq(Const(1, L) << out_dst[:lg] if lg else 1)]
+
+        # fetch --------------------------------------------------------------------------------------
+        run_done = Signal(name="run_done")
+        drain_len = Signal.like(drain, name="drain_len")
+        with m.If(state == FETCH0):
+            with m.If(pc == npc):
+                m.d.sync += [state.eq(STORE), cnt.eq(0), wcnt.eq(0)]
+            with m.Else():
+                m.d.sync += state.eq(FETCH1)
+        with m.If(state == FETCH1):
+            m.d.sync += state.eq(RUN)
+        with m.If((state == RUN) & run_done):
+            m.d.sync += [state.eq(DRAIN), drain.eq(drain_len)]
+        with m.If(state == DRAIN):
+            m.d.sync += drain.eq(drain - 1)
+            with m.If(drain == 1):
+                m.d.sync += [state.eq(FETCH0), pc.eq(pc + 1)]
+        setup = Signal(name="setup")
+        m.d.comb += setup.eq(state == FETCH1)
+        running = Signal(name="running")
+        m.d.comb += running.eq(state == RUN)
+
+        # -- MAC array --------------------------------------------------------------------------------
+        aw = W.aaw
+        g_ = Signal(range(max(max([i.f.get("G", 1) for i in prog.instrs] + [1]), 2) + 1), name="mac_g")
+        mm = Signal(16, name="mac_m")
+        t_ = Signal(16, name="mac_t")
+        s_ = Signal(16, name="mac_s")
+        Ag, Am, Ae = (Signal(signed(aw), name=n) for n in ("Ag", "Am", "Ae"))
+        bwid = max(len(prog.wrom).bit_length(), aw) + 1
+        Bg, Bt, Bk = (Signal(signed(bwid), name=n) for n in ("Bg", "Bt", "Bk"))
+        Og, Om, Ot = (Signal(signed(aw), name=n) for n in ("Og", "Om", "Ot"))
+        Ct = Signal(signed(max(len(prog.crom).bit_length() + 1, 2) + 1), name="Ct")
+        Pp = Signal(16, name="mac_P")
+        m.d.comb += Pp.eq(Mux(f["K"] > L, f["K"], L))
+        mac_on = Signal(name="mac_on")
+        m.d.comb += mac_on.eq(running & ~is_row)
+        ldp = Signal(name="mac_load")  # loading the a row (matmul) before a row's tiles
+        rl = Signal(range(max(-(-W.karow // L), 1) + 1), name="mac_rl")
+        mac_run = Signal(name="mac_run")
+        m.d.comb += mac_run.eq(mac_on & ~ldp)
+        issue = Signal(name="mac_issue")
+        m.d.comb += issue.eq(mac_run & (s_ < f["K"]))
+        with m.If(mac_on & ldp):
+            m.d.sync += rl.eq(rl + 1)
+            with m.If(rl == f["arl"] - 1):
+                m.d.sync += ldp.eq(0)
+        last_t, last_m, last_g = (Signal(name=n) for n in ("last_t", "last_m", "last_g"))
+        m.d.comb += [last_t.eq(t_ == f["T"] - 1), last_m.eq(mm == f["M"] - 1), last_g.eq(g_ == f["G"] - 1)]
+        with m.If(setup & ~is_row):
+            m.d.sync += [g_.eq(0), mm.eq(0), t_.eq(0), s_.eq(0), Ag.eq(f["abase"]), Am.eq(f["abase"]),
+                         Ae.eq(f["abase"]), Bg.eq(f["bbase"]), Bt.eq(f["bbase"]), Bk.eq(f["bbase"]),
+                         Og.eq(f["obase"]), Om.eq(f["obase"]), Ot.eq(f["obase"]), Ct.eq(f["cbase"]),
+                         ldp.eq(f["arl"] > 0), rl.eq(0)]
+        with m.If(mac_run):
+            m.d.sync += [s_.eq(s_ + 1), Ae.eq(Ae + 1), Bk.eq(Bk + f["bsk"])]
+            with m.If(s_ == Pp - 1):
+                m.d.sync += [s_.eq(0), t_.eq(t_ + 1), Ae.eq(Am), Bt.eq(Bt + 1), Bk.eq(Bt + 1), Ot.eq(Ot + L),
+                             Ct.eq(Ct + L)]
+                with m.If(last_t):
+                    m.d.sync += [t_.eq(0), mm.eq(mm + 1), Am.eq(Am + f["asm"]), Ae.eq(Am + f["asm"]),
+                                 Bt.eq(Bg), Bk.eq(Bg), Om.eq(Om + f["osm"]), Ot.eq(Om + f["osm"]),
+                                 Ct.eq(f["cbase"]), ldp.eq(f["arl"] > 0), rl.eq(0)]
+                    with m.If(last_m):
+                        m.d.sync += [mm.eq(0), g_.eq(g_ + 1), Ag.eq(Ag + f["asg"]), Am.eq(Ag + f["asg"]),
+                                     Ae.eq(Ag + f["asg"]), Bg.eq(Bg + f["bsg"]), Bt.eq(Bg + f["bsg"]),
+                                     Bk.eq(Bg + f["bsg"]), Og.eq(Og + f["osg"]), Om.eq(Og + f["osg"]),
+                                     Ot.eq(Og + f["osg"])]
+        mac_done = Signal(name="mac_done")
+        m.d.comb += mac_done.eq(mac_run & (s_ == Pp - 1) & last_t & last_m & last_g)
+
+        # the a row of a matmul: ceil(K/L) words into registers (its rows start on a word)
+        nwa = -(-W.karow // L)
+        arow = [Signal(L * dw, name=f"arow{w}") for w in range(nwa)]
+        ld_v = Signal(name="ld_v")
+        ld_i = Signal.like(rl, name="ld_i")
+        m.d.sync += [ld_v.eq(mac_on & ldp), ld_i.eq(rl)]
+        with m.If(ld_v):
+            with m.Switch(ld_i):
+                for w in range(nwa):
+                    with m.Case(w):
+                        m.d.sync += arow[w].eq(rpa.data)
+        # issue -> operands
+        q0 = {k: Signal(name=f"q0_{k}") for k in ("v", "first", "last")}
+        q0_k = Signal(range(max(W.karow, 2)), name="q0_k")
+        m.d.sync += q0_k.eq(s_)
+        q0_lane = Signal(range(L), name="q0_lane")
+        q0_ot = Signal.like(Ot, name="q0_ot")
+        q0_ct = Signal.like(Ct, name="q0_ct")
+        q0_nl = Signal(range(L + 1), name="q0_nl")
+        m.d.sync += [q0["v"].eq(issue), q0["first"].eq(s_ == 0), q0["last"].eq(s_ == f["K"] - 1),
+                     q0_lane.eq(Ae[:lg] if lg else 0), q0_ot.eq(Ot), q0_ct.eq(Ct),
+                     q0_nl.eq(Mux(last_t, f["Nlast"], L))]
+        bw = W.bv
+        q1_a = Signal(signed(dw), name="q1_a")  # a's raw bits as signed; q1_ca: an unsigned a's top bit
+        q1_ca = Signal(name="q1_ca")
+        q1_b = [Signal(signed(bw), name=f"q1_b{j}") for j in range(L)]
+        q1 = {k: Signal(name=f"q1_{k}") for k in ("v", "first", "last")}
+        q1_ot, q1_ct, q1_nl = Signal.like(q0_ot), Signal.like(q0_ct), Signal.like(q0_nl)
+        a_lanes = lanes(rpa.data)
+        a_raw = Signal(signed(dw), name="a_raw")
+        with m.If(f["abuf"][0]):
+            with m.Switch(q0_k):
+                for k in range(W.karow):
+                    with m.Case(k):
+                        m.d.comb += a_raw.eq(arow[k // L][(k % L) * dw:(k % L + 1) * dw])
+        with m.Else():
+            with m.Switch(q0_lane):
+                for j in range(L):
+                    with m.Case(j):
+                        m.d.comb += a_raw.eq(a_lanes[j])
+        m.d.sync += [q1_a.eq(Mux(f["aone"][0], 1, a_raw)),
+                     q1_ca.eq((f["ua"][0] & a_raw[dw - 1] & ~f["aone"][0]) if W.acorr else 0)]
+        wl = lanes(rpw.data, W.ww)
+        for j, b in enumerate(q1_b):
+            bv = value(a_lanes[j], f["ub"][0], f"b_val{j}")
+            m.d.sync += b.eq(Mux(f["brom"][0], wl[j], bv))
+        m.d.sync += [q1[k].eq(q0[k]) for k in q1] + [q1_ot.eq(q0_ot), q1_ct.eq(q0_ct), q1_nl.eq(q0_nl)]
+        q2_p = [Signal(signed(dw + bw + 1), name=f"q2_p{j}") for j in range(L)]
+        q2 = {k: Signal(name=f"q2_{k}") for k in ("v", "first", "last")}
+        q2_ot, q2_ct, q2_nl = Signal.like(q0_ot), Signal.like(q0_ct), Signal.like(q0_nl)
+        for p, b in zip(q2_p, q1_b):
+            prod = q1_a * b
+            if W.acorr:  # an unsigned a with its top bit set is its raw bits as signed + 2**dw
+                prod = prod + Mux(q1_ca, b << dw, 0)
+            m.d.sync += p.eq(prod)
+        m.d.sync += [q2[k].eq(q1[k]) for k in q2] + [q2_ot.eq(q1_ot), q2_ct.eq(q1_ct), q2_nl.eq(q1_nl)]
+        acc = [Signal(signed(W.aw), name=f"acc{j}") for j in range(L)]
+        wbuf = [Signal(signed(W.aw), name=f"wbuf{j}") for j in range(L)]
+        nxt = [Mux(q2["first"], 0, a) + p for a, p in zip(acc, q2_p)]
+        wb_on = Signal(name="wb_on")
+        wb_j = Signal(range(L + 1), name="wb_j")
+        wb_nl = Signal(range(L + 1), name="wb_nl")
+        wb_ot, wb_ct = Signal.like(q0_ot, name="wb_ot"), Signal.like(q0_ct, name="wb_ct")
+        with m.If(wb_on):
+            m.d.sync += wb_j.eq(wb_j + 1)
+            with m.If(wb_j == wb_nl - 1):
+                m.d.sync += wb_on.eq(0)
+        with m.If(q2["v"]):
+            m.d.sync += [a.eq(x) for a, x in zip(acc, nxt)]
+            with m.If(q2["last"]):
+                m.d.sync += [b.eq(x) for b, x in zip(wbuf, nxt)]
+                m.d.sync += [wb_on.eq(1), wb_j.eq(0), wb_nl.eq(q2_nl), wb_ot.eq(q2_ot), wb_ct.eq(q2_ct)]
+        # write-back: W0 select (and constant read), W1 bias add or scale multiply
+        w0_sel = Signal(signed(W.aw), name="w0_sel")
+        w0_ok = Signal(name="w0_ok")
+        w0_dst = Signal(signed(aw), name="w0_dst")
+        sel = Signal(signed(W.aw), name="wb_sel")
+        with m.Switch(wb_j):
+            for j in range(L):
+                with m.Case(j):
+                    m.d.comb += sel.eq(wbuf[j])
+        m.d.sync += [w0_sel.eq(sel), w0_ok.eq(wb_on), w0_dst.eq(wb_ot + wb_j)]
+        w1_v = Signal(signed(W.vw), name="w1_v")
+        w1_ok = Signal(name="w1_ok")
+        w1_dst = Signal(signed(aw), name="w1_dst")
+        w0b_v = Signal(signed(W.vw), name="w0b_v")  # the bias sum, beside the scale product's cycle
+        w0b_ok = Signal(name="w0b_ok")
+        w0b_dst = Signal(signed(aw), name="w0b_dst")
+        m.d.sync += [w0b_v.eq(w0_sel + c_g), w0b_ok.eq(w0_ok), w0b_dst.eq(w0_dst)]
+        m.d.sync += [w1_v.eq(Mux(f["wbmode"][0], m1p, w0b_v)), w1_ok.eq(w0b_ok), w1_dst.eq(w0b_dst)]
+
+        # -- row unit -------------------------------------------------------------------------------
+        i1 = Signal(16, name="row_i1")
+        i2 = Signal(16, name="row_i2")
+        c_ = Signal(16, name="row_c")
+        pss = Signal(2, name="row_pass")
+        rph = Signal(2, name="row_phase")  # 0 issue, 1 wait, 2 normalise
+        wcnt_r = Signal(8, name="row_wait")
+        X = {}
+        for x in "abd":
+            X[x] = [Signal(signed(aw + 1), name=f"{x}{k}") for k in ("1", "2", "e")]
+        row_run = Signal(name="row_run")
+        m.d.comb += row_run.eq(running & is_row)
+        r_issue = Signal(name="r_issue")  # a read this cycle
+        m.d.comb += r_issue.eq(row_run & (rph == 0))
+        half = Signal(name="row_half")  # add: a's read (0), then b's (1) through the one port
+        with m.If(r_issue & op_is["add"]):
+            m.d.sync += half.eq(~half)
+        r_step = Signal(name="r_step")  # an element issued
+        m.d.comb += r_step.eq(r_issue & (~op_is["add"] | half))
+        lastpass = Signal(2, name="lastpass")
+        m.d.comb += lastpass.eq(Mux(multi, 2, 0))
+        c_last = Signal(name="c_last")
+        row_last = Signal(name="row_last")
+        m.d.comb += [c_last.eq(c_ == f["N"] - 1), row_last.eq((i2 == f["n2"] - 1) & (i1 == f["n1"] - 1))]
+        with m.If(setup & is_row):
+            m.d.sync += [i1.eq(0), i2.eq(0), c_.eq(0), pss.eq(0), rph.eq(0), half.eq(0)]
+            m.d.sync += [s.eq(f[f"{x}base"]) for x in "abd" for s in X[x]]
+        with m.If(r_step):
+            m.d.sync += c_.eq(c_ + 1)
+            m.d.sync += [X[x][2].eq(X[x][2] + f[f"{x}sc"]) for x in "abd"]
+            with m.If(c_last):
+                m.d.sync += c_.eq(0)
+                m.d.sync += [X[x][2].eq(X[x][1]) for x in "abd"]  # the same row again (next pass)
+                with m.If(multi):  # pass 0 -> 1 at once; 1 -> wait for the row's sum, normalise; 2 -> next row
+                    with m.Switch(pss):
+                        with m.Case(0):
+                            m.d.sync += pss.eq(1)
+                        with m.Case(1):
+                            m.d.sync += [rph.eq(1), wcnt_r.eq(SUM_WAIT - 1)]
+                        with m.Case(2):
+                            m.d.sync += pss.eq(0)
+                with m.If(pss == lastpass):  # next row
+                    m.d.sync += [i2.eq(i2 + 1)] + [X[x][1].eq(X[x][1] + f[f"{x}s2"]) for x in "abd"] + \
+                                [X[x][2].eq(X[x][1] + f[f"{x}s2"]) for x in "abd"]
+                    with m.If(i2 == f["n2"] - 1):
+                        m.d.sync += [i2.eq(0), i1.eq(i1 + 1)] + \
+                                    [X[x][0].eq(X[x][0] + f[f"{x}s1"]) for x in "abd"] + \
+                                    [X[x][1].eq(X[x][0] + f[f"{x}s1"]) for x in "abd"] + \
+                                    [X[x][2].eq(X[x][0] + f[f"{x}s1"]) for x in "abd"]
+        p_cnt = Signal(range(P_CYCLES + 1), name="p_cnt")
+        with m.If(row_run & (rph == 1)):
+            m.d.sync += wcnt_r.eq(wcnt_r - 1)
+            with m.If(wcnt_r == 0):
+                m.d.sync += [rph.eq(2), p_cnt.eq(0)]
+        with m.If(row_run & (rph == 2)):
+            m.d.sync += p_cnt.eq(p_cnt + 1)
+            with m.If(p_cnt == P_CYCLES - 1):
+                m.d.sync += [rph.eq(0), pss.eq(2)]
+        # the instruction is done after its last issue; its drain covers the pipeline
+        m.d.comb += run_done.eq(Mux(is_row, r_step & c_last & (pss == lastpass) & row_last, mac_done))
+        m.d.comb += drain_len.eq(Mux(is_row, ROW_DRAIN, MAC_DRAIN + L + WB_DEPTH))
+
+        # the element pipeline: S0 issue -> S1 read -> S2 pre-op -> S3 table/multiply -> S4 z -> S5 y
+        def tag(name, src):
+            s = Signal.like(src, name=name)
+            m.d.sync += s.eq(src)
+            return s
+        s0_wr = Signal(name="s0_wr")
+        m.d.comb += s0_wr.eq(r_step & (pss == lastpass))
+        s0_first = Signal(name="s0_first")
+        m.d.comb += s0_first.eq(c_ == 0)
+        s1_h0 = tag("s1_h0", r_issue & op_is["add"] & ~half)
+        s1 = dict(v=tag("s1_v", r_step), wr=tag("s1_wr", s0_wr), first=tag("s1_first", s0_first),
+                  pss=tag("s1_pss", pss), dst=tag("s1_dst", X["d"][2]),
+                  la=tag("s1_la", X["a"][2][:lg] if lg else Const(0, 1)),
+                  lb=tag("s1_lb", X["b"][2][:lg] if lg else Const(0, 1)))
+        xa_raw = Signal(signed(dw), name="s1_xa_raw")
+        xb_raw = Signal(signed(dw), name="s1_xb_raw")
+        with m.Switch(s1["la"]):
+            for j in range(L):
+                with m.Case(j):
+                    m.d.comb += xa_raw.eq(a_lanes[j])
+        with m.Switch(s1["lb"]):
+            for j in range(L):
+                with m.Case(j):
+                    m.d.comb += xb_raw.eq(a_lanes[j])
+        xa_hold = Signal(signed(dw), name="s1_xa_hold")
+        with m.If(s1_h0):
+            m.d.sync += xa_hold.eq(xa_raw)
+        xa = value(Mux(op_is["add"], xa_hold, xa_raw), f["ua"][0], "s1_xa")
+        xb = value(xb_raw, f["ub"][0], "s1_xb")
+        s2 = {k: tag("s2_" + k, v) for k, v in s1.items() if k not in ("la", "lb")}
+        s2_xa, s2_xb = tag("s2_xa", xa), tag("s2_xb", xb)
+        s2_g, s2_b = tag("s2_g", c_g), tag("s2_b", c_b)
+        # S2: pre-op and the first reductions
+        mx = Signal(signed(dv), name="row_max")
+        Ssum = Signal(signed(W.sw), name="row_S")
+        dev = Signal(signed(W.dvw), name="s2_dev")
+        nf = f["N"].as_unsigned()
+        nx = s2_xa * nf if W.row_dsp else _tree(Mux(nf[i], s2_xa << i, 0) for i in range(nf.shape().width))
+        m.d.comb += dev.eq(nx - Ssum)
+        pre = Signal(signed(W.vw), name="s2_pre")
+        with m.If(op_is["add"]):
+            m.d.comb += pre.eq((s2_xa << f["ash"][:4].as_unsigned()) + (s2_xb << f["bsh"][:4].as_unsigned()))
+        with m.Elif(op_is["relu"]):
+            m.d.comb += pre.eq(Mux(s2_xa > 0, s2_xa, 0))
+        with m.Elif(op_is["layernorm"]):
+            m.d.comb += pre.eq(dev)
+        with m.Else():
+            m.d.comb += pre.eq(s2_xa)
+        with m.If(s2["v"] & (s2["pss"] == 0)):
+            with m.If(op_is["softmax"]):
+                m.d.sync += mx.eq(Mux(s2["first"] | (s2_xa > mx), s2_xa, mx))
+            with m.If(op_is["layernorm"]):
+                m.d.sync += Ssum.eq(Mux(s2["first"], 0, Ssum) + s2_xa)
+        in_p = Signal(name="in_p")
+        m.d.comb += in_p.eq(row_run & (rph == 2))
+        p_src = Signal(signed(W.rw + 1), name="p_n")
+        m.d.comb += [tsel2.eq(in_p), tsrc.eq(Mux(in_p, p_src, Mux(op_is["softmax"], mx - s2_xa, s2_xa)))]
+        s3 = {k: tag("s3_" + k, v) for k, v in s2.items()}
+        s3_pre = tag("s3_pre", pre)
+        s3_g, s3_b = tag("s3_g", s2_g), tag("s3_b", s2_b)
+        # S3: table data; the row sum of exponents; the wide multiply
+        red = Signal(unsigned(W.rw), name="row_red")  # sum of exponents / sum of squares
+        rr = Signal(signed(W.tw), name="row_r")  # reciprocal / inverse square root
+        with m.If(is_row):
+            m.d.comb += [m1a.eq(Mux(op_is["softmax"], tdat, s3_pre)),
+                         m1b.eq(Mux(op_is["layernorm"] & (s3["pss"] == 1), s3_pre, rr))]
+        with m.Else():
+            m.d.comb += [m1a.eq(w0_sel), m1b.eq(f["scale"])]
+        with m.If(s3["v"] & (s3["pss"] == 1) & op_is["softmax"]):
+            m.d.sync += red.eq(Mux(s3["first"], 0, red) + tdat)
+        s3b = {k: tag("s3b_" + k, v) for k, v in s3.items()}  # the product's cycle
+        s3b_v = tag("s3b_v", Mux(op_is["lookup"], tdat, s3_pre))
+        s3b_g, s3b_b = tag("s3b_g", s3_g), tag("s3b_b", s3_b)
+        s4 = {k: tag("s4_" + k, v) for k, v in s3b.items()}
+        s4_v = Signal(signed(W.vw), name="s4_val")
+        m.d.sync += s4_v.eq(Mux(multi, m1p, s3b_v))
+        s4_g, s4_b = tag("s4_g", s3b_g), tag("s4_b", s3b_b)
+        # S4: layer norm's sum of squares; z = rq(d * t)
+        with m.If(s4["v"] & (s4["pss"] == 1) & op_is["layernorm"]):
+            m.d.sync += red.eq(Mux(s4["first"], f["eps"], red) + s4_v)
+        zsh = Signal(signed(12), name="row_zsh")
+        z = requant(s4_v, zsh, f["zrnd"], f["zsat"], f["zlo"], f["zhi"], f["zmask"], f["zhalf"], W.vw + 16, "rqz",
+                    lshift=15)
+        s5 = {k: tag("s5_" + k, v) for k, v in s4.items()}
+        s5_v = Signal(signed(W.vw), name="s5_val")
+        m.d.sync += s5_v.eq(Mux(op_is["layernorm"], z, s4_v))
+        s5_g, s5_b = tag("s5_g", s4_g), tag("s5_b", s4_b)
+        # S5: y = z * gamma + beta
+        zv = s5_v[:W.zw].as_signed()
+        m2p = pipe_mul(m, s5_g, zv, "m2p", W.row_dsp)
+        s5b_v, s5b_b = tag("s5b_v", s5_v), tag("s5b_b", s5_b)  # the product's cycle
+        s6_v = Signal(signed(W.vw), name="s6_val")
+        m.d.sync += s6_v.eq(Mux(op_is["layernorm"], m2p + s5b_b, s5b_v))
+        s5b = {k: tag("s5b_" + k, v) for k, v in s5.items()}
+        s6 = {k: tag("s6_" + k, v) for k, v in s5b.items()}
+        # P: leading one, normalising shift, reciprocal / inverse square root
+        p_r = Signal(range(W.rw + 1), name="row_p")
+        lop = leading_one(m, red, W.rw, name="row_lop")
+        sh_r = Signal(signed(_clog2(W.rw) + 3), name="row_sh")
+        n_r = Signal(unsigned(W.rw), name="row_n")
+        sh0 = Signal(signed(_clog2(W.rw) + 3), name="row_sh0")
+        m.d.comb += sh0.eq(p_r - f["R"])
+        sh1 = Signal.like(sh0, name="row_sh1")
+        m.d.comb += sh1.eq(Mux(op_is["layernorm"], sh0 & ~1, sh0))
+        m.d.comb += p_src.eq(n_r)
+        with m.If(in_p):
+            with m.Switch(p_cnt):
+                with m.Case(0):
+                    m.d.sync += p_r.eq(lop)
+                with m.Case(1):
+                    pos = Mux(sh1 > 0, sh1, 0)[:_clog2(W.rw) + 1]
+                    neg = Mux(sh1 < 0, -sh1, 0)[:5]
+                    m.d.sync += [n_r.eq((red >> pos) << neg), sh_r.eq(sh1)]
+                with m.Case(3):
+                    m.d.sync += [rr.eq(tdat), zsh.eq(f["zc0"] + (sh_r >> 1))]
+
+        # -- the common requantize-and-write stage --------------------------------------------------
+        with m.If(is_row):
+            m.d.comb += [rq_v.eq(s6_v), rq_sh.eq(f["rqsh"] + Mux(op_is["softmax"], p_r, 0)),
+                         rq_byp.eq(op_is["copy"] | op_is["lookup"]), rq_ok.eq(s6["v"] & s6["wr"]),
+                         rq_dst.eq(s6["dst"])]
+        with m.Else():
+            m.d.comb += [rq_v.eq(w1_v), rq_sh.eq(f["rqsh"]), rq_byp.eq(0), rq_ok.eq(w1_ok), rq_dst.eq(w1_dst)]
+
+        # -- read-port addresses ------------------------------------------------------------------
+        st_rd = Signal(name="st_rd")
+        st_addr = Signal(range(max(prog.dm_words, 2)), name="st_addr")
+        with m.If(st_rd):
+            m.d.comb += rpa.addr.eq(st_addr)
+        with m.Elif(is_row):
+            m.d.comb += rpa.addr.eq(Mux(op_is["add"] & half, X["b"][2], X["a"][2]) >> lg)
+        with m.Elif(ldp):
+            m.d.comb += rpa.addr.eq((Am >> lg) + rl)
+        with m.Elif(f["brom"][0]):
+            m.d.comb += rpa.addr.eq(Ae >> lg)
+        with m.Else():
+            m.d.comb += rpa.addr.eq(Bk)
+        m.d.comb += [rpw.addr.eq(Mux(is_row, t_word, Bk)), rpc.addr.eq(Mux(is_row, f["cbase"] + c_, wb_ct + wb_j))]
+
+        # -- store ------------------------------------------------------------------------------------
+        out_t = d.out_type
+        obuf = [Signal(signed(dw), name=f"ob{j}") for j in range(nwo * L)]
+        st_phase = Signal(2, name="st_phase")  # 0 read words, 1 last data, 2 present
+        st_cap = Signal(name="st_cap")
+        st_capw = Signal(range(max(nwo, 2)), name="st_capw")
+        m.d.comb += st_rd.eq((state == STORE) & (st_phase == 0))
+        m.d.comb += st_addr.eq(op_.base // L + cnt * nwo + wcnt)
+        with m.If(st_cap):
+            with m.Switch(st_capw):
+                for w in range(nwo):
+                    with m.Case(w):
+                        m.d.sync += [obuf[w * L + j].eq(a_lanes[j]) for j in range(L)]
+        m.d.sync += [st_cap.eq(st_rd), st_capw.eq(wcnt)]
+        with m.If(state == STORE):
+            with m.If(st_phase == 0):
+                m.d.sync += wcnt.eq(wcnt + 1)
+                with m.If(wcnt == nwo - 1):
+                    m.d.sync += [st_phase.eq(1), wcnt.eq(0)]
+            with m.If(st_phase == 1):
+                m.d.sync += st_phase.eq(2)
+            with m.If(st_phase == 2):
+                m.d.comb += self.o.valid.eq(1)
+                with m.If(self.o.ready):
+                    m.d.sync += [st_phase.eq(0), cnt.eq(cnt + 1)]
+                    with m.If(cnt == out_rows - 1):
+                        m.d.sync += [state.eq(LOAD), cnt.eq(0)]
+        m.d.comb += self.o.payload.as_value().eq(Cat(*[obuf[j][:out_t.width] for j in range(d.out_cols)]))
+        return m
+
+
+def _ext(m, x, width, name):
+    s = Signal(signed(width), name=name)
+    m.d.comb += s.eq(x)
+    return s

@@ -1,0 +1,198 @@
+"""The compact architecture: compiler, program semantics and RTL simulation against golden.
+
+The program's semantics (``Program.execute``) equal golden on every op kind with SAT and WRAP
+output types; the engine simulates bit-exact with random stalls in Verilator and Icarus on two
+chained graphs that hold every op kind (one with saturating, one with wrapping types), and the
+simulated latency and II equal the analytic ones.  One build per simulator serves both graphs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fabformer import FabformerError, ir, tables, vectors
+from fabformer.apps import testing
+from fabformer.fixed import FixedType, Overflow, Rounding
+from fabformer.rtl import ARCHITECTURES, DesignSet, generate
+from fabformer.rtl.compact import compile_graph
+from fabformer.sim import run_many
+
+KINDS = [k for k in testing.OP_KINDS if k != "quantize"]
+
+
+def _t(width, frac, ov, signed=True, rnd=Rounding.RND):
+    return FixedType(width, frac, signed, rnd, ov)
+
+
+def chain_graph(overflow: Overflow, seed: int = 0, heads_width: int = 8) -> ir.Graph:
+    """Every op kind after the quantize node in one graph, every output type with ``overflow``
+    (narrow enough that it happens); ``heads_width`` 8 lets split/merge/flatten be views, 4 makes
+    them copies."""
+    rng = np.random.default_rng(seed)
+    ov = overflow
+    T, H = 4, 2
+    D = heads_width
+    F = H * D
+    g = ir.Graph(f"chain_{ov.value.lower()}_{D}")
+    g.add_input("x", (T, 8))
+    g.add(ir.Quantize("quant", ("x",), "xq"), testing.IN_T)
+    wt = FixedType(8, 6)
+    dense = lambda nm, x, o, k, n: ir.Dense(nm, (x,), o, weight=rng.integers(-128, 128, (k, n)), weight_type=wt,
+                                            bias=rng.integers(-200, 200, n), bias_type=FixedType(12, 8))
+    g.add(dense("d1", "xq", "h", 8, F), _t(10, 5, ov))
+    g.add(ir.SplitHeads("split", ("h",), "hs", heads=H), _t(10, 5, ov))
+    g.add(ir.MatMul("qk", ("hs", "hs"), "s", transpose_b=True, scale=round(2 ** 12 / math.sqrt(D)), scale_frac=12),
+          _t(10, 4, ov))
+    g.add(ir.Softmax("sm", ("s",), "p", exp_table=tables.exp_table(4), recip_table=tables.recip_table()),
+          _t(10, 9, ov, signed=False))
+    g.add(ir.MatMul("av", ("p", "hs"), "c"), _t(10, 5, ov))
+    g.add(ir.MergeHeads("merge", ("c",), "cm"), _t(10, 5, ov))
+    g.add(ir.Add("res", ("h", "cm"), "r"), _t(8, 4, ov))
+    g.add(ir.LayerNorm("ln", ("r",), "n", gamma=rng.integers(-500, 500, F), gamma_type=FixedType(10, 6),
+                       beta=rng.integers(-300, 300, F), beta_type=FixedType(10, 6), eps=1,
+                       invsqrt_table=tables.invsqrt_table(), norm_type=_t(16, 14, ov)), _t(10, 5, ov))
+    g.add(ir.Relu("relu", ("n",), "nr"), _t(6, 4, ov, signed=False))
+    g.add(ir.Lookup("gelu", ("r",), "rg", table=tables.function_table("gelu", _t(8, 4, ov), _t(10, 6, ov))),
+          _t(10, 6, ov))
+    g.add(ir.Requantize("rq", ("rg",), "rr"), _t(6, 3, ov))
+    g.add(ir.Add("mix", ("rr", "nr"), "m"), _t(8, 4, ov))
+    g.add(ir.GlobalAvgPool("pool", ("m",), "pl"), _t(10, 6, ov))  # scale 1: a plain sum
+    g.add(ir.Flatten("flat", ("m",), "f"), _t(8, 4, ov))
+    g.add(dense("head", "f", "y", T * F, 6), _t(12, 5, ov))
+    g.add(ir.Relu("outr", ("y",), "o"), _t(9, 4, ov))
+    g.outputs = ["o"]
+    return g.verify()
+
+
+def _chain_with_pool(overflow, heads_width=8):
+    """The chain graph whose output also depends on the pool (a dense over it, added)."""
+    g = chain_graph(overflow, heads_width=heads_width)
+    rng = np.random.default_rng(5)
+    F = g.tensors["pl"].shape[0]
+    g.add(ir.Dense("pd", ("pl",), "pdo", weight=rng.integers(-128, 128, (F, 6)), weight_type=FixedType(8, 6),
+                   bias=rng.integers(-50, 50, 6), bias_type=FixedType(12, 8)), _t(9, 4, overflow))
+    g.add(ir.Add("fin", ("o", "pdo"), "fo"), _t(9, 4, overflow))
+    g.outputs = ["fo"]
+    return g.verify()
+
+
+GRAPHS = {"sat": lambda: _chain_with_pool(Overflow.SAT), "wrap": lambda: _chain_with_pool(Overflow.WRAP),
+          "sat_copies": lambda: _chain_with_pool(Overflow.SAT, heads_width=4)}
+
+
+def test_chain_graph_has_every_op_kind():
+    g = GRAPHS["sat"]()
+    assert {n.kind for n in g.nodes} == set(ir.OPS)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("overflow", [Overflow.SAT, Overflow.WRAP])
+def test_program_semantics_equal_golden(kind, overflow):
+    """The compiled program run in Python (the instruction semantics the engine implements)."""
+    g = testing.op_graph(kind, overflow=overflow)
+    p = compile_graph(g)
+    x = testing.random_inputs(g, 30, seed=3)
+    xin, yexp = vectors.golden_io(g, x)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(p.execute(xin[i]), yexp[i])
+
+
+@pytest.mark.parametrize("which", sorted(GRAPHS))
+def test_program_semantics_chain(which):
+    g = GRAPHS[which]()
+    p = compile_graph(g)
+    x = testing.random_inputs(g, 30, seed=4)
+    xin, yexp = vectors.golden_io(g, x)
+    assert np.count_nonzero(yexp) > 0
+    for i in range(len(x)):
+        np.testing.assert_array_equal(p.execute(xin[i]), yexp[i])
+
+
+def test_views_and_copies():
+    """Aligned heads are views (no instruction); unaligned ones are copies."""
+    ops = lambda p: [i.op for i in p.instrs]
+    aligned = compile_graph(GRAPHS["sat"]())
+    unaligned = compile_graph(GRAPHS["sat_copies"]())
+    assert "hs" in aligned.views and "c" in aligned.views and "f" in aligned.views
+    assert ops(aligned).count("copy") == 1  # only the transposed operand of Q.K^T
+    assert ops(unaligned).count("copy") == 3  # split, transpose, merge (the flattened rows are whole words)
+    assert set(unaligned.views) == {"f"}
+
+
+def test_memory_reuse_and_listing():
+    p = compile_graph(testing.encoder_graph())
+    total = sum(pl.size for t, pl in p.places.items() if t not in p.views) // p.L
+    assert p.dm_words < total  # freed tensors' space is reused
+    for t, pl in p.places.items():  # tensors live at the same time never overlap
+        if t in p.views:
+            continue
+        for u, ql in p.places.items():
+            if u == t or u in p.views:
+                continue
+            (s1, e1), (s2, e2) = p.lifetimes.get(t, (0, 0)), p.lifetimes.get(u, (0, 0))
+            if max(s1, s2) <= min(e1, e2) and t in p.lifetimes and u in p.lifetimes:
+                assert pl.base + pl.size <= ql.base or ql.base + ql.size <= pl.base, (t, u)
+    text = generate(testing.encoder_graph(), arch="compact").listing()
+    assert "mac  dense" in text and "row  softmax" in text and "MAC-array utilization" in text
+
+
+def test_deterministic_verilog():
+    g = testing.op_graph("softmax")
+    assert generate(g, arch="compact").verilog() == generate(g, arch="compact").verilog()
+
+
+def test_errors():
+    g = testing.op_graph("dense")
+    assert "compact" in ARCHITECTURES
+    with pytest.raises(FabformerError, match=r"parallelism=4 is a dataflow setting \(valid: None\)"):
+        generate(g, arch="compact", parallelism=4)
+    with pytest.raises(FabformerError, match="compact lanes must be a power of two, not 3"):
+        generate(g, arch="compact", lanes=3)
+    with pytest.raises(FabformerError, match=r"unknown RTL architecture 'tiny'; valid: compact, dataflow"):
+        generate(g, arch="tiny")
+
+
+@pytest.fixture(scope="module")
+def design_set():
+    return DesignSet([generate(GRAPHS[k](), arch="compact") for k in sorted(GRAPHS)], name="compact_tests")
+
+
+def _check(member, r):
+    assert r.mismatches == 0, "\n".join(r.mismatch_report[:10])
+    np.testing.assert_array_equal(r.raw, r.expected_raw)
+    assert r.latency_cycles == member.latency_cycles, "analytic latency"
+    assert r.ii_cycles == member.ii_cycles, "analytic II"
+
+
+@pytest.mark.parametrize("simulator,samples", [("verilator", 25), ("icarus", 3)])
+def test_engine_bit_exact(design_set, simulator, samples):
+    pairs = [(m, testing.random_inputs(m.graph, samples, seed=11 + i)) for i, m in enumerate(design_set.members)]
+    res = run_many(pairs, simulator=simulator, timing_samples=2)
+    for (m, _), r in zip(pairs, res):
+        _check(m, r)
+        assert r.samples == samples
+
+
+def test_cli_sim_compact(tmp_path, capsys):
+    import json
+    from fabformer.apps.cli import main
+    gpath = testing.op_graph("relu").save(tmp_path / "relu.graph.json")
+    rc = main(["sim", str(gpath), "-o", str(tmp_path / "out"), "--simulator", "icarus", "--samples", "2",
+               "--arch", "compact", "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0 and res["arch"] == "compact" and res["bit_exact"] and res["samples"] == 2
+    assert res["latency_cycles"] == res["latency_cycles_analytic"]
+    assert "mac  " not in (tmp_path / "out" / "program.lst").read_text()  # relu: one row instruction
+    assert "row  relu" in (tmp_path / "out" / "program.lst").read_text()
+
+
+def test_build_arch_errors(tmp_path):
+    from fabformer.boards.build import build_arch
+    g = testing.op_graph("relu")
+    with pytest.raises(FabformerError, match=r"unknown architecture 'tiny' for build; valid: auto, dataflow, compact"):
+        build_arch(g, "icebreaker", tmp_path / "b", arch="tiny")
+    with pytest.raises(FabformerError, match=r"--parallelism 2 is a dataflow setting"):
+        build_arch(g, "icebreaker", tmp_path / "b", arch="compact", parallelism=2)
+
