@@ -12,30 +12,31 @@ import math
 import numpy as np
 import pytest
 
-from fabformer import FabformerError, ir, tables, vectors
+from fabformer import FabformerError, ir, registry, tables, vectors
 from fabformer.apps import testing
 from fabformer.fixed import FixedType, Overflow, Rounding
 from fabformer.rtl import ARCHITECTURES, DesignSet, generate
 from fabformer.rtl.compact import compile_graph
 from fabformer.sim import run_many
 
-KINDS = [k for k in testing.OP_KINDS if k != "quantize"]
+KINDS = [k for k in registry.kinds_of("rtl.compact") if k != "quantize"]  # the kinds the compact engine runs
 
 
 def _t(width, frac, ov, signed=True, rnd=Rounding.RND):
     return FixedType(width, frac, signed, rnd, ov)
 
 
-def chain_graph(overflow: Overflow, seed: int = 0, heads_width: int = 8) -> ir.Graph:
+def chain_graph(overflow: Overflow, seed: int = 0, heads_width: int = 8, rnd=Rounding.RND) -> ir.Graph:
     """Every op kind after the quantize node in one graph, every output type with ``overflow``
     (narrow enough that it happens); ``heads_width`` 8 lets split/merge/flatten be views, 4 makes
     them copies."""
     rng = np.random.default_rng(seed)
     ov = overflow
+    _t = lambda w, f, o, signed=True: FixedType(w, f, signed, rnd, o)  # noqa: E731  (every type rounds with rnd)
     T, H = 4, 2
     D = heads_width
     F = H * D
-    g = ir.Graph(f"chain_{ov.value.lower()}_{D}")
+    g = ir.Graph(f"chain_{ov.value.lower()}_{D}" + ("" if rnd is Rounding.RND else f"_{rnd.value.lower()}"))
     g.add_input("x", (T, 8))
     g.add(ir.Quantize("quant", ("x",), "xq"), testing.IN_T)
     wt = FixedType(8, 6)
@@ -66,25 +67,28 @@ def chain_graph(overflow: Overflow, seed: int = 0, heads_width: int = 8) -> ir.G
     return g.verify()
 
 
-def _chain_with_pool(overflow, heads_width=8):
+def _chain_with_pool(overflow, heads_width=8, rnd=Rounding.RND):
     """The chain graph whose output also depends on the pool (a dense over it, added)."""
-    g = chain_graph(overflow, heads_width=heads_width)
+    g = chain_graph(overflow, heads_width=heads_width, rnd=rnd).edit()
     rng = np.random.default_rng(5)
     F = g.tensors["pl"].shape[0]
     g.add(ir.Dense("pd", ("pl",), "pdo", weight=rng.integers(-128, 128, (F, 6)), weight_type=FixedType(8, 6),
-                   bias=rng.integers(-50, 50, 6), bias_type=FixedType(12, 8)), _t(9, 4, overflow))
-    g.add(ir.Add("fin", ("o", "pdo"), "fo"), _t(9, 4, overflow))
+                   bias=rng.integers(-50, 50, 6), bias_type=FixedType(12, 8)), _t(9, 4, overflow, rnd=rnd))
+    g.add(ir.Add("fin", ("o", "pdo"), "fo"), _t(9, 4, overflow, rnd=rnd))
     g.outputs = ["fo"]
     return g.verify()
 
 
 GRAPHS = {"sat": lambda: _chain_with_pool(Overflow.SAT), "wrap": lambda: _chain_with_pool(Overflow.WRAP),
-          "sat_copies": lambda: _chain_with_pool(Overflow.SAT, heads_width=4)}
+          "sat_copies": lambda: _chain_with_pool(Overflow.SAT, heads_width=4),
+          "ties_even": lambda: _chain_with_pool(Overflow.WRAP, rnd=Rounding.RND_CONV)}
 
 
 def test_chain_graph_has_every_op_kind():
     g = GRAPHS["sat"]()
-    assert {n.kind for n in g.nodes} == set(ir.OPS)
+    assert {n.kind for n in g.nodes} == set(registry.kinds_of("rtl.compact"))
+    for kind in set(ir.OPS) - set(registry.kinds_of("rtl.compact")):  # the rest say why
+        assert isinstance(registry.find(kind, "rtl.compact"), registry.Unsupported)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -239,8 +239,10 @@ class CompactTop(wiring.Component):
             pos = Signal(range(max(W.rshift, 0) + 1), name=name + "_pos")
             neg = Signal(range(max(lshift, 0) + 1), name=name + "_neg")
             m.d.comb += [pos.eq(Mux(sh > 0, sh, 0)), neg.eq(Mux(sh < 0, -sh, 0))]
-            radd = Signal(signed(W.vw + 1), name=name + "_radd")
-            m.d.comb += radd.eq(Mux(rnd & (pos > 0), (Const(1, unsigned(W.vw)) << pos) >> 1, 0))
+            radd = Signal(signed(W.vw + 2), name=name + "_radd")
+            half_v = (Const(1, unsigned(W.vw)) << pos) >> 1
+            odd = (v >> pos)[0]  # the kept part's lowest bit (ties to even)
+            m.d.comb += radd.eq(Mux(pos > 0, Mux(rnd == 1, half_v, Mux(rnd == 2, half_v - 1 + odd, 0)), 0))
             v1 = Signal(signed(width), name=name + "_v1")
             m.d.comb += v1.eq(((v + radd) >> pos) << neg)
             out = Signal(signed(width), name=name + "_out")

@@ -101,13 +101,17 @@ class Instr:
         return FETCH + rows * f["N"] * per + ROW_DRAIN
 
 
+#: the rounding field: 0 truncate (floor), 1 half up, 2 half to even (QKeras' tf.round, AP_RND_CONV)
+RND_CODES = {Rounding.TRN: 0, Rounding.RND: 1, **({Rounding.RND_CONV: 2} if hasattr(Rounding, "RND_CONV") else {})}
+
+
 def _rq_fields(prefix: str, t: FixedType) -> dict:
     """Requantization target fields: rounding, overflow and the range of ``t``."""
-    if t.rounding not in (Rounding.TRN, Rounding.RND):
+    if t.rounding not in RND_CODES:
         raise FabformerError(f"rounding {t.rounding.value} (type {t}) is not supported by the compact "
-                             f"architecture; valid: TRN, RND")
+                             f"architecture; valid: {', '.join(r.value for r in RND_CODES)}")
     sat = t.overflow is Overflow.SAT
-    return {f"{prefix}rnd": int(t.rounding is Rounding.RND), f"{prefix}sat": int(sat),
+    return {f"{prefix}rnd": RND_CODES[t.rounding], f"{prefix}sat": int(sat),
             f"{prefix}lo": t.min_int, f"{prefix}hi": t.max_int, f"{prefix}mask": (1 << t.width) - 1,
             f"{prefix}half": (1 << (t.width - 1)) if t.signed else 0}
 
@@ -115,7 +119,11 @@ def _rq_fields(prefix: str, t: FixedType) -> dict:
 def rq_apply(v: int, sh: int, rnd: int, sat: int, lo: int, hi: int, mask: int, half: int) -> int:
     """The engine's requantizer on one Python integer (``fixed.requantize``)."""
     if sh > 0:
-        v = (v + ((1 << (sh - 1)) if rnd else 0)) >> sh
+        if rnd == 1:
+            v += 1 << (sh - 1)
+        elif rnd == 2:  # ties to even: half - 1, plus the kept part's lowest bit
+            v += (1 << (sh - 1)) - 1 + ((v >> sh) & 1)
+        v >>= sh
     elif sh < 0:
         v = v << -sh
     if sat:
