@@ -5,6 +5,8 @@ from pathlib import Path
 
 DEMO_ORDER = 40
 DEMO_BOARD = "ulx3s-85f"
+DEMO_STEP = "board"
+DEMO_TITLE = f"bitstream for {DEMO_BOARD}: synthesis, place and route (about 20 minutes)"
 
 
 def register(sub) -> None:
@@ -30,8 +32,10 @@ def cmd_build(args) -> int:
     from fabformer.apps.common import emit
     from fabformer.ir import load
     from fabformer.boards.build import build
+    from fabformer.apps.console import current
     g = load(args.graph)
-    rep = build(g, args.board, args.output, clock_mhz=args.clock, parallelism=args.parallelism, baud=args.baud)
+    with current().step(f"build for {args.board}: synthesis, place and route"):
+        rep = build(g, args.board, args.output, clock_mhz=args.clock, parallelism=args.parallelism, baud=args.baud)
     emit(args, rep, _text(rep) + f"\nwrote {Path(args.output) / 'report.md'}")
     return 0
 
@@ -46,5 +50,5 @@ def demo(ctx) -> tuple[str, dict]:
     if not ctx.get("json"):
         print(_text(rep))
     keep = ("board", "bitstream", "fmax_mhz", "clock_mhz", "resources", "latency_cycles", "latency_ns",
-            "throughput_inferences_per_s", "multipliers")
+            "throughput_inferences_per_s", "ii_cycles", "timing_met", "multipliers")
     return "board", {k: rep[k] for k in keep}

@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 
 DEMO_ORDER = 20
+DEMO_STEP = "hls"
+DEMO_TITLE = "HLS C++ project, C-simulated with g++ against golden"
 
 
 def register(sub) -> None:
@@ -45,6 +47,7 @@ def csim(graph, out, config=None, samples=None) -> dict:
                      "actual": int(o.reshape(len(x), -1)[s, i])}
     res = {"project": str(prj.path), "samples": int(len(x)), "bit_exact": not bad.any(),
            "mismatches": int(bad.sum()), "compile_seconds": round(prj.compile_seconds, 2),
+           "compile_cached": bool(getattr(prj, "compile_cached", False)),
            "write_seconds": round(gen_s, 3)}
     if first:
         res["first_mismatch"] = first
@@ -56,7 +59,7 @@ def _text(r: dict) -> str:
         return f"wrote HLS project {r['project']}"
     s = (f"wrote HLS project {r['project']}\nC-simulation on {r['samples']} digits test samples: "
          f"{'bit exact' if r['bit_exact'] else 'NOT bit exact'} ({r['mismatches']} mismatching samples), "
-         f"compiled in {r['compile_seconds']} s")
+         + (f"compiled in {r['compile_seconds']} s" if not r.get("compile_cached") else "build reused from the cache"))
     if r.get("first_mismatch"):
         f = r["first_mismatch"]
         s += (f"\nfirst mismatch: {f['tensor']} sample {f['sample']} index {f['index']}: "
@@ -72,7 +75,9 @@ def cmd_hls(args) -> int:
     g = load(args.graph)
     cfg = HLSConfig.from_file(args.config) if args.config else None
     if args.csim:
-        r = csim(g, args.output, cfg, args.samples)
+        from fabformer.apps.console import current
+        with current().step("HLS project, g++ build, C-simulation"):
+            r = csim(g, args.output, cfg, args.samples)
     else:
         r = {"project": str(write(g, args.output, cfg).path)}
     emit(args, r, _text(r))
@@ -83,4 +88,4 @@ def demo(ctx):
     r = csim(ctx["graph"], ctx["out"] / "hls", samples=100 if ctx.get("quick") else None)
     if not ctx.get("json"):
         print(_text(r))
-    return "hls", {k: r[k] for k in ("samples", "bit_exact", "mismatches", "compile_seconds")}
+    return "hls", {k: r[k] for k in ("samples", "bit_exact", "mismatches", "compile_seconds", "compile_cached")}

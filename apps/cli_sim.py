@@ -7,6 +7,8 @@ from pathlib import Path
 from fabformer.errors import FabformerError
 
 DEMO_ORDER = 30
+DEMO_STEP = "rtl"
+DEMO_TITLE = "RTL: Verilog from Amaranth, simulated in Verilator against golden"
 
 
 def parse_parallelism(text):
@@ -83,8 +85,10 @@ def _text(r: dict) -> str:
 def cmd_sim(args) -> int:
     from fabformer.apps.common import emit
     from fabformer.ir import load
+    from fabformer.apps.console import current
     g = load(args.graph)
-    r = simulate(g, args.output, args.simulator, args.samples, parse_parallelism(args.parallelism), args.waves)
+    with current().step(f"RTL simulation: Verilog, {args.simulator} build, {args.samples} samples"):
+        r = simulate(g, args.output, args.simulator, args.samples, parse_parallelism(args.parallelism), args.waves)
     emit(args, r, _text(r))
     return 0 if r["bit_exact"] else 1
 

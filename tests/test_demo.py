@@ -1,0 +1,134 @@
+"""What a new user sees: ``fabformer demo`` (progress, summary, no library chatter) and the report
+that takes a ``fabformer build --json`` as it is.
+
+The open flow's tools (minutes to hours on a real model) are replaced by a stand-in that runs two
+short commands through the flow's own runner, so the progress hook and the log capture are the real
+ones; everything else (graph, C-simulation, Verilator, report) runs for real on a tiny graph."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fabformer.boards.flow")
+
+# A stand-in for fabformer.boards.flow.board_build: it chatters the way the real tools and libraries
+# do (a tool's INFO line on stdout and stderr, a Python logging INFO record, a Python warning) and
+# returns the figures of a routed design.
+FAKE_FLOW = r'''
+import logging, os, warnings
+from pathlib import Path
+from fabformer.boards import flow
+
+FIGURES = {"lut": 1234, "ff": 567, "dsp": 16, "bram": 2}
+FMAX = 61.5
+
+
+def fake_board_build(platform, top, build_dir, *, clock_mhz, seed=1):
+    build_dir = Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log = build_dir / "build.log"
+    (build_dir / "top.rpt").write_text("2.40. Executing ABC pass (technology mapping using ABC).\n")
+    flow._run(["sh", "-c", "echo INFO:yosys: chatter of a tool; sleep 1.5"], build_dir, dict(os.environ), log,
+              "synthesis")
+    (build_dir / "top.tim").write_text("Info: Packing constants..\nInfo: Running router2...\n")
+    flow._run(["sh", "-c", "echo INFO:nextpnr: chatter of a tool >&2; sleep 1.5"], build_dir, dict(os.environ),
+              log, "place and route")
+    os.system("echo INFO:tool: a subprocess writing to the inherited descriptors; echo INFO:tool: again >&2")
+    logging.getLogger("Verilator").info("Running command make -C some/build/folder")
+    warnings.warn("serialize() of a third-party library is deprecated", UserWarning)
+    (build_dir / "top.bit").write_bytes(b"\0" * 16)
+    return {"ok": True, "bitstream": build_dir / "top.bit", "yosys": dict(FIGURES), "nextpnr": dict(FIGURES),
+            "fmax_mhz": FMAX, "fmax_by_clock": {"clk": FMAX}, "skipped_pnr": False, "seconds": {}}
+
+
+flow.board_build = fake_board_build
+'''
+
+
+@pytest.fixture(scope="module")
+def small_graph(tmp_path_factory):
+    from fabformer.apps.testing import classifier_graph
+    g = classifier_graph(tokens=8, features=8, classes=10)  # takes 8x8 digits, 16 multipliers
+    return g.save(tmp_path_factory.mktemp("g") / "small.graph.json")
+
+
+def _cli(tmp_path, *argv):
+    driver = tmp_path / "driver.py"
+    driver.write_text(FAKE_FLOW + "\nimport sys\nfrom fabformer.apps.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    return subprocess.run([sys.executable, str(driver), *argv], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+
+
+def test_demo_shows_progress_and_summary_and_no_library_chatter(tmp_path, small_graph):
+    out = tmp_path / "demo"
+    r = _cli(tmp_path, "demo", "--graph", str(small_graph), "--quick", "-o", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    # progress (stderr): every long step, and the tools' own stages with their phases
+    for line in ("✓ HLS C++ project", "✓ RTL: Verilog from Amaranth", "✓ bitstream for ulx3s-85f",
+                 "✓ synthesis", "synthesis: ABC pass", "✓ place and route", "place and route: routing",
+                 "✓ golden: golden bit-exact model", "✓ plots and report files",
+                 f"log of libraries and tools: {out / 'fabformer.log'}"):
+        assert line in r.stderr, (line, r.stderr)
+    # the summary (stdout): every step, its status, its key figure, its files; then what to try next
+    assert "fabformer demo: summary" in r.stdout
+    rows = {ln.split("│")[1].strip(): ln for ln in r.stdout.splitlines() if ln.count("│") >= 5}
+    for step in ("graph", "evaluate", "hls", "rtl", "board", "report"):
+        assert step in rows and "│ ok " in rows[step], (step, r.stdout)
+    assert "25 MHz clock (Fmax 61.5 MHz), 1,234 LUTs, 16 DSPs" in rows["board"]
+    assert "report.html" in r.stdout and "fabformer convert MODEL.h5" in r.stdout
+    # the chatter went to the log, not to the terminal
+    for text in ("INFO:", "INFO ", "Warning", "serialize()", "Running command"):
+        assert text not in r.stdout and text not in r.stderr, text
+    log = (out / "fabformer.log").read_text()
+    for text in ("INFO:tool: a subprocess", "INFO:tool: again", "Running command make", "serialize() of a third"):
+        assert text in log, text
+    tools = (out / "board" / "build" / "try0" / "build.log").read_text()  # the flow keeps its tools' output
+    assert "INFO:yosys: chatter" in tools and "INFO:nextpnr: chatter" in tools
+    # the report used the board the demo built
+    rep = json.loads((out / "report" / "report.json").read_text())
+    assert rep["fpga"]["clock_mhz"] == 25.0 and rep["fpga"]["board"] == "ulx3s-85f"
+    assert rep["size"]["lut"] == 1234 and rep["size"]["dsp"] == 16
+
+
+def test_demo_json_is_one_object_and_verbose_shows_the_chatter(tmp_path, small_graph):
+    r = _cli(tmp_path, "demo", "--graph", str(small_graph), "--quick", "-o", str(tmp_path / "d"), "--json",
+             "--verbose")
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(r.stdout)  # nothing but the JSON on stdout: no progress, no summary table
+    assert [row["step"] for row in res["summary"]] == ["graph", "evaluate", "hls", "rtl", "board", "report"]
+    assert res["board"]["clock_mhz"] == 25 and "✓" not in r.stderr
+    assert "serialize() of a third" in r.stderr and "Running command make" in r.stderr  # --verbose
+    assert not (tmp_path / "d" / "fabformer.log").exists()
+
+
+def test_report_from_build_json_shows_the_boards_clock_and_resources(tmp_path, small_graph):
+    b = _cli(tmp_path, "build", str(small_graph), "--board", "ulx3s-85f", "-o", str(tmp_path / "b"), "--json")
+    assert b.returncode == 0, b.stderr
+    (tmp_path / "build.json").write_text(b.stdout)  # the output of build --json, as it is
+    assert json.loads(b.stdout)["resources"]["lut"] == {"used": 1234, "available": 83640, "percent": 1.5}
+    r = _cli(tmp_path, "report", str(small_graph), "--board-json", str(tmp_path / "build.json"), "--paths",
+             "golden", "--no-sweep", "--samples", "30", "-o", str(tmp_path / "r"), "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    f = rep["fpga"]
+    assert f["clock_mhz"] == 25.0 and f["fmax_mhz"] == 61.5 and f["board"] == "ulx3s-85f"
+    assert f["resources"] == {"lut": 1234, "ff": 567, "dsp": 16, "bram": 2}
+    assert f["latency_s"] == pytest.approx(f["latency_cycles"] / 25e6)
+    md = Path(rep["md"]).read_text()
+    assert "ulx3s-85f at 25 MHz (the ulx3s-85f build's clock; Fmax 61.5 MHz)" in md
+    assert "| lut | 1,234 of 83,640 (1.5 %) |" in md and "| dsp | 16 of 156 (10.3 %) |" in md
+    assert "no board build" not in md and "no board figures" not in md
+
+
+def test_board_json_errors_name_the_field(tmp_path):
+    from fabformer.apps.report import board_figures
+    from fabformer.errors import FabformerError
+    with pytest.raises(FabformerError, match=r"field 'clock_mhz' must be a positive number, not 'fast'"):
+        board_figures({"clock_mhz": "fast"})
+    with pytest.raises(FabformerError, match=r"unknown resource 'luts' in 'resources'; valid: lut, ff, dsp, bram"):
+        board_figures({"resources": {"luts": 3}})
+    assert board_figures({"fmax_mhz": 50.0, "resources": {"lut": 7}})["resources"] == {"lut": 7}
