@@ -239,6 +239,13 @@ class Capture:
         self.log = log
 
 
+def _fd(stream) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return None
+
+
 @contextlib.contextmanager
 def capture(log: Path | None, *, verbose: bool = False):
     """Inside the block: Python logging (INFO and up) and warnings go to ``log``, and so does what
@@ -272,7 +279,9 @@ def capture(log: Path | None, *, verbose: bool = False):
     logging.captureWarnings(True)
     os.dup2(sink.fileno(), 1)
     os.dup2(sink.fileno(), 2)
-    sys.stdout, sys.stderr = term_out, term_err
+    # Python streams on those descriptors move to the duplicates; others (a test's capture) stay
+    sys.stdout = term_out if _fd(saved_streams[0]) == 1 else saved_streams[0]
+    sys.stderr = term_err if _fd(saved_streams[1]) == 2 else saved_streams[1]
     try:
         yield Capture(log)
     finally:

@@ -94,20 +94,14 @@ def test_demo_shows_progress_and_summary_and_no_library_chatter(tmp_path, small_
     assert rep["size"]["lut"] == 1234 and rep["size"]["dsp"] == 16
 
 
-def test_demo_json_is_one_object_and_verbose_shows_the_chatter(tmp_path, small_graph):
-    r = _cli(tmp_path, "demo", "--graph", str(small_graph), "--quick", "-o", str(tmp_path / "d"), "--json",
-             "--verbose")
-    assert r.returncode == 0, r.stdout + r.stderr
-    res = json.loads(r.stdout)  # nothing but the JSON on stdout: no progress, no summary table
-    assert [row["step"] for row in res["summary"]] == ["graph", "evaluate", "hls", "rtl", "board", "report"]
-    assert res["board"]["clock_mhz"] == 25 and "✓" not in r.stderr
-    assert "serialize() of a third" in r.stderr and "Running command make" in r.stderr  # --verbose
-    assert not (tmp_path / "d" / "fabformer.log").exists()
-
-
 def test_report_from_build_json_shows_the_boards_clock_and_resources(tmp_path, small_graph):
-    b = _cli(tmp_path, "build", str(small_graph), "--board", "ulx3s-85f", "-o", str(tmp_path / "b"), "--json")
+    b = _cli(tmp_path, "build", str(small_graph), "--board", "ulx3s-85f", "-o", str(tmp_path / "b"), "--json",
+             "--verbose")
     assert b.returncode == 0, b.stderr
+    # --json: stdout is the JSON object alone, no progress; --verbose: the chatter is on stderr, no log file
+    assert "✓" not in b.stdout + b.stderr and "INFO:" not in b.stdout
+    assert "serialize() of a third" in b.stderr and "Running command make" in b.stderr
+    assert "INFO:tool: a subprocess" in b.stderr and not (tmp_path / "b" / "fabformer.log").exists()
     (tmp_path / "build.json").write_text(b.stdout)  # the output of build --json, as it is
     assert json.loads(b.stdout)["resources"]["lut"] == {"used": 1234, "available": 83640, "percent": 1.5}
     r = _cli(tmp_path, "report", str(small_graph), "--board-json", str(tmp_path / "build.json"), "--paths",
