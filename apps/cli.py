@@ -1,8 +1,13 @@
 """The ``fabformer`` command line.
 
 Core commands live here; each backend adds its own through a plugin module
-that defines ``register(subparsers)`` (and optionally ``demo(ctx) -> dict`` with
-an integer ``DEMO_ORDER`` to add a step to ``fabformer demo``).
+that defines ``register(subparsers)`` (and optionally ``demo(ctx) -> (name, dict)`` with
+an integer ``DEMO_ORDER`` to add a step to ``fabformer demo``, ``DEMO_TITLE`` for its
+progress line and ``DEMO_STEP``, the name it returns, for its summary row when it fails).
+
+Every command runs inside :func:`fabformer.apps.console.capture` (library logs, warnings and
+tool output to ``fabformer.log`` in its output folder; ``--verbose``: to stderr) with a
+:class:`~fabformer.apps.console.Console` for progress (silent under ``--json``).
 """
 from __future__ import annotations
 
@@ -78,9 +83,11 @@ def cmd_convert(args) -> int:
     from fabformer import convert
     from fabformer.frontend.config import ConvertConfig
     from fabformer.apps.data import digits
-    model = load_model(args.model)
+    from fabformer.apps.console import current
     cfg = ConvertConfig.from_file(args.config) if args.config else None
-    g = convert(model, config=cfg, calibration=digits().x_train)
+    with current().step(f"convert {Path(args.model).name}"):
+        model = load_model(args.model)
+        g = convert(model, config=cfg, calibration=digits().x_train)
     g.save(args.output)
     emit(args, {"graph": str(args.output), "nodes": len(g.nodes), "macs": g.macs(), **g.weight_stats()},
          g.summary() + f"\nwrote {args.output}")
@@ -164,7 +171,9 @@ def _demo_row(name: str, step: dict, out: Path) -> dict:
     if name == "board":
         res = step.get("resources") or {}
         used = {k: (v.get("used") if isinstance(v, dict) else v) for k, v in res.items()}
-        parts = [f"{step.get('clock_mhz'):g} MHz clock (Fmax {step.get('fmax_mhz')} MHz)"] + \
+        clock, fmax = (f"{v:g}" if isinstance(v, (int, float)) else "?" for v in (step.get("clock_mhz"),
+                                                                                   step.get("fmax_mhz")))
+        parts = [f"{clock} MHz clock (Fmax {fmax} MHz)"] + \
             [f"{used[k]:,} {k.upper()}s" for k in ("lut", "dsp") if used.get(k) is not None]
         return _row(name, "ok", ", ".join(parts), step.get("bitstream") or folder)
     if name == "report":
@@ -177,6 +186,7 @@ def _demo_row(name: str, step: dict, out: Path) -> dict:
 def _print_summary(rows: list[dict], log) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
     con = Console(file=sys.stdout, highlight=False, soft_wrap=False,
                   width=None if sys.stdout.isatty() else 140)
     t = Table(title="fabformer demo: summary", title_justify="left")
@@ -184,7 +194,8 @@ def _print_summary(rows: list[dict], log) -> None:
         t.add_column(h, overflow="fold")
     for r in rows:
         st = r["status"]
-        t.add_row(r["step"], f"[green]{st}[/]" if st == "ok" else f"[red]{st}[/]", r["figure"], r["files"] or "")
+        t.add_row(Text(r["step"]), Text(st, style="green" if st == "ok" else "red"), Text(r["figure"]),
+                  Text(r["files"] or ""))
     con.print(t)
     if log:
         con.print(f"library logs and warnings: {log}", markup=False)

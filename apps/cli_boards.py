@@ -6,7 +6,7 @@ from pathlib import Path
 DEMO_ORDER = 40
 DEMO_BOARD = "ulx3s-85f"
 DEMO_STEP = "board"
-DEMO_TITLE = f"bitstream for {DEMO_BOARD}: synthesis, place and route (about 20 minutes)"
+DEMO_TITLE = f"board: {DEMO_BOARD} bitstream (synthesis, place and route: about 20 min)"
 
 
 def register(sub) -> None:

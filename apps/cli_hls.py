@@ -5,7 +5,7 @@ import time
 
 DEMO_ORDER = 20
 DEMO_STEP = "hls"
-DEMO_TITLE = "HLS C++ project, C-simulated with g++ against golden"
+DEMO_TITLE = "HLS: C++ project, g++ C-simulation vs golden"
 
 
 def register(sub) -> None:

@@ -8,7 +8,7 @@ from fabformer.errors import FabformerError
 
 DEMO_ORDER = 90
 DEMO_STEP = "report"
-DEMO_TITLE = "report: every path side by side (md, html, json)"
+DEMO_TITLE = "report: every path side by side"
 
 
 def _resolve(path, graph_path):

@@ -8,7 +8,7 @@ from fabformer.errors import FabformerError
 
 DEMO_ORDER = 30
 DEMO_STEP = "rtl"
-DEMO_TITLE = "RTL: Verilog from Amaranth, simulated in Verilator against golden"
+DEMO_TITLE = "RTL: Verilog, Verilator simulation vs golden"
 
 
 def parse_parallelism(text):

@@ -269,7 +269,7 @@ def capture(log: Path | None, *, verbose: bool = False):
     if quiet:
         log = Path(log)
         log.parent.mkdir(parents=True, exist_ok=True)
-        sink = open(log, "a", buffering=1, encoding="utf-8", errors="replace")
+        sink = open(log, "w", buffering=1, encoding="utf-8", errors="replace")  # this command's log
     else:
         sink, log = term_err, None
     h = logging.StreamHandler(sink)

@@ -68,7 +68,7 @@ def test_demo_shows_progress_and_summary_and_no_library_chatter(tmp_path, small_
     r = _cli(tmp_path, "demo", "--graph", str(small_graph), "--quick", "-o", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     # progress (stderr): every long step, and the tools' own stages with their phases
-    for line in ("✓ HLS C++ project", "✓ RTL: Verilog from Amaranth", "✓ bitstream for ulx3s-85f",
+    for line in ("✓ HLS: C++ project", "✓ RTL: Verilog, Verilator", "✓ board: ulx3s-85f bitstream",
                  "✓ synthesis", "synthesis: ABC pass", "✓ place and route", "place and route: routing",
                  "✓ golden: golden bit-exact model", "✓ plots and report files",
                  f"log of libraries and tools: {out / 'fabformer.log'}"):
