@@ -24,6 +24,7 @@ from pathlib import Path
 
 LOG_NAME = "fabformer.log"
 HEARTBEAT_S = 60.0  # without a terminal: a "still running" line at most this often per step
+PHASE_S = 20.0  # without a terminal: a phase change is printed when the step said nothing for this long
 
 
 def elapsed(seconds: float) -> str:
@@ -104,7 +105,7 @@ class Console:
         with self._lock:
             s = self._tools.get(key)
             if s is None and not done:
-                s = self._tools[key] = self._start(stage)
+                s = self._tools[key] = self._start(f"{stage} ({Path(folder).name})")
             if s is None:
                 return
             if done:
@@ -151,7 +152,7 @@ class Console:
         with self._lock:
             if self.live and s.task is not None and self._progress is not None:
                 self._progress.update(s.task, detail=s.detail or "")
-            elif not self.live and s.detail:
+            elif not self.live and s.detail and time.monotonic() - s._said >= PHASE_S:
                 s._said = time.monotonic()
                 self.rich.print(f"{self._indent(s)}  {s.title}: {s.detail} ({elapsed(s.seconds)})", markup=False)
 

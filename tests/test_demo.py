@@ -69,7 +69,7 @@ def test_demo_shows_progress_and_summary_and_no_library_chatter(tmp_path, small_
     assert r.returncode == 0, r.stdout + r.stderr
     # progress (stderr): every long step, and the tools' own stages with their phases
     for line in ("✓ HLS: C++ project", "✓ RTL: Verilog, Verilator", "✓ board: ulx3s-85f bitstream",
-                 "✓ synthesis", "synthesis: ABC pass", "✓ place and route", "place and route: routing",
+                 "✓ synthesis (try0)", "✓ place and route (try0)",
                  "✓ golden: golden bit-exact model", "✓ plots and report files",
                  f"log of libraries and tools: {out / 'fabformer.log'}"):
         assert line in r.stderr, (line, r.stderr)
@@ -126,3 +126,47 @@ def test_board_json_errors_name_the_field(tmp_path):
     with pytest.raises(FabformerError, match=r"unknown resource 'luts' in 'resources'; valid: lut, ff, dsp, bram"):
         board_figures({"resources": {"luts": 3}})
     assert board_figures({"fmax_mhz": 50.0, "resources": {"lut": 7}})["resources"] == {"lut": 7}
+
+
+def test_flow_reports_each_tool_run_and_its_phase(tmp_path):
+    from fabformer.boards import flow
+    assert flow._phase(tmp_path / "none.rpt", "synthesis") is None
+    (tmp_path / "top.rpt").write_text("2.3. Executing PROC pass.\n2.47. Executing ABC pass (technology mapping).\n")
+    assert flow._phase(tmp_path / "top.rpt", "synthesis") == "ABC pass"
+    (tmp_path / "top.tim").write_text("Info: Packing IOs..\nInfo: Running main analytical placer.\n")
+    assert flow._phase(tmp_path / "top.tim", "place and route") == "placing"
+    events = []
+    prev = flow.on_progress(lambda *e: events.append(e[:3]))
+    try:
+        code = flow._run(["sh", "-c", "sleep 1.2; echo 'Info: Running router2...' >> top.tim; sleep 1.3; exit 3"],
+                         tmp_path, None, tmp_path / "build.log", "place and route")
+    finally:
+        flow.on_progress(prev)
+    assert code == 3
+    assert events[0] == ("place and route", None, False) and events[-1] == ("place and route", 3, True)
+    phases = [e[1] for e in events[1:-1]]
+    assert "placing" in phases and phases[-1] == "routing", events
+
+
+def test_console_without_a_terminal_prints_steps_phases_and_failures(monkeypatch):
+    import io
+    from fabformer.apps import console
+    monkeypatch.setattr(console, "PHASE_S", 0.0)
+    buf = io.StringIO()
+    con = console.Console(file=buf, terminal=False)
+    with con.step("board") as s:
+        con.tool_progress("synthesis", None, False, "build/try0")
+        con.tool_progress("synthesis", "ABC pass", False, "build/try0")
+        con.tool_progress("synthesis", 1, True, "build/try0")
+        s.done("25 MHz")
+    with pytest.raises(ValueError), con.step("report"):
+        raise ValueError("boom")
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "… board" and lines[1] == "  … synthesis (try0)"
+    assert lines[2].startswith("    synthesis (try0): ABC pass (")
+    assert lines[3].startswith("  ✗ synthesis (try0) [") and lines[4].startswith("✓ board — 25 MHz [")
+    assert lines[5] == "… report" and lines[6].startswith("✗ report [")
+    quiet = io.StringIO()
+    with console.Console(file=quiet, quiet=True).step("x"):
+        pass
+    assert quiet.getvalue() == ""
