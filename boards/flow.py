@@ -68,7 +68,7 @@ def _run(cmd, cwd, env, log: Path, stage: str | None = None):
 # -- progress --------------------------------------------------------------------------
 _progress_hook = None
 STAGE_LOGS = {"synthesis": "top.rpt", "place and route": "top.tim"}  # the tool's own log, in the build folder
-_YOSYS_PASS = re.compile(r"^[\d.]+ Executing (\S+)", re.M)
+_YOSYS_PASS = re.compile(r"^[\d.]+ Executing (\S+ (?:pass|frontend|backend))", re.M)
 _NEXTPNR_PHASES = (("Packing", "packing"), ("placer", "placing"), ("Placing", "placing"),
                    ("HeAP", "placing"), ("router", "routing"), ("Routing", "routing"),
                    ("Critical path", "timing analysis"), ("Max frequency", "timing analysis"))
@@ -94,7 +94,7 @@ def _phase(log: Path, stage: str) -> str | None:
         return None
     if stage == "synthesis":
         found = _YOSYS_PASS.findall(tail)
-        return f"{found[-1]} pass" if found else None
+        return found[-1] if found else None
     best, at = None, -1
     for key, name in _NEXTPNR_PHASES:
         i = tail.rfind(key)

@@ -133,6 +133,8 @@ def test_flow_reports_each_tool_run_and_its_phase(tmp_path):
     assert flow._phase(tmp_path / "none.rpt", "synthesis") is None
     (tmp_path / "top.rpt").write_text("2.3. Executing PROC pass.\n2.47. Executing ABC pass (technology mapping).\n")
     assert flow._phase(tmp_path / "top.rpt", "synthesis") == "ABC pass"
+    (tmp_path / "top.rpt").write_text("1. Executing RTLIL frontend.\nInput filename: top.il\n")
+    assert flow._phase(tmp_path / "top.rpt", "synthesis") == "RTLIL frontend"
     (tmp_path / "top.tim").write_text("Info: Packing IOs..\nInfo: Running main analytical placer.\n")
     assert flow._phase(tmp_path / "top.tim", "place and route") == "placing"
     events = []
@@ -170,3 +172,12 @@ def test_console_without_a_terminal_prints_steps_phases_and_failures(monkeypatch
     with console.Console(file=quiet, quiet=True).step("x"):
         pass
     assert quiet.getvalue() == ""
+
+
+def test_demo_graph_must_take_digits(tmp_path, capsys):
+    from fabformer.apps.cli import main
+    from fabformer.apps.testing import classifier_graph
+    g = classifier_graph().save(tmp_path / "c.graph.json")  # input (4, 8)
+    assert main(["demo", "--graph", str(g), "-o", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "graph's input must have shape (8, 8), not (4, 8)" in err and "Traceback" not in err
