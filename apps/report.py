@@ -656,6 +656,14 @@ def _summary_lines(data: dict) -> list[str]:
         lines.append(f"{r['a']} vs {r['b']}: argmax agreement {_pct(r['argmax'])}, max |Δlogit| "
                      f"{r['max_abs_dlogit']:.3g} over {r['samples']} samples"
                      + (" (bit-exact)." if r["bit_exact"] else " (NOT bit-exact)."))
+    f = data.get("fpga", {})
+    if f.get("board"):
+        res = ", ".join(f"{f['resources'][k]:,} {k.upper()}" for k in RESOURCE_KINDS if k in f.get("resources", {}))
+        lines.append(f"FPGA: the {f['board']} build at {f['clock_mhz']:g} MHz"
+                     + (f" (Fmax {f['fmax_mhz']:g} MHz)" if f.get("fmax_mhz") else "")
+                     + (f": latency {_si_time(f['latency_s'])}" if f.get("latency_s") else "")
+                     + (f", {_rate(f['samples_per_s'])} samples/s" if f.get("samples_per_s") else "")
+                     + (f"; {res}" if res else "") + ".")
     for n, p in data["paths"].items():
         if not p["status"] == "ok":
             lines.append(f"{n}: {p['status']}.")

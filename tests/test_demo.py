@@ -116,6 +116,8 @@ def test_report_from_build_json_shows_the_boards_clock_and_resources(tmp_path, s
     assert "ulx3s-85f at 25 MHz (the ulx3s-85f build's clock; Fmax 61.5 MHz)" in md
     assert "| lut | 1,234 of 83,640 (1.5 %) |" in md and "| dsp | 16 of 156 (10.3 %) |" in md
     assert "no board build" not in md and "no board figures" not in md
+    assert "- FPGA: the ulx3s-85f build at 25 MHz (Fmax 61.5 MHz): latency " in md
+    assert "samples/s; 1,234 LUT, 567 FF, 16 DSP, 2 BRAM." in md
 
 
 def test_board_json_errors_name_the_field(tmp_path):
