@@ -22,7 +22,6 @@ import threading
 import time
 from pathlib import Path
 
-LOG_NAME = "fabformer.log"
 HEARTBEAT_S = 60.0  # without a terminal: a "still running" line at most this often per step
 PHASE_S = 20.0  # without a terminal: a phase change is printed when the step said nothing for this long
 
