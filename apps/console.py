@@ -99,8 +99,12 @@ class Console:
         self._end(s, ok=True)
 
     def tool_progress(self, stage: str, phase, done: bool, folder) -> None:
-        """The hook for :func:`fabformer.boards.flow.on_progress`: one sub-step per tool run."""
+        """The hook for :func:`fabformer.boards.flow.on_progress`: one sub-step per tool run; stage
+        ``note`` is a one-line message about the build folder."""
         key = (stage, str(folder))
+        if stage == "note":  # a one-line message from the flow about this build folder
+            self.print(f"{'  ' * len(self._steps)}{Path(folder).name}: {phase}")
+            return
         with self._lock:
             s = self._tools.get(key)
             if s is None and not done:

@@ -78,8 +78,8 @@ def on_progress(hook):
     """Set ``hook(stage, phase, done, folder)``, called while a tool of the open flow runs: once at its
     start (phase None), about once a second with its latest phase read from its log (yosys: the pass,
     nextpnr: packing, placing, routing, timing analysis) and once at its end (``done=True``, phase the
-    exit status).  Stages: "synthesis", "place and route", "packing".  None removes it; returns the
-    previous hook."""
+    exit status).  Stages: "synthesis", "place and route", "packing"; and "note" (done, phase a
+    message: a design synthesis shows too big to place).  None removes it; returns the previous hook."""
     global _progress_hook
     prev, _progress_hook = _progress_hook, hook
     return prev
@@ -115,6 +115,14 @@ def _watch(proc, stage: str, cwd: Path, poll_s: float = 1.0) -> int:
             hook(stage, _phase(log, stage) if stage in STAGE_LOGS else None, False, cwd)
     hook(stage, code, True, cwd)
     return code
+
+
+def _tell_over(counts: dict, available: dict, folder: Path) -> None:
+    """Tell the progress hook (stage "note", done) that synthesis shows the design too big to place."""
+    over = [f"{k.upper()} {counts[k]} > {available[k]}" for k in counts if counts[k] > available[k]]
+    if over and _progress_hook is not None:
+        _progress_hook("note", f"too big for the device after synthesis ({', '.join(over)}): not placed",
+                       True, folder)
 
 
 def _stage_of(cmd: str) -> str:
@@ -233,6 +241,7 @@ def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed: int =
     if ok and stat.exists():
         counts = yosys_counts(json.loads(stat.read_text()), platform.family)
         skipped = any(counts[k] > platform.available[k] for k in counts)
+        _tell_over(counts, platform.available, build_dir)
     if ok and not skipped:
         for c in cmds[1:]:
             if _run(["sh", "-c", c], build_dir, env, log, _stage_of(c)) != 0:
@@ -310,6 +319,7 @@ def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed: int = 
     if ok and stat.exists():  # do not place a design that synthesis already shows too big
         counts = yosys_counts(json.loads(stat.read_text()), target.family)
         skipped = any(counts[k] > target.available[k] for k in counts)
+        _tell_over(counts, target.available, build_dir)
         ok = not skipped
     if ok:
         common = ["--json", "top.json", "--freq", f"{clock_mhz:g}", "--seed", str(seed), "--report",

@@ -150,6 +150,14 @@ def test_flow_reports_each_tool_run_and_its_phase(tmp_path):
     assert events[0] == ("place and route", None, False) and events[-1] == ("place and route", 3, True)
     phases = [e[1] for e in events[1:-1]]
     assert "placing" in phases and phases[-1] == "routing", events
+    events.clear()
+    flow.on_progress(lambda *e: events.append(e))
+    try:
+        flow._tell_over({"lut": 10, "dsp": 170}, {"lut": 100, "dsp": 156}, tmp_path)
+        flow._tell_over({"lut": 10, "dsp": 15}, {"lut": 100, "dsp": 156}, tmp_path)  # fits: nothing to tell
+    finally:
+        flow.on_progress(prev)
+    assert events == [("note", "too big for the device after synthesis (DSP 170 > 156): not placed", True, tmp_path)]
 
 
 def test_console_without_a_terminal_prints_steps_phases_and_failures(monkeypatch):
@@ -162,14 +170,16 @@ def test_console_without_a_terminal_prints_steps_phases_and_failures(monkeypatch
         con.tool_progress("synthesis", None, False, "build/try0")
         con.tool_progress("synthesis", "ABC pass", False, "build/try0")
         con.tool_progress("synthesis", 1, True, "build/try0")
+        con.tool_progress("note", "too big", True, "build/try0")
         s.done("25 MHz")
     with pytest.raises(ValueError), con.step("report"):
         raise ValueError("boom")
     lines = buf.getvalue().splitlines()
     assert lines[0] == "… board" and lines[1] == "  … synthesis (try0)"
     assert lines[2].startswith("    synthesis (try0): ABC pass (")
-    assert lines[3].startswith("  ✗ synthesis (try0) [") and lines[4].startswith("✓ board — 25 MHz [")
-    assert lines[5] == "… report" and lines[6].startswith("✗ report [")
+    assert lines[3].startswith("  ✗ synthesis (try0) [") and lines[4] == "  try0: too big"
+    assert lines[5].startswith("✓ board — 25 MHz [")
+    assert lines[6] == "… report" and lines[7].startswith("✗ report [")
     quiet = io.StringIO()
     with console.Console(file=quiet, quiet=True).step("x"):
         pass
