@@ -69,6 +69,7 @@ def _run(cmd, cwd, env, log: Path, stage: str | None = None):
 _progress_hook = None
 STAGE_LOGS = {"synthesis": "top.rpt", "place and route": "top.tim"}  # the tool's own log, in the build folder
 _YOSYS_PASS = re.compile(r"^[\d.]+ Executing (\S+ (?:pass|frontend|backend))", re.M)
+_PLACER_ITERATION = re.compile(r"at iteration #(\d+)")
 _NEXTPNR_PHASES = (("Packing", "packing"), ("placer", "placing"), ("Placing", "placing"),
                    ("HeAP", "placing"), ("router", "routing"), ("Routing", "routing"),
                    ("Critical path", "timing analysis"), ("Max frequency", "timing analysis"))
@@ -100,7 +101,8 @@ def _phase(log: Path, stage: str) -> str | None:
         i = tail.rfind(key)
         if i > at:
             best, at = name, i
-    return best
+    it = _PLACER_ITERATION.findall(tail[at:]) if best == "placing" else []
+    return f"{best}, iteration {it[-1]}" if it else best
 
 
 def _watch(proc, stage: str, cwd: Path, poll_s: float = 1.0) -> int:

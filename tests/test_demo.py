@@ -139,6 +139,11 @@ def test_flow_reports_each_tool_run_and_its_phase(tmp_path):
     assert flow._phase(tmp_path / "top.rpt", "synthesis") == "RTLIL frontend"
     (tmp_path / "top.tim").write_text("Info: Packing IOs..\nInfo: Running main analytical placer.\n")
     assert flow._phase(tmp_path / "top.tim", "place and route") == "placing"
+    with open(tmp_path / "top.tim", "a") as f:
+        f.write("Info:     at iteration #1, type ALL: wirelen solved = 1\n"
+                "Info:     at iteration #12, type ALL: wirelen solved = 2\n")
+    assert flow._phase(tmp_path / "top.tim", "place and route") == "placing, iteration 12"
+    (tmp_path / "top.tim").write_text("Info: Packing IOs..\nInfo: Running main analytical placer.\n")
     events = []
     prev = flow.on_progress(lambda *e: events.append(e[:3]))
     try:
