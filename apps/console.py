@@ -77,6 +77,7 @@ class Console:
         self._progress = None
         self._lock = threading.RLock()
         self._beat: threading.Thread | None = None
+        self._last_line = 0.0  # when the last plain line was printed (no "still running" right after one)
 
     # -- public ---------------------------------------------------------------------
     def print(self, text: str = "", style: str | None = None) -> None:
@@ -84,6 +85,7 @@ class Console:
         if self.quiet:
             return
         with self._lock:
+            self._last_line = time.monotonic()
             (self._progress.console if self._progress else self.rich).print(text, style=style, markup=False)
 
     @contextlib.contextmanager
@@ -145,7 +147,7 @@ class Console:
                     self._progress.start()
                 s.task = self._progress.add_task(self._indent(s) + title, detail="")
             else:
-                self.rich.print(f"{self._indent(s)}… {title}", markup=False)
+                self._line(f"{self._indent(s)}… {title}")
                 self._heartbeat()
             return s
 
@@ -157,7 +159,7 @@ class Console:
                 self._progress.update(s.task, detail=s.detail or "")
             elif not self.live and s.detail and time.monotonic() - s._said >= PHASE_S:
                 s._said = time.monotonic()
-                self.rich.print(f"{self._indent(s)}  {s.title}: {s.detail} ({elapsed(s.seconds)})", markup=False)
+                self._line(f"{self._indent(s)}  {s.title}: {s.detail} ({elapsed(s.seconds)})")
 
     def _end(self, s: _Step, ok: bool) -> None:
         with self._lock:
@@ -176,7 +178,11 @@ class Console:
                     self._progress.stop()
                     self._progress = None
             else:
-                self.rich.print(line, style=None if ok else "red", markup=False)
+                self._line(line, style=None if ok else "red")
+
+    def _line(self, text: str, style: str | None = None) -> None:
+        self._last_line = time.monotonic()
+        self.rich.print(text, style=style, markup=False)
 
     @staticmethod
     def _indent(s: _Step) -> str:
@@ -194,11 +200,10 @@ class Console:
                     if not self._steps:
                         return
                     s = self._steps[-1]
-                    if time.monotonic() - s._said >= HEARTBEAT_S:
+                    if time.monotonic() - max(s._said, self._last_line) >= HEARTBEAT_S:
                         s._said = time.monotonic()
                         what = f"{s.detail}, " if s.detail else ""
-                        self.rich.print(f"{self._indent(s)}  {s.title}: still running ({what}{elapsed(s.seconds)})",
-                                        markup=False)
+                        self._line(f"{self._indent(s)}  {s.title}: still running ({what}{elapsed(s.seconds)})")
         self._beat = threading.Thread(target=beat, name="fabformer-progress", daemon=True)
         self._beat.start()
 

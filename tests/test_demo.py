@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,12 @@ def test_console_without_a_terminal_prints_steps_phases_and_failures(monkeypatch
     assert lines[3].startswith("  ✗ synthesis (try0) [") and lines[4] == "  try0: too big"
     assert lines[5].startswith("✓ board — 25 MHz [")
     assert lines[6] == "… report" and lines[7].startswith("✗ report [")
+    monkeypatch.setattr(console, "HEARTBEAT_S", 1.0)
+    with con.step("place") as s:
+        s.update("routing")
+        time.sleep(2.5)
+    beats = [ln for ln in buf.getvalue().splitlines()[8:] if "still running" in ln]
+    assert beats and beats[0].startswith("  place: still running (routing, "), buf.getvalue()
     quiet = io.StringIO()
     with console.Console(file=quiet, quiet=True).step("x"):
         pass
