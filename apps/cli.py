@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from fabformer.apps.common import EXAMPLE_DIR, emit, load_model
+from fabformer.apps.evaluate import evaluate
 from fabformer.errors import FabformerError
 
 PLUGINS = [
@@ -49,67 +50,83 @@ def _plugins():
 
 
 
-def evaluate(graph, model=None, samples: int | None = None) -> dict:
-    """Accuracy of the Keras model, the float graph and the golden model on the digits test split."""
-    import numpy as np
-    from fabformer.apps.data import digits
-    d = digits()
-    x, y = d.x_test, d.y_test
-    if samples:
-        x, y = x[:samples], y[:samples]
-    g_out = graph.predict(x)
-    f_out = graph.predict(x, mode="float")
-    res = {"samples": int(len(y)), "accuracy": {
-        "float": float(np.mean(np.argmax(f_out, -1) == y)),
-        "golden": float(np.mean(np.argmax(g_out, -1) == y))}, "agreement": {}}
-    if model is not None:
-        k_out = np.asarray(model.predict(x, verbose=0, batch_size=512))
-        res["accuracy"]["keras"] = float(np.mean(np.argmax(k_out, -1) == y))
-        res["agreement"]["golden_vs_keras"] = float(np.mean(np.argmax(g_out, -1) == np.argmax(k_out, -1)))
-        res["agreement"]["float_vs_keras"] = float(np.mean(np.argmax(f_out, -1) == np.argmax(k_out, -1)))
-    return res
 
 
 def _eval_text(r: dict) -> str:
-    rows = [f"digits test split: {r['samples']} samples"]
+    rows = [f"{r['data']}: {r['samples']} samples" + ("" if r["labels"] else " (no labels: agreement and error only)")]
     for k, v in r["accuracy"].items():
         rows.append(f"  accuracy {k:<8} {100 * v:6.2f} %")
     for k, v in r["agreement"].items():
         rows.append(f"  agreement {k:<16} {100 * v:6.2f} %")
+    for k, v in r.get("max_abs_error", {}).items():
+        rows.append(f"  max |error| {k:<14} {v:.4g}")
+    if r.get("note"):
+        rows.append(f"  note: {r['note']}")
     return "\n".join(rows)
 
 
+def _is_example_model(path) -> bool:
+    try:
+        return Path(path).resolve().parent == EXAMPLE_DIR.resolve()
+    except OSError:
+        return False
+
+
 def cmd_convert(args) -> int:
+    import os
     from fabformer import convert
+    from fabformer.apps.data import DIGITS_SOURCE, digits, file_digest, load_data
     from fabformer.frontend.config import ConvertConfig
-    from fabformer.apps.data import digits
+    model_path, out = Path(args.model), Path(args.output)
+    if out.exists() and model_path.exists() and out.resolve() == model_path.resolve():
+        raise FabformerError(f"convert -o {str(out)!r} would write over its input model; choose another path")
     from fabformer.apps.console import current
     cfg = ConvertConfig.from_file(args.config) if args.config else None
-    with current().step(f"convert {Path(args.model).name}"):
-        model = load_model(args.model)
-        g = convert(model, config=cfg, calibration=digits().x_train)
-    g.save(args.output)
-    emit(args, {"graph": str(args.output), "nodes": len(g.nodes), "macs": g.macs(), **g.weight_stats()},
-         g.summary() + f"\nwrote {args.output}")
+    with current().step(f"load {model_path.name}"):
+        model = load_model(model_path, args.allow_custom_code)
+    if args.data:
+        data = load_data(args.data)
+        calib, source = data.x, f"file {data.source}"
+    elif _is_example_model(model_path):
+        calib = digits().x_train
+        source = f"{DIGITS_SOURCE} (train split, {len(calib)} samples)"
+    else:
+        calib, source = None, None
+        print("fabformer convert: warning: no --data: layer ranges without a quantizer come from 256 standard-normal "
+              "samples, a guess that saturates inputs off unit scale; give --data FILE with real inputs",
+              file=sys.stderr)
+    with current().step("convert: range analysis, fixed-point types"):
+        g = convert(model, config=cfg, calibration=calib)
+    meta = {"source_model_sha256": file_digest(model_path)}
+    try:
+        meta["source_model"] = os.path.relpath(model_path.resolve(), out.resolve().parent)
+    except ValueError:  # another drive
+        meta["source_model"] = str(model_path.resolve())
+    if source:
+        meta["calibration_source"] = source
+    g = g.with_meta(**meta)
+    g.save(out)
+    emit(args, {"graph": str(out), "nodes": len(g.nodes), "macs": g.macs(), **g.weight_stats(),
+                "calibration_source": g.meta.get("calibration_source")},
+         g.summary() + f"\ncalibration: {g.meta.get('calibration_source')}\nwrote {out}")
     return 0
 
 
 def cmd_eval(args) -> int:
+    from fabformer.apps.common import source_model
+    from fabformer.apps.data import data_for
     from fabformer.ir import load
     g = load(args.graph)
-    model_path = args.model or g.meta.get("source_model")
-    model = None
-    if model_path:
-        p = Path(model_path)
-        if not p.is_absolute() and not p.exists():
-            p = Path(args.graph).resolve().parent / model_path
-        model = load_model(p)
-    r = evaluate(g, model, args.samples)
+    data = data_for(g, args.data, args.samples, need="labels" if not args.data else "inputs")
+    model_path, note = source_model(g, args.graph, args.model)
+    model = load_model(model_path, args.allow_custom_code) if model_path else None
+    r = evaluate(g, data, model)
+    if note:
+        r["note"] = note
     emit(args, r, _eval_text(r))
     return 0
 
 
-DEMO_INPUT_SHAPE = (8, 8)  # the demo's data: the digits test split
 NEXT_COMMANDS = [
     ("fabformer convert MODEL.h5 -o my.graph.json", "your Keras/QKeras model to a graph"),
     ("fabformer hls my.graph.json -o out/my-hls --csim", "Vitis HLS project, C-simulated against golden"),
@@ -124,21 +141,18 @@ NEXT_COMMANDS = [
 def _demo_graph(args, out: Path, con):
     """(graph, model, model_path, summary row) of the demo: the shipped example, or ``--graph``."""
     from fabformer import convert
-    from fabformer.apps.data import digits
+    from fabformer.apps.data import DIGITS_SOURCE, digits, file_digest
     if args.graph:
         from fabformer.ir import load
         g = load(args.graph)
-        shape = tuple(g.tensors[g.inputs[0]].shape)
-        if shape != DEMO_INPUT_SHAPE:
-            raise FabformerError(f"demo --graph {args.graph!r}: the demo runs on the digits test split, so the "
-                                 f"graph's input must have shape {DEMO_INPUT_SHAPE}, not {shape}")
         gpath = g.save(out / f"{g.name}.graph.json")
         return g, None, None, _row("graph", "ok", f"{len(g.nodes)} nodes, {g.macs():,} MACs", gpath)
     model_path = EXAMPLE_DIR / "model_q8.h5"
     with con.step(f"convert the example QKeras model {model_path.name}") as s:
         model = load_model(model_path)
         g = convert(model, calibration=digits().x_train)
-        g.meta["source_model"] = str(model_path)
+        g = g.with_meta(source_model=str(model_path), source_model_sha256=file_digest(model_path),
+                        calibration_source=f"{DIGITS_SOURCE} (train split)")
         gpath = g.save(out / "digits.graph.json")
         s.done(f"{len(g.nodes)} nodes, {g.macs():,} MACs")
     return g, model, model_path, _row("convert", "ok", f"{len(g.nodes)} nodes, {g.macs():,} MACs", gpath)
@@ -210,15 +224,21 @@ def cmd_demo(args) -> int:
     from fabformer.outdir import prepare_dir
     con = current()
     out = prepare_dir(Path(args.output))
+    if getattr(args, "log_file", None):
+        con.print(f"log of libraries and tools: {args.log_file}", style="dim")
     g, model, model_path, first = _demo_graph(args, out, con)
     rows = [first]
     if not args.json:
         print(g.summary())
-    with con.step("evaluate: accuracy on the digits test split") as s:
-        ev = evaluate(g, model)
-        s.done(", ".join(f"{k} {_pct(v)}" for k, v in ev["accuracy"].items()))
+    from fabformer.apps.data import data_for
+    data = data_for(g)
+    with con.step(f"evaluate: golden and float graph on the {data.source}") as s:
+        ev = evaluate(g, data, model)
+        figure = ", ".join(f"{k} {_pct(v)}" for k, v in ev["accuracy"].items()) or \
+            f"golden vs float argmax agreement {_pct(ev['agreement']['golden_vs_float'])} (no labels)"
+        s.done(figure)
     res = {"graph": first["files"], **ev}
-    rows.append(_row("evaluate", "ok", ", ".join(f"{k} {_pct(v)}" for k, v in ev["accuracy"].items()), None))
+    rows.append(_row("evaluate", "ok", figure, None))
     if not args.json:
         print(_eval_text(ev))
     ctx = {"graph": g, "graph_path": Path(first["files"]), "model": model, "model_path": model_path, "out": out,
@@ -244,24 +264,32 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fabformer import __version__
+    from fabformer.apps.common import add_custom_code_argument, add_data_argument, positive_int
     p = argparse.ArgumentParser(prog="fabformer", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"fabformer {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("convert", help="convert a Keras/QKeras model (.h5) to a graph file")
+    c = sub.add_parser("convert", help="convert a Keras/QKeras model (.h5, .keras) to a graph file")
     c.add_argument("model")
-    c.add_argument("-o", "--output", required=True)
+    c.add_argument("-o", "--output", required=True, help="graph file (new, or a graph file fabformer wrote)")
     c.add_argument("--config", help="JSON precision config (see README)")
+    add_data_argument(c, "calibration inputs for layer ranges")
+    add_custom_code_argument(c)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_convert)
-    e = sub.add_parser("eval", help="accuracy of Keras, float graph and golden on the digits test split")
+    e = sub.add_parser("eval", help="accuracy and agreement of Keras, float graph and golden on a data set")
     e.add_argument("graph")
-    e.add_argument("--model", help="Keras model to compare with (default: the graph's source model)")
-    e.add_argument("--samples", type=int)
+    e.add_argument("--model", help="Keras model to compare with (default: the graph's source model, if unchanged)")
+    add_data_argument(e)
+    add_custom_code_argument(e)
+    e.add_argument("--samples", type=positive_int, help="first N samples")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
     d = sub.add_parser("demo", help="the whole pipeline on the shipped digits example")
     d.add_argument("-o", "--output", default="out/demo")
     d.add_argument("--quick", action="store_true", help="fewer samples in the slow steps")
-    d.add_argument("--graph", help="a graph file with 8x8 inputs to run instead of the shipped digits example")
+    d.add_argument("--graph", help="a graph file to run instead of the shipped digits example (on random inputs "
+                   "unless it was made from the example)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_demo)
     for mod in _plugins():
@@ -290,16 +318,19 @@ def main(argv=None) -> int:
     from fabformer.apps.console import Console, capture, using
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet = getattr(args, "json", False)
+    log = None
     try:
         log = None if args.verbose else _log_file(args)
         args.log_file = log
-        with capture(log, verbose=args.verbose), using(Console(quiet=getattr(args, "json", False))) as con:
-            if log is not None and not getattr(args, "json", False):
-                con.print(f"log of libraries and tools: {log}", style="dim")
+        with capture(log, verbose=args.verbose), using(Console(quiet=quiet)):
             return args.func(args)
     except FabformerError as e:
         print(f"fabformer {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:  # the demo names its log first and in its summary
+        if log is not None and not quiet and args.command != "demo" and log.is_file() and log.stat().st_size:
+            print(f"log of libraries and tools: {log}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ def register(subparsers) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("-o", "--output", required=True, help="output folder (student .h5, graph, stage table)")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.add_argument("--allow-custom-code", action="store_true",
+                   help="load a teacher file whose Lambda layers or custom classes run their own code")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_compress)
 
@@ -33,13 +35,13 @@ def cmd_compress(args) -> int:
     cfg = CompressConfig(sparsity=args.sparsity, bits=args.bits, low_rank=args.low_rank, epochs=args.epochs,
                          finetune_epochs=args.finetune_epochs, temperature=args.temperature, alpha=args.alpha,
                          scope=args.scope, seed=args.seed, progress=not args.quiet)
-    teacher = load_model(args.teacher)
+    teacher = load_model(args.teacher, args.allow_custom_code)
     out = prepare_dir(Path(args.output))
     from fabformer.apps.data import digits
     r = compress(teacher, spec, cfg, digits())
     model_path = out / f"student_q{cfg.bits}.h5"
     r.student.save(model_path)
-    r.graph.meta["source_model"] = model_path.name
+    r.graph = r.graph.with_meta(source_model=model_path.name)
     gpath = r.graph.save(out / "student.graph.json")
     res = r.to_dict(model_path)
     res["graph"] = str(gpath)

@@ -13,6 +13,7 @@ def _ints(text: str) -> list[int]:
 
 
 def register(sub) -> None:
+    from fabformer.apps.common import add_custom_code_argument, add_data_argument
     p = sub.add_parser("explore", help="sweep weight bits x parallelism: accuracy, latency, resources, Pareto front")
     p.add_argument("source", help="a graph file (.json) or a Keras/QKeras model (.h5)")
     p.add_argument("--bits", default="4,6,8", help="weight bit widths, e.g. 4,6,8")
@@ -25,29 +26,45 @@ def register(sub) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
     g.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="run on Ray (local, or a cluster address)")
+    add_data_argument(p, "inputs for accuracy (with y) or agreement with the unswept graph (without y); a "
+                         "model source is calibrated on them too")
+    add_custom_code_argument(p)
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_explore)
 
 
-def load_source(path):
+def load_source(path, data=None, allow_custom_code=False):
+    """A graph file, or a Keras model converted on ``data`` (the digits train split for the shipped example)."""
     from fabformer import convert
-    from fabformer.apps.data import digits
+    from fabformer.apps.common import EXAMPLE_DIR
+    from fabformer.apps.data import DIGITS_SOURCE, digits, load_data
+    from fabformer.errors import FabformerError
     from fabformer.ir import load
     p = Path(path)
     if p.suffix in (".h5", ".keras") or p.is_dir():
         from fabformer.frontend import load_keras_model
-        return convert(load_keras_model(p), calibration=digits().x_train)
+        model = load_keras_model(p, allow_custom_code=allow_custom_code)
+        if data is not None:
+            d = load_data(data)
+            return convert(model, calibration=d.x).with_meta(calibration_source=f"file {d.source}")
+        if p.resolve().parent == EXAMPLE_DIR.resolve():
+            return convert(model, calibration=digits().x_train).with_meta(calibration_source=DIGITS_SOURCE)
+        raise FabformerError(f"explore {str(p)!r}: a model other than the shipped example needs --data (its "
+                             f"calibration and evaluation inputs)")
     return load(p)
 
 
 def cmd_explore(args) -> int:
     from fabformer.apps.common import emit
     from fabformer.apps.explore import LocalExecutor, RayExecutor, explore
-    g = load_source(args.source)
+    from fabformer.apps.data import load_data
+    g = load_source(args.source, args.data, args.allow_custom_code)
+    d = load_data(args.data, g) if args.data else None
     ex = RayExecutor(args.ray or None) if args.ray is not None else LocalExecutor(args.workers)
     fam = None if args.family == "none" else args.family
     rep = explore(g, _ints(args.bits), _ints(args.parallelism), args.output, board=args.board, family=fam,
+                  x=None if d is None else d.x, y=None if d is None else d.y,
                   executor=ex, sim_samples=args.sim_samples, simulator=args.simulator, progress=not args.json)
     rows = [f"{'bits':>4} {'par':>4} {'acc %':>7} {'latency':>8} {'II':>6} {'LUTs':>6} {'DSPs':>5}  error"]
     for i, p in enumerate(rep["points"]):

@@ -8,26 +8,31 @@ DEMO_STEP = "hls"
 DEMO_TITLE = "HLS: C++ project, g++ C-simulation vs golden"
 
 
+from fabformer.apps.common import add_data_argument, positive_int
+
+
 def register(sub) -> None:
     p = sub.add_parser("hls", help="write a Vitis HLS C++ project for a graph (and C-simulate it)")
     p.add_argument("graph", help="graph file (from fabformer convert)")
     p.add_argument("-o", "--output", required=True, help="project folder (new, or one fabformer made)")
     p.add_argument("--config", help="JSON HLS config (keys of fabformer.hls.HLSConfig)")
     p.add_argument("--csim", action="store_true",
-                   help="compile with g++ and check bit for bit against golden on the digits test split")
-    p.add_argument("--samples", type=int, help="test samples used by --csim (default: all)")
+                   help="compile with g++ and check bit for bit against golden (on --data, the digits test split "
+                        "for the shipped example, else random inputs)")
+    add_data_argument(p, "inputs for --csim")
+    p.add_argument("--samples", type=positive_int, help="samples used by --csim (default: all of --data; 20 random)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_hls)
 
 
-def csim(graph, out, config=None, samples=None) -> dict:
-    """Write, compile and C-simulate ``graph`` on the digits test split; compare with golden."""
+def csim(graph, out, config=None, samples=None, data=None) -> dict:
+    """Write, compile and C-simulate ``graph`` on ``data`` (see :func:`fabformer.apps.data.data_for`);
+    compare with golden."""
     import numpy as np
-    from fabformer.apps.data import digits
+    from fabformer.apps.data import data_for
     from fabformer.hls.project import write
-    x = digits().x_test
-    if samples:
-        x = x[:samples]
+    d = data_for(graph, data, samples)
+    x = d.x
     t0 = time.perf_counter()
     prj = write(graph, out, config, tb_inputs=x[:64])
     gen_s = time.perf_counter() - t0
@@ -45,7 +50,7 @@ def csim(graph, out, config=None, samples=None) -> dict:
             first = {"tensor": name, "sample": s, "index": i,
                      "expected": int(np.asarray(env[name]).reshape(len(x), -1)[s, i]),
                      "actual": int(o.reshape(len(x), -1)[s, i])}
-    res = {"project": str(prj.path), "samples": int(len(x)), "bit_exact": not bad.any(),
+    res = {"project": str(prj.path), "samples": int(len(x)), "inputs": d.source, "bit_exact": not bad.any(),
            "mismatches": int(bad.sum()), "compile_seconds": round(prj.compile_seconds, 2),
            "compile_cached": bool(getattr(prj, "compile_cached", False)),
            "write_seconds": round(gen_s, 3)}
@@ -57,7 +62,7 @@ def csim(graph, out, config=None, samples=None) -> dict:
 def _text(r: dict) -> str:
     if "samples" not in r:
         return f"wrote HLS project {r['project']}"
-    s = (f"wrote HLS project {r['project']}\nC-simulation on {r['samples']} digits test samples: "
+    s = (f"wrote HLS project {r['project']}\nC-simulation on {r['samples']} samples ({r['inputs']}): "
          f"{'bit exact' if r['bit_exact'] else 'NOT bit exact'} ({r['mismatches']} mismatching samples), "
          + (f"compiled in {r['compile_seconds']} s" if not r.get("compile_cached") else "build reused from the cache"))
     if r.get("first_mismatch"):
@@ -77,7 +82,7 @@ def cmd_hls(args) -> int:
     if args.csim:
         from fabformer.apps.console import current
         with current().step("HLS project, g++ build, C-simulation"):
-            r = csim(g, args.output, cfg, args.samples)
+            r = csim(g, args.output, cfg, args.samples, args.data)
     else:
         r = {"project": str(write(g, args.output, cfg).path)}
     emit(args, r, _text(r))

@@ -20,11 +20,11 @@ def _resolve(path, graph_path):
     return p
 
 
-def _load_model(path):
+def _load_model(path, allow_custom_code=False):
     """(model, None) or (None, reason): a missing TensorFlow makes the keras path unavailable."""
     from fabformer.apps.common import load_model
     try:
-        return load_model(path), None
+        return load_model(path, allow_custom_code), None
     except ImportError as e:
         return None, f"cannot load the Keras model: {e}"
 
@@ -51,16 +51,16 @@ def _text(r: dict) -> str:
 
 
 def run_report(graph, out, *, model=None, model_path=None, samples=None, rtl_samples=20, device="cpu", board=None,
-               sweep=True, quick=False, paths=None) -> dict:
+               sweep=True, quick=False, paths=None, data=None, allow_custom_code=False) -> dict:
     from fabformer.apps.report import make_report
     why = None
     if model is None and model_path is not None:
-        model, why = _load_model(model_path)
+        model, why = _load_model(model_path, allow_custom_code)
     sweep_model = None
     fm = _float_model_for(model_path) if sweep else None
     if fm is not None:
         sweep_model, _ = _load_model(fm)
-    r = make_report(graph, out, model=model, samples=samples, device=device, rtl_samples=rtl_samples,
+    r = make_report(graph, out, model=model, samples=samples, data=data, device=device, rtl_samples=rtl_samples,
                     board=board, sweep=sweep, sweep_model=sweep_model,
                     sweep_model_name=Path(fm).name if sweep_model is not None else None,
                     min_seconds=0.05 if quick else 0.2, paths=paths)
@@ -72,12 +72,15 @@ def run_report(graph, out, *, model=None, model_path=None, samples=None, rtl_sam
 def cmd_report(args) -> int:
     from fabformer.ir import load
     g = load(args.graph)
-    model_path = args.model or g.meta.get("source_model")
-    if model_path:
-        model_path = _resolve(model_path, args.graph)
-        if not Path(model_path).exists():
-            raise FabformerError(f"Keras model {str(model_path)!r} does not exist (from "
-                                 f"{'--model' if args.model else 'the graph meta source_model'})")
+    from fabformer.apps.common import source_model
+    from fabformer.apps.data import data_for
+    if args.model and not Path(args.model).exists():
+        raise FabformerError(f"Keras model {args.model!r} (--model) does not exist")
+    model_path, note = source_model(g, args.graph, args.model)
+    if note:
+        import sys
+        print(f"fabformer report: note: {note}", file=sys.stderr)
+    data = data_for(g, args.data, args.samples, need="labels" if not args.data else "inputs")
     board = None
     if args.board_json:
         try:
@@ -86,7 +89,8 @@ def cmd_report(args) -> int:
             raise FabformerError(f"cannot read --board-json {args.board_json!r}: {e}") from None
         from fabformer.apps.report import board_figures
         board = board_figures(board, source=f"--board-json {args.board_json}")
-    r = run_report(g, args.output, model_path=model_path, samples=args.samples, rtl_samples=args.rtl_samples,
+    r = run_report(g, args.output, model_path=model_path, data=data, rtl_samples=args.rtl_samples,
+                   allow_custom_code=args.allow_custom_code,
                    device=args.device, board=board, sweep=not args.no_sweep,
                    paths=[v.strip() for v in args.paths.split(",")] if args.paths else None)
     from fabformer.apps.common import emit
@@ -95,11 +99,14 @@ def cmd_report(args) -> int:
 
 
 def register(sub) -> None:
+    from fabformer.apps.common import add_custom_code_argument, add_data_argument, positive_int
     p = sub.add_parser("report", help="hardware vs software report: accuracy, agreement, speed, size (md, html, json)")
     p.add_argument("graph")
     p.add_argument("--model", help="Keras model (default: the graph's source model)")
-    p.add_argument("--samples", type=int, help="first N samples of the digits test split (default: all)")
-    p.add_argument("--rtl-samples", type=int, default=20, help="samples for RTL simulation (default 20)")
+    p.add_argument("--samples", type=positive_int, help="first N samples of the data (default: all)")
+    add_data_argument(p)
+    add_custom_code_argument(p)
+    p.add_argument("--rtl-samples", type=positive_int, default=20, help="samples for RTL simulation (default 20)")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="also run float and golden on a GPU")
     p.add_argument("--board-json", help="the output of `fabformer build ... --json` (or its report.json); "
                    "or board figures as JSON: board, clock_mhz, fmax_mhz, resources {lut, ff, dsp, bram}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fabformer.apps.common import add_data_argument, positive_int
 from fabformer.errors import FabformerError
 
 DEMO_ORDER = 30
@@ -28,19 +29,14 @@ def parse_parallelism(text):
     return out
 
 
-def inputs_for(graph, samples: int):
-    """The digits test split when the graph takes 8x8 digits, else random inputs."""
-    from fabformer.apps.testing import random_inputs
-    shape = tuple(graph.tensors[graph.inputs[0]].shape)
-    if shape == (8, 8):
-        from fabformer.apps.data import digits
-        x = digits().x_test
-        if samples <= len(x):
-            return x[:samples], "digits test split"
-    return random_inputs(graph, samples), "random inputs"
+def inputs_for(graph, samples: int, data=None):
+    """``--data``, the digits test split for the shipped example, else random inputs."""
+    from fabformer.apps.data import data_for
+    d = data_for(graph, data, samples)
+    return d.x, d.source
 
 
-def simulate(graph, out_dir, simulator="verilator", samples=20, parallelism=None, waves=False) -> dict:
+def simulate(graph, out_dir, simulator="verilator", samples=20, parallelism=None, waves=False, data=None) -> dict:
     from fabformer.outdir import prepare_dir
     from fabformer.rtl import generate
     from fabformer.sim.api import run
@@ -49,7 +45,7 @@ def simulate(graph, out_dir, simulator="verilator", samples=20, parallelism=None
     out = prepare_dir(out_dir)
     design = generate(graph, parallelism)
     vpath = design.write_verilog(out, "top")
-    x, source = inputs_for(graph, samples)
+    x, source = inputs_for(graph, samples, data)
     r = run(design, x, simulator=simulator, waves=waves)
     res = {
         "graph": graph.name, "simulator": simulator, "samples": r.samples, "inputs": source,
@@ -88,7 +84,8 @@ def cmd_sim(args) -> int:
     from fabformer.apps.console import current
     g = load(args.graph)
     with current().step(f"RTL simulation: Verilog, {args.simulator} build, {args.samples} samples"):
-        r = simulate(g, args.output, args.simulator, args.samples, parse_parallelism(args.parallelism), args.waves)
+        r = simulate(g, args.output, args.simulator, args.samples, parse_parallelism(args.parallelism), args.waves,
+                     args.data)
     emit(args, r, _text(r))
     return 0 if r["bit_exact"] else 1
 
@@ -98,7 +95,8 @@ def register(sub) -> None:
     p.add_argument("graph")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
-    p.add_argument("--samples", type=int, default=20)
+    p.add_argument("--samples", type=positive_int, default=20, help="samples simulated (default 20)")
+    add_data_argument(p, "inputs (default: the digits test split for the shipped example, else random inputs)")
     p.add_argument("--parallelism", help="multipliers per matmul-like block: an integer or node=int,...")
     p.add_argument("--waves", action="store_true", help="record waveforms (FST)")
     p.add_argument("--json", action="store_true")

@@ -15,7 +15,56 @@ def emit(args, result: dict, text: str) -> None:
         print(text)
 
 
-def load_model(path):
-    """Load a Keras / QKeras model with fabformer's custom layers registered."""
+def load_model(path, allow_custom_code: bool = False):
+    """Load a Keras / QKeras model with fabformer's custom layers registered (refusing files whose
+    loading would run their own code unless ``allow_custom_code``)."""
     from fabformer.frontend import load_keras_model
-    return load_keras_model(path)
+    return load_keras_model(path, allow_custom_code=allow_custom_code)
+
+
+def add_custom_code_argument(parser) -> None:
+    parser.add_argument("--allow-custom-code", action="store_true",
+                        help="load model files whose Lambda layers or custom classes run their own Python code "
+                             "(only for files you trust)")
+
+
+def source_model(graph, graph_path=None, explicit=None):
+    """``(path, note)`` of the Keras model to compare ``graph`` with: ``explicit`` (--model) as given,
+    else the graph's ``meta.source_model`` only when the file's SHA-256 matches the one recorded at
+    conversion (a note says why not, otherwise)."""
+    from fabformer.apps.data import file_digest
+    if explicit:
+        return Path(explicit), None
+    rel = graph.meta.get("source_model")
+    if not rel:
+        return None, None
+    p = Path(rel)
+    if not p.is_absolute() and graph_path is not None:
+        q = Path(graph_path).resolve().parent / rel
+        p = q if q.exists() or not p.exists() else p
+    want = graph.meta.get("source_model_sha256")
+    if not p.is_file():
+        return None, f"source model {rel!r} not found; give --model"
+    if not want:
+        return None, f"source model {rel!r} has no recorded SHA-256 in the graph; give --model to compare with it"
+    if file_digest(p) != want:
+        return None, f"source model {str(p)!r} is not the file the graph was converted from (SHA-256 differs); ignored"
+    return p, None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--samples 0`` and ``--samples -5`` are refused)."""
+    import argparse
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {v}")
+    return v
+
+
+def add_data_argument(parser, what: str = "inputs") -> None:
+    parser.add_argument("--data", metavar="FILE",
+                        help=f"{what}: an .npz with x (and optionally y, integer labels) or an .npy of x "
+                             f"(default: the digits test split for the shipped example)")

@@ -32,11 +32,11 @@ class Point:
 
 
 def source_digest() -> str:
-    """A digest of the sources that decide a point's numbers (core, rtl, sim, boards), so a
+    """A digest of the sources that decide a point's numbers (core, apps, rtl, sim, boards), so a
     cached point is not reused after the code that made it changed."""
     from importlib.util import find_spec
     h = hashlib.sha256()
-    for name in ("fabformer", "fabformer.rtl", "fabformer.sim", "fabformer.boards"):
+    for name in ("fabformer", "fabformer.apps", "fabformer.rtl", "fabformer.sim", "fabformer.boards"):
         spec = find_spec(name)
         if spec is None or not spec.submodule_search_locations:
             continue
@@ -71,8 +71,7 @@ def synth_resources(design, family: str, workdir: Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "top.il").write_text(rtlil.convert(design.top, name="top"))
     opts = "-dsp" if family == "ice40" else ""
-    synth = "\n".join(flow.synth_commands(family, opts))
-    (workdir / "synth.ys").write_text(f"read_rtlil top.il\n{synth}\ntee -q -o stat.json stat -json\n")
+    (workdir / "synth.ys").write_text(flow.synth_script(family, opts, stat="stat.json", netlist=None))
     import subprocess
     r = subprocess.run([env["YOSYS"], "-q", "synth.ys"], cwd=workdir, env=env, capture_output=True, text=True)
     if r.returncode != 0:
@@ -231,10 +230,15 @@ def explore(graph: Graph, bits, parallelism, out, *, x=None, y=None, board: str 
         family = "ice40"
     if family is not None and family not in FAMILIES:
         raise FabformerError(f"family {family!r} not supported; valid: {', '.join(FAMILIES)}")
+    reference = "labels"
     if x is None:
-        from fabformer.apps.data import digits
-        d = digits()
-        x, y = d.x_test, d.y_test
+        from fabformer.apps.data import data_for
+        d = data_for(graph, None, None, need="labels")
+        x, y = d.x, d.y
+    if y is None:  # no labels: a point's "accuracy" is its agreement with the unswept graph's golden argmax
+        import numpy as np
+        y = np.argmax(np.asarray(graph.predict(x)), -1)
+        reference = "the unswept graph's golden argmax (no labels given)"
     out = prepare_dir(out)
     cache = out / "cache"
     cache.mkdir(exist_ok=True)
@@ -242,6 +246,7 @@ def explore(graph: Graph, bits, parallelism, out, *, x=None, y=None, board: str 
     gd = graph.to_dict()
     versions = tool_versions()
     settings = {"board": board, "family": family, "sim_samples": sim_samples, "samples": int(len(x)),
+                "reference": reference,
                 "simulator": simulator if sim_samples else None}
     pts = [Point(b, p) for b in bits for p in parallelism]
     results: list = [None] * len(pts)

@@ -31,6 +31,7 @@ import numpy as np
 
 from fabformer.apps.console import current
 from fabformer.errors import FabformerError
+from fabformer.requant import requantize_weights
 
 PATH_ORDER = ["keras", "float", "golden", "float_gpu", "golden_gpu", "csim", "rtl"]
 PATH_LABEL = {
@@ -274,29 +275,6 @@ def _saturated(v, t) -> float:
     return float(np.mean(hit))
 
 
-def requantize_weights(graph, bits: int):
-    """A copy of ``graph`` whose Dense weights have ``bits`` bits (round half up, saturate),
-    keeping each weight's integer bits; other constants and activation types stay."""
-    from dataclasses import replace
-    from fabformer.fixed import Overflow, Rounding, requantize
-    from fabformer.ir import Dense, Graph
-    g = Graph.from_dict(graph.to_dict())
-    for n in list(g.nodes):
-        if isinstance(n, Dense) and n.weight_type.width > bits:
-            drop = n.weight_type.width - bits
-            wt = n.weight_type.with_(width=bits, frac=n.weight_type.frac - drop, rounding=Rounding.RND,
-                                     overflow=Overflow.SAT)
-            w = requantize(np.asarray(n.weight, dtype=np.int64), n.weight_type.frac, wt)
-            bt, bias = n.bias_type, np.asarray(n.bias, dtype=np.int64)
-            pf = g.type_of(n.inputs[0]).frac + wt.frac  # the bias may not be finer than the product
-            if bt.frac > pf:
-                nbt = bt.with_(width=max(bt.width - (bt.frac - pf), 2), frac=pf, rounding=Rounding.RND,
-                               overflow=Overflow.SAT)
-                bias, bt = requantize(bias, bt.frac, nbt), nbt
-            g.replace(n, replace(n, weight=w, weight_type=wt, bias=bias, bias_type=bt))
-    return g.verify()
-
-
 def bit_sweep(graph, x, y, float_model=None, calibration=None, bits=SWEEP_BITS, float_model_name=None) -> dict:
     """Golden and float-graph accuracy against weight bit width.
 
@@ -426,15 +404,19 @@ def fpga_figures(design, rtl_info: dict | None, board: dict | None) -> dict:
 def collect(graph, x, y, *, model=None, device: str = "cpu", out_dir=None, rtl_samples: int = 20,
             paths=None, timing: bool = True, big_batch: int = 256, min_seconds: float = 0.2,
             sweep: bool = True, sweep_model=None, sweep_model_name=None, calibration=None,
-            board: dict | None = None) -> dict:
-    """Run every path and every analysis; returns the report's data (JSON-ready, no arrays)."""
+            board: dict | None = None, data_source: str = "digits test split") -> dict:
+    """Run every path and every analysis; returns the report's data (JSON-ready, no arrays).
+    Without labels (``y`` None) accuracies are None and the bit-width sweep is skipped; the
+    agreement matrix and the per-layer error need no labels."""
     be = backend(device)  # raises early and clearly for --device gpu without a GPU
     want = set(paths) if paths else set(PATH_ORDER)
     unknown = want - set(PATH_ORDER)
     if unknown:
         raise FabformerError(f"unknown report path(s) {', '.join(sorted(unknown))}; valid: {', '.join(PATH_ORDER)}")
     x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y)
+    y = None if y is None else np.asarray(y)
+    if y is None:
+        sweep = False
     cpu = backend("cpu")
     res: dict[str, PathResult] = {}
     con = current()
@@ -469,7 +451,7 @@ def collect(graph, x, y, *, model=None, device: str = "cpu", out_dir=None, rtl_s
         r = res[name]
         d = {"label": PATH_LABEL[name], "status": r.status, **r.info}
         if r.ok:
-            d.update({"accuracy": _accuracy(r.outputs, y), "samples": int(len(r.outputs))})
+            d.update({"accuracy": None if y is None else _accuracy(r.outputs, y), "samples": int(len(r.outputs))})
         else:
             d["accuracy"] = None
         if r.timing:
@@ -478,7 +460,8 @@ def collect(graph, x, y, *, model=None, device: str = "cpu", out_dir=None, rtl_s
     agree = agreement(res)
     fpga = fpga_figures(design, res["rtl"].info if "rtl" in res and res["rtl"].ok else None, board)
     data = {
-        "graph": graph.name, "samples": int(len(y)), "device": be.name,
+        "graph": graph.name, "samples": int(len(x)), "data": data_source, "labels": y is not None,
+        "device": be.name,
         "paths": paths_out, "agreement": agree,
         "layers": layer_trace(graph, x[: min(len(x), 200)]),
         "size": {**graph.weight_stats(), "macs": graph.macs(), **fpga.get("resources", {})},
@@ -516,7 +499,8 @@ def tables(data: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
     rows = []
     for name, p in data["paths"].items():
         rows.append([name, p["label"], _pct(p.get("accuracy")), str(p.get("samples", "—")), p["status"]])
-    out.append(("Accuracy", f"digits test split, {data['samples']} samples (RTL on a subset).",
+    out.append(("Accuracy", f"{data.get('data', 'digits test split')}, {data['samples']} samples (RTL on a subset)"
+                + ("." if data.get("labels", True) else "; no labels: accuracy not available, see agreement."),
                 ["path", "what", "accuracy", "samples", "status"], rows))
     rows = [[r["a"], r["b"], str(r["samples"]), _pct(r["argmax"]), f"{r['max_abs_dlogit']:.6g}",
              f"{r['mean_abs_dlogit']:.6g}", "yes" if r["bit_exact"] else "no"] for r in data["agreement"]]
@@ -720,18 +704,21 @@ def write(data: dict, out_dir) -> dict:
     return data
 
 
-def make_report(graph, out_dir, *, model=None, samples: int | None = None, device: str = "cpu", **kw) -> dict:
-    """Run every path on the digits test split (first ``samples``) and write the report."""
-    from fabformer.apps.data import digits
-    d = digits()
-    x, y = d.x_test, d.y_test
-    if samples:
-        x, y = x[:samples], y[:samples]
-    kw.setdefault("calibration", d.x_train)
+def make_report(graph, out_dir, *, model=None, samples: int | None = None, device: str = "cpu", data=None,
+                **kw) -> dict:
+    """Run every path on ``data`` (:class:`fabformer.apps.data.Data`; default: the digits test split
+    of the shipped example), first ``samples``, and write the report."""
+    from fabformer.apps.data import data_for, digits, is_digits_example
+    d = (data or data_for(graph, None, None, need="labels")).head(samples)
+    x, y = d.x, d.y
+    if is_digits_example(graph):
+        kw.setdefault("calibration", digits().x_train)
+    else:
+        kw.setdefault("calibration", x)
     be = backend(device)  # clear error before any slow work
     del be
     out_dir = Path(out_dir)
     from fabformer.outdir import prepare_dir
     prepare_dir(out_dir)
-    data = collect(graph, x, y, model=model, device=device, out_dir=out_dir, **kw)
+    data = collect(graph, x, y, model=model, device=device, out_dir=out_dir, data_source=d.source, **kw)
     return write(data, out_dir)

@@ -71,8 +71,7 @@ def _resources(used: dict, available: dict) -> dict:
 
 
 def _over(used: dict, available: dict) -> list[str]:
-    return [f"{k.upper()} {used[k]} > {available[k]}" for k in RESOURCE_KINDS
-            if used.get(k) is not None and available.get(k) is not None and used[k] > available[k]]
+    return flow.over_budget({k: used.get(k) for k in RESOURCE_KINDS}, available)
 
 
 def build(graph, board: str, out, *, clock_mhz: float | None = None, parallelism=None, baud: int = DEFAULT_BAUD,

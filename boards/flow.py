@@ -119,9 +119,9 @@ def _watch(proc, stage: str, cwd: Path, poll_s: float = 1.0) -> int:
     return code
 
 
-def _tell_over(counts: dict, available: dict, folder: Path) -> None:
-    """Tell the progress hook (stage "note", done) that synthesis shows the design too big to place."""
-    over = [f"{k.upper()} {counts[k]} > {available[k]}" for k in counts if counts[k] > available[k]]
+def _tell_over(over: list[str], folder: Path) -> None:
+    """Tell the progress hook (stage "note", done) that synthesis shows the design too big to place
+    (``over``: :func:`over_budget`'s list)."""
     if over and _progress_hook is not None:
         _progress_hook("note", f"too big for the device after synthesis ({', '.join(over)}): not placed",
                        True, folder)
@@ -192,15 +192,21 @@ def synth_commands(family: str, opts: str = "", top: str = "top") -> list[str]:
             f"synth_ecp5 {opts}-top {top} -run map_cells:"]
 
 
-def _rewrite_synth(ys: Path, family: str, opts: str) -> None:
-    lines = ys.read_text().splitlines()
-    out = []
-    for ln in lines:
-        if ln.strip().startswith(f"synth_{family}"):
-            out += synth_commands(family, opts)
-        else:
-            out.append(ln)
-    ys.write_text("\n".join(out) + "\n")
+def synth_script(family: str, opts: str = "", top: str = "top", reads=("read_rtlil top.il",),
+                 stat: str = "top.stat.json", netlist: str | None = "top.json") -> str:
+    """The one yosys script of every synthesis fabformer runs (boards, bare parts, explore):
+    read the design, :func:`synth_commands`, write the cell statistics (``stat``) and the
+    netlist for nextpnr (``netlist``, None for synthesis-only runs)."""
+    lines = [*reads, *synth_commands(family, opts, top), f"tee -q -o {stat} stat -json"]
+    if netlist:
+        lines.append(f"write_json {netlist}")
+    return "\n".join(lines) + "\n"
+
+
+def over_budget(used: dict, available: dict) -> list[str]:
+    """``["DSP 185 > 156", ...]``: every resource kind whose use exceeds what the device has."""
+    return [f"{k.upper()} {used[k]} > {available[k]}" for k in used
+            if used.get(k) is not None and available.get(k) is not None and used[k] > available[k]]
 
 
 # -- open flow for a board ----------------------------------------------------------
@@ -224,7 +230,8 @@ def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed: int =
         nextpnr_opts=f"--seed {seed} --report top.report.json --timing-allow-fail")
     build_dir = Path(build_dir)
     plan.extract(str(build_dir))
-    _rewrite_synth(build_dir / "top.ys", platform.family, platform.synth_opts)
+    reads = [ln for ln in (build_dir / "top.ys").read_text().splitlines() if ln.startswith("read_")]
+    (build_dir / "top.ys").write_text(synth_script(platform.family, platform.synth_opts, reads=reads))
     script = plan.files["build_top.sh"]
     script = script if isinstance(script, str) else script.decode()
     cmds = [ln for ln in script.splitlines() if ln.startswith('"$')]
@@ -241,9 +248,9 @@ def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed: int =
     skipped = False
     stat = build_dir / "top.stat.json"
     if ok and stat.exists():
-        counts = yosys_counts(json.loads(stat.read_text()), platform.family)
-        skipped = any(counts[k] > platform.available[k] for k in counts)
-        _tell_over(counts, platform.available, build_dir)
+        over = over_budget(yosys_counts(json.loads(stat.read_text()), platform.family), platform.available)
+        skipped = bool(over)
+        _tell_over(over, build_dir)
     if ok and not skipped:
         for c in cmds[1:]:
             if _run(["sh", "-c", c], build_dir, env, log, _stage_of(c)) != 0:
@@ -304,9 +311,7 @@ def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed: int = 
     ports = [top.clk, top.rst, shell.rx, shell.tx, shell.led_alive, shell.led_busy]
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / "top.il").write_text(rtlil.convert(top, name="top", ports=ports))
-    synth = "\n".join(synth_commands(target.family, target.synth_opts))
-    (build_dir / "top.ys").write_text(
-        f"read_rtlil top.il\n{synth}\ntee -q -o top.stat.json stat -json\nwrite_json top.json\n")
+    (build_dir / "top.ys").write_text(synth_script(target.family, target.synth_opts))
     log = build_dir / "build.log"
     log.write_text("")
     est = precheck(build_dir, target)
@@ -319,9 +324,9 @@ def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed: int = 
     stat = build_dir / "top.stat.json"
     skipped = False
     if ok and stat.exists():  # do not place a design that synthesis already shows too big
-        counts = yosys_counts(json.loads(stat.read_text()), target.family)
-        skipped = any(counts[k] > target.available[k] for k in counts)
-        _tell_over(counts, target.available, build_dir)
+        over = over_budget(yosys_counts(json.loads(stat.read_text()), target.family), target.available)
+        skipped = bool(over)
+        _tell_over(over, build_dir)
         ok = not skipped
     if ok:
         common = ["--json", "top.json", "--freq", f"{clock_mhz:g}", "--seed", str(seed), "--report",

@@ -1,7 +1,7 @@
 """Simulate the UART shell around a design with cocotb and check it against golden.
 
-The cocotb runner is called from :func:`_simulate` only, so the simulator
-choice lives in one place.
+The simulation goes through ``fabformer.sim.runner`` (the one module that drives
+the cocotb runner); the simulator choice lives in :func:`_simulator`.
 """
 from __future__ import annotations
 
@@ -52,15 +52,9 @@ def _simulator() -> str:
 
 def _simulate(sources: list[Path], build_dir: Path, env: dict) -> None:
     """Run the cocotb testbench ``fabformer.boards.tb_shell`` on ``shell_top``."""
-    try:
-        from fabformer.sim.runner import get_runner  # the project's runner, when it exists
-    except ImportError:
-        from cocotb_tools.runner import get_runner
-    runner = get_runner(_simulator())
-    runner.build(sources=[str(s) for s in sources], hdl_toplevel="shell_top", build_dir=str(build_dir),
-                 always=True, timescale=("1ns", "1ps"))
-    runner.test(hdl_toplevel="shell_top", test_module="fabformer.boards.tb_shell", build_dir=str(build_dir),
-                extra_env=env)
+    from fabformer.sim.runner import run_testbench
+    build_dir.mkdir(parents=True, exist_ok=True)
+    run_testbench(sources, "shell_top", "fabformer.boards.tb_shell", build_dir, _simulator(), env)
 
 
 def simulate_shell(design, graph, x, build_dir, divisor: int = 4) -> dict:

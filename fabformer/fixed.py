@@ -68,8 +68,12 @@ class FixedType:
             raise FabformerError(f"FixedType frac must be an integer, not {self.frac!r}")
         if self.width > 128:
             raise FabformerError(f"FixedType width {self.width} is above the maximum of 128 bits")
-        object.__setattr__(self, "rounding", Rounding(self.rounding))
-        object.__setattr__(self, "overflow", Overflow(self.overflow))
+        for name, enum_cls in (("rounding", Rounding), ("overflow", Overflow)):
+            try:
+                object.__setattr__(self, name, enum_cls(getattr(self, name)))
+            except ValueError:
+                raise FabformerError(f"FixedType {name} must be one of {', '.join(e.value for e in enum_cls)}, "
+                                     f"not {getattr(self, name)!r}") from None
 
     # -- range ---------------------------------------------------------------
     @property
@@ -127,8 +131,23 @@ class FixedType:
                 "rounding": self.rounding.value, "overflow": self.overflow.value}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FixedType":
-        return cls(int(d["width"]), int(d["frac"]), bool(d["signed"]), d["rounding"], d["overflow"])
+    def from_dict(cls, d: dict, where: str = "type") -> "FixedType":
+        """A type from its :meth:`to_dict` form, checked strictly (``where`` names it in errors)."""
+        keys = ("width", "frac", "signed", "rounding", "overflow")
+        if not isinstance(d, dict):
+            raise FabformerError(f"{where}: a fixed-point type is an object with keys {', '.join(keys)}, not {d!r}")
+        missing = [k for k in keys if k not in d]
+        if missing:
+            raise FabformerError(f"{where}: fixed-point type lacks {', '.join(missing)}; keys: {', '.join(keys)}")
+        for k in ("width", "frac"):
+            if not isinstance(d[k], int) or isinstance(d[k], bool):
+                raise FabformerError(f"{where}: {k} must be an integer, not {d[k]!r}")
+        if not isinstance(d["signed"], bool):
+            raise FabformerError(f"{where}: signed must be true or false, not {d['signed']!r}")
+        try:
+            return cls(d["width"], d["frac"], d["signed"], d["rounding"], d["overflow"])
+        except FabformerError as e:
+            raise FabformerError(f"{where}: {e}") from None
 
 
 # -- bit growth ---------------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 from .errors import FabformerError
 from .fixed import FixedType, dequantize, quantize_float, requantize, _xp
 from . import ir, registry
+from .vectors import as_batch
 
 registry.declare("golden", "the bit-exact golden model (fabformer.golden)")
 registry.declare("float", "the same graph in float (fabformer.golden, predict mode='float')")
@@ -272,16 +273,8 @@ def run(g, x, trace: bool = False, mode: str = "int"):
     if mode not in ("int", "float"):
         raise FabformerError(f"predict mode must be 'int' or 'float', not {mode!r}")
     table = GOLDEN if mode == "int" else FLOAT
-    xp = _xp(x) if not isinstance(x, (list, tuple)) else np
-    x = xp.asarray(x, dtype=xp.float64)
-    (inp,) = g.inputs
-    exp_shape = g.tensors[inp].shape
-    if tuple(x.shape[1:]) != tuple(exp_shape):
-        if tuple(x.shape) == tuple(exp_shape):
-            x = xp.reshape(x, (1,) + tuple(exp_shape))
-        else:
-            raise FabformerError(f"input {inp!r} expects shape (batch, {', '.join(map(str, exp_shape))}), "
-                                 f"got {tuple(x.shape)}")
+    x = as_batch(g, x, None if isinstance(x, (list, tuple)) else _xp(x))
+    xp = _xp(x)
     for n in g.nodes:
         registry.get(n, "golden" if mode == "int" else "float")  # a clear error for an op kind without one
     if trace or x.shape[0] <= CHUNK or not isinstance(x, np.ndarray):  # GPUs want one big batch

@@ -29,7 +29,7 @@ from .fixed import FixedType, accum_type, add_type, mul_type
 __all__ = [
     "Tensor", "Table", "Op", "Quantize", "Dense", "MatMul", "SplitHeads", "MergeHeads",
     "Add", "Relu", "Lookup", "Softmax", "LayerNorm", "Flatten", "GlobalAvgPool",
-    "Requantize", "Graph", "OPS", "load", "ilog2_bound",
+    "Requantize", "Graph", "OPS", "load", "is_graph_file", "ilog2_bound",
 ]
 
 FORMAT_VERSION = 1
@@ -37,12 +37,19 @@ MAX_TENSOR_BITS = 32  # widest tensor element
 MAX_ACC_BITS = 62  # widest intermediate (exact in int64)
 
 
-def _int_array(a) -> np.ndarray:
-    a = np.asarray(a)
-    if a.dtype.kind not in "iu":
-        if a.size and not np.all(np.floor(a) == a):
-            raise FabformerError("constants must be integer mantissas, not floats")
-        a = a.astype(np.int64)
+def _int_array(a, where: str = "constant") -> np.ndarray:
+    try:
+        a = np.asarray(a)
+    except ValueError as e:  # ragged nested lists
+        raise FabformerError(f"{where}: not a rectangular array of integers ({e})") from None
+    if a.dtype.kind == "b" or a.dtype.kind not in "iuf":
+        raise FabformerError(f"{where}: constants must be integer mantissas, got {a.dtype} values")
+    if a.dtype.kind == "f":
+        if a.size and not (np.all(np.isfinite(a)) and np.all(np.floor(a) == a)):
+            bad = a.reshape(-1)[~(np.isfinite(a.reshape(-1)) & (np.floor(a.reshape(-1)) == a.reshape(-1)))][0]
+            raise FabformerError(f"{where}: constants must be integer mantissas, not {bad!r}")
+        if a.size and np.max(np.abs(a)) >= 2.0 ** 63:
+            raise FabformerError(f"{where}: constant mantissas must fit in 64 bits")
     return np.ascontiguousarray(a.astype(np.int64))
 
 
@@ -90,9 +97,15 @@ class Table:
                 "out_type": self.out_type.to_dict(), "values": self.values.tolist()}
 
     @classmethod
-    def from_dict(cls, d):
-        return cls(d["function"], int(d["shift"]), int(d["offset"]),
-                   FixedType.from_dict(d["out_type"]), np.asarray(d["values"], dtype=np.int64))
+    def from_dict(cls, d, where: str = "table"):
+        keys = ("function", "shift", "offset", "out_type", "values")
+        if not isinstance(d, dict) or any(k not in d for k in keys):
+            raise FabformerError(f"{where}: a table is an object with keys {', '.join(keys)}")
+        for k in ("shift", "offset"):
+            if not isinstance(d[k], int) or isinstance(d[k], bool):
+                raise FabformerError(f"{where}: {k} must be an integer, not {d[k]!r}")
+        return cls(str(d["function"]), d["shift"], d["offset"], FixedType.from_dict(d["out_type"], f"{where} out_type"),
+                   _int_array(d["values"], f"{where} values"))
 
     def problems(self, where: str) -> list[str]:
         p = []
@@ -156,21 +169,52 @@ class Op:
         return d
 
     @staticmethod
-    def from_dict(d: dict) -> "Op":
+    def from_dict(d: dict, where: str = "node") -> "Op":
+        """An op from its :meth:`to_dict` form, every field checked (``where`` names it in errors)."""
+        if not isinstance(d, dict):
+            raise FabformerError(f"{where}: a node is an object with a kind and its fields, not {d!r}")
         cls = OPS.get(d.get("kind"))
         if cls is None:
-            raise FabformerError(f"unknown op kind {d.get('kind')!r}; valid kinds: {', '.join(sorted(OPS))}")
+            raise FabformerError(f"{where}: unknown op kind {d.get('kind')!r}; valid kinds: {', '.join(sorted(OPS))}")
+        if isinstance(d.get("name"), str):
+            where = f"{where} {d['name']!r} ({cls.kind})"
+        names = [f.name for f in fields(cls)]
+        missing = [k for k in names if k not in d]
+        if missing:
+            raise FabformerError(f"{where}: missing field(s) {', '.join(missing)}; a {cls.kind} node has "
+                                 f"{', '.join(names)}")
+        unknown = sorted(set(d) - set(names) - {"kind"})
+        if unknown:
+            raise FabformerError(f"{where}: unknown field(s) {', '.join(unknown)}; a {cls.kind} node has "
+                                 f"{', '.join(names)}")
         kw = {}
         for f in fields(cls):
             v = d[f.name]
+            at = f"{where} field {f.name!r}"
             if isinstance(v, dict) and "data" in v:
-                v = np.asarray(v["data"], dtype=np.int64).reshape(v["shape"])
+                shape = v.get("shape")
+                if not isinstance(shape, list) or not all(isinstance(k, int) and k >= 0 for k in shape):
+                    raise FabformerError(f"{at}: shape must be a list of sizes, not {shape!r}")
+                arr = _int_array(v["data"], at).reshape(-1)
+                if arr.size != int(np.prod(shape)):
+                    raise FabformerError(f"{at}: {arr.size} values for shape {shape} "
+                                         f"({int(np.prod(shape))} expected)")
+                v = arr.reshape(shape)
             elif isinstance(v, dict) and "fixed" in v:
-                v = FixedType.from_dict(v["fixed"])
+                v = FixedType.from_dict(v["fixed"], at)
             elif isinstance(v, dict) and "table" in v:
-                v = Table.from_dict(v["table"])
+                v = Table.from_dict(v["table"], at)
+            elif f.name in ("name", "output") and not isinstance(v, str):
+                raise FabformerError(f"{at}: must be a string, not {v!r}")
+            elif f.name == "inputs" and not (isinstance(v, list) and all(isinstance(i, str) for i in v)):
+                raise FabformerError(f"{at}: must be a list of tensor names, not {v!r}")
+            elif isinstance(v, dict):
+                raise FabformerError(f"{at}: unexpected object {v!r}")
             kw[f.name] = v
-        return cls(**kw)
+        try:
+            return cls(**kw)
+        except FabformerError as e:
+            raise FabformerError(f"{where}: {e}") from None
 
 
 @registry.op_kind
@@ -500,7 +544,14 @@ OPS: dict[str, type[Op]] = registry.op_kinds()  # every op kind above, by its ``
 # ------------------------------------------------------------------------------
 @dataclass
 class Graph:
-    """An ordered list of ops joined by named, typed tensors."""
+    """An ordered list of ops joined by named, typed tensors.
+
+    A graph is built (``add_input``, ``add``, ``outputs``) and then verified;
+    :meth:`verify` freezes it: from then on it is immutable (its containers are
+    read-only and setting an attribute raises).  A changed graph is a new one:
+    :meth:`with_` / :meth:`with_meta` return a verified copy, :meth:`edit` a
+    mutable draft copy to build on.
+    """
 
     name: str
     tensors: dict = field(default_factory=dict)
@@ -509,13 +560,65 @@ class Graph:
     outputs: list = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        object.__setattr__(self, "_frozen", False)
+        self.tensors, self.nodes = dict(self.tensors), list(self.nodes)
+        self.inputs, self.outputs, self.meta = list(self.inputs), list(self.outputs), dict(self.meta)
+
+    def __setattr__(self, key, value):
+        if getattr(self, "_frozen", False):
+            raise FabformerError(f"graph {self.name!r} is immutable once verified (cannot set {key!r}); "
+                                 f"make a changed copy with graph.with_(...), graph.with_meta(...) or graph.edit()")
+        object.__setattr__(self, key, value)
+
+    def _building(self, what: str) -> None:
+        if self._frozen:
+            raise FabformerError(f"graph {self.name!r} is immutable once verified (cannot {what}); "
+                                 f"build on a draft copy: graph.edit()")
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def _freeze(self) -> None:
+        from types import MappingProxyType
+        for k, v in (("tensors", MappingProxyType(dict(self.tensors))), ("nodes", tuple(self.nodes)),
+                     ("inputs", tuple(self.inputs)), ("outputs", tuple(self.outputs)),
+                     ("meta", MappingProxyType(dict(self.meta)))):
+            object.__setattr__(self, k, v)
+        object.__setattr__(self, "_frozen", True)
+
+    def edit(self) -> "Graph":
+        """A mutable draft copy (same ops, tensors and meta) to change and verify."""
+        return Graph(self.name, dict(self.tensors), list(self.nodes), list(self.inputs), list(self.outputs),
+                     dict(self.meta))
+
+    def with_(self, **changes) -> "Graph":
+        """A verified copy with some fields changed (``name``, ``tensors``, ``nodes``, ``inputs``,
+        ``outputs``, ``meta``)."""
+        valid = ("name", "tensors", "nodes", "inputs", "outputs", "meta")
+        bad = sorted(set(changes) - set(valid))
+        if bad:
+            raise FabformerError(f"graph fields {bad} do not exist; valid: {', '.join(valid)}")
+        d = self.edit()
+        for k, v in changes.items():
+            object.__setattr__(d, k, v)
+        d.__post_init__()
+        return d.verify()
+
+    def with_meta(self, **meta) -> "Graph":
+        """A verified copy whose ``meta`` has these keys added or changed."""
+        return self.with_(meta={**self.meta, **meta})
+
     # building ----------------------------------------------------------------
     def add_input(self, name: str, shape) -> str:
+        self._building("add an input")
         self.tensors[name] = Tensor(name, tuple(int(s) for s in shape), None)
         self.inputs.append(name)
         return name
 
     def add(self, op: Op, out_type: FixedType | None) -> str:
+        self._building(f"add node {op.name!r}")
         shapes = [self.tensors[i].shape for i in op.inputs]
         self.tensors[op.output] = Tensor(op.output, tuple(int(s) for s in op.out_shape(shapes)), out_type)
         self.nodes.append(op)
@@ -537,9 +640,11 @@ class Graph:
         return None
 
     def replace(self, old: Op, new: Op) -> None:
+        self._building(f"replace node {old.name!r}")
         self.nodes[self.nodes.index(old)] = new
 
     def retype(self, tensor: str, t: FixedType) -> None:
+        self._building(f"retype tensor {tensor!r}")
         self.tensors[tensor] = Tensor(tensor, self.tensors[tensor].shape, t)
 
     # checking ----------------------------------------------------------------
@@ -595,14 +700,19 @@ class Graph:
         for o in self.outputs:
             if o not in known:
                 p.append(f"graph output {o!r} is never produced")
+            elif o in self.tensors and self.tensors[o].type is None:
+                p.append(f"graph output {o!r} is a float graph input; an output must be a fixed-point tensor")
         if not self.outputs:
             p.append("graph has no outputs")
         return p
 
     def verify(self) -> "Graph":
+        """Raise :class:`GraphError` with every problem; else freeze the graph and return it."""
         p = self.problems()
         if p:
             raise GraphError(p)
+        if not self._frozen:
+            self._freeze()
         return self
 
     # analysis ----------------------------------------------------------------
@@ -642,31 +752,67 @@ class Graph:
     def to_dict(self) -> dict:
         return {
             "format": "fabformer-graph", "version": FORMAT_VERSION, "name": self.name,
-            "inputs": list(self.inputs), "outputs": list(self.outputs), "meta": self.meta,
+            "inputs": list(self.inputs), "outputs": list(self.outputs), "meta": dict(self.meta),
             "tensors": [{"name": t.name, "shape": list(t.shape),
                          "type": t.type.to_dict() if t.type else None} for t in self.tensors.values()],
             "nodes": [n.to_dict() for n in self.nodes],
         }
 
     def save(self, path) -> Path:
+        """Write the graph as JSON; an existing file is replaced only if it is a fabformer graph file."""
         path = Path(path)
         self.verify()
+        if path.exists():
+            if path.is_dir():
+                raise FabformerError(f"cannot save the graph to {str(path)!r}: it is a folder")
+            if not is_graph_file(path):
+                raise FabformerError(f"refusing to overwrite {str(path)!r}: it exists and is not a fabformer graph "
+                                     f"file; choose a new path")
         path.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
         return path
 
     @classmethod
     def from_dict(cls, d: dict) -> "Graph":
+        if not isinstance(d, dict):
+            raise FabformerError(f"not a fabformer graph file (a JSON object with format: fabformer-graph expected, "
+                                 f"got {type(d).__name__})")
         if d.get("format") != "fabformer-graph":
             raise FabformerError("not a fabformer graph file (missing format: fabformer-graph)")
         if d.get("version") != FORMAT_VERSION:
             raise FabformerError(f"graph file version {d.get('version')!r} is not supported; "
                                  f"this fabformer reads version {FORMAT_VERSION}")
+        for k, kind in (("name", str), ("inputs", list), ("outputs", list), ("tensors", list), ("nodes", list)):
+            if not isinstance(d.get(k), kind):
+                raise FabformerError(f"graph file: field {k!r} must be a {'string' if kind is str else 'list'}, "
+                                     f"not {d.get(k)!r}")
+        for k in ("inputs", "outputs"):
+            if not all(isinstance(v, str) for v in d[k]):
+                raise FabformerError(f"graph file: {k} must be tensor names, not {d[k]!r}")
+        if not isinstance(d.get("meta", {}), dict):
+            raise FabformerError(f"graph file: meta must be an object, not {d.get('meta')!r}")
         g = cls(d["name"], inputs=list(d["inputs"]), outputs=list(d["outputs"]), meta=d.get("meta", {}))
-        for t in d["tensors"]:
+        for k, t in enumerate(d["tensors"]):
+            where = f"tensor {k}"
+            if not isinstance(t, dict) or not isinstance(t.get("name"), str) or "shape" not in t or "type" not in t:
+                raise FabformerError(f"graph file: {where} must be an object with name, shape and type, not {t!r}")
+            where = f"tensor {t['name']!r}"
+            if not isinstance(t["shape"], list) or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                                                           for s in t["shape"]):
+                raise FabformerError(f"graph file: {where}: shape must be a list of positive sizes, not {t['shape']!r}")
             g.tensors[t["name"]] = Tensor(t["name"], tuple(t["shape"]),
-                                          FixedType.from_dict(t["type"]) if t["type"] else None)
-        g.nodes = [Op.from_dict(n) for n in d["nodes"]]
+                                          FixedType.from_dict(t["type"], where) if t["type"] is not None else None)
+        g.nodes = [Op.from_dict(n, f"graph file: node {k}") for k, n in enumerate(d["nodes"])]
         return g.verify()
+
+
+def is_graph_file(path) -> bool:
+    """Whether ``path`` is a file fabformer wrote with :meth:`Graph.save`."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+        return b'"format": "fabformer-graph"' in head and head.lstrip()[:1] == b"{"
+    except OSError:
+        return False
 
 
 def load(path) -> Graph:
@@ -676,6 +822,11 @@ def load(path) -> Graph:
         raise FabformerError(f"graph file {str(path)!r} does not exist")
     try:
         d = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FabformerError(f"graph file {str(path)!r} is not valid JSON: {e}") from None
-    return Graph.from_dict(d)
+    try:
+        return Graph.from_dict(d)
+    except GraphError:
+        raise
+    except FabformerError as e:
+        raise FabformerError(f"graph file {str(path)!r}: {e}") from None

@@ -27,7 +27,7 @@ def requantize_weights(graph: Graph, bits: int) -> Graph:
     round to nearest); biases are re-rounded only where the new product grid is coarser."""
     if not isinstance(bits, int) or bits < 2 or bits > 16:
         raise FabformerError(f"weight bits must be an integer in 2..16, not {bits!r}")
-    g = Graph.from_dict(graph.to_dict())
+    g = graph.edit()
     for n in list(g.nodes):
         if not isinstance(n, Dense):
             continue

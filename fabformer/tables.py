@@ -21,6 +21,9 @@ FLOAT_FUNCTIONS = {
     "tanh": np.tanh,
     "exp": np.exp,
 }
+#: element-wise functions a model's activation may name; each becomes a ``Lookup`` over a
+#: :func:`function_table` (a new table activation: its float function above and its name here)
+ACTIVATIONS = ("gelu", "sigmoid", "tanh")
 
 
 def _erf(x):

@@ -12,7 +12,43 @@ import numpy as np
 
 from .errors import FabformerError
 
-__all__ = ["random_inputs", "golden_io", "hardware_input"]
+__all__ = ["as_batch", "random_inputs", "golden_io", "hardware_input"]
+
+
+def as_batch(graph, x, xp=None):
+    """The one input check of every path (golden, C-simulation, RTL simulation, boards).
+
+    ``x``: an array (NumPy, or a GPU array with ``xp`` its namespace), a Python list, or one
+    sample without the batch axis; any real dtype.  Returns a float64 array
+    ``(batch, *input shape)`` (a batch may be empty).  A wrong shape, a non-numeric value, or
+    NaN/inf (no fixed-point value represents them) raises :class:`FabformerError` naming the
+    input and, for NaN/inf, the first sample that has one.
+    """
+    (name,) = graph.inputs
+    shape = tuple(graph.tensors[name].shape)
+    if xp is None or isinstance(x, (list, tuple)):
+        xp = np
+    try:
+        x = xp.asarray(x, dtype=xp.float64)
+    except (TypeError, ValueError) as e:
+        raise FabformerError(f"input {name!r} must be numbers of shape (batch, {', '.join(map(str, shape))}): "
+                             f"{e}") from None
+    if tuple(x.shape[1:]) != shape:
+        if tuple(x.shape) == shape:
+            x = xp.reshape(x, (1,) + shape)
+        elif tuple(x.shape) == (0,):  # an empty list
+            x = xp.reshape(x, (0,) + shape)
+        else:
+            raise FabformerError(f"input {name!r} expects shape (batch, {', '.join(map(str, shape))}), "
+                                 f"got {tuple(x.shape)}")
+    bad = ~xp.isfinite(x)
+    if bool(xp.any(bad)):
+        per_sample = xp.any(xp.reshape(bad, (x.shape[0], -1)), axis=1)
+        first = int(np.argmax(np.asarray(per_sample if xp is np else per_sample.get()
+                                         if hasattr(per_sample, "get") else per_sample)))
+        raise FabformerError(f"input {name!r} sample {first} holds NaN or inf; fixed-point hardware has no "
+                             f"such values (replace them before inference)")
+    return x
 
 
 def random_inputs(g, n: int, seed: int = 0, scale: float = 4.0) -> np.ndarray:

@@ -12,6 +12,7 @@ Keys are snake_case; an unknown key is rejected with the list of valid ones.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -57,7 +58,8 @@ class ConvertConfig:
                     raise ConfigError(f"config {f.name} must be an integer in 2..32, not {v!r}")
         if self.invsqrt_bits % 2:
             raise ConfigError(f"config invsqrt_bits must be even, not {self.invsqrt_bits}")
-        if not isinstance(self.range_margin, (int, float)) or self.range_margin < 1:
+        if (not isinstance(self.range_margin, (int, float)) or isinstance(self.range_margin, bool)
+                or not math.isfinite(self.range_margin) or self.range_margin < 1):
             raise ConfigError(f"config range_margin must be a number >= 1, not {self.range_margin!r}")
         try:
             Rounding(self.rounding)
@@ -86,6 +88,9 @@ class ConvertConfig:
         if d is None:
             return cls()
         valid = [f.name for f in fields(cls)]
+        if not isinstance(d, dict):
+            raise ConfigError(f"a precision config is a JSON object with keys {', '.join(valid)}; "
+                              f"got {type(d).__name__}")
         unknown = sorted(set(d) - set(valid))
         if unknown:
             raise ConfigError(f"unknown config key(s) {', '.join(map(repr, unknown))}; "
@@ -99,7 +104,7 @@ class ConvertConfig:
             raise ConfigError(f"config file {str(p)!r} does not exist")
         try:
             return cls.from_dict(json.loads(p.read_text()))
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file {str(p)!r} is not valid JSON: {e}") from None
 
     def act(self, width: int, frac: int, signed: bool = True) -> FixedType:

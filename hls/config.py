@@ -31,6 +31,10 @@ class HLSConfig:
     def __post_init__(self):
         if not isinstance(self.reuse_factor, int) or self.reuse_factor < 1:
             raise ConfigError(f"reuse_factor must be a positive integer, not {self.reuse_factor!r}")
+        if not isinstance(self.part, str) or not self.part:
+            raise ConfigError(f"part must be a device name such as xcu250-figd2104-2L-e, not {self.part!r}")
+        if not isinstance(self.layer_reuse, dict):
+            raise ConfigError(f"layer_reuse must be a mapping {{node: reuse factor}}, not {self.layer_reuse!r}")
         for k, v in self.layer_reuse.items():
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"layer_reuse[{k!r}] must be a positive integer, not {v!r}")
@@ -44,6 +48,8 @@ class HLSConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "HLSConfig":
         valid = [f.name for f in fields(cls)]
+        if not isinstance(d, dict):
+            raise ConfigError(f"an HLS config is a JSON object with keys {', '.join(valid)}; got {type(d).__name__}")
         unknown = sorted(set(d) - set(valid))
         if unknown:
             raise ConfigError(f"unknown HLS config key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
@@ -51,7 +57,14 @@ class HLSConfig:
 
     @classmethod
     def from_file(cls, path) -> "HLSConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"HLS config file {str(p)!r} does not exist")
+        try:
+            d = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"HLS config file {str(p)!r} is not valid JSON: {e}") from None
+        return cls.from_dict(d)
 
     def to_dict(self) -> dict:
         return asdict(self)

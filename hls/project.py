@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from fabformer import registry
+from fabformer.names import Namer, sanitize
+from fabformer.vectors import as_batch
 from ..errors import FabformerError
 from ..fixed import dequantize
 from ..ir import Graph, Quantize
@@ -24,7 +26,6 @@ from .emit import ctype
 from .templates import render
 
 INCLUDE_DIR = Path(__file__).resolve().parent / "include"
-_IDENT_BAD = re.compile(r"[^A-Za-z0-9_]")
 
 
 def ap_types_dir() -> Path:
@@ -39,9 +40,6 @@ def ap_types_dir() -> Path:
     return d
 
 
-def _ident(name: str) -> str:
-    s = _IDENT_BAD.sub("_", name)
-    return s if s and not s[0].isdigit() else "_" + s
 
 
 def _const_lines(values: np.ndarray, per_line: int = 16) -> list[str]:
@@ -66,17 +64,15 @@ class _Gen:
 
     def __init__(self, g: Graph, cfg: HLSConfig):
         self.g, self.cfg = g, cfg
-        self.top = cfg.name or _ident(g.name)
+        self.top = cfg.name or sanitize(g.name)
         self.ns = self.top + "_p"
-        used = set()
+        tensor_name = Namer(taken=[self.top, self.ns])
+        self.node_name = Namer()
         self.t = {}
         for name, t in g.tensors.items():
             if t.type is None:
                 continue
-            base = _ident(name)
-            while base in used:
-                base += "_"
-            used.add(base)
+            base = tensor_name(name)
             self.t[name] = _T(name, "t_" + base, "fx_" + base, "N_" + base.upper(), t.size, t.shape, ctype(t.type))
         self.quant = [n for n in g.nodes if isinstance(n, Quantize)]
         for n in g.nodes:
@@ -97,7 +93,7 @@ class _Gen:
             if isinstance(n, Quantize):
                 continue
             e = registry.get(n, "hls")(n, g, self.cfg)
-            cname = "config_" + _ident(n.name)
+            cname = "config_" + self.node_name(n.name)
             ins = [self.t[i] for i in n.inputs]
             io = ([("type", "in_t", ins[0].type)] if len(ins) == 1 else
                   [("type", "in_a_t", ins[0].type), ("type", "in_b_t", ins[1].type)])
@@ -110,7 +106,7 @@ class _Gen:
             ref.setdefault(n.output, dst)
             cargs = [ref[i] for i in n.inputs] + [dst]
             for c in e.consts:
-                cn = f"{c.name}_{_ident(n.name)}"
+                cn = f"{c.name}_{self.node_name(n.name)}"
                 consts.append({"name": cn, "ctype": c.ctype, "size": int(np.asarray(c.values).size),
                                "lines": _const_lines(c.values), "comment": f"{n.name}: {c.name}"})
                 cargs.append(f"{ns}::{cn}")
@@ -154,11 +150,13 @@ class HLSProject:
     def sources(self) -> list[Path]:
         return [self.path / "firmware" / f"{self.top}.cpp", self.path / f"{self.top}_bridge.cpp"]
 
-    def compile(self, build_dir=None) -> Path:
-        """Build the project (g++ -std=c++17 -O2) into a shared library and load it."""
+    def compile(self, build_dir=None) -> "HLSProject":
+        """Build the project (g++) into a shared library and load it; returns the project, so
+        ``hls.write(graph, dir).compile().predict(x)`` reads as one chain."""
         lib, secs = _build([self], Path(build_dir) if build_dir else self.path / "build")
         self.compile_seconds = secs
-        return lib
+        self.library = lib
+        return self
 
     def _attach(self, lib):
         self._lib = lib
@@ -174,14 +172,7 @@ class HLSProject:
         if self._fn is None:
             raise FabformerError(f"HLS project {str(self.path)!r} is not compiled; call compile() first")
         g = self.graph
-        shape = g.tensors[g.inputs[0]].shape
-        x = np.asarray(x, dtype=np.float64)
-        if tuple(x.shape) == tuple(shape):
-            x = x.reshape((1,) + tuple(shape))
-        if tuple(x.shape[1:]) != tuple(shape):
-            raise FabformerError(f"input {g.inputs[0]!r} expects shape (batch, {', '.join(map(str, shape))}), "
-                                 f"got {tuple(x.shape)}")
-        x = np.ascontiguousarray(x)
+        x = np.ascontiguousarray(as_batch(g, x))
         n = x.shape[0]
         y = np.zeros((n, self.out_total), dtype=np.int64)
         self._fn(n, x.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),

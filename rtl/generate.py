@@ -13,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 from fabformer import ir, registry
 from fabformer.errors import FabformerError
 from fabformer.fixed import FixedType
+from fabformer.names import Namer
 from .blocks import (AddBlock, DenseBlock, Fork, MatMulBlock, PoolBlock, ReshapeBlock, RowMap, row_layout,
                      row_shape)
 from .rowfns import make_lookup, make_relu, make_requantize
@@ -76,6 +77,7 @@ class Top(wiring.Component):
                 consumers[t] = consumers.get(t, 0) + 1
         consumers[d.out_tensor] = consumers.get(d.out_tensor, 0) + 1
         taps: dict[str, list] = {}
+        node_name, tensor_name = Namer(taken=["i", "o"]), Namer()
 
         def publish(tensor, port):
             k = consumers.get(tensor, 0)
@@ -85,14 +87,14 @@ class Top(wiring.Component):
             t = d.graph.type_of(tensor)
             rows, cols = row_shape(d.graph.tensors[tensor].shape)
             f = Fork(t, cols, k, d._fork_depths.get(tensor, rows + 2))
-            m.submodules[f"fork_{_ident(tensor)}"] = f
+            m.submodules[f"fork_{tensor_name(tensor)}"] = f
             wiring.connect(m, port, f.i)
             taps[tensor] = [getattr(f, f"o{j}") for j in range(k)]
 
         publish(d.in_tensor, wiring.flipped(self.i))
         for n in d.graph.nodes[d._first:]:
             blk = make_block(n, d.graph, d.parallelism.get(n.name))
-            m.submodules[_ident(blk.name)] = blk
+            m.submodules[node_name(blk.name)] = blk
             node = d.graph.node(blk.name)
             for pname, tensor in zip(blk.port_names, node.inputs):
                 src = taps[tensor].pop(0)
@@ -102,8 +104,6 @@ class Top(wiring.Component):
         return m
 
 
-def _ident(name: str) -> str:
-    return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
 
 
 @dataclass

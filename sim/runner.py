@@ -73,6 +73,9 @@ def build(design, simulator: str, build_dir=None, waves: bool = False) -> Path:
     digest = hashlib.sha256((text + simulator + str(waves) + " ".join(BUILD_ARGS)).encode()).hexdigest()[:16]
     if build_dir is None:
         build_dir = default_build_root() / f"{getattr(design, 'build_name', design.graph.name)}-{simulator}-{digest}"
+    else:  # a folder the caller names: only a new one, or one fabformer made
+        from fabformer.outdir import prepare_dir
+        prepare_dir(build_dir)
     build_dir = Path(build_dir).resolve()
     stamp = build_dir / "fabformer.stamp"
     if stamp.is_file() and stamp.read_text() == digest:
@@ -145,6 +148,22 @@ def test(simulator: str, build_dir: Path, job_path: Path, waves: bool = False) -
     runner.test(test_module=TEST_MODULE, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog", build_dir=build_dir,
                 test_dir=Path(job_path).parent, extra_env=env, waves=waves, log_file=log,
                 results_xml=str(Path(job_path).with_suffix(".xml")))
+
+
+def run_testbench(sources, toplevel: str, test_module: str, build_dir, simulator: str, extra_env=None) -> None:
+    """Build Verilog ``sources`` and run the cocotb testbench ``test_module`` on ``toplevel``
+    (testbenches other than the design's own, such as the board shell's)."""
+    from cocotb_tools.runner import get_runner
+    check_simulator(simulator)
+    build_dir = Path(build_dir)
+    if simulator == "verilator":
+        verilator_setup(default_build_root() / "bin")
+    runner = get_runner(simulator)
+    args = list(BUILD_ARGS) if simulator == "verilator" else []
+    runner.build(sources=[str(s) for s in sources], hdl_toplevel=toplevel, build_dir=str(build_dir), build_args=args,
+                 always=True, timescale=("1ns", "1ps"), log_file=build_dir / "build.log")
+    runner.test(hdl_toplevel=toplevel, test_module=test_module, build_dir=str(build_dir), extra_env=dict(extra_env or {}),
+                log_file=build_dir / "test.log")
 
 
 # Verilator -Wall warnings that Amaranth's Verilog output raises by construction:

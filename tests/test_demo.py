@@ -159,8 +159,8 @@ def test_flow_reports_each_tool_run_and_its_phase(tmp_path):
     events.clear()
     flow.on_progress(lambda *e: events.append(e))
     try:
-        flow._tell_over({"lut": 10, "dsp": 170}, {"lut": 100, "dsp": 156}, tmp_path)
-        flow._tell_over({"lut": 10, "dsp": 15}, {"lut": 100, "dsp": 156}, tmp_path)  # fits: nothing to tell
+        flow._tell_over(flow.over_budget({"lut": 10, "dsp": 170}, {"lut": 100, "dsp": 156}), tmp_path)
+        flow._tell_over(flow.over_budget({"lut": 10, "dsp": 15}, {"lut": 100, "dsp": 156}), tmp_path)  # fits
     finally:
         flow.on_progress(prev)
     assert events == [("note", "too big for the device after synthesis (DSP 170 > 156): not placed", True, tmp_path)]
@@ -197,11 +197,3 @@ def test_console_without_a_terminal_prints_steps_phases_and_failures(monkeypatch
         pass
     assert quiet.getvalue() == ""
 
-
-def test_demo_graph_must_take_digits(tmp_path, capsys):
-    from fabformer.apps.cli import main
-    from fabformer.apps.testing import classifier_graph
-    g = classifier_graph().save(tmp_path / "c.graph.json")  # input (4, 8)
-    assert main(["demo", "--graph", str(g), "-o", str(tmp_path / "d")]) == 2
-    err = capsys.readouterr().err
-    assert "graph's input must have shape (8, 8), not (4, 8)" in err and "Traceback" not in err

@@ -77,7 +77,7 @@ def test_every_unsupported_layer_is_reported_at_once():
     inp = keras.Input((8, 8))
     h = L.Conv1D(4, 3, name="conv")(inp)
     h = L.LSTM(4, return_sequences=True, name="lstm")(h)
-    h = L.Dense(4, activation="tanh", name="dense_tanh")(h)
+    h = L.Dense(4, activation="selu", name="dense_selu")(h)
     m = keras.Model(inp, L.Flatten()(h))
     with pytest.raises(ConversionError) as e:
         fabformer.convert(m)
@@ -85,7 +85,24 @@ def test_every_unsupported_layer_is_reported_at_once():
     assert "3 problems" in msg
     assert "layer 'conv' (Conv1D): layer type not supported; supported: InputLayer, Dense" in msg
     assert "layer 'lstm' (LSTM): layer type not supported" in msg
-    assert "layer 'dense_tanh' (Dense): activation 'tanh' not supported; supported: linear, relu, gelu, softmax" in msg
+    assert ("layer 'dense_selu' (Dense): activation 'selu' not supported; supported: linear, relu, gelu, sigmoid, "
+            "tanh, softmax") in msg
+
+
+@pytest.mark.parametrize("act", ["gelu", "sigmoid", "tanh"])
+def test_table_activations_match_keras(act):
+    keras = _keras()
+    L = keras.layers
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((8, 8))
+    h = L.Dense(16, activation=act, name="hidden")(inp)
+    m = keras.Model(inp, L.Dense(4, name="out")(L.Flatten()(h)))
+    x = np.random.default_rng(0).uniform(-2, 2, (400, 8, 8))
+    g = fabformer.convert(m, calibration=x)
+    assert any(n.kind == "lookup" and n.table.function == act for n in g.nodes)
+    k = m.predict(x, verbose=0)
+    assert np.mean(np.argmax(g.predict(x), -1) == np.argmax(k, -1)) >= 0.97
+    assert np.max(np.abs(g.predict(x, mode="float") - k)) < 0.05  # only the 8-bit weights differ
 
 
 def test_attention_masks_and_cross_attention_are_refused():

