@@ -128,13 +128,16 @@ def cmd_eval(args) -> int:
 
 
 NEXT_COMMANDS = [
-    ("fabformer convert MODEL.h5 -o my.graph.json", "your Keras/QKeras model to a graph"),
-    ("fabformer hls my.graph.json -o out/my-hls --csim", "Vitis HLS project, C-simulated against golden"),
-    ("fabformer sim my.graph.json -o out/my-rtl", "Verilog, simulated in Verilator against golden"),
+    ("fabformer convert MODEL.h5 -o my.graph.json --data my_data.npz",
+     "your Keras/QKeras model to a graph (my_data.npz: inputs x, labels y)"),
+    ("fabformer eval my.graph.json --data my_data.npz", "accuracy of Keras, float graph and golden"),
+    ("fabformer hls my.graph.json -o out/my-hls --csim --data my_data.npz",
+     "Vitis HLS project, C-simulated against golden"),
+    ("fabformer sim my.graph.json -o out/my-rtl --data my_data.npz", "Verilog, simulated in Verilator against golden"),
     ("fabformer build my.graph.json --board ulx3s-85f -o out/my-board --json > out/my-board.json",
      "bitstream and its figures"),
-    ("fabformer report my.graph.json --board-json out/my-board.json -o out/my-report",
-     "accuracy, speed and size side by side"),
+    ("fabformer report my.graph.json --data my_data.npz --board-json out/my-board.json -o out/my-report",
+     "accuracy, speed and size side by side, with that board"),
 ]
 
 
