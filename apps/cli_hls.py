@@ -1,14 +1,11 @@
 """``fabformer hls``: write a Vitis HLS project for a graph, optionally C-simulate it."""
 from __future__ import annotations
 
-import time
+from fabformer.apps.common import add_data_argument, positive_int
 
 DEMO_ORDER = 20
 DEMO_STEP = "hls"
 DEMO_TITLE = "HLS: C++ project, g++ C-simulation vs golden"
-
-
-from fabformer.apps.common import add_data_argument, positive_int
 
 
 def register(sub) -> None:
@@ -25,40 +22,6 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_hls)
 
 
-def csim(graph, out, config=None, samples=None, data=None) -> dict:
-    """Write, compile and C-simulate ``graph`` on ``data`` (see :func:`fabformer.apps.data.data_for`);
-    compare with golden."""
-    import numpy as np
-    from fabformer.apps.data import data_for
-    from fabformer.hls.project import write
-    d = data_for(graph, data, samples)
-    x = d.x
-    t0 = time.perf_counter()
-    prj = write(graph, out, config, tb_inputs=x[:64])
-    gen_s = time.perf_counter() - t0
-    prj.compile()
-    _, env = graph.predict(x, trace=True)
-    got = prj.predict(x, raw=True)
-    outs = got if isinstance(got, list) else [got]
-    bad = np.zeros(len(x), dtype=bool)
-    first = None
-    for name, o in zip(graph.outputs, outs):
-        diff = (o != np.asarray(env[name])).reshape(len(x), -1)
-        bad |= diff.any(axis=1)
-        if first is None and diff.any():
-            s, i = map(int, np.argwhere(diff)[0])
-            first = {"tensor": name, "sample": s, "index": i,
-                     "expected": int(np.asarray(env[name]).reshape(len(x), -1)[s, i]),
-                     "actual": int(o.reshape(len(x), -1)[s, i])}
-    res = {"project": str(prj.path), "samples": int(len(x)), "inputs": d.source, "bit_exact": not bad.any(),
-           "mismatches": int(bad.sum()), "compile_seconds": round(prj.compile_seconds, 2),
-           "compile_cached": bool(getattr(prj, "compile_cached", False)),
-           "write_seconds": round(gen_s, 3)}
-    if first:
-        res["first_mismatch"] = first
-    return res
-
-
 def _text(r: dict) -> str:
     if "samples" not in r:
         return f"wrote HLS project {r['project']}"
@@ -72,17 +35,23 @@ def _text(r: dict) -> str:
     return s
 
 
+def _csim(graph, out, config=None, samples=None, data=None) -> dict:
+    from fabformer.apps.data import data_for
+    from fabformer.hls import csim
+    d = data_for(graph, data, samples)
+    return {**csim(graph, out, d.x, config), "inputs": d.source}
+
+
 def cmd_hls(args) -> int:
     from fabformer.apps.common import emit
+    from fabformer.hls import HLSConfig, write
     from fabformer.ir import load
-    from fabformer.hls.config import HLSConfig
-    from fabformer.hls.project import write
     g = load(args.graph)
     cfg = HLSConfig.from_file(args.config) if args.config else None
     if args.csim:
         from fabformer.apps.console import current
         with current().step("HLS project, g++ build, C-simulation"):
-            r = csim(g, args.output, cfg, args.samples, args.data)
+            r = _csim(g, args.output, cfg, args.samples, args.data)
     else:
         r = {"project": str(write(g, args.output, cfg).path)}
     emit(args, r, _text(r))
@@ -90,7 +59,7 @@ def cmd_hls(args) -> int:
 
 
 def demo(ctx):
-    r = csim(ctx["graph"], ctx["out"] / "hls", samples=100 if ctx.get("quick") else None)
+    r = _csim(ctx["graph"], ctx["out"] / "hls", samples=100 if ctx.get("quick") else None)
     if not ctx.get("json"):
         print(_text(r))
     return "hls", {k: r[k] for k in ("samples", "bit_exact", "mismatches", "compile_seconds", "compile_cached")}

@@ -1,10 +1,9 @@
-"""``fabformer sim``: generate the RTL of a graph, simulate it in cocotb and compare with golden."""
+"""``fabformer sim``: generate the RTL of a graph, simulate it (cocotb, or a Verilator stream) against golden."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from fabformer.apps.common import add_data_argument, positive_int
+from fabformer.apps.common import add_data_argument
 from fabformer.errors import FabformerError
 
 DEMO_ORDER = 30
@@ -29,52 +28,39 @@ def parse_parallelism(text):
     return out
 
 
-def inputs_for(graph, samples: int, data=None):
-    """``--data``, the digits test split for the shipped example, else random inputs."""
+def inputs_for(graph, samples, data=None):
+    """``--data``, the digits test split for the shipped example, else random inputs; ``samples``
+    is a count or ``"all"`` (the whole data set)."""
     from fabformer.apps.data import data_for
-    d = data_for(graph, data, samples)
+    if samples == "all" and data is None and not _has_data_set(graph):
+        raise FabformerError(f"--samples all needs a data set: give --data FILE (graph {graph.name!r} is not the "
+                             f"shipped digits example), or a number of random samples")
+    d = data_for(graph, data, None if samples == "all" else samples)
     return d.x, d.source
 
 
-def simulate(graph, out_dir, simulator="verilator", samples=20, parallelism=None, waves=False, data=None) -> dict:
-    from fabformer.outdir import prepare_dir
-    from fabformer.rtl import generate
-    from fabformer.sim.api import run
-    if samples < 1:
-        raise FabformerError(f"--samples must be at least 1, not {samples}")
-    out = prepare_dir(out_dir)
-    design = generate(graph, parallelism)
-    vpath = design.write_verilog(out, "top")
-    x, source = inputs_for(graph, samples, data)
-    r = run(design, x, simulator=simulator, waves=waves)
-    res = {
-        "graph": graph.name, "simulator": simulator, "samples": r.samples, "inputs": source,
-        "bit_exact": r.bit_exact, "mismatches": r.mismatches, "first_mismatches": r.mismatch_report[:5],
-        "latency_cycles": r.latency_cycles, "latency_cycles_analytic": design.latency_cycles,
-        "ii_cycles": r.ii_cycles, "ii_cycles_analytic": design.ii_cycles,
-        "multipliers": design.multipliers, "macs": design.macs,
-        "mac_bound_cycles": design.mac_bound_cycles,
-        "simulated_cycles": r.cycles, "cycles_per_second": round(r.cycles_per_second, 1),
-        "verilog": str(vpath), "blocks": design.blocks,
-    }
-    if waves:
-        import shutil
-        found = sorted(Path(r.build_dir).glob("*.fst"))
-        if found:
-            shutil.copy(found[0], out / "waves.fst")
-            res["waves"] = str(out / "waves.fst")
-        else:
-            res["waves"] = None
-    (out / "sim.json").write_text(json.dumps(res, indent=1, sort_keys=True, default=str) + "\n")
-    return res
+def _has_data_set(graph) -> bool:
+    from fabformer.apps.data import is_digits_example
+    return is_digits_example(graph)
+
+
+def parse_samples(text):
+    """argparse type: ``all`` or a positive integer."""
+    import argparse
+    if str(text) == "all":
+        return "all"
+    if str(text).isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"must be a whole number >= 1 or 'all', not {text!r}")
 
 
 def _text(r: dict) -> str:
-    return (f"{r['graph']} on {r['simulator']}: {r['samples']} samples ({r['inputs']}), "
+    return (f"{r['graph']} on {r['simulator']} ({r['mode']}): {r['samples']} samples ({r['inputs']}), "
             f"{'bit-exact' if r['bit_exact'] else str(r['mismatches']) + ' MISMATCHES'}\n"
             f"latency {r['latency_cycles']} cycles (analytic {r['latency_cycles_analytic']}), "
             f"II {r['ii_cycles']:.1f} cycles (analytic {r['ii_cycles_analytic']}), "
-            f"{r['multipliers']} multipliers, MAC bound {r['mac_bound_cycles']:.1f} cycles\n"
+            f"{r['multipliers']} multipliers, MAC bound {r['mac_bound_cycles']:.1f} cycles; "
+            f"{r['simulated_cycles']} cycles simulated in {r['simulation_seconds']} s\n"
             f"Verilog: {r['verilog']}")
 
 
@@ -82,10 +68,14 @@ def cmd_sim(args) -> int:
     from fabformer.apps.common import emit
     from fabformer.ir import load
     from fabformer.apps.console import current
+    from fabformer.sim import simulate
     g = load(args.graph)
-    with current().step(f"RTL simulation: Verilog, {args.simulator} build, {args.samples} samples"):
-        r = simulate(g, args.output, args.simulator, args.samples, parse_parallelism(args.parallelism), args.waves,
-                     args.data)
+    samples = args.samples
+    mode = args.mode or ("stream" if samples == "all" and args.simulator == "verilator" else "cocotb")
+    x, source = inputs_for(g, samples, args.data)
+    with current().step(f"RTL simulation: Verilog, {args.simulator} build, {samples} samples ({mode})"):
+        r = simulate(g, args.output, x, args.simulator, parse_parallelism(args.parallelism), args.waves, mode=mode,
+                     source=source, progress=_progress)
     emit(args, r, _text(r))
     return 0 if r["bit_exact"] else 1
 
@@ -95,17 +85,29 @@ def register(sub) -> None:
     p.add_argument("graph")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
-    p.add_argument("--samples", type=positive_int, default=20, help="samples simulated (default 20)")
+    p.add_argument("--samples", default=20, type=parse_samples,
+                   help="number of samples (default 20), or 'all' (the whole data set; default mode stream)")
     add_data_argument(p, "inputs (default: the digits test split for the shipped example, else random inputs)")
+    p.add_argument("--mode", choices=["cocotb", "stream"],
+                   help="cocotb: cocotb testbench with random stalls; stream: Verilator C++ testbench streaming "
+                        "the inputs from files, every output checked in the simulator (default: stream for "
+                        "--samples all on Verilator, else cocotb)")
     p.add_argument("--parallelism", help="multipliers per matmul-like block: an integer or node=int,...")
     p.add_argument("--waves", action="store_true", help="record waveforms (FST)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sim)
 
 
+def _progress(msg: str) -> None:
+    """The simulator's progress messages: the running step's phase (see fabformer.apps.console)."""
+    from fabformer.apps.console import current
+    current().note(msg)
+
+
 def demo(ctx) -> tuple[str, dict]:
-    n = 5 if ctx.get("quick") else 20
-    r = simulate(ctx["graph"], Path(ctx["out"]) / "rtl", "verilator", n)
+    from fabformer.sim import simulate
+    x, source = inputs_for(ctx["graph"], 5 if ctx.get("quick") else 20)
+    r = simulate(ctx["graph"], Path(ctx["out"]) / "rtl", x, "verilator", source=source, progress=_progress)
     if not ctx.get("json"):
         print(_text(r))
     r = {k: v for k, v in r.items() if k != "blocks"}

@@ -88,6 +88,14 @@ class Console:
             self._last_line = time.monotonic()
             (self._progress.console if self._progress else self.rich).print(text, style=style, markup=False)
 
+    def note(self, text: str) -> None:
+        """A progress message from a library: the innermost running step's phase, else a line."""
+        with self._lock:
+            if self._steps:
+                self._steps[-1].update(text)
+            else:
+                self.print(text)
+
     @contextlib.contextmanager
     def step(self, title: str):
         """Show ``title`` while the block runs; a check mark and the elapsed time after it, a cross

@@ -269,11 +269,32 @@ def _run_nodes(g, x, table, xp, keep=None):
     return env
 
 
-def run(g, x, trace: bool = False, mode: str = "int"):
+def run(g, x, trace: bool = False, mode: str = "int", fast: bool = True):
+    """Run graph ``g`` on inputs ``x`` (batch first; one sample without the batch axis is
+    taken as a batch of one).  ``mode="int"``: the bit-exact integer model; ``"float"``:
+    the same graph in float.  With NumPy inputs the integer model runs the graph's
+    precomputed plan (``fabformer.plan``: the same integers, faster), or, for a graph called
+    often, its compiled C kernel (``fabformer.kernel``; see ``Plan.kernel_for``);
+    ``fast=False`` runs the op functions above, the specification, as they are."""
     if mode not in ("int", "float"):
         raise FabformerError(f"predict mode must be 'int' or 'float', not {mode!r}")
+    # the one input check (shape, single sample, lists, dtypes, NaN/inf) of every path
+    x = as_batch(g, x, None if isinstance(x, (list, tuple, np.ndarray)) else _xp(x))
+    if fast and mode == "int" and type(x) is np.ndarray:
+        from .plan import plan_for
+        plan = plan_for(g)
+        if not trace:
+            k = plan.kernel_for(x)
+            if k is not None:
+                outs = [dequantize(m, f) for m, (_, f) in zip(k(x), plan.outputs)]
+                return outs[0] if len(outs) == 1 else outs
+        if trace or x.shape[0] <= PLAN_CHUNK:
+            return plan.run(x, trace)
+        parts = [plan.run(x[i:i + PLAN_CHUNK]) for i in range(0, x.shape[0], PLAN_CHUNK)]
+        if len(g.outputs) == 1:
+            return np.concatenate(parts, axis=0)
+        return [np.concatenate([p[k] for p in parts], axis=0) for k in range(len(g.outputs))]
     table = GOLDEN if mode == "int" else FLOAT
-    x = as_batch(g, x, None if isinstance(x, (list, tuple)) else _xp(x))
     xp = _xp(x)
     for n in g.nodes:
         registry.get(n, "golden" if mode == "int" else "float")  # a clear error for an op kind without one
@@ -288,6 +309,9 @@ def run(g, x, trace: bool = False, mode: str = "int"):
         outs = [env[o] for o in g.outputs]
     out = outs[0] if len(outs) == 1 else outs
     return (out, env) if trace else out
+
+
+PLAN_CHUNK = 256  # samples per pass of the plan (NumPy only; measured faster than 1,024 and whole batches)
 
 
 registry.set_interpreter(run)

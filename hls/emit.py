@@ -24,22 +24,23 @@ def emitter(kind):
 
 
 def ctype(t: FixedType) -> str:
-    """``ap_fixed<W,I,AP_RND,AP_SAT>`` spelling of a type."""
-    base = "ap_fixed" if t.signed else "ap_ufixed"
+    """``fab::fixed_t<W,I,AP_RND,AP_SAT>`` spelling of a type: ``ap_fixed`` in synthesis and the
+    Vitis testbench, a native-integer mantissa in fabformer's C-simulation (``fab_common.h``)."""
+    base = "fab::fixed_t" if t.signed else "fab::ufixed_t"
     return f"{base}<{t.width},{t.integer},AP_{t.rounding.value},AP_{t.overflow.value}>"
 
 
 def mtype(t: FixedType) -> str:
     """The mantissa (integer) type of a fixed-point type."""
-    return f"ap_{'int' if t.signed else 'uint'}<{t.width}>"
+    return f"fab::{'int' if t.signed else 'uint'}_t<{t.width}>"
 
 
 def sint(width: int) -> str:
-    return f"ap_int<{width}>"
+    return f"fab::int_t<{width}>"
 
 
 def uint(width: int) -> str:
-    return f"ap_uint<{width}>"
+    return f"fab::uint_t<{width}>"
 
 
 @dataclass

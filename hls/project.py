@@ -150,10 +150,15 @@ class HLSProject:
     def sources(self) -> list[Path]:
         return [self.path / "firmware" / f"{self.top}.cpp", self.path / f"{self.top}_bridge.cpp"]
 
-    def compile(self, build_dir=None) -> "HLSProject":
-        """Build the project (g++) into a shared library and load it; returns the project, so
-        ``hls.write(graph, dir).compile().predict(x)`` reads as one chain."""
-        lib, secs = _build([self], Path(build_dir) if build_dir else self.path / "build")
+    def compile(self, build_dir=None, native: bool = True) -> "HLSProject":
+        """Build the project (g++ -std=c++17 -O2) into a shared library and load it; returns the
+        project, so ``hls.write(graph, dir).compile().predict(x)`` reads as one chain.
+
+        ``native=True`` (the default) compiles the kernels on native integers
+        (``-DFAB_NATIVE``: ``fab_native.h``); ``native=False`` on the ``ap_int`` /
+        ``ap_fixed`` types that synthesis and the Vitis testbench use.  Both equal
+        the golden model bit for bit (``tests/test_hls.py`` checks both)."""
+        lib, secs = _build([self], Path(build_dir) if build_dir else self.path / "build", native)
         self.compile_seconds = secs
         self.library = lib
         return self
@@ -189,12 +194,13 @@ class HLSProject:
 _GXX_ERR = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):(?:(?P<col>\d+):)? (?:fatal )?error: (?P<msg>.*)$", re.M)
 
 
-def _build(projects: list[HLSProject], build_dir: Path):
+def _build(projects: list[HLSProject], build_dir: Path, native: bool = True):
     """Compile one or more projects into one shared library (one translation unit)."""
     ap = ap_types_dir()
     build_dir = Path(build_dir).resolve()  # g++ runs in the project folder: no relative paths
     build_dir.mkdir(parents=True, exist_ok=True)
-    unity = "".join(f'#include "{s.resolve()}"\n' for p in projects for s in p.sources())
+    unity = ("#define FAB_NATIVE 1\n" if native else "") + "".join(
+        f'#include "{s.resolve()}"\n' for p in projects for s in p.sources())
     digest = hashlib.sha256(unity.encode() + b"".join(
         f.read_bytes() for p in projects for f in sorted((p.path / "firmware").rglob("*.h")) + p.sources()
     )).hexdigest()[:12]
@@ -236,14 +242,15 @@ def _compile_message(stderr: str, log: Path) -> str:
             f"    {line} | {src}\n(full log: {log})")
 
 
-def compile_together(projects: list[HLSProject], build_dir) -> float:
-    """Compile several projects (distinct top names) into one library, one g++ run; returns seconds."""
+def compile_together(projects: list[HLSProject], build_dir, native: bool = True) -> float:
+    """Compile several projects (distinct top names) into one library, one g++ run; returns seconds
+    (``native`` as in :meth:`HLSProject.compile`)."""
     tops = [p.top for p in projects]
     dup = sorted({t for t in tops if tops.count(t) > 1})
     if dup:
         raise FabformerError(f"projects compiled together need distinct top names; repeated: {', '.join(dup)} "
                              f"(set HLSConfig(name=...))")
-    return _build(projects, Path(build_dir))[1]
+    return _build(projects, Path(build_dir), native)[1]
 
 
 def write(graph: Graph, out_dir, config: HLSConfig | dict | None = None, tb_inputs=None) -> HLSProject:

@@ -22,10 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OVERFLOWS = [Overflow.SAT, Overflow.WRAP]
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """Every op graph (saturating and wrapping) and the encoder, compiled in one g++ run."""
-    base = tmp_path_factory.mktemp("hls")
+def _build_all(base, native):
     prjs = {}
     for kind in testing.OP_KINDS:
         for ov in OVERFLOWS:
@@ -33,8 +30,15 @@ def built(tmp_path_factory):
             prjs[kind, ov] = hls.write(g, base / f"{kind}_{ov.value}", {"name": f"op_{kind}_{ov.value.lower()}"})
     g = testing.encoder_graph()
     prjs["encoder"] = hls.write(g, base / "encoder")
-    hls.compile_together(list(prjs.values()), base / "build")
+    hls.compile_together(list(prjs.values()), base / "build", native=native)
     return prjs
+
+
+@pytest.fixture(scope="module", params=["native", "ap_types"])
+def built(request, tmp_path_factory):
+    """Every op graph (saturating and wrapping) and the encoder, compiled in one g++ run: on
+    native integers (fabformer's C-simulation) and on the ap_int / ap_fixed types (synthesis)."""
+    return _build_all(tmp_path_factory.mktemp("hls"), request.param == "native")
 
 
 def _check(prj, x):
@@ -143,9 +147,8 @@ def test_digits_csim_bit_exact(tmp_path):
     fabformer = pytest.importorskip("fabformer")
     from fabformer.apps.cli import load_model
     from fabformer.apps.data import digits
-    from fabformer.apps.cli_hls import csim
     d = digits()
     g = fabformer.convert(load_model(ROOT / "examples" / "digits" / "model_q8.h5"), calibration=d.x_train)
-    r = csim(g, tmp_path / "digits")
+    r = hls.csim(g, tmp_path / "digits", d.x_test)
     assert r["samples"] == 450 == len(d.x_test)
     assert r["bit_exact"] and r["mismatches"] == 0, r

@@ -168,3 +168,71 @@ def test_scoreboard_reports_tensor_index_expected_actual():
         sb.check(r)
     assert sb.complete and len(sb.mismatches) == 1
     assert str(sb.mismatches[0]) == "tensor 'y' sample 1 index (1, 2): expected 10, got -1"
+
+
+# -- the Verilator stream mode (fabformer.sim.bulk): whole data sets, checked in the simulator
+@pytest.fixture(scope="module")
+def stream_results(design_set):
+    from fabformer.sim import bulk
+    out = {}
+    for m in design_set.members[:len(KINDS)]:
+        x = testing.random_inputs(m.graph, 40, seed=m.select)
+        out[m.graph.name] = (bulk.run(m, x), bulk.run(m, x, valid_prob=0.6, ready_prob=0.5, seed=m.select))
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stream_every_op_bit_exact(stream_results, design_set, kind):
+    """Every op kind through the stream testbench (one build of the design set, widest
+    payloads above 64 bits): full rate with the analytic latency and II, and under stalls."""
+    k = KINDS.index(kind)
+    m = design_set.members[k]
+    full, stalled = stream_results[m.graph.name]
+    for r in (full, stalled):
+        assert r.samples == 40 and r.bit_exact and r.mismatches == 0, r.mismatch_report[:3]
+        np.testing.assert_array_equal(r.raw, r.expected_raw)
+    assert full.latency_cycles == m.latency_cycles
+    assert full.ii_cycles == pytest.approx(m.ii_cycles, abs=0.5)
+
+
+def test_stream_stalls_happen(stream_results):
+    """The stalled runs really were stalled (more cycles for most designs, never fewer)."""
+    slower = [s.cycles > f.cycles for f, s in stream_results.values()]
+    assert all(s.cycles >= f.cycles for f, s in stream_results.values())
+    assert sum(slower) >= len(slower) // 2
+
+
+def test_stream_reports_mismatches_found_in_the_simulator(design_set, monkeypatch):
+    """A wrong expectation (one value changed) fails inside the simulator, with the tensor,
+    sample, index, expected and actual value; the build is a cache hit (no recompilation)."""
+    from fabformer.sim import bulk
+    m = design_set.members[KINDS.index("dense")]
+    exe = bulk.build(m)
+    mtime = exe.stat().st_mtime
+    real = bulk.golden_io
+
+    def wrong(design, x):
+        xin, y = real(design, x)
+        y = y.copy()
+        y[2, 1, 3] += 1
+        return xin, y
+    monkeypatch.setattr(bulk, "golden_io", wrong)
+    r = bulk.run(m, testing.random_inputs(m.graph, 5))
+    assert r.mismatches == 1 and not r.bit_exact
+    assert r.mismatch_report[0].startswith(f"tensor {m.out_tensor!r} sample 2 index (1, 3): expected ")
+    assert bulk.build(m) == exe and exe.stat().st_mtime == mtime
+    with pytest.raises(FabformerError, match=r"valid_prob must be in \(0, 1\], not 0"):
+        bulk.run(m, testing.random_inputs(m.graph, 5), valid_prob=0)
+
+
+def test_cli_sim_stream(tmp_path, capsys):
+    from fabformer.apps.cli import main
+    gpath = testing.classifier_graph().save(tmp_path / "c.graph.json")
+    rc = main(["sim", str(gpath), "-o", str(tmp_path / "out"), "--mode", "stream", "--samples", "300", "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0 and res["mode"] == "stream" and res["samples"] == 300 and res["bit_exact"]
+    assert res["latency_cycles"] == res["latency_cycles_analytic"] and res["ii_cycles"] == res["ii_cycles_analytic"]
+    rc = main(["sim", str(gpath), "-o", str(tmp_path / "o2"), "--samples", "all"])
+    assert rc == 2 and "--samples all needs a data set" in capsys.readouterr().err
+    rc = main(["sim", str(gpath), "-o", str(tmp_path / "o3"), "--mode", "stream", "--simulator", "icarus"])
+    assert rc == 2 and "runs on Verilator only" in capsys.readouterr().err

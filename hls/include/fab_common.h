@@ -11,8 +11,27 @@
 
 namespace fab {
 
+template <int A, int B> struct imax { static const int value = A > B ? A : B; };
+template <int A> struct iabs { static const int value = A < 0 ? -A : A; };
+
 // Traits of a storage type: width, frac, signedness, rounding and overflow mode.
 template <class T> struct fx;
+
+}  // namespace fab
+
+#ifdef FAB_NATIVE
+// C-simulation on native integers (fabformer's g++ build defines FAB_NATIVE; synthesis and
+// the Vitis testbench never do): the same kernels, on the types of fab_native.h.
+#include "fab_native.h"
+#else
+
+namespace fab {
+
+// The type names generated code uses: ap_int / ap_uint / ap_fixed / ap_ufixed.
+template <int W> using int_t = ap_int<W>;
+template <int W> using uint_t = ap_uint<W>;
+template <int W, int I, ap_q_mode Q, ap_o_mode O> using fixed_t = ap_fixed<W, I, Q, O>;
+template <int W, int I, ap_q_mode Q, ap_o_mode O> using ufixed_t = ap_ufixed<W, I, Q, O>;
 template <int W, int I, ap_q_mode Q, ap_o_mode O, int N>
 struct fx<ap_fixed<W, I, Q, O, N> > {
     static const int width = W;
@@ -31,9 +50,6 @@ struct fx<ap_ufixed<W, I, Q, O, N> > {
     static const bool sat = (O == AP_SAT);
     typedef ap_uint<W> mant_t;
 };
-
-template <int A, int B> struct imax { static const int value = A > B ? A : B; };
-template <int A> struct iabs { static const int value = A < 0 ? -A : A; };
 
 // The integer mantissa of a fixed-point value (its raw bits, sign-extended).
 template <class T> inline typename fx<T>::mant_t mant(const T &x) {
@@ -133,5 +149,7 @@ template <int SHIFT, long long OFFSET, int SIZE, class V> inline int table_index
 }
 
 }  // namespace fab
+
+#endif  // FAB_NATIVE
 
 #endif

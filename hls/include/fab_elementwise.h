@@ -81,7 +81,7 @@ template <class T> inline T quantize(double x) {
     const double lim = 4611686018427387904.0;  // 2**62
     if (s < -lim) s = -lim;
     if (s > lim) s = lim;
-    ap_int<64> m = (long long)s;
+    int_t<64> m = (long long)s;
     return overflow<T>(m);
 }
 

@@ -68,7 +68,7 @@ row:
 #pragma HLS ARRAY_PARTITION variable=d complete
         typename C::q_t q = C::eps;
         for (int i = 0; i < C::n; i++) {
-            ap_int<C::d_t::width + 1> v = mant(x[r * C::n + i]);
+            int_t<C::d_t::width + 1> v = mant(x[r * C::n + i]);
             v *= C::n;
             v -= S;
             d[i] = v;
