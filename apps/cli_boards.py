@@ -5,6 +5,8 @@ from pathlib import Path
 
 DEMO_ORDER = 40
 DEMO_BOARD = "ulx3s-85f"
+DEMO_STEP = "board"
+DEMO_TITLE = f"board: {DEMO_BOARD} bitstream (synthesis, place and route: about 20 min)"
 
 
 def register(sub) -> None:
@@ -32,14 +34,19 @@ def _text(rep: dict) -> str:
 def cmd_build(args) -> int:
     from fabformer.apps.common import emit
     from fabformer.ir import load
+    from fabformer.apps.console import current
     from fabformer.boards.build import build_arch
     g = load(args.graph)
-    rep = build_arch(g, args.board, args.output, arch=args.arch, clock_mhz=args.clock, parallelism=args.parallelism,
-                     baud=args.baud)
-    text = (rep.get("arch_note", "") + "\n" if rep.get("arch_note") else "") + _text(rep)
+    with current().step(f"build for {args.board}: synthesis, place and route"):
+        rep = build_arch(g, args.board, args.output, arch=args.arch, clock_mhz=args.clock,
+                         parallelism=args.parallelism, baud=args.baud)
+    text = (rep.get("arch_note", "") + "
+" if rep.get("arch_note") else "") + _text(rep)
     if args.listing and rep.get("listing"):
-        text += "\n" + Path(rep["listing"]).read_text().rstrip()
-    emit(args, rep, text + f"\nwrote {Path(args.output) / 'report.md'}")
+        text += "
+" + Path(rep["listing"]).read_text().rstrip()
+    emit(args, rep, text + f"
+wrote {Path(args.output) / 'report.md'}")
     return 0
 
 
@@ -53,5 +60,5 @@ def demo(ctx) -> tuple[str, dict]:
     if not ctx.get("json"):
         print(_text(rep))
     keep = ("board", "bitstream", "fmax_mhz", "clock_mhz", "resources", "latency_cycles", "latency_ns",
-            "throughput_inferences_per_s", "multipliers")
+            "throughput_inferences_per_s", "ii_cycles", "timing_met", "multipliers")
     return "board", {k: rep[k] for k in keep}

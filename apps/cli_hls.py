@@ -4,6 +4,8 @@ from __future__ import annotations
 from fabformer.apps.common import add_data_argument, positive_int
 
 DEMO_ORDER = 20
+DEMO_STEP = "hls"
+DEMO_TITLE = "HLS: C++ project, g++ C-simulation vs golden"
 
 
 def register(sub) -> None:
@@ -25,7 +27,7 @@ def _text(r: dict) -> str:
         return f"wrote HLS project {r['project']}"
     s = (f"wrote HLS project {r['project']}\nC-simulation on {r['samples']} samples ({r['inputs']}): "
          f"{'bit exact' if r['bit_exact'] else 'NOT bit exact'} ({r['mismatches']} mismatching samples), "
-         f"compiled in {r['compile_seconds']} s")
+         + (f"compiled in {r['compile_seconds']} s" if not r.get("compile_cached") else "build reused from the cache"))
     if r.get("first_mismatch"):
         f = r["first_mismatch"]
         s += (f"\nfirst mismatch: {f['tensor']} sample {f['sample']} index {f['index']}: "
@@ -47,7 +49,9 @@ def cmd_hls(args) -> int:
     g = load(args.graph)
     cfg = HLSConfig.from_file(args.config) if args.config else None
     if args.csim:
-        r = _csim(g, args.output, cfg, args.samples, args.data)
+        from fabformer.apps.console import current
+        with current().step("HLS project, g++ build, C-simulation"):
+            r = _csim(g, args.output, cfg, args.samples, args.data)
     else:
         r = {"project": str(write(g, args.output, cfg).path)}
     emit(args, r, _text(r))
@@ -58,4 +62,4 @@ def demo(ctx):
     r = _csim(ctx["graph"], ctx["out"] / "hls", samples=100 if ctx.get("quick") else None)
     if not ctx.get("json"):
         print(_text(r))
-    return "hls", {k: r[k] for k in ("samples", "bit_exact", "mismatches", "compile_seconds")}
+    return "hls", {k: r[k] for k in ("samples", "bit_exact", "mismatches", "compile_seconds", "compile_cached")}

@@ -7,6 +7,8 @@ from pathlib import Path
 from fabformer.errors import FabformerError
 
 DEMO_ORDER = 90
+DEMO_STEP = "report"
+DEMO_TITLE = "report: every path side by side"
 
 
 def _resolve(path, graph_path):
@@ -85,6 +87,8 @@ def cmd_report(args) -> int:
             board = json.loads(Path(args.board_json).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise FabformerError(f"cannot read --board-json {args.board_json!r}: {e}") from None
+        from fabformer.apps.report import board_figures
+        board = board_figures(board, source=f"--board-json {args.board_json}")
     r = run_report(g, args.output, model_path=model_path, data=data, rtl_samples=args.rtl_samples,
                    allow_custom_code=args.allow_custom_code,
                    device=args.device, board=board, sweep=not args.no_sweep,
@@ -104,7 +108,8 @@ def register(sub) -> None:
     add_custom_code_argument(p)
     p.add_argument("--rtl-samples", type=positive_int, default=20, help="samples for RTL simulation (default 20)")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="also run float and golden on a GPU")
-    p.add_argument("--board-json", help="board figures (fmax_mhz, resources{lut,ff,dsp,bram}, board) as JSON")
+    p.add_argument("--board-json", help="the output of `fabformer build ... --json` (or its report.json); "
+                   "or board figures as JSON: board, clock_mhz, fmax_mhz, resources {lut, ff, dsp, bram}")
     p.add_argument("--paths", help="comma-separated subset of keras,float,golden,float_gpu,golden_gpu,csim,rtl "
                    "(default: all; the GPU ones need --device gpu)")
     p.add_argument("--no-sweep", action="store_true", help="skip accuracy vs weight bit width")
@@ -114,14 +119,11 @@ def register(sub) -> None:
 
 
 def _board_from_ctx(ctx):
-    b = ctx.get("boards")
-    if not isinstance(b, dict):
+    """The demo's board step result (a ``build`` report), when that step built something."""
+    b = ctx.get("board")
+    if not isinstance(b, dict) or "error" in b:
         return None
-    out = {k: b[k] for k in ("board", "fmax_mhz", "latency_cycles", "ii_cycles") if b.get(k) is not None}
-    res = b.get("resources") or b.get("utilization") or {}
-    if res:
-        out["resources"] = res
-    return out or None
+    return b
 
 
 def demo(ctx):

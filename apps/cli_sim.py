@@ -7,6 +7,8 @@ from fabformer.apps.common import add_data_argument
 from fabformer.errors import FabformerError
 
 DEMO_ORDER = 30
+DEMO_STEP = "rtl"
+DEMO_TITLE = "RTL: Verilog, Verilator simulation vs golden"
 
 
 def parse_parallelism(text):
@@ -65,16 +67,20 @@ def _text(r: dict) -> str:
 def cmd_sim(args) -> int:
     from fabformer.apps.common import emit
     from fabformer.ir import load
+    from fabformer.apps.console import current
     from fabformer.sim import simulate
     g = load(args.graph)
     samples = args.samples
     mode = args.mode or ("stream" if samples == "all" and args.simulator == "verilator" else "cocotb")
     x, source = inputs_for(g, samples, args.data)
-    r = simulate(g, args.output, x, args.simulator, parse_parallelism(args.parallelism), args.waves, mode=mode,
-                 source=source, progress=_progress, arch=args.arch)
+    with current().step(f"RTL simulation: Verilog, {args.simulator} build, {samples} samples ({mode})"):
+        r = simulate(g, args.output, x, args.simulator, parse_parallelism(args.parallelism), args.waves, mode=mode,
+                     source=source, progress=_progress, arch=args.arch)
     text = _text(r)
     if args.listing and r.get("listing"):
-        text += "\n" + Path(r["listing"]).read_text().rstrip() + f"\nlisting: {r['listing']}"
+        text += "
+" + Path(r["listing"]).read_text().rstrip() + f"
+listing: {r['listing']}"
     emit(args, r, text)
     return 0 if r["bit_exact"] else 1
 
@@ -102,14 +108,15 @@ def register(sub) -> None:
 
 
 def _progress(msg: str) -> None:
-    import sys
-    print(msg, file=sys.stderr, flush=True)
+    """The simulator's progress messages: the running step's phase (see fabformer.apps.console)."""
+    from fabformer.apps.console import current
+    current().note(msg)
 
 
 def demo(ctx) -> tuple[str, dict]:
     from fabformer.sim import simulate
     x, source = inputs_for(ctx["graph"], 5 if ctx.get("quick") else 20)
-    r = simulate(ctx["graph"], Path(ctx["out"]) / "rtl", x, "verilator", source=source)
+    r = simulate(ctx["graph"], Path(ctx["out"]) / "rtl", x, "verilator", source=source, progress=_progress)
     if not ctx.get("json"):
         print(_text(r))
     r = {k: v for k, v in r.items() if k != "blocks"}

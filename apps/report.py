@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fabformer.apps.console import current
 from fabformer.errors import FabformerError
 from fabformer.requant import requantize_weights
 
@@ -333,33 +334,102 @@ def bit_sweep(graph, x, y, float_model=None, calibration=None, bits=SWEEP_BITS, 
     return {"method": method, "short": short, "rows": rows}
 
 
+RESOURCE_KINDS = ("lut", "ff", "dsp", "bram")
+
+
+def board_figures(board: dict, source: str = "board figures") -> dict:
+    """The board figures the report uses, from the output of ``fabformer build --json`` as it is
+    (resources as ``{kind: {used, available, percent}}``) or from a plain dict (``board``,
+    ``clock_mhz``, ``fmax_mhz``, ``resources {kind: count}``, ``latency_cycles``, ``ii_cycles``).
+
+    Returns ``{board, clock_mhz, fmax_mhz, timing_met, latency_cycles, ii_cycles, multipliers,
+    bitstream, resources {kind: used}, available {kind: count}}`` (keys absent when not given)."""
+    if not isinstance(board, dict):
+        raise FabformerError(f"{source}: expected a JSON object (the output of `fabformer build --json`), "
+                             f"not {type(board).__name__}")
+    out: dict = {}
+    for k in ("board", "bitstream"):
+        if board.get(k) is not None:
+            out[k] = str(board[k])
+    for k in ("clock_mhz", "fmax_mhz", "latency_cycles", "ii_cycles", "multipliers"):
+        v = board.get(k)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise FabformerError(f"{source}: field {k!r} must be a positive number, not {v!r}")
+        out[k] = v
+    if board.get("timing_met") is not None:
+        out["timing_met"] = bool(board["timing_met"])
+    res = board.get("resources") or {}
+    if not isinstance(res, dict):
+        raise FabformerError(f"{source}: field 'resources' must be an object with keys among "
+                             f"{', '.join(RESOURCE_KINDS)}, not {res!r}")
+    used, avail = {}, {k: int(v) for k, v in (board.get("available") or {}).items() if k in RESOURCE_KINDS}
+    for k, v in res.items():
+        if k not in RESOURCE_KINDS:
+            raise FabformerError(f"{source}: unknown resource {k!r} in 'resources'; valid: {', '.join(RESOURCE_KINDS)}")
+        if isinstance(v, dict):
+            if v.get("used") is not None:
+                used[k] = int(v["used"])
+            if v.get("available") is not None:
+                avail[k] = int(v["available"])
+        elif v is not None:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise FabformerError(f"{source}: resource {k!r} must be a count or "
+                                     f"{{used, available}}, not {v!r}")
+            used[k] = int(v)
+    out["resources"], out["available"] = used, avail
+    if not (out.get("clock_mhz") or out.get("fmax_mhz") or used):
+        raise FabformerError(f"{source}: no board figures found; give the output of `fabformer build --json` "
+                             f"(or at least one of clock_mhz, fmax_mhz, resources)")
+    return out
+
+
 def fpga_figures(design, rtl_info: dict | None, board: dict | None) -> dict:
-    """Cycles (RTL simulation, else the design's analytic numbers), Fmax, latency, throughput."""
+    """Cycles, clock, latency, throughput and resources of the FPGA row.
+
+    With a board build (``board``: see :func:`board_figures`) the row is that build: its design's
+    cycles (the RTL simulation's when it simulated the same design), at the clock the bitstream
+    runs at; without one, the default design's cycles (RTL simulation, else analytic) at a
+    nominal clock."""
     f: dict = {}
     if design is not None:
         f.update({"multipliers": design.multipliers, "macs": design.macs,
                   "latency_cycles": design.latency_cycles, "ii_cycles": design.ii_cycles,
                   "cycles_from": "analytic (fabformer.rtl design)"})
-    if rtl_info and rtl_info.get("latency_cycles"):
+    simulated = bool(rtl_info and rtl_info.get("latency_cycles"))
+    if simulated:
         f.update({"latency_cycles": rtl_info["latency_cycles"], "ii_cycles": rtl_info.get("ii_cycles"),
                   "cycles_from": "RTL simulation (Verilator)"})
-    board = board or {}
-    if board.get("latency_cycles") and "latency_cycles" not in f:
-        f.update({"latency_cycles": board["latency_cycles"], "ii_cycles": board.get("ii_cycles"),
-                  "cycles_from": "board figures"})
-    fmax = board.get("fmax_mhz")
-    if fmax:
-        f.update({"clock_mhz": float(fmax), "clock_from": f"Fmax of the {board.get('board', 'board')} build"})
+    b = board_figures(board) if board else {}
+    name = b.get("board", "board")
+    same = design is not None and b.get("multipliers") == design.multipliers
+    if b.get("latency_cycles") and not (simulated and same):
+        f.update({"latency_cycles": b["latency_cycles"], "ii_cycles": b.get("ii_cycles"),
+                  "multipliers": b.get("multipliers", f.get("multipliers")),
+                  "cycles_from": f"the {name} build's design ({b.get('multipliers', '?')} multipliers; analytic)"})
+    elif b.get("latency_cycles") and simulated:
+        f["cycles_from"] = f"RTL simulation (Verilator) of the {name} build's design"
+    if b.get("clock_mhz"):
+        fm = b.get("fmax_mhz")
+        f.update({"clock_mhz": float(b["clock_mhz"]), "fmax_mhz": fm,
+                  "clock_from": f"the {name} build's clock" + (f"; Fmax {fm:g} MHz" if fm else "")
+                  + ("" if b.get("timing_met", True) else ", timing NOT met")})
+    elif b.get("fmax_mhz"):
+        f.update({"clock_mhz": float(b["fmax_mhz"]), "fmax_mhz": b["fmax_mhz"],
+                  "clock_from": f"Fmax of the {name} build"})
     else:
         f.update({"clock_mhz": NOMINAL_CLOCK_MHZ, "clock_from": f"nominal {NOMINAL_CLOCK_MHZ:g} MHz (no board build)"})
     if f.get("latency_cycles"):
         f["latency_s"] = f["latency_cycles"] / (f["clock_mhz"] * 1e6)
     if f.get("ii_cycles"):
         f["samples_per_s"] = f["clock_mhz"] * 1e6 / f["ii_cycles"]
-    res = board.get("resources") or {}
-    f["resources"] = {k: res[k] for k in ("lut", "ff", "dsp", "bram") if k in res}
-    if board.get("board"):
-        f["board"] = board["board"]
+    f["resources"] = dict(b.get("resources", {}))
+    if b.get("available"):
+        f["available"] = dict(b["available"])
+    for k in ("board", "bitstream"):
+        if b.get(k):
+            f[k] = b[k]
     return f
 
 
@@ -382,23 +452,30 @@ def collect(graph, x, y, *, model=None, device: str = "cpu", out_dir=None, rtl_s
         sweep = False
     cpu = backend("cpu")
     res: dict[str, PathResult] = {}
+    con = current()
+
+    def step(name, run):
+        with con.step(f"{name}: {PATH_LABEL[name]}" + (", timed" if timing and name != "rtl" else "")) as s:
+            r = res[name] = run()
+            s.done(f"accuracy {_pct(_accuracy(r.outputs, y))}" if r.ok else r.status)
+
     if "keras" in want:
-        res["keras"] = _keras_path(model, x, timing, big_batch, min_seconds)
+        step("keras", lambda: _keras_path(model, x, timing, big_batch, min_seconds))
     if "float" in want:
-        res["float"] = _graph_path("float", graph, x, cpu, "float", timing, big_batch, min_seconds)
+        step("float", lambda: _graph_path("float", graph, x, cpu, "float", timing, big_batch, min_seconds))
     if "golden" in want:
-        res["golden"] = _graph_path("golden", graph, x, cpu, "int", timing, big_batch, min_seconds)
+        step("golden", lambda: _graph_path("golden", graph, x, cpu, "int", timing, big_batch, min_seconds))
     for name, mode in (("float_gpu", "float"), ("golden_gpu", "int")):
         if name in want and device == "gpu":
-            res[name] = _graph_path(name, graph, x, be, mode, timing, big_batch, min_seconds)
+            step(name, lambda: _graph_path(name, graph, x, be, mode, timing, big_batch, min_seconds))
     if "csim" in want:
         if out_dir is None:
             res["csim"] = PathResult("csim", "unavailable: no output folder for the HLS project")
         else:
-            res["csim"] = _csim_path(graph, x, out_dir, timing, big_batch, min_seconds)
+            step("csim", lambda: _csim_path(graph, x, out_dir, timing, big_batch, min_seconds))
     design, derr = _design(graph)  # analytic cycles for the FPGA figures even without simulation
     if "rtl" in want:
-        res["rtl"] = _rtl_path(graph, design, derr, x, min(rtl_samples, len(x)))
+        step("rtl", lambda: _rtl_path(graph, design, derr, x, min(rtl_samples, len(x))))
 
     paths_out = {}
     for name in PATH_ORDER:
@@ -426,7 +503,8 @@ def collect(graph, x, y, *, model=None, device: str = "cpu", out_dir=None, rtl_s
     if "golden" in res and "golden_gpu" in res and res["golden"].ok and res["golden_gpu"].ok:
         data["gpu_bit_exact"] = bool(np.array_equal(res["golden"].outputs, res["golden_gpu"].outputs))
     if sweep:
-        data["sweep"] = bit_sweep(graph, x, y, sweep_model, calibration, float_model_name=sweep_model_name)
+        with con.step(f"accuracy vs weight bit width ({SWEEP_BITS[0]} to {SWEEP_BITS[-1]} bits)"):
+            data["sweep"] = bit_sweep(graph, x, y, sweep_model, calibration, float_model_name=sweep_model_name)
     return data
 
 
@@ -483,11 +561,21 @@ def tables(data: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
                 ["path", "where", "batch-1 latency", "batch-1 samples/s", "large batch", "per-sample", "samples/s"],
                 rows))
     s = data["size"]
-    rows = [[k, f"{s[k]:,}"] for k in ("params", "nonzero", "bits", "macs", "lut", "ff", "dsp", "bram") if k in s]
+    avail = f.get("available") or {}
+
+    def _size(k):
+        v = f"{s[k]:,}"
+        if avail.get(k):
+            v += f" of {avail[k]:,} ({100 * s[k] / avail[k]:.1f} %)"
+        return v
+    rows = [[k, _size(k)] for k in ("params", "nonzero", "bits", "macs", "lut", "ff", "dsp", "bram") if k in s]
     if f.get("multipliers"):
         rows.append(["multipliers (RTL)", f"{f['multipliers']:,}"])
-    note = "LUT/FF/DSP/BRAM from the board build." if f.get("resources") else \
-        "LUT/FF/DSP/BRAM: no board figures given (fabformer boards / --board-json)."
+    if f.get("fmax_mhz"):
+        rows.append(["clock / Fmax (MHz)", f"{f['clock_mhz']:g} / {f['fmax_mhz']:g}"])
+    note = (f"LUT/FF/DSP/BRAM from the {f.get('board', 'board')} build (nextpnr, after place and route)"
+            + (f"; bitstream {f['bitstream']}." if f.get("bitstream") else ".")) if f.get("resources") else \
+        "LUT/FF/DSP/BRAM: no board figures given (fabformer build, then report --board-json)."
     out.append(("Size", note, ["quantity", "value"], rows))
     if data.get("sweep"):
         rows = [[str(r["bits"]), _pct(r["golden"]), _pct(r["float"])] for r in data["sweep"]["rows"]]
@@ -585,6 +673,14 @@ def _summary_lines(data: dict) -> list[str]:
         lines.append(f"{r['a']} vs {r['b']}: argmax agreement {_pct(r['argmax'])}, max |Δlogit| "
                      f"{r['max_abs_dlogit']:.3g} over {r['samples']} samples"
                      + (" (bit-exact)." if r["bit_exact"] else " (NOT bit-exact)."))
+    f = data.get("fpga", {})
+    if f.get("board"):
+        res = ", ".join(f"{f['resources'][k]:,} {k.upper()}" for k in RESOURCE_KINDS if k in f.get("resources", {}))
+        lines.append(f"FPGA: the {f['board']} build at {f['clock_mhz']:g} MHz"
+                     + (f" (Fmax {f['fmax_mhz']:g} MHz)" if f.get("fmax_mhz") else "")
+                     + (f": latency {_si_time(f['latency_s'])}" if f.get("latency_s") else "")
+                     + (f", {_rate(f['samples_per_s'])} samples/s" if f.get("samples_per_s") else "")
+                     + (f"; {res}" if res else "") + ".")
     for n, p in data["paths"].items():
         if not p["status"] == "ok":
             lines.append(f"{n}: {p['status']}.")
@@ -631,9 +727,10 @@ def write(data: dict, out_dir) -> dict:
     """Write plots, report.md, report.html and report.json into ``out_dir`` (a folder fabformer creates)."""
     from fabformer.outdir import prepare_dir
     out_dir = prepare_dir(out_dir)
-    images = plots(data, out_dir)
-    (out_dir / "report.md").write_text(render_markdown(data, images))
-    (out_dir / "report.html").write_text(render_html(data, images))
+    with current().step("plots and report files"):
+        images = plots(data, out_dir)
+        (out_dir / "report.md").write_text(render_markdown(data, images))
+        (out_dir / "report.html").write_text(render_html(data, images))
     data = {**data, "html": str(out_dir / "report.html"), "md": str(out_dir / "report.md"),
             "json": str(out_dir / "report.json"), "plots": {k: str(v) for k, v in images.items()}}
     (out_dir / "report.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")

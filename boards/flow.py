@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -57,10 +58,78 @@ def tool_env(family: str) -> dict:
     return env
 
 
-def _run(cmd, cwd, env, log: Path):
+def _run(cmd, cwd, env, log: Path, stage: str | None = None):
     with open(log, "ab") as f:
-        r = subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT)
-    return r.returncode
+        if stage is None or _progress_hook is None:
+            return subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+        return _watch(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT), stage, Path(cwd))
+
+
+# -- progress --------------------------------------------------------------------------
+_progress_hook = None
+STAGE_LOGS = {"synthesis": "top.rpt", "place and route": "top.tim"}  # the tool's own log, in the build folder
+_YOSYS_PASS = re.compile(r"^[\d.]+ Executing (\S+ (?:pass|frontend|backend))", re.M)
+_PLACER_ITERATION = re.compile(r"at iteration #(\d+)")
+_NEXTPNR_PHASES = (("Packing", "packing"), ("placer", "placing"), ("Placing", "placing"),
+                   ("HeAP", "placing"), ("router", "routing"), ("Routing", "routing"),
+                   ("Critical path", "timing analysis"), ("Max frequency", "timing analysis"))
+
+
+def on_progress(hook):
+    """Set ``hook(stage, phase, done, folder)``, called while a tool of the open flow runs: once at its
+    start (phase None), about once a second with its latest phase read from its log (yosys: the pass,
+    nextpnr: packing, placing, routing, timing analysis) and once at its end (``done=True``, phase the
+    exit status).  Stages: "synthesis", "place and route", "packing"; and "note" (done, phase a
+    message: a design synthesis shows too big to place).  None removes it; returns the previous hook."""
+    global _progress_hook
+    prev, _progress_hook = _progress_hook, hook
+    return prev
+
+
+def _phase(log: Path, stage: str) -> str | None:
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 16384))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    if stage == "synthesis":
+        found = _YOSYS_PASS.findall(tail)
+        return found[-1] if found else None
+    best, at = None, -1
+    for key, name in _NEXTPNR_PHASES:
+        i = tail.rfind(key)
+        if i > at:
+            best, at = name, i
+    it = _PLACER_ITERATION.findall(tail[at:]) if best == "placing" else []
+    return f"{best}, iteration {it[-1]}" if it else best
+
+
+def _watch(proc, stage: str, cwd: Path, poll_s: float = 1.0) -> int:
+    hook = _progress_hook
+    hook(stage, None, False, cwd)
+    log = cwd / STAGE_LOGS.get(stage, "")
+    while True:
+        try:
+            code = proc.wait(timeout=poll_s)
+            break
+        except subprocess.TimeoutExpired:
+            hook(stage, _phase(log, stage) if stage in STAGE_LOGS else None, False, cwd)
+    hook(stage, code, True, cwd)
+    return code
+
+
+def _tell_over(over: list[str], folder: Path) -> None:
+    """Tell the progress hook (stage "note", done) that synthesis shows the design too big to place
+    (``over``: :func:`over_budget`'s list)."""
+    if over and _progress_hook is not None:
+        _progress_hook("note", f"too big for the device after synthesis ({', '.join(over)}): not placed",
+                       True, folder)
+
+
+def _stage_of(cmd: str) -> str:
+    """The stage of one command of amaranth's build script."""
+    return "synthesis" if "YOSYS" in cmd else "place and route" if "NEXTPNR" in cmd else "packing"
 
 
 # -- resource accounting -----------------------------------------------------------
@@ -174,16 +243,17 @@ def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed: int =
         res = _collect(build_dir, platform.family, False, f"top.{ext}")
         res.update(skipped_pnr=True, estimate=est, seconds=times)
         return res
-    ok = _run(["sh", "-c", cmds[0]], build_dir, env, log) == 0  # yosys
+    ok = _run(["sh", "-c", cmds[0]], build_dir, env, log, _stage_of(cmds[0])) == 0  # yosys
     times["synthesis"] = round(time.time() - t0 - sum(times.values()), 1)
     skipped = False
     stat = build_dir / "top.stat.json"
     if ok and stat.exists():
-        skipped = bool(over_budget(yosys_counts(json.loads(stat.read_text()), platform.family),
-                                   platform.available))
+        over = over_budget(yosys_counts(json.loads(stat.read_text()), platform.family), platform.available)
+        skipped = bool(over)
+        _tell_over(over, build_dir)
     if ok and not skipped:
         for c in cmds[1:]:
-            if _run(["sh", "-c", c], build_dir, env, log) != 0:
+            if _run(["sh", "-c", c], build_dir, env, log, _stage_of(c)) != 0:
                 ok = False
                 break
         times["place_route_pack"] = round(time.time() - t0 - sum(times.values()), 1)
@@ -249,12 +319,14 @@ def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed: int = 
         res = _collect(build_dir, target.family, False, "top.bin")
         res.update(skipped_pnr=True, estimate=est)
         return res
-    ok = _run([env["YOSYS"], "-q", "-l", "top.rpt", "top.ys"], build_dir, env, log) == 0
+    ok = _run([env["YOSYS"], "-q", "-l", "top.rpt", "top.ys"], build_dir, env, log, "synthesis") == 0
     ext = "bin" if target.family == "ice40" else "bit"
     stat = build_dir / "top.stat.json"
     skipped = False
     if ok and stat.exists():  # do not place a design that synthesis already shows too big
-        skipped = bool(over_budget(yosys_counts(json.loads(stat.read_text()), target.family), target.available))
+        over = over_budget(yosys_counts(json.loads(stat.read_text()), target.family), target.available)
+        skipped = bool(over)
+        _tell_over(over, build_dir)
         ok = not skipped
     if ok:
         common = ["--json", "top.json", "--freq", f"{clock_mhz:g}", "--seed", str(seed), "--report",
@@ -262,13 +334,14 @@ def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed: int = 
         if target.family == "ice40":
             cmd = [env["NEXTPNR_ICE40"], target.nextpnr_device, "--package", target.package,
                    "--pcf-allow-unconstrained", "--asc", "top.asc", *common]
-            ok = _run(cmd, build_dir, env, log) == 0 and \
-                _run([env["ICEPACK"], "top.asc", "top.bin"], build_dir, env, log) == 0
+            ok = _run(cmd, build_dir, env, log, "place and route") == 0 and \
+                _run([env["ICEPACK"], "top.asc", "top.bin"], build_dir, env, log, "packing") == 0
         else:
             cmd = [env["NEXTPNR_ECP5"], target.nextpnr_device, "--package", target.package,
                    "--lpf-allow-unconstrained", "--textcfg", "top.config", *common]
-            ok = _run(cmd, build_dir, env, log) == 0 and \
-                _run([env["ECPPACK"], "--input", "top.config", "--bit", "top.bit"], build_dir, env, log) == 0
+            ok = _run(cmd, build_dir, env, log, "place and route") == 0 and \
+                _run([env["ECPPACK"], "--input", "top.config", "--bit", "top.bit"], build_dir, env, log,
+                     "packing") == 0
     res = _collect(build_dir, target.family, ok, f"top.{ext}")
     res["skipped_pnr"] = skipped
     return res

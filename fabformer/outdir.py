@@ -10,6 +10,7 @@ from pathlib import Path
 from .errors import FabformerError
 
 MARKER = ".fabformer"
+LOG = "fabformer.log"  # the running command's log (fabformer.apps.console): kept by ``clean``
 
 
 def prepare_dir(path, clean: bool = False) -> Path:
@@ -25,7 +26,7 @@ def prepare_dir(path, clean: bool = False) -> Path:
                 f"created by fabformer (no {MARKER} marker); choose a new or empty folder")
         if clean:
             for child in path.iterdir():
-                if child.name == MARKER:
+                if child.name in (MARKER, LOG):
                     continue
                 shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     path.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ def csim(graph, out_dir, x, config=None, native: bool = True) -> dict:
                      "actual": int(o.reshape(n, -1)[s, i])}
     res = {"project": str(prj.path), "samples": int(n), "bit_exact": not bad.any(),
            "mismatches": int(bad.sum()), "compile_seconds": round(prj.compile_seconds, 2),
+           "compile_cached": prj.compile_cached,
            "write_seconds": round(gen_s, 3), "csim_seconds": round(sim_s, 4),
            "samples_per_second": round(n / sim_s, 1) if sim_s > 0 else None}
     if first:

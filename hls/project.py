@@ -146,6 +146,7 @@ class HLSProject:
         self._lib = None
         self._fn = None
         self.compile_seconds = None
+        self.compile_cached = False  # True when compile() reused a library built from the same sources
 
     # -- build -------------------------------------------------------------------
     def sources(self) -> list[Path]:
@@ -209,7 +210,8 @@ def _build(projects: list[HLSProject], build_dir: Path, native: bool = True):
     src.write_text(unity)
     lib = build_dir / f"libcsim_{digest}.so"
     t0 = time.perf_counter()
-    if not lib.exists():
+    cached = lib.exists()  # the same sources were compiled before: reused, not rebuilt
+    if not cached:
         cmd = [os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-fPIC", "-shared", "-w",
                f"-I{ap}", f"-I{INCLUDE_DIR}", str(src), "-o", str(lib) + ".tmp"]
         r = subprocess.run(cmd, capture_output=True, text=True,
@@ -223,6 +225,7 @@ def _build(projects: list[HLSProject], build_dir: Path, native: bool = True):
     for p in projects:
         p._attach(handle)
         p.compile_seconds = secs
+        p.compile_cached = cached
     return lib, secs
 
 
