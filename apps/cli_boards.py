@@ -40,13 +40,10 @@ def cmd_build(args) -> int:
     with current().step(f"build for {args.board}: synthesis, place and route"):
         rep = build_arch(g, args.board, args.output, arch=args.arch, clock_mhz=args.clock,
                          parallelism=args.parallelism, baud=args.baud)
-    text = (rep.get("arch_note", "") + "
-" if rep.get("arch_note") else "") + _text(rep)
+    text = (rep.get("arch_note", "") + "\n" if rep.get("arch_note") else "") + _text(rep)
     if args.listing and rep.get("listing"):
-        text += "
-" + Path(rep["listing"]).read_text().rstrip()
-    emit(args, rep, text + f"
-wrote {Path(args.output) / 'report.md'}")
+        text += "\n" + Path(rep["listing"]).read_text().rstrip()
+    emit(args, rep, text + f"\nwrote {Path(args.output) / 'report.md'}")
     return 0
 
 

@@ -78,9 +78,7 @@ def cmd_sim(args) -> int:
                      source=source, progress=_progress, arch=args.arch)
     text = _text(r)
     if args.listing and r.get("listing"):
-        text += "
-" + Path(r["listing"]).read_text().rstrip() + f"
-listing: {r['listing']}"
+        text += "\n" + Path(r["listing"]).read_text().rstrip() + f"\nlisting: {r['listing']}"
     emit(args, r, text)
     return 0 if r["bit_exact"] else 1
 
