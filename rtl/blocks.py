@@ -21,7 +21,7 @@ from ..errors import FabformerError
 from ..fixed import FixedType
 from .arith import overflow, pack, requantize, shape_of, shift_round, unpack
 
-__all__ = ["mac_depth", "queue_rows", "Block", "Pipe", "RowMap", "AddBlock", "MacEngine", "DenseBlock", "MatMulBlock", "ReshapeBlock",
+__all__ = ["mac_depth", "queue_rows", "Block", "Pipe", "RowMap", "AddBlock", "MacEngine", "DenseBlock", "Wire", "MatMulBlock", "ReshapeBlock",
            "PoolBlock", "Fork", "row_shape", "row_layout", "mac_split"]
 
 
@@ -225,7 +225,7 @@ class MacEngine(Elaboratable):
     """
 
     def __init__(self, k, n, pn, pk, x_t, acc_width, out_t, heads, weight, bias, frac, const_weights=None,
-                 scale=None):
+                 scale=None, chain=1):
         self.k, self.n, self.pn, self.pk = k, n, pn, pk
         self.KB, self.NB = k // pk, n // pn
         self.steps = self.KB * self.NB
@@ -235,6 +235,9 @@ class MacEngine(Elaboratable):
         self.const_weights = const_weights  # full [k, n] int array when steps == 1 (zero -> no multiplier)
         self.depth = mac_depth(pk, scale is not None)
         self.queue = queue_rows(self.steps, pk, scale is not None)
+        # chain > 1: a group of ``chain`` jobs (head 0 .. chain-1, in order) sums into one output row
+        # (a flattened input arriving row by row); each job adds its x to the group's running sums
+        self.chain = chain
         self.start = Signal()
         self.ready = Signal()
         self.x = [Signal(shape_of(x_t), name=f"x_in{j}") for j in range(k)]
@@ -246,6 +249,8 @@ class MacEngine(Elaboratable):
         # step registers and their values in the next cycle (driven by elaborate)
         self.state = {"head": Signal.like(self.head, name="head_reg"), "kb": Signal(range(max(self.KB, 2)), name="kb"),
                       "nb": Signal(range(max(self.NB, 2)), name="nb"), "cnt": Signal(range(max(self.steps, 2)), name="cnt")}
+        if chain > 1:  # the step within the whole group (weights of all its jobs in order)
+            self.state["gcnt"] = Signal(range(max(self.steps * chain, 2)), name="gcnt")
         self.next = {k: Signal.like(v, name=f"next_{k}") for k, v in self.state.items()}
 
     def elaborate(self, platform):
@@ -262,12 +267,13 @@ class MacEngine(Elaboratable):
         # places reserved in the output queue: a job reserves one when it starts, a row read frees one
         reserved = Signal(range(self.queue + 1), name="reserved")
         room = Signal(name="room")
+        group_first = (self.head == 0) if self.chain > 1 else Const(1, 1)
         m.d.comb += [room.eq(reserved != self.queue),
-                     self.ready.eq(room & (~self.busy | last))]
+                     self.ready.eq((room | ~group_first) & (~self.busy | last))]
         take = Signal(name="take")
         pop = self.o.valid & self.o.ready
         m.d.comb += take.eq(self.start & self.ready)
-        m.d.sync += reserved.eq(reserved + take - pop)
+        m.d.sync += reserved.eq(reserved + (take & group_first) - pop)
         nxt = self.next
         m.d.comb += [
             nxt["head"].eq(Mux(take, self.head, head)),
@@ -277,6 +283,10 @@ class MacEngine(Elaboratable):
         ]
         m.d.sync += [head.eq(nxt["head"]), kb.eq(nxt["kb"]), nb.eq(nxt["nb"]), cnt.eq(nxt["cnt"]),
                      self.busy.eq(take | (self.busy & ~last))]
+        if self.chain > 1:
+            gcnt = self.state["gcnt"]
+            m.d.comb += nxt["gcnt"].eq(Mux(take & group_first, 0, Mux(advance, gcnt + 1, gcnt)))
+            m.d.sync += gcnt.eq(nxt["gcnt"])
         # x: loaded with the job, then rotated by pk each step (its first pk are the step's operands)
         with m.If(take):
             m.d.sync += [r.eq(x) for r, x in zip(x_reg, self.x)]
@@ -292,7 +302,9 @@ class MacEngine(Elaboratable):
 
         # stage 1: the step's operands, weights and tags
         v1 = reg(advance, "v1")
-        first1, lastk1, last1, nb1 = reg(kb == 0, "first1"), reg(last_k, "lastk1"), reg(last, "last1"), reg(nb, "nb1")
+        first1, lastk1, nb1 = reg(kb == 0, "first1"), reg(last_k, "lastk1"), reg(nb, "nb1")
+        gfirst1 = reg(head == 0 if self.chain > 1 else 1, "gfirst1")  # the group's first job: start from the bias
+        last1 = reg(last & (head == self.chain - 1) if self.chain > 1 else last, "last1")  # the row is complete
         x1 = [reg(x_reg[j], f"x1_{j}") for j in range(pk)]
         mults = 0
         prods = []
@@ -311,7 +323,7 @@ class MacEngine(Elaboratable):
             prods.append(terms)
         self.multipliers = mults
         # stage 2: products; then the adder tree, registered every two levels
-        tags = [v1, first1, lastk1, last1, nb1]
+        tags = [v1, first1, lastk1, last1, nb1, gfirst1]
         tags = [reg(t, f"{t.name[:-1]}2") for t in tags]
         level = [[reg(t, f"prod{i}_{j}", signed(aw)) for j, t in enumerate(terms)] for i, terms in enumerate(prods)]
         for s in range(tree_stages(pk)):
@@ -323,7 +335,7 @@ class MacEngine(Elaboratable):
                 nxt_level.append([reg(t, f"tree{s}_{i}_{j}", signed(aw)) for j, t in enumerate(terms)])
             level = nxt_level
             tags = [reg(t, f"{t.name[:-1]}{3 + s}") for t in tags]
-        v, first, lk, lst, nbt = tags
+        v, first, lk, lst, nbt, gfirst = tags
         # accumulator stage
         acc = [Signal(signed(aw), name=f"acc{i}") for i in range(pn)]
         res = [Signal(signed(aw), name=f"res{n}") for n in range(self.n)]
@@ -336,15 +348,18 @@ class MacEngine(Elaboratable):
                 b0 = Const(bvals[0], signed(aw)) if NB == 1 else Array(Const(bv, signed(aw)) for bv in bvals)[nbt]
             else:
                 b0 = Const(0, signed(aw))
+            if self.chain > 1:  # a later job of a group goes on from the group's sums so far
+                kept = res[i] if NB == 1 else Array(res[b * pn + i] for b in range(NB))[nbt]
+                b0 = Mux(gfirst, b0, kept)
             new = Signal(signed(aw), name=f"new{i}")
             m.d.comb += new.eq(Mux(first, b0, acc[i]) + partial)
             q.append(new)
             with m.If(v):
                 m.d.sync += acc[i].eq(new)
-                if NB > 1:
+                if NB > 1 or self.chain > 1:
                     with m.If(lk):
                         with m.Switch(nbt):
-                            for b in range(NB - 1):
+                            for b in range(NB if self.chain > 1 else NB - 1):
                                 with m.Case(b):
                                     m.d.sync += res[b * pn + i].eq(new)
         sum_valid = Signal(name="sum_valid")
@@ -412,22 +427,34 @@ def _rom_word(m, name, words: list[list[int]], t: FixedType, addr):
 
 
 class DenseBlock(Block):
-    """Dense layer over the last axis; weights in ROM (constants when fully unrolled)."""
+    """Dense layer over the last axis; weights in ROM (constants when fully unrolled).
+
+    ``flat_rows``: the dense of a flattened tensor, fed with the tensor's rows as they come
+    (``flat_rows`` rows of ``K / flat_rows``): each row is one job of a chained group that
+    adds its share of the products to the output row's sums, so the layer works while its
+    input is still arriving instead of after a flatten has buffered it whole."""
 
     kind = "dense"
 
-    def __init__(self, name, op: ir.Dense, g: ir.Graph, parallelism: int):
+    def __init__(self, name, op: ir.Dense, g: ir.Graph, parallelism: int, flat_rows: int = 0):
         xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
         rows, k = row_shape(g.tensors[op.inputs[0]].shape)
         n = int(op.weight.shape[1])
+        self.chain = 1
+        if flat_rows:
+            if rows != 1 or k % flat_rows:
+                raise FabformerError(f"{name}: a dense over a flattened tensor needs one input row of a multiple "
+                                     f"of {flat_rows} elements, not {rows} x {k}")
+            self.chain, rows, k = flat_rows, 1, k // flat_rows
         self.op, self.rows = op, rows
         self.pn, self.pk = mac_split(k, n, parallelism)
         self.steps = (k // self.pk) * (n // self.pn)
-        self.multipliers = self.pn * self.pk if self.steps > 1 else int(np.count_nonzero(op.weight))
+        self.const = self.steps == 1 and self.chain == 1
+        self.multipliers = int(np.count_nonzero(op.weight)) if self.const else self.pn * self.pk
         self.acc_frac = op.acc_frac(g)
         self.acc_width = op.acc_type(g).width + 1
         self.x_t = xt
-        super().__init__(name, [(xt, rows, k)], (out_t, rows, n))
+        super().__init__(name, [(xt, rows * self.chain, k)], (out_t, rows, n))
 
     @property
     def depth(self) -> int:
@@ -436,39 +463,70 @@ class DenseBlock(Block):
 
     def timing(self, first, last):
         d = self.depth
-        return first + d, max(last + d, first + (self.rows - 1) * self.steps + d)
+        jobs = self.rows * self.chain
+        end = max(last + d, first + (jobs - 1) * self.steps + d)
+        return (end if self.chain > 1 else first + d), end
 
     @property
     def ii(self):
-        return self.rows * self.steps
+        return self.rows * self.chain * self.steps
 
     def elaborate(self, platform):
         m = Module()
-        op, pn, pk = self.op, self.pn, self.pk
-        k, n = op.weight.shape
+        op, pn, pk, C = self.op, self.pn, self.pk, self.chain
+        k = op.weight.shape[0] // C
+        n = op.weight.shape[1]
         KB, NB = k // pk, n // pn
         out_t = self.out_spec[0]
         W = op.weight
         shift = self.acc_frac - op.bias_type.frac
         words = None
-        if self.steps > 1:
-            words = [[W[kb * pk + j, nb * pn + i] for i in range(pn) for j in range(pk)]
-                     for nb in range(NB) for kb in range(KB)]
+        if not self.const:
+            words = [[W[c * k + kb * pk + j, nb * pn + i] for i in range(pn) for j in range(pk)]
+                     for c in range(C) for nb in range(NB) for kb in range(KB)]
         wvals = {}
 
         def weight(mm, eng, i, j):
             if "w" not in wvals:  # addressed one cycle ahead: the word of the current step
-                wvals["w"] = _rom_word(mm, "weights", words, op.weight_type, eng.next["cnt"])
+                wvals["w"] = _rom_word(mm, "weights", words, op.weight_type, eng.next["gcnt" if C > 1 else "cnt"])
             return wvals["w"][i * pk + j]
 
-        eng = MacEngine(k, n, pn, pk, self.x_t, self.acc_width, out_t, 1, weight,
+        eng = MacEngine(k, n, pn, pk, self.x_t, self.acc_width, out_t, C, weight,
                         lambda b, i: int(op.bias[b * pn + i]) << shift, self.acc_frac,
-                        const_weights=W if self.steps == 1 else None)
+                        const_weights=W if self.const else None, chain=C)
         m.submodules.engine = eng
         xs = unpack(self.i.payload, k, self.x_t)
         m.d.comb += [eng.start.eq(self.i.valid), self.i.ready.eq(eng.ready)]
         m.d.comb += [a.eq(b) for a, b in zip(eng.x, xs)]
+        if C > 1:  # the job's place in its group: the input row's index
+            row = Signal(range(C), name="row")
+            m.d.comb += eng.head.eq(row)
+            with m.If(eng.start & eng.ready):
+                m.d.sync += row.eq(Mux(row == C - 1, 0, row + 1))
         wiring.connect(m, eng.o, wiring.flipped(self.o))
+        return m
+
+
+class Wire(Block):
+    """A reshape that the consumer does itself (a flatten feeding a row-chained dense): the
+    rows pass through unchanged, no cycle, no logic."""
+
+    kind = "wire"
+
+    def __init__(self, name, kind, t, rows, cols):
+        self.kind = kind
+        super().__init__(name, [(t, rows, cols)], (t, rows, cols))
+
+    def timing(self, first, last):
+        return first, last
+
+    @property
+    def ii(self):
+        return self.in_specs[0][1]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += [self.o.valid.eq(self.i.valid), self.o.payload.eq(self.i.payload), self.i.ready.eq(self.o.ready)]
         return m
 
 
