@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
+from amaranth import ClockSignal, Elaboratable, Instance, Module, Signal
 from amaranth.lib.cdc import ResetSynchronizer
 
 from ..errors import FabformerError
@@ -79,8 +79,9 @@ def pll_setting(family: str, in_mhz: float, want_mhz: float) -> PLLSetting:
 
 
 class PLLDomain(Elaboratable):
-    """The ``sync`` clock domain from the platform's oscillator through the PLL ``setting``;
-    ``sync`` is in reset until the PLL locks (the release synchronized to the new clock)."""
+    """Drives the ``sync`` clock domain (which the parent defines) from the platform's oscillator
+    through the PLL ``setting``; ``sync`` is in reset until the PLL locks (the release
+    synchronized to the new clock)."""
 
     def __init__(self, setting: PLLSetting):
         self.setting = setting
@@ -89,7 +90,6 @@ class PLLDomain(Elaboratable):
         m = Module()
         s = self.setting
         p = dict(s.params)
-        m.domains.sync = ClockDomain("sync")
         clk, lock = Signal(name="pll_clk"), Signal(name="pll_lock")
         if s.family == "ecp5":
             osc = platform.request(platform.default_clk, dir="i").i

@@ -18,7 +18,9 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         if self.pll is not None:
+            from amaranth import ClockDomain
             from .pll import PLLDomain
+            m.domains.sync = ClockDomain("sync")
             m.submodules.clock = PLLDomain(self.pll)
         m.submodules.shell = shell = self.shell
         uart = platform.request(*platform.uart)
