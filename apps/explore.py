@@ -103,9 +103,10 @@ def evaluate_point(job: dict) -> dict:
                 raise FabformerError(f"RTL simulation differs from golden ({r.mismatches} mismatches)")
         if job["board"]:  # placed and routed with the board's I/O shell: nextpnr's resources and Fmax
             from fabformer.boards.build import build
+            from fabformer.boards.platforms import get_target
             failed = None
-            try:
-                rep = build(g, job["board"], work / "board", design=d)
+            try:  # at the board's own clock (no PLL): one place and route measures the point's Fmax
+                rep = build(g, job["board"], work / "board", design=d, clock_mhz=get_target(job["board"]).clock_mhz)
                 used, fmax = {k: v["used"] for k, v in rep["resources"].items()}, rep.get("fmax_mhz")
             except FabformerError as e:  # too big or too slow for the board: keep what the try measured
                 tried = getattr(e, "attempts", [{}])[-1]

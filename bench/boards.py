@@ -49,8 +49,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-o", "--output", default="out/bench_boards")
     ap.add_argument("--boards", nargs="+", default=["ulx3s-85f", "icebreaker", "arty-a7-35", "arty-a7-100"])
-    ap.add_argument("--parallelism", type=int, help="multipliers per matmul-like node (default: fitted)")
+    ap.add_argument("--parallelism", help="multipliers per matmul-like node: N, or a JSON object {node: N} "
+                                          "(default: fitted)")
+    ap.add_argument("--clock", type=float, help="MHz (default: the board's choice; a PLL for ECP5/iCE40 boards)")
     args = ap.parse_args()
+    par = args.parallelism
+    par = None if par is None else json.loads(par) if par.strip().startswith("{") else int(par)
     from fabformer.boards.build import build
     out = prepare_dir(args.output)
     g, source = example_graph()
@@ -59,8 +63,9 @@ def main():
     for b in args.boards:
         t = time.time()
         try:
-            rep = build(g, b, out / b, parallelism=args.parallelism)
-            row = {k: rep.get(k) for k in ("board", "bitstream", "fmax_mhz", "clock_mhz", "resources",
+            rep = build(g, b, out / b, parallelism=par, clock_mhz=args.clock)
+            row = {k: rep.get(k) for k in ("board", "bitstream", "fmax_mhz", "clock_mhz", "clock_source", "pll",
+                                           "clock_chosen_by", "resources",
                                            "multipliers", "parallelism", "latency_cycles", "latency_ns",
                                            "ii_cycles", "throughput_inferences_per_s", "uart", "attempts")}
         except FabformerError as e:

@@ -1,11 +1,19 @@
 """``build(graph, board, out)``: a fitted design, the shell, a bitstream (or a Vivado plan), a report.
 
-Fitting: for a target II every matmul-like node gets the fewest multipliers that
-reach it (:func:`parallelism_candidates`); the fastest such setting whose
-multipliers fit the board's DSP count is tried first, then settings with about
-half the multipliers each, down to one per node.  Each try is synthesized first:
-one that yosys already shows too big for the device's LUT/FF/DSP/BRAM is not
-placed; one that places but misses the clock moves on to the next, smaller one.
+Fitting: first the setting that fills the board's DSPs (:func:`fill_parallelism`: the
+DSPs the row functions and scale multiplies need set aside, :func:`other_dsps`); then,
+for a target II, every matmul-like node gets the fewest multipliers that reach it
+(:func:`parallelism_candidates`): settings with about half the multipliers each, down
+to one per node.
+
+Clock: ECP5 and iCE40 boards run the model and the UART shell from a PLL
+(:mod:`.pll`): at ``--clock``, or first at the board's ``pll_target_mhz`` and, when
+nextpnr's Fmax falls short, once more at the PLL output nearest to 95 % of that Fmax.
+
+Each try is synthesized first: one that yosys already shows too big for the device's
+LUT/FF/DSP/BRAM is not placed (over on DSPs only: the DSPs synthesis put outside the
+matmul-like multipliers are now known, and a setting filling the DSPs left is tried
+next); one that places but misses the clock moves on to the next, smaller one.
 If none fits, :class:`FabformerError` says what was needed and what is available
 (or the best Fmax reached), and the output folder holds ``FAILED.txt`` with every
 try, no bitstream and no report claiming success.
@@ -26,6 +34,8 @@ from . import flow
 
 DEFAULT_BAUD = 115200
 FAILED = "FAILED.txt"
+CLOCK_MARGIN = 0.95  # a clock chosen from nextpnr's Fmax stays this far below it
+PLL_FAMILIES = ("ecp5", "ice40")
 
 
 def parallelism_candidates(graph, dsp: int, max_candidates: int = 6) -> list[dict]:
@@ -61,6 +71,85 @@ def parallelism_candidates(graph, dsp: int, max_candidates: int = 6) -> list[dic
     return out
 
 
+def other_dsps(graph) -> int:
+    """DSPs a design uses beyond its matmul-like multipliers, estimated before synthesis: the row
+    functions' multipliers (layer norm 3, softmax 1) and each matmul's scale multiply per output
+    column (none for a power-of-two scale)."""
+    from fabformer.rtl import make_block, mac_nodes
+    macs = {n.name for n in mac_nodes(graph)}
+    extra = 0
+    for n in graph.nodes:
+        if n.kind == "quantize":
+            continue
+        if n.name not in macs:
+            blk = make_block(n, graph, None)
+            blk._MustUse__silence = True
+            extra += int(blk.multipliers)
+        elif n.kind == "matmul" and int(n.scale) & (int(n.scale) - 1):
+            extra += int(graph.tensors[n.output].shape[-1])
+    return extra
+
+
+def _mac_multipliers(graph, par: dict) -> int:
+    from fabformer.rtl import generate, mac_nodes
+    d = generate(graph, parallelism=par)
+    names = {n.name for n in mac_nodes(graph)}
+    return sum(b["multipliers"] for b in d.blocks if b["name"] in names)
+
+
+def fill_parallelism(graph, dsp: int, start: dict | None = None) -> dict:
+    """A setting that uses the DSP budget: from the fastest balanced setting whose multipliers fit
+    ``dsp`` (or ``start``), upgrade one node at a time to its next parallelism option, taking the
+    upgrade that cuts the design's latency plus II the most per added multiplier while the total
+    stays within ``dsp``."""
+    from fabformer.rtl import generate, mac_nodes, parallelism_options
+    nodes = mac_nodes(graph)
+    if not nodes:
+        return {}
+    opts = {n.name: parallelism_options(graph, n) for n in nodes}
+
+    def mults(p):
+        return sum(next(o[0] for o in opts[k] if o[2] == v) if any(o[2] == v for o in opts[k]) else v
+                   for k, v in p.items())
+
+    if start is None:
+        cands = parallelism_candidates(graph, dsp)
+        start = next((c for c in cands if mults(c) <= dsp), cands[-1])
+    par = dict(start)
+
+    def cost(p):
+        d = generate(graph, parallelism=p)
+        return d.latency_cycles + d.ii_cycles, d.multipliers
+
+    def upgraded(p, names):
+        out = dict(p)
+        for name in names:
+            up = [o for o in opts[name] if o[2] > p[name]]
+            if not up:
+                return None
+            out[name] = up[0][2]
+        return out
+
+    base, _ = cost(par)
+    while True:
+        # moves: one node to its next option, or every node of one II at once (parallel branches
+        # such as query, key and value only gain together)
+        ii_of = {k: next((o[1] for o in opts[k] if o[2] == v), None) for k, v in par.items()}
+        moves = [[k] for k in opts] + [[k for k in opts if ii_of[k] == ii] for ii in sorted(set(ii_of.values()))]
+        best = None
+        for names in moves:
+            trial = upgraded(par, names)
+            if trial is None or trial == par or mults(trial) > dsp:
+                continue
+            c, _ = cost(trial)
+            gain = (base - c) / max(mults(trial) - mults(par), 1)
+            if gain > 0 and (best is None or gain > best[0]):
+                best = (gain, trial, c)
+        if best is None:
+            return par
+        _, par, base = best
+
+
 def _resources(used: dict, available: dict) -> dict:
     res = {}
     for k in RESOURCE_KINDS:
@@ -78,16 +167,8 @@ def build(graph, board: str, out, *, clock_mhz: float | None = None, parallelism
           design=None, max_tries: int = 4, seed: int = 1) -> dict:
     """Build ``graph`` (or a ready ``design``) for ``board`` into folder ``out``; return the report dict."""
     target = get_target(board, clock_mhz)
-    board_clock = getattr(target, "default_clk_frequency", None)
-    if board_clock is not None:
-        board_mhz = board_clock / 1e6
-        if clock_mhz is not None and abs(clock_mhz - board_mhz) > 1e-6:
-            raise FabformerError(
-                f"board {board!r} runs from its {board_mhz:g} MHz oscillator; --clock {clock_mhz:g} would need a "
-                f"PLL, which fabformer does not generate yet; valid --clock for this board: {board_mhz:g}")
-        clock_mhz = board_mhz
-    else:
-        clock_mhz = target.clock_mhz
+    clock = _clock_plan(target, board, clock_mhz)
+    clock_mhz = clock["mhz"]
     out = prepare_dir(out, clean=True)
     if design is not None:
         candidates = [None]
@@ -95,11 +176,60 @@ def build(graph, board: str, out, *, clock_mhz: float | None = None, parallelism
         candidates = [parallelism]
     else:
         cands = parallelism_candidates(graph, target.available["dsp"])
+        # first the setting that fills the DSPs (those the design needs besides the matmul-like
+        # multipliers set aside), then the balanced ones with fewer multipliers
+        filled = fill_parallelism(graph, target.available["dsp"] - other_dsps(graph))
+        if filled and filled not in cands:
+            n = _mac_multipliers(graph, filled)
+            cands = [filled] + [c for c in cands if _mac_multipliers(graph, c) < n]
         candidates = cands if len(cands) <= max_tries else cands[:max_tries - 1] + cands[-1:]
     divisor = max(4, round(clock_mhz * 1e6 / baud))
     if target.open_flow:
-        return _open_flow(graph, target, out, clock_mhz, candidates, design, divisor, baud, seed)
+        return _open_flow(graph, target, out, clock, candidates, design, baud, seed)
     return _vivado(graph, target, out, clock_mhz, candidates, design, divisor, baud)
+
+
+def _clock_plan(target, board, clock_mhz) -> dict:
+    """The clock of the first build: ``{"mhz", "pll", "auto", "oscillator_mhz"}``.  A board of a
+    PLL family runs from a PLL: at ``--clock`` (the nearest PLL output not above it), or, without
+    ``--clock``, first at the board's ``pll_target_mhz`` and then at a clock chosen from nextpnr's
+    Fmax (:func:`_clock_from_fmax`).  Other boards run from their oscillator; part targets at
+    ``--clock``."""
+    board_clock = getattr(target, "default_clk_frequency", None)
+    if board_clock is None:
+        return {"mhz": target.clock_mhz, "pll": None, "auto": False, "oscillator_mhz": None}
+    osc = board_clock / 1e6
+    has_pll = target.family in PLL_FAMILIES and target.open_flow
+    if clock_mhz is None:
+        if not (has_pll and target.pll_target_mhz):
+            return {"mhz": osc, "pll": None, "auto": False, "oscillator_mhz": osc}
+        clock_mhz, auto = target.pll_target_mhz, True
+    else:
+        auto = False
+        if abs(clock_mhz - osc) < 1e-6:
+            return {"mhz": osc, "pll": None, "auto": False, "oscillator_mhz": osc}
+        if not has_pll:
+            raise FabformerError(
+                f"board {board!r} runs from its {osc:g} MHz oscillator; --clock {clock_mhz:g} would need a PLL, "
+                f"which fabformer makes for {' and '.join(PLL_FAMILIES)} boards only; valid --clock for this "
+                f"board: {osc:g}")
+    from .pll import pll_setting
+    pll = pll_setting(target.family, osc, clock_mhz)
+    return {"mhz": pll.out_mhz, "pll": pll, "auto": auto, "oscillator_mhz": osc}
+
+
+def _clock_from_fmax(target, clock: dict, fmax: float) -> dict | None:
+    """A lower clock for a design that routed below ``clock``: the PLL output nearest to
+    ``CLOCK_MARGIN`` x Fmax from below, not below the board oscillator (None: no such clock)."""
+    from .pll import pll_setting
+    want = fmax * CLOCK_MARGIN
+    osc = clock["oscillator_mhz"]
+    if osc is None or want < osc:
+        return None
+    pll = pll_setting(target.family, osc, want)
+    if pll.out_mhz < osc or pll.out_mhz >= clock["mhz"]:
+        return {**clock, "mhz": osc, "pll": None} if fmax >= osc and osc < clock["mhz"] else None
+    return {**clock, "mhz": pll.out_mhz, "pll": pll}
 
 
 def _design(graph, par):
@@ -107,12 +237,19 @@ def _design(graph, par):
     return generate(graph, parallelism=par)
 
 
-def _open_flow(graph, target, out, clock_mhz, candidates, design, divisor, baud, seed):
+def _open_flow(graph, target, out, clock, candidates, design, baud, seed):
     """Try the candidates in order: a synthesis too big for the device skips place and route,
-    a routed design below the clock moves on to the next (smaller) candidate."""
+    a routed design below the clock moves on to the next (smaller) candidate, except that with
+    a clock of the board's choosing it is first built again at a clock chosen from its Fmax."""
     attempts = []
+    first_clock = clock
     extra_dsp = 0  # DSPs that synthesis puts outside the matmul-like blocks (seen in a try)
-    for i, par in enumerate(candidates):
+    refilled = False
+    candidates = list(candidates)
+    i = -1
+    while i + 1 < len(candidates):
+        i += 1
+        par = candidates[i]
         d = design if design is not None else _design(graph, par)
         if extra_dsp and i < len(candidates) - 1 and d.multipliers + extra_dsp > target.available["dsp"]:
             attempts.append({"parallelism": d.parallelism, "multipliers": d.multipliers,
@@ -121,39 +258,62 @@ def _open_flow(graph, target, out, clock_mhz, candidates, design, divisor, baud,
                                  f"> {target.available['dsp']} DSPs"), "used": {}, "over": ["DSP (estimated)"],
                              "skipped_pnr": True, "routed": False, "fmax_mhz": None, "used_by": "estimate"})
             continue
-        bdir = out / "build" / f"try{i}"
-        shell = UARTShell.for_design(d, divisor=divisor)
-        if hasattr(target, "default_clk_frequency"):  # an amaranth platform prepares once: a fresh one a try
-            r = flow.board_build(type(target)(), BoardTop(shell), bdir, clock_mhz=clock_mhz, seed=seed)
-        else:
-            r = flow.part_build(target, shell, bdir, clock_mhz=clock_mhz, seed=seed)
-        used = r["nextpnr"] or r["yosys"] or r.get("estimate") or {}
-        over = _over(used, target.available)
-        fmax = r["fmax_mhz"]
-        timing_met = fmax is not None and fmax >= clock_mhz
-        attempt = {"parallelism": d.parallelism if hasattr(d, "parallelism") else par,
-                   "multipliers": d.multipliers, "latency_cycles": int(d.latency_cycles),
-                   "used": used, "used_by": "nextpnr" if r["nextpnr"] else "yosys" if r["yosys"] else
-                   "flip-flop bits before synthesis" if r.get("estimate") else None,
-                   "fmax_mhz": None if fmax is None else round(fmax, 2),
-                   "routed": r["ok"], "skipped_pnr": bool(r.get("skipped_pnr")), "over": over,
-                   "timing_met": timing_met, "seconds": r.get("seconds"), "build_dir": str(bdir)}
-        attempts.append(attempt)
-        if used.get("dsp") is not None and r.get("yosys"):
-            extra_dsp = max(extra_dsp, int(r["yosys"]["dsp"]) - int(d.multipliers))
-        if r["ok"] and not over and timing_met:
-            return _finish(out, target, d, clock_mhz, r, attempts, baud, bdir)
-    _fail(out, target, clock_mhz, attempts)
+        for again in range(2):
+            bdir = out / "build" / (f"try{i}" if again == 0 else f"try{i}_at_{clock['mhz']:.2f}mhz")
+            r, attempt = _try(target, d, par, clock, bdir, baud, seed)
+            attempts.append(attempt)
+            used = r["nextpnr"] or r["yosys"] or r.get("estimate") or {}
+            if used.get("dsp") is not None and r.get("yosys"):
+                extra_dsp = max(extra_dsp, int(r["yosys"]["dsp"]) - int(d.multipliers))
+                if (design is None and not refilled and attempt["over"]
+                        and all(o.startswith("DSP") for o in attempt["over"])):
+                    refilled = True  # fill the DSPs again, now that synthesis told what else needs them
+                    rows = {b["name"] for b in d.blocks if b["multipliers"] and b["name"] not in (par or {})}
+                    own = sum(b["multipliers"] for b in d.blocks if b["name"] in rows)
+                    refill = fill_parallelism(graph, target.available["dsp"] - extra_dsp - own)
+                    if refill and refill not in candidates[i + 1:]:
+                        candidates.insert(i + 1, refill)
+            if r["ok"] and not attempt["over"] and attempt["timing_met"]:
+                return _finish(out, target, d, clock, r, attempts, baud, bdir)
+            lower = (_clock_from_fmax(target, clock, r["fmax_mhz"])
+                     if clock["auto"] and r["ok"] and not attempt["over"] and r["fmax_mhz"] else None)
+            if lower is None or again:
+                break
+            clock = lower  # the same setting again, at a clock nextpnr's Fmax allows
+        clock = first_clock
+    _fail(out, target, first_clock, attempts)
 
 
-def _fail(out, target, clock_mhz, attempts):
+def _try(target, d, par, clock, bdir, baud, seed):
+    """One build of design ``d`` at ``clock``: (flow result, attempt record)."""
+    clock_mhz = clock["mhz"]
+    shell = UARTShell.for_design(d, divisor=max(4, round(clock_mhz * 1e6 / baud)))
+    if hasattr(target, "default_clk_frequency"):  # an amaranth platform prepares once: a fresh one a try
+        r = flow.board_build(type(target)(), BoardTop(shell, pll=clock["pll"]), bdir, clock_mhz=clock_mhz, seed=seed)
+    else:
+        r = flow.part_build(target, shell, bdir, clock_mhz=clock_mhz, seed=seed)
+    used = r["nextpnr"] or r["yosys"] or r.get("estimate") or {}
+    fmax = r["fmax_mhz"]
+    attempt = {"parallelism": d.parallelism if hasattr(d, "parallelism") else par,
+               "multipliers": d.multipliers, "latency_cycles": int(d.latency_cycles),
+               "used": used, "used_by": "nextpnr" if r["nextpnr"] else "yosys" if r["yosys"] else
+               "flip-flop bits before synthesis" if r.get("estimate") else None,
+               "fmax_mhz": None if fmax is None else round(fmax, 2), "clock_mhz": round(clock_mhz, 4),
+               "routed": r["ok"], "skipped_pnr": bool(r.get("skipped_pnr")), "over": _over(used, target.available),
+               "timing_met": fmax is not None and fmax >= clock_mhz, "seconds": r.get("seconds"),
+               "build_dir": str(bdir)}
+    return r, attempt
+
+
+def _fail(out, target, clock, attempts):
+    clock_mhz = clock["mhz"]
     last = attempts[-1]
     device = getattr(target, "device", "")
     needed = ", ".join(f"{k.upper()} {last['used'].get(k)}/{target.available[k]}" for k in RESOURCE_KINDS
                        if last["used"].get(k) is not None)
     tried = "; ".join(f"{a['multipliers']} multipliers: " + (
         ", ".join(a["over"]) + (f" (from {a['used_by']}, not placed)" if a["skipped_pnr"] else "") if a["over"]
-        else f"Fmax {a['fmax_mhz']} MHz < {clock_mhz:g} MHz" if a["routed"] or a["fmax_mhz"] is not None
+        else f"Fmax {a['fmax_mhz']} MHz < {a.get('clock_mhz', clock_mhz):g} MHz" if a["routed"] or a["fmax_mhz"] is not None
         else "place and route failed") for a in attempts)
     if last["over"] or not last["routed"] and last["fmax_mhz"] is None:
         why = "; ".join(last["over"]) if last["over"] else "place and route failed (see build/ logs)"
@@ -166,8 +326,9 @@ def _fail(out, target, clock_mhz, attempts):
         best = max((a["fmax_mhz"] for a in attempts if a["fmax_mhz"] is not None), default=None)
         msg = (f"{target.board} ({device}): the design fits but nextpnr reaches at most {best} MHz, below the "
                f"board's {clock_mhz:g} MHz clock. Tried {len(attempts)} setting(s) [{tried}]; "
-               + (f"the board runs from its oscillator (fabformer makes no PLL), so use a part: target "
-                  f"with --clock {math.floor(best)} or less" if best and hasattr(target, "default_clk_frequency")
+               + (f"the board runs from its oscillator ({target.family} boards get no PLL), so use a part: "
+                  f"target with --clock {math.floor(best)} or less"
+                  if best and hasattr(target, "default_clk_frequency") and target.family not in PLL_FAMILIES
                   else f"ask for a lower --clock (at most {math.floor(best)} MHz)" if best
                   else "ask for a lower --clock"))
     (out / FAILED).write_text(msg + "\n\n" + json.dumps(attempts, indent=1, sort_keys=True, default=str) + "\n")
@@ -206,7 +367,8 @@ def _timing(d, clock_mhz, divisor=None, baud=None):
     return t
 
 
-def _finish(out, target, d, clock_mhz, r, attempts, baud, bdir):
+def _finish(out, target, d, clock, r, attempts, baud, bdir):
+    clock_mhz = round(clock["mhz"], 4)
     ext = r["bitstream"].suffix
     bit = out / f"{target.board.replace(':', '_')}{ext}"
     shutil.copyfile(r["bitstream"], bit)
@@ -214,6 +376,11 @@ def _finish(out, target, d, clock_mhz, r, attempts, baud, bdir):
     rep = {"board": target.board, "family": target.family, "bitstream": str(bit),
            "fmax_mhz": None if fmax is None else round(fmax, 2), "clock_mhz": clock_mhz,
            "timing_met": fmax is not None and fmax >= clock_mhz,
+           "clock_source": "pll" if clock["pll"] else "oscillator" if clock["oscillator_mhz"] else "port",
+           "clock_chosen_by": ("nextpnr Fmax" if clock["auto"] and len(attempts) > 1 and attempts[-1].get("clock_mhz")
+                               != attempts[-2].get("clock_mhz") else "board target" if clock["auto"] else "--clock"
+                               if clock["pll"] or not clock["oscillator_mhz"] else "board oscillator"),
+           "pll": clock["pll"].as_dict() if clock["pll"] else None,
            "resources": _resources(r["nextpnr"] or r["yosys"], target.available),
            "parallelism": getattr(d, "parallelism", None), "multipliers": d.multipliers, "macs": d.macs,
            **_timing(d, clock_mhz, max(4, round(clock_mhz * 1e6 / baud)), baud),
@@ -275,7 +442,7 @@ def report_markdown(rep: dict) -> str:
         return "n/a" if v is None else f"{v}{unit}"
     rows = [f"# {rep['board']} ({rep['family']})", "",
             f"- bitstream: {f(rep['bitstream'])}",
-            f"- clock: {rep['clock_mhz']:g} MHz requested; Fmax (nextpnr): {f(rep['fmax_mhz'], ' MHz')}",
+            f"- clock: {rep['clock_mhz']:g} MHz ({_clock_words(rep)}); Fmax (nextpnr): {f(rep['fmax_mhz'], ' MHz')}",
             f"- latency: {rep['latency_cycles']} cycles = {rep['latency_ns']} ns; "
             f"throughput: {rep['throughput_inferences_per_s']} inferences/s (II {rep['ii_cycles']} cycles)",
             f"- multipliers: {rep['multipliers']} for {rep['macs']} MACs/inference", *_uart_rows(rep), "",
@@ -283,6 +450,17 @@ def report_markdown(rep: dict) -> str:
     for k, v in rep["resources"].items():
         rows.append(f"| {k.upper()} | {f(v['used'])} | {f(v['available'])} | {f(v['percent'])} |")
     return "\n".join(rows) + "\n"
+
+
+def _clock_words(rep: dict) -> str:
+    src = rep.get("clock_source")
+    if src == "pll":
+        p = rep.get("pll") or {}
+        return (f"from a PLL on the {p.get('in_mhz', 0):g} MHz oscillator, chosen by "
+                f"{rep.get('clock_chosen_by', '--clock')}")
+    if src == "oscillator":
+        return "the board oscillator"
+    return "requested" if src is None else "the clock port's constraint"
 
 
 def _uart_rows(rep: dict) -> list[str]:

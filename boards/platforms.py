@@ -31,6 +31,7 @@ class FabformerBoard:
     uart: tuple = ("uart", 0)
     leds: tuple = (("led", 0), ("led", 1))
     synth_opts: str = ""
+    pll_target_mhz: float | None = None  # the first clock tried from the PLL when no --clock is given
 
     def board_extras(self, m) -> None:
         """Drive board pins the shell needs besides UART and LEDs (none by default)."""
@@ -50,6 +51,7 @@ class ICEBreaker(FabformerBoard, ICEBreakerPlatform):
     bram_bits = 4096
     dsp_width = 16
     synth_opts = "-dsp"
+    pll_target_mhz = 48.0
 
 
 class ULX3S85F(FabformerBoard, ULX3S_85F_Platform):
@@ -60,6 +62,7 @@ class ULX3S85F(FabformerBoard, ULX3S_85F_Platform):
     available = {"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208}
     bram_bits = 18432
     dsp_width = 18
+    pll_target_mhz = 100.0
 
     def board_extras(self, m) -> None:
         m.d.comb += self.request("uart_tx_enable", 0).o.eq(1)  # enables the FTDI's receive path

@@ -7,13 +7,21 @@ from .shell import UARTShell
 
 
 class BoardTop(Elaboratable):
-    """``shell`` connected to the platform's UART and two LEDs (alive, busy)."""
+    """``shell`` connected to the platform's UART and two LEDs (alive, busy); with a ``pll``
+    setting (:func:`fabformer.boards.pll.pll_setting`) the shell and the model run from the PLL's
+    clock instead of the board oscillator."""
 
-    def __init__(self, shell: UARTShell):
+    def __init__(self, shell: UARTShell, pll=None):
         self.shell = shell
+        self.pll = pll
 
     def elaborate(self, platform):
         m = Module()
+        if self.pll is not None:
+            from amaranth import ClockDomain
+            from .pll import PLLDomain
+            m.domains.sync = ClockDomain("sync")
+            m.submodules.clock = PLLDomain(self.pll)
         m.submodules.shell = shell = self.shell
         uart = platform.request(*platform.uart)
         m.d.comb += [shell.rx.eq(uart.rx.i), uart.tx.o.eq(shell.tx)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -19,9 +19,9 @@ from amaranth.lib.wiring import In, Out
 from .. import ir
 from ..errors import FabformerError
 from ..fixed import FixedType
-from .arith import pack, requantize, shape_of, unpack
+from .arith import overflow, pack, requantize, shape_of, shift_round, unpack
 
-__all__ = ["Block", "Pipe", "RowMap", "AddBlock", "MacEngine", "DenseBlock", "MatMulBlock", "ReshapeBlock",
+__all__ = ["mac_depth", "queue_rows", "Block", "Pipe", "RowMap", "AddBlock", "MacEngine", "DenseBlock", "Wire", "MatMulBlock", "ReshapeBlock",
            "PoolBlock", "Fork", "row_shape", "row_layout", "mac_split"]
 
 
@@ -179,31 +179,65 @@ class AddBlock(Block):
 
 
 # -- multiply-accumulate engine -------------------------------------------------------
+def tree_stages(pk: int) -> int:
+    """Pipeline stages of the adder tree that sums ``pk`` products (two adder levels a stage)."""
+    levels = max(pk - 1, 0).bit_length()
+    return (levels + 1) // 2
+
+
+def mac_depth(pk: int, scaled: bool) -> int:
+    """Cycles a job's row spends in the engine's pipeline after its last step, beyond the
+    one output-register cycle: operand/weight register, product register, the adder-tree
+    stages, the accumulator, the scale register (matmul) and the requantizer's rounding
+    register (its saturation goes into the output register)."""
+    return 4 + tree_stages(pk) + (1 if scaled else 0)
+
+
+def queue_rows(steps: int, pk: int, scaled: bool) -> int:
+    """Rows the engine's output queue holds (its register included): a job starts only with a
+    place reserved for its row, so the pipeline never stalls; this many places keep a job
+    starting every ``steps`` cycles while the consumer takes each row when it appears."""
+    lat = steps + 1 + mac_depth(pk, scaled)
+    return max(2, -(-(lat + 1) // steps))
+
+
 class MacEngine(Elaboratable):
     """Computes one output row ``y[n] = rq(sum_k x[k] * W[k, n] + bias[n])`` per job with
     ``pn * pk`` multipliers in ``steps = (K/pk) * (N/pn)`` cycles.
 
     A job is accepted (``start & ready``) together with its ``x`` elements and a
     head index; the next job is accepted during the last step of the current one,
-    so a row takes exactly ``steps`` cycles and leaves one cycle later on ``o``.  The
-    output register holds the full-precision sums; ``o.payload`` is their requantization
-    (so the requantizing logic is not on the multiply-accumulate path).
-    ``weight(m, eng, i, j)`` returns the weight (value or int) feeding lane ``i``,
-    product ``j`` in the current step; ``eng.state`` holds the step registers
-    (``head``, ``kb``, ``nb``, ``cnt``) and ``eng.next`` their values in the next
-    cycle, so weights can come from synchronous (block RAM) read ports addressed
-    one cycle ahead.  ``bias(b, i)`` is an int (already shifted to the accumulator
-    frac) or None; ``finish(m, acc, lane)`` requantizes.
+    so a job starts every ``steps`` cycles.  Each step passes a free-running pipeline:
+    the step's operands and weights are registered (no multiplexer before a multiplier),
+    the products are registered, summed in an adder tree registered every two levels,
+    accumulated, (matmul) scaled and registered, rounded and registered, saturated into an
+    output queue; the row leaves ``steps + 1 + mac_depth`` cycles after its job started.
+    A job starts only when its row has a place reserved in the queue (``queue_rows``), so
+    the consumer's ``ready`` never reaches the pipeline.
+    ``x`` rotates by ``pk`` elements a step (the step's operands are always its first
+    ``pk``: no wide multiplexer).  ``weight(m, eng, i, j)`` returns the weight (value or int)
+    feeding lane ``i``, product ``j`` in the current step; ``eng.state`` holds the step
+    registers (``head``, ``kb``, ``nb``, ``cnt``) and ``eng.next`` their values in the next
+    cycle, so weights can come from synchronous (block RAM) read ports addressed one cycle
+    ahead.  ``bias(b, i)`` is an int (already shifted to the accumulator frac) or None;
+    ``scale`` an int the sums are multiplied by before they are requantized from ``frac``
+    fraction bits to ``out_t``.
     """
 
-    def __init__(self, k, n, pn, pk, x_t, acc_width, out_t, heads, weight, bias, finish, const_weights=None):
+    def __init__(self, k, n, pn, pk, x_t, acc_width, out_t, heads, weight, bias, frac, const_weights=None,
+                 scale=None, chain=1):
         self.k, self.n, self.pn, self.pk = k, n, pn, pk
         self.KB, self.NB = k // pk, n // pn
         self.steps = self.KB * self.NB
         self.x_t, self.out_t, self.heads = x_t, out_t, heads
         self.acc_width = acc_width
-        self.weight, self.bias, self.finish = weight, bias, finish
+        self.weight, self.bias, self.frac, self.scale = weight, bias, frac, scale
         self.const_weights = const_weights  # full [k, n] int array when steps == 1 (zero -> no multiplier)
+        self.depth = mac_depth(pk, scale is not None)
+        self.queue = queue_rows(self.steps, pk, scale is not None)
+        # chain > 1: a group of ``chain`` jobs (head 0 .. chain-1, in order) sums into one output row
+        # (a flattened input arriving row by row); each job adds its x to the group's running sums
+        self.chain = chain
         self.start = Signal()
         self.ready = Signal()
         self.x = [Signal(shape_of(x_t), name=f"x_in{j}") for j in range(k)]
@@ -215,22 +249,31 @@ class MacEngine(Elaboratable):
         # step registers and their values in the next cycle (driven by elaborate)
         self.state = {"head": Signal.like(self.head, name="head_reg"), "kb": Signal(range(max(self.KB, 2)), name="kb"),
                       "nb": Signal(range(max(self.NB, 2)), name="nb"), "cnt": Signal(range(max(self.steps, 2)), name="cnt")}
+        if chain > 1:  # the step within the whole group (weights of all its jobs in order)
+            self.state["gcnt"] = Signal(range(max(self.steps * chain, 2)), name="gcnt")
         self.next = {k: Signal.like(v, name=f"next_{k}") for k, v in self.state.items()}
 
     def elaborate(self, platform):
         m = Module()
-        KB, NB, pn, pk = self.KB, self.NB, self.pn, self.pk
-        x_reg = [Signal(shape_of(self.x_t), name=f"x{j}") for j in range(self.k)]
+        KB, NB, pn, pk, K = self.KB, self.NB, self.pn, self.pk, self.k
+        x_reg = [Signal(shape_of(self.x_t), name=f"x{j}") for j in range(K)]
         head, kb, nb, cnt = (self.state[k] for k in ("head", "kb", "nb", "cnt"))
-        acc = [Signal(signed(self.acc_width), name=f"acc{i}") for i in range(pn)]
-        res = [Signal(signed(self.acc_width), name=f"res{n}") for n in range(self.n)]
-        outw = [Signal(signed(self.acc_width), name=f"sum{n}") for n in range(self.n)]
-        last_k = kb == KB - 1
-        last = last_k & (nb == NB - 1)
-        out_free = ~self.o.valid | self.o.ready
-        advance = self.busy & (~last | out_free)
+        aw = self.acc_width
+        last_k = Signal(name="last_k")
+        last = Signal(name="last")
+        m.d.comb += [last_k.eq(kb == KB - 1), last.eq(last_k & (nb == NB - 1))]
+        advance = self.busy
         m.d.comb += self.done.eq(advance & last)
-        take = self.start & self.ready
+        # places reserved in the output queue: a job reserves one when it starts, a row read frees one
+        reserved = Signal(range(self.queue + 1), name="reserved")
+        room = Signal(name="room")
+        group_first = (self.head == 0) if self.chain > 1 else Const(1, 1)
+        m.d.comb += [room.eq(reserved != self.queue),
+                     self.ready.eq((room | ~group_first) & (~self.busy | last))]
+        take = Signal(name="take")
+        pop = self.o.valid & self.o.ready
+        m.d.comb += take.eq(self.start & self.ready)
+        m.d.sync += reserved.eq(reserved + (take & group_first) - pop)
         nxt = self.next
         m.d.comb += [
             nxt["head"].eq(Mux(take, self.head, head)),
@@ -238,11 +281,33 @@ class MacEngine(Elaboratable):
             nxt["nb"].eq(Mux(take | (advance & last), 0, Mux(advance & last_k, nb + 1, nb))),
             nxt["cnt"].eq(Mux(take | (advance & last), 0, Mux(advance, cnt + 1, cnt))),
         ]
+        m.d.sync += [head.eq(nxt["head"]), kb.eq(nxt["kb"]), nb.eq(nxt["nb"]), cnt.eq(nxt["cnt"]),
+                     self.busy.eq(take | (self.busy & ~last))]
+        if self.chain > 1:
+            gcnt = self.state["gcnt"]
+            m.d.comb += nxt["gcnt"].eq(Mux(take & group_first, 0, Mux(advance, gcnt + 1, gcnt)))
+            m.d.sync += gcnt.eq(nxt["gcnt"])
+        # x: loaded with the job, then rotated by pk each step (its first pk are the step's operands)
+        with m.If(take):
+            m.d.sync += [r.eq(x) for r, x in zip(x_reg, self.x)]
+        if KB > 1:
+            with m.Elif(advance):
+                m.d.sync += [x_reg[j].eq(x_reg[(j + pk) % K]) for j in range(K)]
 
-        # lane datapath
-        xsel = [x_reg[j] if KB == 1 else Array(x_reg[b * pk + j] for b in range(KB))[kb] for j in range(pk)]
-        q = []
+        def reg(value, name, shape=None):
+            value = Value.cast(value)
+            r = Signal(shape if shape is not None else value.shape(), name=name)
+            m.d.sync += r.eq(value)
+            return r
+
+        # stage 1: the step's operands, weights and tags
+        v1 = reg(advance, "v1")
+        first1, lastk1, nb1 = reg(kb == 0, "first1"), reg(last_k, "lastk1"), reg(nb, "nb1")
+        gfirst1 = reg(head == 0 if self.chain > 1 else 1, "gfirst1")  # the group's first job: start from the bias
+        last1 = reg(last & (head == self.chain - 1) if self.chain > 1 else last, "last1")  # the row is complete
+        x1 = [reg(x_reg[j], f"x1_{j}") for j in range(pk)]
         mults = 0
+        prods = []
         for i in range(pn):
             terms = []
             for j in range(pk):
@@ -250,48 +315,101 @@ class MacEngine(Elaboratable):
                     w = int(self.const_weights[j, i])
                     if w == 0:
                         continue  # pruned weight: no multiplier
-                    terms.append(xsel[j] * Const(w))
+                    terms.append(x1[j] * Const(w))
                 else:
-                    terms.append(xsel[j] * self.weight(m, self, i, j))
+                    w1 = reg(self.weight(m, self, i, j), f"w1_{i}_{j}")
+                    terms.append(x1[j] * w1)
                 mults += 1
-            partial = Signal(signed(self.acc_width), name=f"partial{i}")
-            m.d.comb += partial.eq(sum(terms) if terms else 0)
+            prods.append(terms)
+        self.multipliers = mults
+        # stage 2: products; then the adder tree, registered every two levels
+        tags = [v1, first1, lastk1, last1, nb1, gfirst1]
+        tags = [reg(t, f"{t.name[:-1]}2") for t in tags]
+        level = [[reg(t, f"prod{i}_{j}", signed(aw)) for j, t in enumerate(terms)] for i, terms in enumerate(prods)]
+        for s in range(tree_stages(pk)):
+            nxt_level = []
+            for i, terms in enumerate(level):
+                for _ in range(2):
+                    if len(terms) > 1:
+                        terms = [a + b for a, b in zip(terms[0::2], terms[1::2])] + ([terms[-1]] if len(terms) % 2 else [])
+                nxt_level.append([reg(t, f"tree{s}_{i}_{j}", signed(aw)) for j, t in enumerate(terms)])
+            level = nxt_level
+            tags = [reg(t, f"{t.name[:-1]}{3 + s}") for t in tags]
+        v, first, lk, lst, nbt, gfirst = tags
+        # accumulator stage
+        acc = [Signal(signed(aw), name=f"acc{i}") for i in range(pn)]
+        res = [Signal(signed(aw), name=f"res{n}") for n in range(self.n)]
+        outw = [Signal(signed(aw), name=f"sum{n}") for n in range(self.n)]
+        q = []
+        for i in range(pn):
+            partial = level[i][0] if level[i] else Const(0, signed(aw))
             if self.bias is not None:
                 bvals = [int(self.bias(b, i)) for b in range(NB)]
-                b0 = Const(bvals[0], signed(self.acc_width)) if NB == 1 else \
-                    Array(Const(v, signed(self.acc_width)) for v in bvals)[nb]
+                b0 = Const(bvals[0], signed(aw)) if NB == 1 else Array(Const(bv, signed(aw)) for bv in bvals)[nbt]
             else:
-                b0 = 0
-            base = Mux(kb == 0, b0, acc[i])
-            new = Signal(signed(self.acc_width), name=f"new{i}")
-            m.d.comb += new.eq(base + partial)
+                b0 = Const(0, signed(aw))
+            if self.chain > 1:  # a later job of a group goes on from the group's sums so far
+                kept = res[i] if NB == 1 else Array(res[b * pn + i] for b in range(NB))[nbt]
+                b0 = Mux(gfirst, b0, kept)
+            new = Signal(signed(aw), name=f"new{i}")
+            m.d.comb += new.eq(Mux(first, b0, acc[i]) + partial)
             q.append(new)
-            with m.If(advance):
+            with m.If(v):
                 m.d.sync += acc[i].eq(new)
-                with m.If(last_k):
-                    with m.Switch(nb):
-                        for b in range(NB - 1):
-                            with m.Case(b):
-                                m.d.sync += res[b * pn + i].eq(new)
-        self.multipliers = mults
-
-        with m.If(advance):
-            with m.If(last_k):
-                m.d.sync += [kb.eq(0), nb.eq(nb + 1)]
-            with m.Else():
-                m.d.sync += kb.eq(kb + 1)
-            m.d.sync += cnt.eq(cnt + 1)
-            with m.If(last):
-                m.d.sync += [self.busy.eq(0), nb.eq(0), cnt.eq(0), self.o.valid.eq(1)]
-                m.d.sync += [o.eq(v) for o, v in zip(outw, [*res[:(NB - 1) * pn], *q])]
-        m.d.comb += self.o.payload.as_value().eq(Cat(*(self.finish(m, v, j) for j, v in enumerate(outw))))
-        with m.If(self.o.valid & self.o.ready & ~(advance & last)):
-            m.d.sync += self.o.valid.eq(0)
-        m.d.comb += self.ready.eq(~self.busy | (advance & last))
-        with m.If(self.start & self.ready):
-            m.d.sync += [self.busy.eq(1), kb.eq(0), nb.eq(0), cnt.eq(0), head.eq(self.head)]
-            m.d.sync += [r.eq(x) for r, x in zip(x_reg, self.x)]
+                if NB > 1 or self.chain > 1:
+                    with m.If(lk):
+                        with m.Switch(nbt):
+                            for b in range(NB if self.chain > 1 else NB - 1):
+                                with m.Case(b):
+                                    m.d.sync += res[b * pn + i].eq(new)
+        sum_valid = Signal(name="sum_valid")
+        m.d.sync += sum_valid.eq(v & lst)
+        with m.If(v & lst):
+            m.d.sync += [o.eq(x) for o, x in zip(outw, [*res[:(NB - 1) * pn], *q])]
+        if self.scale is not None:
+            sums = [reg(s * self.scale, f"scaled{j}") for j, s in enumerate(outw)]
+            sum_valid = reg(sum_valid, "scaled_valid")
+        else:
+            sums = outw
+        # requantize in two registered halves: shift and round, then saturate
+        t = self.out_t
+        rounded = [reg(shift_round(s, self.frac - t.frac, t.rounding), f"rounded{j}") for j, s in enumerate(sums)]
+        sum_valid = reg(sum_valid, "rounded_valid")
+        ys = []
+        for j, r in enumerate(rounded):
+            y = Signal(shape_of(t), name=f"q{j}")
+            m.d.comb += y.eq(overflow(r, t))
+            ys.append(y)
+        ys = Cat(*ys)
+        _out_queue(m, sum_valid, ys, self.o, self.queue - 1)
         return m
+
+
+def _out_queue(m, w_en, w_data, o, depth: int):
+    """A first-in first-out queue of ``depth`` rows in front of the output register ``o``
+    (a row goes straight into ``o`` when the queue is empty and ``o`` is free)."""
+    o_free = ~o.valid | o.ready
+    if depth == 0:
+        with m.If(o_free):
+            m.d.sync += [o.valid.eq(w_en), o.payload.as_value().eq(w_data)]
+        return
+    mem = Memory(shape=unsigned(len(w_data)), depth=depth, init=[])
+    m.submodules.out_queue = mem
+    wp_, rp_ = mem.write_port(), mem.read_port(domain="comb")
+    wptr, rptr = Signal(range(depth), name="q_wptr"), Signal(range(depth), name="q_rptr")
+    count = Signal(range(depth + 1), name="q_count")
+    to_mem = Signal(name="q_write")
+    pop_mem = Signal(name="q_pop")
+    m.d.comb += [pop_mem.eq(o_free & (count != 0)), to_mem.eq(w_en & ~(o_free & (count == 0))),
+                 wp_.addr.eq(wptr), wp_.data.eq(w_data), wp_.en.eq(to_mem), rp_.addr.eq(rptr)]
+    with m.If(o_free):
+        m.d.sync += o.valid.eq(w_en | (count != 0))
+        m.d.sync += o.payload.as_value().eq(Mux(count != 0, rp_.data, w_data))
+    with m.If(to_mem):
+        m.d.sync += wptr.eq(Mux(wptr == depth - 1, 0, wptr + 1))
+    with m.If(pop_mem):
+        m.d.sync += rptr.eq(Mux(rptr == depth - 1, 0, rptr + 1))
+    m.d.sync += count.eq(count + to_mem - pop_mem)
 
 
 def _rom_word(m, name, words: list[list[int]], t: FixedType, addr):
@@ -309,58 +427,106 @@ def _rom_word(m, name, words: list[list[int]], t: FixedType, addr):
 
 
 class DenseBlock(Block):
-    """Dense layer over the last axis; weights in ROM (constants when fully unrolled)."""
+    """Dense layer over the last axis; weights in ROM (constants when fully unrolled).
+
+    ``flat_rows``: the dense of a flattened tensor, fed with the tensor's rows as they come
+    (``flat_rows`` rows of ``K / flat_rows``): each row is one job of a chained group that
+    adds its share of the products to the output row's sums, so the layer works while its
+    input is still arriving instead of after a flatten has buffered it whole."""
 
     kind = "dense"
 
-    def __init__(self, name, op: ir.Dense, g: ir.Graph, parallelism: int):
+    def __init__(self, name, op: ir.Dense, g: ir.Graph, parallelism: int, flat_rows: int = 0):
         xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
         rows, k = row_shape(g.tensors[op.inputs[0]].shape)
         n = int(op.weight.shape[1])
+        self.chain = 1
+        if flat_rows:
+            if rows != 1 or k % flat_rows:
+                raise FabformerError(f"{name}: a dense over a flattened tensor needs one input row of a multiple "
+                                     f"of {flat_rows} elements, not {rows} x {k}")
+            self.chain, rows, k = flat_rows, 1, k // flat_rows
         self.op, self.rows = op, rows
         self.pn, self.pk = mac_split(k, n, parallelism)
         self.steps = (k // self.pk) * (n // self.pn)
-        self.multipliers = self.pn * self.pk if self.steps > 1 else int(np.count_nonzero(op.weight))
+        self.const = self.steps == 1 and self.chain == 1
+        self.multipliers = int(np.count_nonzero(op.weight)) if self.const else self.pn * self.pk
         self.acc_frac = op.acc_frac(g)
         self.acc_width = op.acc_type(g).width + 1
         self.x_t = xt
-        super().__init__(name, [(xt, rows, k)], (out_t, rows, n))
+        super().__init__(name, [(xt, rows * self.chain, k)], (out_t, rows, n))
+
+    @property
+    def depth(self) -> int:
+        """Cycles from a job's start to its row on ``o``: the steps, the pipeline and the output register."""
+        return self.steps + 1 + mac_depth(self.pk, False)
 
     def timing(self, first, last):
-        return first + self.steps + 1, max(last + self.steps + 1, first + self.rows * self.steps + 1)
+        d = self.depth
+        jobs = self.rows * self.chain
+        end = max(last + d, first + (jobs - 1) * self.steps + d)
+        return (end if self.chain > 1 else first + d), end
 
     @property
     def ii(self):
-        return self.rows * self.steps
+        return self.rows * self.chain * self.steps
 
     def elaborate(self, platform):
         m = Module()
-        op, pn, pk = self.op, self.pn, self.pk
-        k, n = op.weight.shape
+        op, pn, pk, C = self.op, self.pn, self.pk, self.chain
+        k = op.weight.shape[0] // C
+        n = op.weight.shape[1]
         KB, NB = k // pk, n // pn
         out_t = self.out_spec[0]
         W = op.weight
         shift = self.acc_frac - op.bias_type.frac
         words = None
-        if self.steps > 1:
-            words = [[W[kb * pk + j, nb * pn + i] for i in range(pn) for j in range(pk)]
-                     for nb in range(NB) for kb in range(KB)]
+        if not self.const:
+            words = [[W[c * k + kb * pk + j, nb * pn + i] for i in range(pn) for j in range(pk)]
+                     for c in range(C) for nb in range(NB) for kb in range(KB)]
         wvals = {}
 
         def weight(mm, eng, i, j):
             if "w" not in wvals:  # addressed one cycle ahead: the word of the current step
-                wvals["w"] = _rom_word(mm, "weights", words, op.weight_type, eng.next["cnt"])
+                wvals["w"] = _rom_word(mm, "weights", words, op.weight_type, eng.next["gcnt" if C > 1 else "cnt"])
             return wvals["w"][i * pk + j]
 
-        eng = MacEngine(k, n, pn, pk, self.x_t, self.acc_width, out_t, 1, weight,
-                        lambda b, i: int(op.bias[b * pn + i]) << shift,
-                        lambda mm, v, i: requantize(mm, v, self.acc_frac, out_t, name=f"q{i}"),
-                        const_weights=W if self.steps == 1 else None)
+        eng = MacEngine(k, n, pn, pk, self.x_t, self.acc_width, out_t, C, weight,
+                        lambda b, i: int(op.bias[b * pn + i]) << shift, self.acc_frac,
+                        const_weights=W if self.const else None, chain=C)
         m.submodules.engine = eng
         xs = unpack(self.i.payload, k, self.x_t)
         m.d.comb += [eng.start.eq(self.i.valid), self.i.ready.eq(eng.ready)]
         m.d.comb += [a.eq(b) for a, b in zip(eng.x, xs)]
+        if C > 1:  # the job's place in its group: the input row's index
+            row = Signal(range(C), name="row")
+            m.d.comb += eng.head.eq(row)
+            with m.If(eng.start & eng.ready):
+                m.d.sync += row.eq(Mux(row == C - 1, 0, row + 1))
         wiring.connect(m, eng.o, wiring.flipped(self.o))
+        return m
+
+
+class Wire(Block):
+    """A reshape that the consumer does itself (a flatten feeding a row-chained dense): the
+    rows pass through unchanged, no cycle, no logic."""
+
+    kind = "wire"
+
+    def __init__(self, name, kind, t, rows, cols):
+        self.kind = kind
+        super().__init__(name, [(t, rows, cols)], (t, rows, cols))
+
+    def timing(self, first, last):
+        return first, last
+
+    @property
+    def ii(self):
+        return self.in_specs[0][1]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += [self.o.valid.eq(self.i.valid), self.o.payload.eq(self.i.payload), self.i.ready.eq(self.o.ready)]
         return m
 
 
@@ -392,7 +558,8 @@ class MatMulBlock(Block):
 
     def timing(self, first, last):
         start = last + 1  # last operand row written, then the first job is latched
-        return start + self.steps + 1, start + self.a_rows * self.steps + 1
+        d = self.steps + 1 + mac_depth(self.pk, True)
+        return start + d, start + (self.a_rows - 1) * self.steps + d
 
     @property
     def ii(self):
@@ -456,8 +623,8 @@ class MatMulBlock(Block):
                 elems = [b_words[j][nb * pn + i] for nb in range(NB)]
             return elems[0] if len(elems) == 1 else Array(elems)[blk_now]
 
-        eng = MacEngine(K, N, pn, pk, at, self.acc_width, out_t, 2 * H, weight, None,
-                        lambda mm, v, i: requantize(mm, v * op.scale, self.frac, out_t, name=f"q{i}"))
+        eng = MacEngine(K, N, pn, pk, at, self.acc_width, out_t, 2 * H, weight, None, self.frac,
+                        scale=int(op.scale))
         m.submodules.engine = eng
         # eng head = bank * H + head index: a job reads the bank it was issued from; each b
         # memory is read one cycle ahead at the next step's word

@@ -14,7 +14,7 @@ from fabformer import ir, registry
 from fabformer.errors import FabformerError
 from fabformer.fixed import FixedType
 from fabformer.names import Namer
-from .blocks import (AddBlock, DenseBlock, Fork, MatMulBlock, PoolBlock, ReshapeBlock, RowMap, row_layout,
+from .blocks import (AddBlock, DenseBlock, Fork, MatMulBlock, PoolBlock, ReshapeBlock, RowMap, Wire, row_layout,
                      row_shape)
 from .rowfns import make_lookup, make_relu, make_requantize
 from .serial import SerialLayerNorm, SerialSoftmax
@@ -352,8 +352,23 @@ def _quantize_block(n, g, parallelism):
     raise FabformerError(f"{n.name}: the quantize node is done by the host; generate() starts after it")
 
 
+def flatten_into_dense(g, flatten):
+    """The dense node that takes ``flatten``'s output row by row (its only consumer, not a graph
+    output, and the flattened tensor has several rows), or None."""
+    out = flatten.output
+    users = [n for n in g.nodes if out in n.inputs]
+    rows, _ = row_shape(g.tensors[flatten.inputs[0]].shape)
+    if out in g.outputs or len(users) != 1 or users[0].kind != "dense" or rows < 2:
+        return None
+    return users[0]
+
+
 @block(ir.Dense)
 def _dense_block(n, g, parallelism):
+    src = next((p for p in g.nodes if p.output == n.inputs[0]), None)
+    if src is not None and src.kind == "flatten" and flatten_into_dense(g, src) is n:
+        rows, _ = row_shape(g.tensors[src.inputs[0]].shape)
+        return DenseBlock(n.name, n, g, parallelism, flat_rows=rows)
     return DenseBlock(n.name, n, g, parallelism)
 
 
@@ -421,10 +436,17 @@ def _merge_index(op, g):
     return [[hh * t * d + tt * d + dd for hh in range(h) for dd in range(d)] for tt in range(t)]
 
 
-@block(ir.Flatten)
-@_reshape
 def _flatten_index(op, g):
     return [list(range(int(np.prod(g.tensors[op.inputs[0]].shape))))]
+
+
+@block(ir.Flatten)
+def _flatten_block(n, g, parallelism):
+    """A flatten whose dense consumer takes the rows as they come is a wire; else a reshape."""
+    if flatten_into_dense(g, n) is not None:
+        rows, cols = row_shape(g.tensors[n.inputs[0]].shape)
+        return Wire(n.name, n.kind, g.type_of(n.inputs[0]), rows, cols)
+    return _reshape(_flatten_index)(n, g, parallelism)
 
 
 @block(ir.GlobalAvgPool)

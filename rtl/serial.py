@@ -1,32 +1,38 @@
 """Resource-shared row functions: one element per cycle through a few multipliers.
 
 :class:`SerialLayerNorm` computes golden ``layernorm`` bit for bit with three
-multipliers (``d*d``, ``d*t``, ``z*gamma``) instead of three per element.  A row
-passes three elastic stages, each holding its own copy of the row:
+multipliers (``d*d``, ``d*t``, ``z*gamma``) instead of three per element, and
+:class:`SerialSoftmax` golden ``softmax`` with one exponent table and one multiplier.
 
-* **A** (``N`` cycles): the row sum ``S`` is taken when the row is accepted, then one
-  deviation ``d = N*x - S`` per cycle is squared into the variance sum ``Q``;
-* **P** (2 cycles): leading one of ``Q + eps``, the normalising shift, the
-  inverse-square-root lookup ``t`` (a synchronous ROM) and the output shift;
-* **B** (``N`` cycles): one element per cycle into a 3-stage pipeline (``d``;
-  ``z = rq(d*t)``; ``y = rq(z*gamma + beta)``) that fills the output row, registered on
-  ``o`` with the last element.  The row's ``t`` and shifts travel with its elements, so
-  the next row starts right after the last element of this one.
+Both are free-running pipelines with a fixed schedule per row.  A row is admitted
+(its input beat taken) only when a place in the output queue is reserved for it and
+the previous row was admitted at least ``row_ii`` cycles before; after that nothing
+stalls, so every register is loaded at a fixed cycle after the row's admission and the
+consumer's ``ready`` reaches only the output queue.  A row passes:
 
-Each stage hands its row on when the next stage is free or finishing, so a row
-enters every ``N`` cycles and leaves ``2N + 5`` cycles after it entered.
+* a row reduction (layer norm: sum; softmax: maximum) as a tree registered every level;
+* **A**: one element per cycle from a shift register (no wide multiplexer) through a few
+  registered stages into an accumulator (layer norm: squared deviations ``(N*x - S)**2``;
+  softmax: exponents ``exp(max - x)`` from a synchronous table);
+* **P**: the row scalar: leading one, normalising shift, table index, synchronous table
+  read (layer norm: inverse square root; softmax: reciprocal), each registered;
+* **B**: one element per cycle (the per-element values of A come through a delay line)
+  through a registered product, rounding, shift and saturation (layer norm twice: ``d*t``
+  then ``z*gamma + beta``) into a shift register that holds the output row, which enters
+  the output queue with its last element.
+
+Row latency and II are constants of the row length (:meth:`_SerialRow.plan`).
 """
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
-from amaranth.hdl import Array, Const, Module, Signal, Value, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib.memory import Memory
 
 from .. import ir
-from .arith import leading_one, lookup, lookup_sync, pack, requantize, requantize_var, shape_of, shift_amount, shift_var, unpack
-from .blocks import Block, row_shape
-from .rowfns import adder_tree, max_tree
+from .arith import clip, leading_one, overflow, pack, shape_of, shift_amount, shift_round, shift_var, unpack
+from .blocks import Block, _out_queue, row_shape
 
 __all__ = ["SerialLayerNorm", "SerialSoftmax"]
 
@@ -40,46 +46,83 @@ def _times(v, c: int):
     return out
 
 
-def _select(m, values, idx, shape, name):
-    """``values[idx]`` as a signal (a mux: arithmetic on an ``Array`` proxy would be
-    built once per element)."""
-    out = Signal(shape, name=name)
-    m.d.comb += out.eq(Array(values)[idx])
+def _const_select(m, values, idx, name):
+    w = max(max(int(v).bit_length() for v in values) + 1, 2)
+    out = Signal(signed(w), name=name)
+    m.d.comb += out.eq(Array(Const(int(v), signed(w)) for v in values)[idx])
     return out
 
 
-def _const_select(m, values, idx, name):
-    w = max(max(int(v).bit_length() for v in values) + 1, 2)
-    return _select(m, [Const(int(v), signed(w)) for v in values], idx, signed(w), name)
-
-
-def _reg(m, en, value, name):
-    """``value`` registered under the pipeline enable ``en`` (one element-pipeline stage)."""
+def _r(m, value, name, shape=None):
+    """``value`` in a free-running register (one pipeline stage); full width unless ``shape``."""
     value = Value.cast(value)
-    r = Signal(value.shape(), name=name)
+    r = Signal(shape if shape is not None else value.shape(), name=name)
+    m.d.sync += r.eq(value)
+    return r
+
+
+def _hold(m, en, value, name, shape=None):
+    """A register loaded with ``value`` when ``en`` (a row's scheduled cycle), held otherwise."""
+    value = Value.cast(value)
+    r = Signal(shape if shape is not None else value.shape(), name=name)
     with m.If(en):
         m.d.sync += r.eq(value)
     return r
 
 
-def _collect(m, en, valid, idx, last, y, y_buf, o):
-    """The last stage of a row's element pipeline: element ``idx`` goes into ``y_buf``; the
-    row's last element registers the whole row on ``o``."""
-    with m.If(o.valid & o.ready):
-        m.d.sync += o.valid.eq(0)
-    with m.If(en & valid):
-        with m.If(last):
-            m.d.sync += [o.valid.eq(1), o.payload.as_value().eq(pack([*y_buf, y]))]
-        with m.Else():
-            with m.Switch(idx):
-                for j in range(len(y_buf)):
-                    with m.Case(j):
-                        m.d.sync += y_buf[j].eq(y)
+def _delay(m, value, cycles: int, name):
+    """``value`` as it was ``cycles`` cycles ago: registers, or a ring memory (distributed
+    RAM) with one free-running pointer for longer delays."""
+    value = Value.cast(value)
+    if cycles <= 3:
+        for k in range(cycles):
+            value = _r(m, value, f"{name}{k}")
+        return value
+    mem = Memory(shape=value.shape(), depth=cycles, init=[])
+    m.submodules[name] = mem
+    ptr = Signal(range(cycles), name=f"{name}_ptr")
+    wp, rp = mem.write_port(), mem.read_port(domain="comb")
+    m.d.comb += [wp.addr.eq(ptr), wp.data.eq(value), wp.en.eq(1), rp.addr.eq(ptr)]
+    m.d.sync += ptr.eq(Mux(ptr == cycles - 1, 0, ptr + 1))
+    return rp.data
+
+
+def tree_levels(n: int) -> int:
+    """Levels of a pairwise reduction tree over ``n`` values."""
+    return max(n - 1, 0).bit_length()
+
+
+def _tree(m, xs, combine, name):
+    """A pairwise reduction of ``xs``, every level registered (``tree_levels`` cycles)."""
+    level, k = list(xs), 0
+    while len(level) > 1:
+        nxt = [combine(a, b) for a, b in zip(level[0::2], level[1::2])] + ([level[-1]] if len(level) % 2 else [])
+        level = [_r(m, v, f"{name}{k}_{j}") for j, v in enumerate(nxt)]
+        k += 1
+    return level[0]
+
+
+def _shift_parts(m, s, rounding, name):
+    """The run-time shift ``s`` of :func:`~fabformer.rtl.arith.shift_var` decoded into
+    registers: right shift, left shift and the rounding constant."""
+    smin = s.shape().signed and -(1 << (s.shape().width - 1)) or 0
+    smax = (1 << (s.shape().width - (1 if s.shape().signed else 0))) - 1
+    pos = Mux(s > 0, s, 0)
+    neg = Mux(s < 0, -s, 0)
+    pos_r = _r(m, pos, f"{name}_r", range(0, max(smax, 0) + 1))
+    neg_r = _r(m, neg, f"{name}_l", range(0, max(-smin, 0) + 1))
+    from fabformer.fixed import Rounding
+    rnd = ((Const(1, 1) << pos_r) >> 1) if Rounding(rounding) is Rounding.RND else Const(0, 1)
+    return pos_r, neg_r, rnd
 
 
 class _SerialRow(Block):
-    """A row function that takes one row every ``N`` cycles (``N`` = row length);
-    subclasses give ``elaborate``."""
+    """A row function that takes one row every ``row_ii`` cycles; subclasses give
+    ``elaborate`` and the stage counts ``E`` (A: element to accumulator input), ``DELAYED``
+    (A: element to the value B reuses) and ``B`` (B: element to output value)."""
+
+    P = 6  # P: capture, leading one, shift tables, normalising shift, table index, table read
+    E = DELAYED = B = 0
 
     def __init__(self, name, op, g: ir.Graph):
         xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
@@ -87,57 +130,28 @@ class _SerialRow(Block):
         self.op, self.g, self.rows, self.N = op, g, rows, cols
         super().__init__(name, [(xt, rows, cols)], (out_t, rows, cols))
 
+    def plan(self) -> dict:
+        """The fixed schedule of a row, in cycles after its admission (cycle 0)."""
+        N, M = self.N, tree_levels(self.N)
+        gap = max(N, M + 1)
+        load_a = 1 + M                 # the row reduction is in its register: A loads the row
+        a0 = load_a + 1                # element j leaves A's shift register in cycle a0 + j
+        cap = a0 + self.E + N          # the accumulator holds the whole row: P captures it
+        b_load = cap + self.P          # the table entry is read: B loads the row's scalars
+        b0 = b_load + 1                # element j enters B in cycle b0 + j
+        write = b0 + self.B + N - 1    # the last output element: the row enters the output queue
+        lat = write + 1
+        return {"gap": gap, "load_a": load_a, "a0": a0, "cap": cap, "b_load": b_load, "b0": b0,
+                "delay": b0 - (a0 + self.DELAYED), "write": write, "latency": lat,
+                "queue": max(2, -(-(lat + 1) // gap))}
+
     @property
     def row_ii(self) -> int:
-        return max(self.N, 1)
-
-    def _control(self, m):
-        """The stage control both row functions share: A counts ``N`` elements of a row, P
-        holds it two cycles (its table read is synchronous), B issues ``N`` elements into an
-        element pipeline that advances with ``en`` (the output register free or read).
-        Returns the control signals; the caller drives ``a_take`` (A starts a row) and moves
-        its data under ``a_take``, ``a_step``, ``p_take``, ``b_take`` and ``b_step``."""
-        N = self.N
-        c = SimpleNamespace(
-            a_cnt=Signal(range(max(N, 2)), name="a_cnt"), a_busy=Signal(name="a_busy"),
-            a_last=Signal(name="a_last"), a_take=Signal(name="a_take"),
-            p_full=Signal(name="p_full"), p_done=Signal(name="p_done"),
-            b_cnt=Signal(range(max(N, 2)), name="b_cnt"), b_busy=Signal(name="b_busy"),
-            b_last=Signal(name="b_last"), en=Signal(name="en"),
-            b_take=Signal(name="b_take"), p_take=Signal(name="p_take"), a_free=Signal(name="a_free"))
-        m.d.comb += [c.en.eq(~self.o.valid | self.o.ready),
-                     c.a_last.eq(c.a_busy & (c.a_cnt == N - 1)),
-                     c.b_last.eq(c.b_busy & (c.b_cnt == N - 1)),
-                     c.b_take.eq(c.p_full & c.p_done & (~c.b_busy | (c.b_last & c.en))),
-                     c.p_take.eq(c.a_last & (~c.p_full | c.b_take)),
-                     c.a_free.eq(~c.a_busy | c.p_take)]
-        c.a_step = c.a_busy & ~c.a_last  # A takes one more element
-        c.b_step = c.b_busy & c.en       # B issues one element
-        with m.If(c.a_step):
-            m.d.sync += c.a_cnt.eq(c.a_cnt + 1)
-        with m.If(c.p_take):
-            m.d.sync += c.a_busy.eq(0)
-        with m.If(c.a_take):
-            m.d.sync += [c.a_busy.eq(1), c.a_cnt.eq(0)]
-        m.d.sync += c.p_done.eq(c.p_full & ~c.b_take)  # P's table entry is read in its first cycle
-        with m.If(c.b_take):
-            m.d.sync += c.p_full.eq(0)
-        with m.If(c.p_take):
-            m.d.sync += [c.p_full.eq(1), c.p_done.eq(0)]
-        with m.If(c.b_step):
-            m.d.sync += c.b_cnt.eq(c.b_cnt + 1)
-            with m.If(c.b_last):
-                m.d.sync += c.b_busy.eq(0)
-        with m.If(c.b_take):
-            m.d.sync += [c.b_busy.eq(1), c.b_cnt.eq(0)]
-        return c
+        return self.plan()["gap"]
 
     @property
     def row_latency(self) -> int:
-        """Both row functions: an entry cycle, ``N`` cycles of stage A, 2 of P, ``N`` of B's
-        issue and its pipeline's tail (layer norm: 2 more stages; softmax: 1 stage after its
-        input register)."""
-        return 2 * self.N + 5
+        return self.plan()["latency"]
 
     def timing(self, first, last):
         lat = self.row_latency
@@ -147,12 +161,98 @@ class _SerialRow(Block):
     def ii(self):
         return self.rows * self.row_ii
 
+    def _frame(self, m):
+        """Admission, the row's schedule pulses, the input register and the output side.
+        Returns ``(plan, pulse, x0, out)``: ``pulse(k)`` is high ``k`` cycles after the row's
+        admission, ``x0`` the admitted row's elements (held ``row_ii`` cycles), ``out(ys, en)``
+        puts an output row into the queue."""
+        pl = self.plan()
+        xt = self.in_specs[0][0]
+        gap, rows_q = pl["gap"], pl["queue"]
+        reserved = Signal(range(rows_q + 1), name="reserved")
+        gap_cnt = Signal(range(max(gap, 2)), name="gap_cnt")
+        admit = Signal(name="admit")
+        m.d.comb += self.i.ready.eq((reserved != rows_q) & (gap_cnt == 0))
+        m.d.comb += admit.eq(self.i.valid & self.i.ready)
+        m.d.sync += reserved.eq(reserved + admit - (self.o.valid & self.o.ready))
+        if gap > 1:
+            with m.If(admit):
+                m.d.sync += gap_cnt.eq(gap - 1)
+            with m.Elif(gap_cnt != 0):
+                m.d.sync += gap_cnt.eq(gap_cnt - 1)
+        pulses = [admit]
+
+        def pulse(k):
+            while len(pulses) <= k:
+                pulses.append(_r(m, pulses[-1], f"at{len(pulses)}"))
+            return pulses[k]
+
+        x0 = [_hold(m, admit, v, f"x0_{j}") for j, v in enumerate(unpack(self.i.payload, self.N, xt))]
+
+        def out(y):
+            N = self.N
+            buf = [Signal(y.shape(), name=f"y_buf{j}") for j in range(N - 1)]
+            m.d.sync += [b.eq(n) for b, n in zip(buf, [*buf[1:], y])]
+            _out_queue(m, pulse(pl["write"]), pack([*buf, y]), self.o, rows_q - 1)
+        return pl, pulse, x0, out
+
+    def _issue(self, m, pulse, pl, values, name):
+        """A's shift register: loaded with ``values`` at the row's ``load_a`` cycle; its
+        first element is element ``j`` of the row in cycle ``a0 + j``."""
+        regs = [Signal(Value.cast(v).shape(), name=f"{name}{j}") for j, v in enumerate(values)]
+        with m.If(pulse(pl["load_a"])):
+            m.d.sync += [r.eq(v) for r, v in zip(regs, values)]
+        with m.Else():
+            m.d.sync += [r.eq(n) for r, n in zip(regs[:-1], regs[1:])]
+        return regs[0]
+
+
+def _rom(m, table, idx, name):
+    """The table's entry at ``idx`` (already clipped), one cycle later (synchronous read)."""
+    mem = Memory(shape=shape_of(table.out_type), depth=table.size, init=[int(v) for v in table.values])
+    m.submodules[name] = mem
+    port = mem.read_port(domain="sync")
+    m.d.comb += port.addr.eq(idx)
+    return port.data
+
+
+def _index(m, table, src, name):
+    """The table index of ``src`` (``clip((src >> shift) - offset, 0, size - 1)``), registered."""
+    return _r(m, clip((src >> table.shift) - table.offset, 0, table.size - 1), name, range(table.size))
+
+
+def _scalar(m, pl, pulse, value, width, norm, n_shape, table, others: dict, name):
+    """P: capture the accumulated ``value`` (``width`` bits) at the row's ``cap`` cycle; then
+    its leading one ``p``; the normalising shift ``norm(p)``; the normalised value (``n_shape``);
+    its table index; the table entry; each registered (``_SerialRow.P`` cycles).  ``others``:
+    name -> fn(p) -> int, further shifts, registered to arrive with the entry.
+    Returns (entry, {name: shift})."""
+    c = _hold(m, pulse(pl["cap"]), value, f"{name}_v", unsigned(width))
+    lo = _r(m, leading_one(m, c, width, name=f"{name}_lop"), f"{name}_p")
+    c2 = _r(m, c, f"{name}_v2")
+    nsh = _r(m, shift_amount(m, lo, {pv: norm(pv) for pv in range(width)}, f"{name}_nsht"), f"{name}_nsh")
+    c3 = _r(m, c2, f"{name}_v3")
+    n = _r(m, shift_var(m, c3, nsh, name=f"{name}_ns"), f"{name}_n", n_shape)
+    entry = _rom(m, table, _index(m, table, n, f"{name}_idx"), f"{name}_rom")
+    outs = {}
+    for k, fn in others.items():
+        v = shift_amount(m, lo, {pv: fn(pv) for pv in range(width)}, f"{name}_{k}t")
+        for st in range(4):
+            v = _r(m, v, f"{name}_{k}{st}")
+        outs[k] = v
+    return entry, outs
+
 
 class SerialLayerNorm(_SerialRow):
-    """Golden ``layernorm`` with 3 multipliers: II ``N`` cycles per row, latency ``2N + 5``."""
+    """Golden ``layernorm`` with 3 multipliers: row sum tree; A: ``d = N*x - S`` and
+    ``d*d`` registered into the variance sum; P: inverse square root; B: ``z = rq(d*t)``,
+    ``y = rq(z*gamma + beta)`` in 7 registered stages.  II ``row_ii`` cycles per row."""
 
     kind = "layernorm"
     multipliers = 3
+    E = 2        # d, d*d registered; the sum takes them
+    DELAYED = 1  # B reuses d
+    B = 7        # operands; d*t; rounding; shift; saturate z; z*gamma; + beta, rounding
 
     def elaborate(self, platform):
         m = Module()
@@ -171,78 +271,58 @@ class SerialLayerNorm(_SerialRow):
             sh = pv - R
             return sh - (sh % 2)
 
-        def deviation(xs, S, idx, name):
-            d = Signal(signed(dt.width), name=name)
-            x = _select(m, xs, idx, shape_of(xt), name + "_x")
-            m.d.comb += d.eq(_times(x, N) - S)
-            return d
-
-        c = self._control(m)
-        # stage A: row sum on entry, then one squared deviation per cycle ----------
-        a_x = [Signal(shape_of(xt), name=f"a_x{j}") for j in range(N)]
-        a_S = Signal(s_shape, name="a_S")
-        a_Q = Signal(unsigned(qt.width), name="a_Q")
-        # stage P: normalising shift and inverse square root --------------------------
-        p_x = [Signal(shape_of(xt), name=f"p_x{j}") for j in range(N)]
-        p_S = Signal(s_shape, name="p_S")
-        p_Q = Signal(unsigned(qt.width), name="p_Q")
-        # stage B: one output element per cycle ----------------------------------------
-        b_x = [Signal(shape_of(xt), name=f"b_x{j}") for j in range(N)]
-        b_S = Signal(s_shape, name="b_S")
-        b_t = Signal(shape_of(op.invsqrt_table.out_type), name="b_t")
-        y_buf = [Signal(shape_of(out_t), name=f"y_buf{j}") for j in range(N - 1)]
-        m.d.comb += [c.a_take.eq(self.i.valid & c.a_free), self.i.ready.eq(c.a_free)]
-
-        # A
-        xs = unpack(self.i.payload, N, xt)
-        S_in = adder_tree(m, xs, s_shape, "S_in")
-        a_d = deviation(a_x, a_S, c.a_cnt, "a_d")
-        a_sq = Signal(unsigned(2 * dt.width), name="a_sq")
-        m.d.comb += a_sq.eq(a_d * a_d)
-        a_new = Signal(unsigned(qt.width), name="a_new")
-        m.d.comb += a_new.eq(a_Q + a_sq)
-        with m.If(c.a_step):
-            m.d.sync += a_Q.eq(a_new)
-        with m.If(c.p_take):
-            m.d.sync += [p_Q.eq(a_new + op.eps), p_S.eq(a_S)] + [p.eq(a) for p, a in zip(p_x, a_x)]
-        with m.If(c.a_take):
-            m.d.sync += [a_Q.eq(0), a_S.eq(S_in)] + [a.eq(x) for a, x in zip(a_x, xs)]
-
-        # P
-        p = leading_one(m, p_Q, qt.width, name="p")
-        n = Signal(unsigned(R + 3), name="n")
-        m.d.comb += n.eq(shift_var(m, p_Q, shift_amount(m, p, {pv: sh_of(pv) for pv in range(qt.width)}, "nsh"),
-                                   name="ns"))
-        zsh = shift_amount(m, p, {pv: Ft + (R + sh_of(pv)) // 2 - nt.frac for pv in range(qt.width)}, "zsh")
-        t = lookup_sync(m, op.invsqrt_table, n, name="t")
-        b_zsh = Signal(zsh.shape(), name="b_zsh")
-
-        # B: issue one element per cycle; stage 1 deviation, 2 z = rq(d*t), 3 y = rq(z*gamma + beta)
-        en = c.en
-        gam = _const_select(m, [int(v) for v in op.gamma], c.b_cnt, "gamma")
-        bet = _const_select(m, [int(v) << bshift for v in op.beta], c.b_cnt, "beta")
-        s1 = {k: _reg(m, en, v, f"s1_{k}") for k, v in (
-            ("v", c.b_busy), ("i", c.b_cnt), ("l", c.b_last), ("d", deviation(b_x, b_S, c.b_cnt, "b_d")),
-            ("t", b_t), ("zsh", b_zsh), ("g", gam), ("b", bet))}
-        z = requantize_var(m, s1["d"] * s1["t"], s1["zsh"], nt, name="z")
-        s2 = {k: _reg(m, en, s1[k] if k != "z" else z, f"s2_{k}") for k in ("v", "i", "l", "z", "g", "b")}
-        y = requantize(m, s2["z"] * s2["g"] + s2["b"], f, out_t, name="y")
-        _collect(m, en, s2["v"], s2["i"], s2["l"], y, y_buf, self.o)
-        with m.If(c.b_take):
-            m.d.sync += [b_t.eq(t), b_zsh.eq(zsh), b_S.eq(p_S)] + [b.eq(x) for b, x in zip(b_x, p_x)]
+        pl, pulse, x0, out = self._frame(m)
+        # row sum, then A: one squared deviation per cycle into the variance sum
+        S = _hold(m, pulse(pl["load_a"]), _tree(m, x0, lambda a, b: a + b, "sum"), "a_S", s_shape)
+        x = self._issue(m, pulse, pl, x0, "a_x")
+        d = _r(m, _times(x, N) - S, "a_d", signed(dt.width))
+        sq = _r(m, d * d, "a_sq", unsigned(2 * dt.width))
+        Q = Signal(unsigned(qt.width), name="a_Q")
+        first = pulse(pl["a0"] + self.E)
+        m.d.sync += Q.eq(Mux(first, sq, Q + sq))
+        # P: inverse square root of the variance and the output shift
+        t, sh = _scalar(m, pl, pulse, Q + op.eps, qt.width, sh_of, unsigned(R + 3), op.invsqrt_table,
+                        {"zsh": lambda pv: Ft + (R + sh_of(pv)) // 2 - nt.frac}, "p")
+        b_t = _hold(m, pulse(pl["b_load"]), t, "b_t")
+        b_zsh = _hold(m, pulse(pl["b_load"]), sh["zsh"], "b_zsh")
+        # B: one element per cycle
+        j = Signal(range(max(N, 2)), name="b_j")
+        with m.If(pulse(pl["b_load"])):
+            m.d.sync += j.eq(0)
+        with m.Elif(j != N - 1):
+            m.d.sync += j.eq(j + 1)
+        d1 = _r(m, _delay(m, d, pl["delay"], "d_delay"), "b1_d")
+        t1, zsh1 = _r(m, b_t, "b1_t"), _r(m, b_zsh, "b1_zsh")
+        g1 = _r(m, _const_select(m, [int(v) for v in op.gamma], j, "gamma"), "b1_g")
+        be1 = _r(m, _const_select(m, [int(v) << bshift for v in op.beta], j, "beta"), "b1_b")
+        prod2 = _r(m, d1 * t1, "b2_dt")
+        pos2, neg2, rnd = _shift_parts(m, zsh1, nt.rounding, "b2_zsh")
+        g2, be2 = _r(m, g1, "b2_g"), _r(m, be1, "b2_b")
+        v3 = _r(m, prod2 + rnd, "b3_v")
+        pos3, neg3, g3, be3 = _r(m, pos2, "b3_r"), _r(m, neg2, "b3_l"), _r(m, g2, "b3_g"), _r(m, be2, "b3_b")
+        sh4 = _r(m, (v3 >> pos3) << neg3, "b4_v")
+        g4, be4 = _r(m, g3, "b4_g"), _r(m, be3, "b4_b")
+        z5 = _r(m, overflow(sh4, nt), "b5_z", shape_of(nt))
+        g5, be5 = _r(m, g4, "b5_g"), _r(m, be4, "b5_b")
+        zg6, be6 = _r(m, z5 * g5, "b6_zg"), _r(m, be5, "b6_b")
+        w7 = _r(m, shift_round(zg6 + be6, f - out_t.frac, out_t.rounding), "b7_y")
+        y = Signal(shape_of(out_t), name="y")
+        m.d.comb += y.eq(overflow(w7, out_t))
+        out(y)
         return m
 
 
 class SerialSoftmax(_SerialRow):
-    """Golden ``softmax`` with one exponent table and one multiplier.  Stages: an input
-    register; **A** (``N`` cycles) row max on entry, then one exponent lookup per cycle into the row sum; **P**
-    (2 cycles) leading one, normalising shift, reciprocal lookup (a synchronous ROM) and
-    output shift; **B** (``N`` cycles) one element per cycle into a 2-stage pipeline (``e``
-    and the row's ``r``; ``y = rq(e*r)``), the row registered on ``o`` with the last one.
-    II ``N`` cycles per row, latency ``2N + 5``."""
+    """Golden ``softmax`` with one exponent table and one multiplier: row maximum tree; A:
+    ``max - x``, the table index and the exponent (a synchronous table, then a register) into the
+    row sum; P: reciprocal; B: ``y = rq(e*r)`` in 4 registered stages.  II ``row_ii`` cycles
+    per row."""
 
     kind = "softmax"
     multipliers = 1
+    E = 4        # max - x, table index, table read, exponent register; the sum takes it
+    DELAYED = 4  # B reuses the exponent
+    B = 4        # operands; e*r; rounding; shift
 
     def elaborate(self, platform):
         m = Module()
@@ -252,64 +332,28 @@ class SerialSoftmax(_SerialRow):
         sw = op.sum_type(g).width
         R = op.recip_bits
         Fr = op.recip_table.out_type.frac
-        et = op.exp_table.out_type
 
-        c = self._control(m)
-        a_x = [Signal(shape_of(xt), name=f"a_x{j}") for j in range(N)]
-        a_mx = Signal(shape_of(xt), name="a_mx")
-        a_e = [Signal(shape_of(et), name=f"a_e{j}") for j in range(N - 1)]
-        a_s = Signal(unsigned(sw), name="a_s")
-        p_e = [Signal(shape_of(et), name=f"p_e{j}") for j in range(N)]
-        p_s = Signal(unsigned(sw), name="p_s")
-        b_e = [Signal(shape_of(et), name=f"b_e{j}") for j in range(N)]
-        b_r = Signal(shape_of(op.recip_table.out_type), name="b_r")
-        y_buf = [Signal(shape_of(out_t), name=f"y_buf{j}") for j in range(N - 1)]
-
-        # input register (the row max is taken from it, not from the producer's output logic)
-        q_x = [Signal(shape_of(xt), name=f"q_x{j}") for j in range(N)]
-        q_full = Signal(name="q_full")
-        m.d.comb += c.a_take.eq(q_full & c.a_free)
-        q_free = ~q_full | c.a_take
-        m.d.comb += self.i.ready.eq(q_free)
-        with m.If(c.a_take):
-            m.d.sync += q_full.eq(0)
-        with m.If(self.i.valid & q_free):
-            m.d.sync += [q_full.eq(1)] + [q.eq(v) for q, v in zip(q_x, unpack(self.i.payload, N, xt))]
-
-        # A: max on entry, then one exponent per cycle into the sum
-        mx_in = max_tree(m, q_x, shape_of(xt), "mx_in")
-        x = _select(m, a_x, c.a_cnt, shape_of(xt), "a_xsel")
-        d = Signal(signed(xt.width + 1), name="d")
-        m.d.comb += d.eq(a_mx - x)
-        e = lookup(m, op.exp_table, d, name="e")
-        s = Signal(unsigned(sw), name="s")
-        m.d.comb += s.eq(a_s + e)
-        with m.If(c.a_step):
-            m.d.sync += a_s.eq(s)
-            with m.Switch(c.a_cnt):
-                for j in range(N - 1):
-                    with m.Case(j):
-                        m.d.sync += a_e[j].eq(e)
-        with m.If(c.p_take):
-            m.d.sync += [p_s.eq(s)] + [pe.eq(v) for pe, v in zip(p_e, [*a_e, e])]
-        with m.If(c.a_take):
-            m.d.sync += [a_s.eq(0), a_mx.eq(mx_in)] + [a.eq(v) for a, v in zip(a_x, q_x)]
-
-        # P: normalising shift, reciprocal, output shift
-        p = leading_one(m, p_s, sw, name="p")
-        n = Signal(unsigned(R + 2), name="n")
-        m.d.comb += n.eq(shift_var(m, p_s, shift_amount(m, p, {pv: pv - R for pv in range(sw)}, "nsh"), name="ns"))
-        osh = shift_amount(m, p, {pv: Fr + pv - out_t.frac for pv in range(sw)}, "osh")
-        r = lookup_sync(m, op.recip_table, n, name="r")
-        b_osh = Signal(osh.shape(), name="b_osh")
-
-        # B: issue one element per cycle; stage 1 e and the row's r, stage 2 y = rq(e*r)
-        en = c.en
-        s1 = {k: _reg(m, en, v, f"s1_{k}") for k, v in (
-            ("v", c.b_busy), ("i", c.b_cnt), ("l", c.b_last), ("e", _select(m, b_e, c.b_cnt, shape_of(et), "eb")),
-            ("r", b_r), ("osh", b_osh))}
-        y = requantize_var(m, s1["e"] * s1["r"], s1["osh"], out_t, name="y")
-        _collect(m, en, s1["v"], s1["i"], s1["l"], y, y_buf, self.o)
-        with m.If(c.b_take):
-            m.d.sync += [b_r.eq(r), b_osh.eq(osh)] + [b.eq(v) for b, v in zip(b_e, p_e)]
+        pl, pulse, x0, out = self._frame(m)
+        mx = _hold(m, pulse(pl["load_a"]), _tree(m, x0, lambda a, b: Mux(b > a, b, a), "max"), "a_mx",
+                   shape_of(xt))
+        x = self._issue(m, pulse, pl, x0, "a_x")
+        d = _r(m, mx - x, "a_d", signed(xt.width + 1))
+        e = _r(m, _rom(m, op.exp_table, _index(m, op.exp_table, d, "a_idx"), "exp_rom"), "a_e")
+        s = Signal(unsigned(sw), name="a_s")
+        first = pulse(pl["a0"] + self.E)
+        m.d.sync += s.eq(Mux(first, e, s + e))
+        r, sh = _scalar(m, pl, pulse, s, sw, lambda pv: pv - R, unsigned(R + 2), op.recip_table,
+                        {"osh": lambda pv: Fr + pv - out_t.frac}, "p")
+        b_r = _hold(m, pulse(pl["b_load"]), r, "b_r")
+        b_osh = _hold(m, pulse(pl["b_load"]), sh["osh"], "b_osh")
+        e1 = _r(m, _delay(m, e, pl["delay"], "e_delay"), "b1_e")
+        r1, osh1 = _r(m, b_r, "b1_r"), _r(m, b_osh, "b1_osh")
+        prod2 = _r(m, e1 * r1, "b2_er")
+        pos2, neg2, rnd = _shift_parts(m, osh1, out_t.rounding, "b2_osh")
+        v3 = _r(m, prod2 + rnd, "b3_v")
+        pos3, neg3 = _r(m, pos2, "b3_r"), _r(m, neg2, "b3_l")
+        sh4 = _r(m, (v3 >> pos3) << neg3, "b4_v")
+        y = Signal(shape_of(out_t), name="y")
+        m.d.comb += y.eq(overflow(sh4, out_t))
+        out(y)
         return m

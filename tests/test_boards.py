@@ -2,6 +2,7 @@
 Vivado plans parsed by tclsh, and the error when a design does not fit."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,9 +54,29 @@ def test_board_pins_in_constraints(dense):
 
 
 def test_clock_needing_pll_is_refused(tmp_path):
-    with pytest.raises(FabformerError, match=r"12 MHz oscillator; --clock 48 would need a PLL.*valid --clock "
-                                             r"for this board: 12"):
-        build(op_graph("dense"), "icebreaker", tmp_path / "o", clock_mhz=48)
+    """Vivado boards get no PLL from fabformer: another --clock than their oscillator is refused."""
+    with pytest.raises(FabformerError, match=r"100 MHz oscillator; --clock 50 would need a PLL, which fabformer "
+                                             r"makes for ecp5 and ice40 boards only; valid --clock for this board: 100"):
+        build(op_graph("dense"), "arty-a7-35", tmp_path / "o", clock_mhz=50)
+
+
+@pytest.mark.parametrize("family, f_in, want, out, params", [
+    ("ecp5", 25, 100, 100.0, {"CLKI_DIV": 1, "CLKFB_DIV": 4, "CLKOP_DIV": 4, "CLKOP_CPHASE": 1}),
+    ("ecp5", 25, 87, 600 / 7, {"CLKI_DIV": 7, "CLKFB_DIV": 24, "CLKOP_DIV": 5}),
+    ("ice40", 12, 48, 48.0, {"DIVR": 0, "DIVF": 63, "DIVQ": 4, "FILTER_RANGE": 1}),  # icepll's answer
+    ("ice40", 12, 30, 30.0, {"DIVR": 0, "DIVF": 79, "DIVQ": 5}),
+])
+def test_pll_setting_is_the_nearest_output_not_above(family, f_in, want, out, params):
+    from fabformer.boards.pll import pll_setting
+    s = pll_setting(family, f_in, want)
+    assert s.out_mhz == pytest.approx(out) and s.out_mhz <= want
+    assert params.items() <= dict(s.params).items()
+    if family == "ecp5":
+        assert 400 <= s.vco_mhz <= 800 and s.vco_mhz == pytest.approx(s.out_mhz * dict(s.params)["CLKOP_DIV"])
+    else:
+        assert 533 <= s.vco_mhz <= 1066
+    with pytest.raises(FabformerError, match=r"no ice40 PLL setting gives 5 MHz or less from 12 MHz"):
+        pll_setting("ice40", 12, 5)
 
 
 def test_parallelism_candidates_shrink_to_one():
@@ -117,7 +138,8 @@ def test_uart_shell_cocotb_bit_exact(dense, tmp_path):
     np.testing.assert_array_equal(r["outputs"], yg.reshape(r["outputs"].shape))
     assert r["bit_exact"]
     # the shell counts from the first input beat offered to the last output beat taken: exactly the
-    # model's analytic latency (97 cycles at parallelism 2), for every sample
+    # model's analytic latency (101 cycles at parallelism 2: 96 steps, the engine's pipeline, the output
+    # register), for every sample
     assert r["cycles"] == [d.latency_cycles] * 3
     sc = shell_cycles(d.latency_cycles, in_rows=d.in_rows, in_cols=d.in_cols, in_width=d.in_type.width,
                       out_rows=d.out_rows, out_cols=d.out_cols, out_width=d.out_type.width, divisor=4)
@@ -128,11 +150,15 @@ def test_uart_shell_cocotb_bit_exact(dense, tmp_path):
 # -- open flow: tiny bitstreams ----------------------------------------------------------
 @needs_open_flow
 def test_icebreaker_bitstream(dense, tmp_path):
+    """--clock 24 on the 12 MHz iCEBreaker: the model and the UART run from an SB_PLL40."""
     g, _ = dense
-    rep = build(g, "icebreaker", tmp_path / "ice", parallelism=2)
+    rep = build(g, "icebreaker", tmp_path / "ice", parallelism=2, clock_mhz=24)
     bit = tmp_path / "ice" / "icebreaker.bin"
     assert rep["bitstream"] == str(bit) and bit.stat().st_size > 100_000  # a UP5K image is ~104 kB
-    assert rep["timing_met"] and rep["fmax_mhz"] >= rep["clock_mhz"] == 12.0
+    assert rep["timing_met"] and rep["fmax_mhz"] >= rep["clock_mhz"] == 24.0
+    assert rep["clock_source"] == "pll" and rep["pll"]["DIVF"] == 63 and rep["clock_chosen_by"] == "--clock"
+    assert rep["uart"]["divisor"] == round(24e6 / 115200)
+    assert "SB_PLL40_PAD" in (Path(rep["build_dir"]) / "top.il").read_text()
     assert rep["resources"]["dsp"]["used"] == 2 and rep["resources"]["dsp"]["available"] == 8  # -dsp applied
     assert json.loads((tmp_path / "ice" / "report.json").read_text())["board"] == "icebreaker"
     assert "| DSP | 2 | 8 |" in (tmp_path / "ice" / "report.md").read_text()
@@ -145,8 +171,11 @@ def test_ulx3s_bitstream_through_cli(tmp_path, capsys):
     assert main(["build", str(gpath), "--board", "ulx3s-85f", "-o", str(tmp_path / "ecp5"),
                  "--parallelism", "2", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
-    assert rep["bitstream"].endswith("ulx3s-85f.bit") and rep["fmax_mhz"] >= rep["clock_mhz"] == 25.0
-    assert rep["latency_ns"] == pytest.approx(rep["latency_cycles"] * 40.0)
+    # no --clock: the board's PLL target (100 MHz from the 25 MHz oscillator), met
+    assert rep["bitstream"].endswith("ulx3s-85f.bit") and rep["fmax_mhz"] >= rep["clock_mhz"] == 100.0
+    assert rep["clock_source"] == "pll" and rep["clock_chosen_by"] == "board target"
+    assert rep["latency_ns"] == pytest.approx(rep["latency_cycles"] * 10.0)
+    assert rep["throughput_inferences_per_s"] == pytest.approx(100e6 / rep["ii_cycles"], rel=1e-6)
     assert {"used", "available"} <= set(rep["resources"]["lut"]) and rep["resources"]["dsp"]["used"] == 2
 
 
@@ -221,7 +250,7 @@ def test_fitting_skips_too_big_and_slow_candidates(monkeypatch, tmp_path):
         {"used": {"lut": 90000, "ff": 100, "dsp": 6, "bram": 0}},  # synthesis: too big, not placed
         {"used": small, "ok": True, "fmax": 20.0},                  # routed, below 25 MHz
         {"used": small, "ok": True, "fmax": 31.5}])
-    rep = build(g, "ulx3s-85f", tmp_path / "o")
+    rep = build(g, "ulx3s-85f", tmp_path / "o", clock_mhz=25.0)
     mults = [a["multipliers"] for a in rep["attempts"]]
     assert seen == ["try0", "try1", "try2"] and mults == sorted(mults, reverse=True) and mults[0] > mults[2]
     assert [a["timing_met"] for a in rep["attempts"]] == [False, False, True]
@@ -242,12 +271,27 @@ def test_fitting_skips_candidates_whose_dsps_cannot_fit(monkeypatch, tmp_path):
     seen = _fake_flow(monkeypatch, [
         {"used": {"lut": 100, "ff": 100, "dsp": 200, "bram": 0}},            # 200 DSPs > 156: not placed
         {"used": {"lut": 100, "ff": 100, "dsp": 150, "bram": 0}, "ok": True, "fmax": 40.0}])
-    rep = build(g, "ulx3s-85f", tmp_path / "o")
+    rep = build(g, "ulx3s-85f", tmp_path / "o", clock_mhz=25.0)
     a0, a1, a2 = rep["attempts"]
     extra = 200 - a0["multipliers"]
     assert seen == ["try0", "try2"] and a1["multipliers"] == 6 and 6 + extra > 156
     assert a1["skipped"] == f"6 multipliers + {extra} other DSPs seen in an earlier try > 156 DSPs"
     assert rep["multipliers"] == a2["multipliers"] == 1 and rep["fmax_mhz"] == 40.0
+
+
+def test_fitting_refills_the_dsps_left_after_synthesis(monkeypatch, tmp_path):
+    """A first try over on DSPs tells how many DSPs the design needs beyond its matmul-like
+    multipliers; the next try is a setting that fills the DSPs left (not the next halving)."""
+    import fabformer.boards.build as B
+    g = op_graph("dense")
+    monkeypatch.setattr(B, "parallelism_candidates", lambda graph, dsp, **k: [{"op": 48}, {"op": 1}])
+    seen = _fake_flow(monkeypatch, [{"used": {"lut": 100, "ff": 100, "dsp": 170, "bram": 0}},
+                                    {"used": {"lut": 100, "ff": 100, "dsp": 150, "bram": 0}, "ok": True, "fmax": 40.0}])
+    rep = build(g, "ulx3s-85f", tmp_path / "o", clock_mhz=25.0)
+    a0, a1 = rep["attempts"]
+    extra = 170 - a0["multipliers"]
+    assert seen == ["try0", "try1"] and 1 < a1["multipliers"] <= 156 - extra
+    assert rep["multipliers"] == a1["multipliers"] and rep["parallelism"] == a1["parallelism"]
 
 
 def test_fitting_reports_numbers_when_nothing_fits(monkeypatch, tmp_path):
@@ -268,8 +312,24 @@ def test_fitting_reports_best_fmax_when_too_slow(monkeypatch, tmp_path):
                              for i in range(n)])
     with pytest.raises(FabformerError, match=rf"icebreaker \(iCE40UP5K\): the design fits but nextpnr reaches at "
                                              rf"most {9.0 + n - 1} MHz, below the board's 12 MHz clock.*--clock"):
-        build(g, "icebreaker", tmp_path / "o")
+        build(g, "icebreaker", tmp_path / "o", clock_mhz=12.0)
     assert not list((tmp_path / "o").glob("*.bin"))
+
+
+def test_clock_chosen_from_fmax(monkeypatch, tmp_path):
+    """No --clock: the first build runs at the board's PLL target; one that routes below it is built
+    again at the PLL output nearest to 95 % of its Fmax from below, and the report says so."""
+    g = op_graph("dense")
+    small = {"lut": 100, "ff": 100, "dsp": 2, "bram": 0}
+    seen = _fake_flow(monkeypatch, [{"used": small, "ok": True, "fmax": 80.0},
+                                    {"used": small, "ok": True, "fmax": 79.0}])
+    rep = build(g, "ulx3s-85f", tmp_path / "o", parallelism=2)
+    assert seen == ["try0", f"try0_at_{rep['clock_mhz']:.2f}mhz"]
+    assert [a["clock_mhz"] for a in rep["attempts"]] == [100.0, rep["clock_mhz"]]
+    assert 74 < rep["clock_mhz"] <= 0.95 * 80.0 and rep["timing_met"] and rep["fmax_mhz"] == 79.0
+    assert rep["clock_source"] == "pll" and rep["clock_chosen_by"] == "nextpnr Fmax"
+    assert rep["latency_ns"] == pytest.approx(rep["latency_cycles"] * 1000 / rep["clock_mhz"], rel=1e-4)
+    assert "from a PLL on the 25 MHz oscillator, chosen by nextpnr Fmax" in (tmp_path / "o" / "report.md").read_text()
 
 
 @needs_open_flow

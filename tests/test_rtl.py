@@ -8,7 +8,7 @@ from fabformer import FabformerError
 from fabformer.apps import testing
 from fabformer.fixed import FixedType
 from fabformer.rtl import cell_counts, generate
-from fabformer.rtl.blocks import mac_split
+from fabformer.rtl.blocks import mac_depth, mac_split
 from fabformer.rtl.sweep import dense_graph
 
 
@@ -58,7 +58,11 @@ def test_dense_analytic_timing(p):
     (b,) = d.blocks
     assert b["multipliers"] == min(p, 256)
     assert b["ii"] == 16 * 256 // min(p, 256)
-    assert d.latency_cycles == b["ii"] + 1
+    # the steps, then the engine's pipeline (operands, products, adder tree, accumulator,
+    # rounding) and the output register
+    pk = mac_split(16, 16, p)[1]
+    assert d.latency_cycles == b["ii"] + 1 + mac_depth(pk, False)
+    assert mac_depth(pk, False) == {1: 4, 4: 4, 16: 4, 256: 6}[p]  # 16 products a lane: 2 tree stages
 
 
 def test_verilog_deterministic_and_outdir(tmp_path):

@@ -13,13 +13,15 @@ import pytest
 from fabformer import FabformerError
 from fabformer.apps import testing
 from fabformer.rtl import DesignSet, generate
-from fabformer.rtl.sweep import dense_graph
+from fabformer.rtl.blocks import mac_depth
+from fabformer.rtl.sweep import dense_graph, flat_dense_graph
 from fabformer.sim import run, run_many
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = [k for k in testing.OP_KINDS if k != "quantize"]
 SWEEP = [1, 2, 4, 8, 16]
 MATMUL_PAR = [1, 2, 8, 16]  # (lanes, products) = (1, 1), (2, 1), (4, 2), (4, 4) for 4x4 heads
+FLAT_PAR = [1, 12]  # flatten -> dense, rows chained: one lane / 12 multipliers (one step a row)
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +29,7 @@ def design_set():
     designs = [generate(testing.op_graph(k)) for k in KINDS]
     designs += [generate(dense_graph(16, 16, rows=16), parallelism=p) for p in SWEEP]
     designs += [generate(testing.op_graph("matmul"), parallelism=p) for p in MATMUL_PAR]
+    designs += [generate(flat_dense_graph(), parallelism=p) for p in FLAT_PAR]
     return DesignSet(designs, name="rtl_tests")
 
 
@@ -79,7 +82,8 @@ def test_parallelism_sweep(p, design_set, verilator_results):
     assert r.bit_exact
     assert m.multipliers == p
     bound = m.macs / m.multipliers
-    depth = 1  # the output register
+    depth = 1 + mac_depth(1, False)  # the engine's pipeline and its output register
+    assert r.latency_cycles == bound + depth
     assert abs(r.latency_cycles - (bound + depth)) <= 0.1 * bound, (r.latency_cycles, bound)
     assert abs(r.ii_cycles - bound) <= 0.1 * bound, (r.ii_cycles, bound)
 
@@ -92,6 +96,20 @@ def test_matmul_parallelism(p, design_set, verilator_results):
     m = design_set.members[i]
     _check_op("matmul", m, verilator_results[i])
     assert m.multipliers == 2 * min(p, 16)
+
+
+@pytest.mark.parametrize("p", FLAT_PAR)
+def test_flatten_dense_takes_rows_as_they_come(p, design_set, verilator_results):
+    """A dense over a flattened tensor works on each input row as it arrives (the flatten is a
+    wire): bit-exact under stalls; the output leaves one pipeline depth after the last row's
+    work, not after a whole-tensor buffer and the whole product."""
+    i = len(KINDS) + len(SWEEP) + len(MATMUL_PAR) + FLAT_PAR.index(p)
+    m = design_set.members[i]
+    _check_op("dense", m, verilator_results[i])
+    kinds = [b["kind"] for b in m.blocks]
+    assert kinds == ["flatten", "dense"] and m.blocks[0]["latency"] == 3  # input rows 0..3 pass through
+    steps = 8 * 6 // m.multipliers  # one row's share: 8 inputs x 6 outputs
+    assert m.latency_cycles == 4 * steps + 1 + mac_depth(1 if p == 1 else 2, False)
 
 
 def _example():

@@ -1,0 +1,109 @@
+"""Scaling of the dataflow RTL: a two-block encoder at sequence 8/16/32 x d_model 16/32/64.
+
+    .venv/bin/python bench/scaling.py [--parallelism N] [--synth] [--json out/scaling.json]
+
+For each size: the analytic latency and II (cycles), multipliers, MAC bound (MACs /
+multipliers) and their ratios; with ``--synth`` also LUT/FF/DSP/BRAM from yosys
+``synth_ecp5`` (the open flow's script, no place and route).  The default parallelism is
+one multiplier per output column of every matmul-like block.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+import numpy as np
+
+
+def encoder(tokens: int, d_model: int, blocks: int = 2, heads: int = 2, seed: int = 0):
+    """``blocks`` encoder layers (attention, layer norm, feed-forward 2 x d_model, layer norm)
+    after an embedding, then flatten and a 10-class head; random weights."""
+    from fabformer import tables
+    from fabformer.apps.testing import _act, _dense
+    from fabformer.fixed import FixedType, Overflow, Rounding
+    from fabformer.ir import (Add, Flatten, Graph, LayerNorm, MatMul, MergeHeads, Quantize, Relu, Softmax,
+                              SplitHeads)
+    rng = np.random.default_rng(seed)
+    g = Graph(f"encoder{blocks}x{tokens}x{d_model}")
+    features = 8
+    g.add_input("x", (tokens, features))
+    A = _act(16, 10)
+    g.add(Quantize("quant", ("x",), "xq"), FixedType(8, 7, rounding=Rounding.RND, overflow=Overflow.SAT))
+    h = g.add(_dense("embed", "xq", "h0", features, d_model, rng), A)
+    gt = FixedType(12, 8)
+    dk = d_model // heads
+    for b in range(blocks):
+        p = f"b{b}_"
+        for nm in ("q", "k", "v"):
+            g.add(_dense(p + nm, h, p + nm, d_model, d_model, rng), A)
+            g.add(SplitHeads(p + nm + "_split", (p + nm,), p + nm + "h", heads=heads), A)
+        g.add(MatMul(p + "qk", (p + "qh", p + "kh"), p + "scores", transpose_b=True,
+                     scale=round(2 ** 15 / math.sqrt(dk)), scale_frac=15), A)
+        g.add(Softmax(p + "softmax", (p + "scores",), p + "probs", exp_table=tables.exp_table(A.frac),
+                      recip_table=tables.recip_table()), FixedType(16, 15, False, Rounding.RND, Overflow.SAT))
+        g.add(MatMul(p + "av", (p + "probs", p + "vh"), p + "ctx"), A)
+        g.add(MergeHeads(p + "merge", (p + "ctx",), p + "ctxm"), A)
+        g.add(_dense(p + "o", p + "ctxm", p + "attn", d_model, d_model, rng), A)
+        g.add(Add(p + "res1", (h, p + "attn"), p + "r1"), A)
+
+        def ln(nm, x, o):
+            return LayerNorm(nm, (x,), o, gamma=rng.integers(400, 1200, d_model), gamma_type=gt,
+                             beta=rng.integers(-200, 200, d_model), beta_type=gt, eps=1,
+                             invsqrt_table=tables.invsqrt_table(), norm_type=_act(18, 16))
+        g.add(ln(p + "ln1", p + "r1", p + "n1"), A)
+        g.add(_dense(p + "ff1", p + "n1", p + "f1", d_model, 2 * d_model, rng), _act(17, 10))
+        g.add(Relu(p + "relu", (p + "f1",), p + "f1r"), FixedType(16, 10, False, Rounding.RND, Overflow.SAT))
+        g.add(_dense(p + "ff2", p + "f1r", p + "f2", 2 * d_model, d_model, rng), A)
+        g.add(Add(p + "res2", (p + "n1", p + "f2"), p + "r2"), A)
+        h = g.add(ln(p + "ln2", p + "r2", p + "n2"), A)
+    g.add(Flatten("flatten", (h,), "flat"), A)
+    g.add(_dense("head", "flat", "logits", tokens * d_model, 10, rng), A)
+    g.outputs = ["logits"]
+    return g.verify()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, nargs="+", default=[8, 16, 32])
+    ap.add_argument("--d-model", type=int, nargs="+", default=[16, 32, 64])
+    ap.add_argument("--parallelism", type=int, default=None)
+    ap.add_argument("--synth", action="store_true", help="also yosys synth_ecp5 each design (slow)")
+    ap.add_argument("--json")
+    a = ap.parse_args(argv)
+    from fabformer.rtl import generate
+    rows = []
+    print("| sequence | d_model | MACs | multipliers | MAC bound | latency | latency / bound | II | II / bound |"
+          + (" LUT | FF | DSP | BRAM | synth s |" if a.synth else ""))
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|---:|---:|" if a.synth else ""))
+    for t in a.tokens:
+        for dm in a.d_model:
+            g = encoder(t, dm)
+            d = generate(g, parallelism=a.parallelism)
+            bound = d.macs / d.multipliers
+            row = {"tokens": t, "d_model": dm, "macs": d.macs, "multipliers": d.multipliers,
+                   "mac_bound": round(bound, 1), "latency": d.latency_cycles, "ii": d.ii_cycles,
+                   "latency_over_bound": round(d.latency_cycles / bound, 2), "ii_over_bound": round(d.ii_cycles / bound, 2)}
+            line = (f"| {t} | {dm} | {d.macs:,} | {d.multipliers} | {bound:,.1f} | {d.latency_cycles:,} | "
+                    f"{row['latency_over_bound']} | {d.ii_cycles:,} | {row['ii_over_bound']} |")
+            if a.synth:
+                sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+                from fmax import measure
+                t0 = time.time()
+                r = measure(d, "ecp5", pnr=False)
+                row["synth"] = r.get("yosys")
+                row["synth_s"] = round(time.time() - t0, 1)
+                y = r.get("yosys") or {}
+                line += f" {y.get('lut')} | {y.get('ff')} | {y.get('dsp')} | {y.get('bram')} | {row['synth_s']} |"
+            rows.append(row)
+            print(line, flush=True)
+    if a.json:
+        from pathlib import Path
+        Path(a.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
