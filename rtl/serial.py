@@ -104,7 +104,7 @@ def _tree(m, xs, combine, name):
 
 def _shift_parts(m, s, rounding, name):
     """The run-time shift ``s`` of :func:`~fabformer.rtl.arith.shift_var` decoded into
-    registers: right shift, left shift and the rounding constant."""
+    registers: right shift, left shift and the rounding term (a function of the value shifted)."""
     smin = s.shape().signed and -(1 << (s.shape().width - 1)) or 0
     smax = (1 << (s.shape().width - (1 if s.shape().signed else 0))) - 1
     pos = Mux(s > 0, s, 0)
@@ -112,8 +112,13 @@ def _shift_parts(m, s, rounding, name):
     pos_r = _r(m, pos, f"{name}_r", range(0, max(smax, 0) + 1))
     neg_r = _r(m, neg, f"{name}_l", range(0, max(-smin, 0) + 1))
     from fabformer.fixed import Rounding
-    rnd = ((Const(1, 1) << pos_r) >> 1) if Rounding(rounding) is Rounding.RND else Const(0, 1)
-    return pos_r, neg_r, rnd
+    half = (Const(1, 1) << pos_r) >> 1
+    r = Rounding(rounding)
+    if r is Rounding.RND:
+        return pos_r, neg_r, lambda v: half
+    if r is Rounding.RND_CONV:  # ties to even: half - 1, plus the kept part's lowest bit (nothing when pos == 0)
+        return pos_r, neg_r, lambda v: Mux(pos_r > 0, half - 1 + (v >> pos_r)[0], 0)
+    return pos_r, neg_r, lambda v: Const(0, 1)
 
 
 class _SerialRow(Block):
@@ -298,7 +303,7 @@ class SerialLayerNorm(_SerialRow):
         prod2 = _r(m, d1 * t1, "b2_dt")
         pos2, neg2, rnd = _shift_parts(m, zsh1, nt.rounding, "b2_zsh")
         g2, be2 = _r(m, g1, "b2_g"), _r(m, be1, "b2_b")
-        v3 = _r(m, prod2 + rnd, "b3_v")
+        v3 = _r(m, prod2 + rnd(prod2), "b3_v")
         pos3, neg3, g3, be3 = _r(m, pos2, "b3_r"), _r(m, neg2, "b3_l"), _r(m, g2, "b3_g"), _r(m, be2, "b3_b")
         sh4 = _r(m, (v3 >> pos3) << neg3, "b4_v")
         g4, be4 = _r(m, g3, "b4_g"), _r(m, be3, "b4_b")
@@ -350,7 +355,7 @@ class SerialSoftmax(_SerialRow):
         r1, osh1 = _r(m, b_r, "b1_r"), _r(m, b_osh, "b1_osh")
         prod2 = _r(m, e1 * r1, "b2_er")
         pos2, neg2, rnd = _shift_parts(m, osh1, out_t.rounding, "b2_osh")
-        v3 = _r(m, prod2 + rnd, "b3_v")
+        v3 = _r(m, prod2 + rnd(prod2), "b3_v")
         pos3, neg3 = _r(m, pos2, "b3_r"), _r(m, neg2, "b3_l")
         sh4 = _r(m, (v3 >> pos3) << neg3, "b4_v")
         y = Signal(shape_of(out_t), name="y")

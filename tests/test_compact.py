@@ -200,3 +200,12 @@ def test_build_arch_errors(tmp_path):
     with pytest.raises(FabformerError, match=r"--parallelism 2 is a dataflow setting"):
         build_arch(g, "icebreaker", tmp_path / "b", arch="compact", parallelism=2)
 
+
+
+def test_dataflow_rounds_ties_to_even_in_every_block():
+    """The same every-op chain with ties-to-even (QKeras) types through the dataflow architecture:
+    the pipelined row functions' run-time shifts round like golden too."""
+    g = GRAPHS["ties_even"]()
+    d = generate(g)
+    r = run_many([(d, testing.random_inputs(g, 6, seed=3))], simulator="icarus")[0]
+    _check(d, r)
