@@ -48,10 +48,6 @@ def _plugins():
     return mods
 
 
-
-
-
-
 def _eval_text(r: dict) -> str:
     rows = [f"{r['data']}: {r['samples']} samples" + ("" if r["labels"] else " (no labels: agreement and error only)")]
     for k, v in r["accuracy"].items():

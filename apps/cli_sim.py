@@ -31,17 +31,13 @@ def parse_parallelism(text):
 def inputs_for(graph, samples, data=None):
     """``--data``, the digits test split for the shipped example, else random inputs; ``samples``
     is a count or ``"all"`` (the whole data set)."""
-    from fabformer.apps.data import data_for
-    if samples == "all" and data is None and not _has_data_set(graph):
+    from fabformer.apps.data import data_for, is_digits_example
+    if samples == "all" and data is None and not is_digits_example(graph):
         raise FabformerError(f"--samples all needs a data set: give --data FILE (graph {graph.name!r} is not the "
                              f"shipped digits example), or a number of random samples")
     d = data_for(graph, data, None if samples == "all" else samples)
     return d.x, d.source
 
-
-def _has_data_set(graph) -> bool:
-    from fabformer.apps.data import is_digits_example
-    return is_digits_example(graph)
 
 
 def parse_samples(text):

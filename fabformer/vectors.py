@@ -90,8 +90,7 @@ def _one_batch(graph, name, x, xp=None):
     bad = ~xp.isfinite(x)
     if bool(xp.any(bad)):
         per_sample = xp.any(xp.reshape(bad, (x.shape[0], -1)), axis=1)
-        first = int(np.argmax(np.asarray(per_sample if xp is np else per_sample.get()
-                                         if hasattr(per_sample, "get") else per_sample)))
+        first = int(xp.argmax(per_sample))  # the first sample with one
         raise FabformerError(f"input {name!r} sample {first} holds NaN or inf; fixed-point hardware has no "
                              f"such values (replace them before inference)")
     return x

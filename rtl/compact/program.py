@@ -102,7 +102,7 @@ class Instr:
 
 
 #: the rounding field: 0 truncate (floor), 1 half up, 2 half to even (QKeras' tf.round, AP_RND_CONV)
-RND_CODES = {Rounding.TRN: 0, Rounding.RND: 1, **({Rounding.RND_CONV: 2} if hasattr(Rounding, "RND_CONV") else {})}
+RND_CODES = {Rounding.TRN: 0, Rounding.RND: 1, Rounding.RND_CONV: 2}
 
 
 def _rq_fields(prefix: str, t: FixedType) -> dict:
