@@ -337,3 +337,23 @@ def _plot(points, front, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+def load_source(path, data=None, allow_custom_code=False):
+    """A graph file, or a Keras model converted on ``data`` (the digits train split for the shipped example)."""
+    from fabformer import convert
+    from fabformer.apps.common import EXAMPLE_DIR
+    from fabformer.apps.data import DIGITS_SOURCE, digits, load_data
+    from fabformer.errors import FabformerError
+    from fabformer.ir import load
+    p = Path(path)
+    if p.suffix in (".h5", ".keras") or p.is_dir():
+        from fabformer.frontend import load_keras_model
+        model = load_keras_model(p, allow_custom_code=allow_custom_code)
+        if data is not None:
+            d = load_data(data)
+            return convert(model, calibration=d.x).with_meta(calibration_source=f"file {d.source}")
+        if p.resolve().parent == EXAMPLE_DIR.resolve():
+            return convert(model, calibration=digits().x_train).with_meta(calibration_source=DIGITS_SOURCE)
+        raise FabformerError(f"explore {str(p)!r}: a model other than the shipped example needs --data (its "
+                             f"calibration and evaluation inputs)")
+    return load(p)

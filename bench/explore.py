@@ -33,7 +33,7 @@ def main(argv=None):
                                   "executors can run at different times and still be compared)")
     args = p.parse_args(argv)
     from fabformer.apps.explore import LocalExecutor, RayExecutor, explore
-    from fabformer.apps.cli_explore import load_source
+    from fabformer.apps.explore import load_source
     g = load_source(Path(__file__).resolve().parent.parent / "examples/digits/model_q8.h5")
     bits = [int(b) for b in args.bits.split(",")]
     par = [int(v) for v in args.parallelism.split(",")]
