@@ -46,6 +46,14 @@ def mac_split(k: int, n: int, parallelism: int) -> tuple[int, int]:
     return pn, pk
 
 
+def issue_times(ready: list, gap: int) -> list:
+    """Cycles at which jobs start: job ``r`` when its input is ready, at most one every ``gap``."""
+    out = []
+    for t in ready:
+        out.append(t if not out else max(t, out[-1] + gap))
+    return out
+
+
 class Block(wiring.Component):
     """Base of all blocks: ``i`` (or ``a``/``b``) input streams and an ``o`` output stream."""
 
@@ -70,6 +78,21 @@ class Block(wiring.Component):
     def timing(self, first: int, last: int) -> tuple[int, int]:
         """(first output beat, last output beat) cycles given first/last input beat cycles."""
         raise NotImplementedError
+
+    def row_times(self, ins: list) -> list:
+        """The analytic model row by row: the cycle of each output row's beat, given the
+        cycles of each input port's rows (every consumer ready).  This default serves blocks
+        of one output row (it comes at :meth:`timing`'s last beat) and blocks that pass each
+        row on after a fixed delay (row ``r`` of every port in, row ``r`` out; a port of one
+        row is held for all of them); other blocks override it."""
+        first, last = max(t[0] for t in ins), max(t[-1] for t in ins)
+        rows = self.out_spec[1]
+        if rows == 1:
+            return [self.timing(first, last)[1]]
+        delay = self.timing(0, 0)[0]
+        if any(len(t) not in (1, rows) for t in ins) or self.timing(0, rows)[1] != rows + delay:
+            raise NotImplementedError(f"{type(self).__name__} needs its own row_times")
+        return [max(t[r] if len(t) > 1 else t[0] for t in ins) + delay for r in range(rows)]
 
     @property
     def ii(self) -> int:
@@ -461,6 +484,10 @@ class DenseBlock(Block):
         """Cycles from a job's start to its row on ``o``: the steps, the pipeline and the output register."""
         return self.steps + 1 + mac_depth(self.pk, False)
 
+    def row_times(self, ins):
+        out = [s + self.depth for s in issue_times(ins[0], self.steps)]
+        return out[self.chain - 1::self.chain]
+
     def timing(self, first, last):
         d = self.depth
         jobs = self.rows * self.chain
@@ -532,9 +559,11 @@ class Wire(Block):
 
 class MatMulBlock(Block):
     """Batched (per-head) matrix product of two streamed tensors.  Both operands are
-    buffered whole in memories (block or distributed RAM) of two banks each (ping-pong):
-    the next sample's operands load into the other bank while each row of ``a`` runs
-    through a :class:`MacEngine` whose weights are ``b``.  ``a`` is one memory of rows;
+    buffered in memories (block or distributed RAM) of two banks each (ping-pong): the
+    next sample's operands load into the other bank while each row of ``a`` runs through
+    a :class:`MacEngine` whose weights are ``b``; a row's job starts once ``b`` is whole
+    and that row of ``a`` is written (``a`` streams in: attention's ``A·V`` works on each
+    probability row as the softmax emits it).  ``a`` is one memory of rows;
     ``b`` is split over ``R`` memories by row (``R`` = the lanes that need different rows
     of ``b`` in one step), so every step reads one word from each.  Reads are
     synchronous and addressed one cycle ahead.  A bank's ``a`` half is free once its
@@ -557,9 +586,15 @@ class MatMulBlock(Block):
         super().__init__(name, [(at, h * mm, k), (bt, self.b_rows, self.b_cols)], (out_t, h * mm, n))
 
     def timing(self, first, last):
-        start = last + 1  # last operand row written, then the first job is latched
+        out = self.row_times([[first] + [last] * (self.a_rows - 1), [last]])
+        return out[0], out[-1]
+
+    def row_times(self, ins):
+        # the job of a's row r issues once b is whole and row r is written (each visible the
+        # cycle after its write), at most one job every ``steps`` cycles
+        b_done = ins[1][-1]
         d = self.steps + 1 + mac_depth(self.pk, True)
-        return start + d, start + (self.a_rows - 1) * self.steps + d
+        return [s + d for s in issue_times([max(b_done, t) + 1 for t in ins[0]], self.steps)]
 
     @property
     def ii(self):
@@ -592,10 +627,12 @@ class MatMulBlock(Block):
         a_clr, b_clr, a_set, b_set = Signal(2), Signal(2), Signal(2), Signal(2)
         d_set, d_clr = Signal(2), Signal(2)
         # load each operand into its write bank; the bank flips when it is full
+        loading = {}
         for port, wps, full, rows, nm, st in ((self.a, [a_wp], a_full, ar, "a", a_set),
                                               (self.b, b_wps, b_full, br, "b", b_set)):
             wb = Signal(name=f"{nm}_wbank")
             cnt = Signal(range(max(rows, 2)), name=f"{nm}_cnt")
+            loading[nm] = (wb, cnt)
             nw = len(wps)
             sel = Signal(range(max(nw, 2)), name=f"{nm}_sel")      # == cnt % nw
             addr = Signal(range(max(rows // nw, 2)), name=f"{nm}_addr")  # == cnt // nw
@@ -640,7 +677,10 @@ class MatMulBlock(Block):
         r_cnt = Signal(range(max(ar, 2)))
         m_cnt = Signal(range(max(self.m, 2)))
         h_cnt = Signal(range(max(H, 2)))
-        issuing = a_full.bit_select(rb, 1) & b_full.bit_select(rb, 1) & ~b_drain.bit_select(rb, 1)
+        # a row's job issues once b is whole and that row of a is written (a streams in)
+        a_wb, a_cnt = loading["a"]
+        a_row_in = a_full.bit_select(rb, 1) | ((a_wb == rb) & (a_cnt > r_cnt))
+        issuing = a_row_in & b_full.bit_select(rb, 1) & ~b_drain.bit_select(rb, 1)
         issue = issuing & eng.ready
         wrap = r_cnt == ar - 1
         # the a row of the next cycle's (r_cnt, rb), read one cycle ahead
@@ -693,13 +733,15 @@ def reshape_groups(index, in_cols: int):
 
 
 class ReshapeBlock(Block):
-    """Buffers a whole tensor, then emits it in another row order / row length
-    (``split_heads``, ``merge_heads``, ``flatten``): ``out_row[r][c] = in_flat[index[r][c]]``.
+    """Emits a tensor in another row order / row length (``split_heads``, ``merge_heads``,
+    ``flatten``): ``out_row[r][c] = in_flat[index[r][c]]``.
 
     Input rows are written whole into memories, one memory per group of an output row
     (:func:`reshape_groups`): an output row reads one word of each memory and picks its
     columns.  Two banks (ping-pong) per memory: the next tensor loads while this one is
-    emitted.  Reads are synchronous; the read word is the output register."""
+    emitted.  An output row leaves as soon as the last input row it reads is written
+    (:attr:`needs`), so a consumer starts on the first rows while the rest arrive.  Reads
+    are synchronous; the read word is the output register."""
 
     def __init__(self, name, kind, t, in_rows, in_cols, out_rows, out_cols, index):
         self.kind = kind
@@ -711,8 +753,20 @@ class ReshapeBlock(Block):
         self.lengths, self.src = plan
         super().__init__(name, [(t, in_rows, in_cols)], (t, out_rows, out_cols))
 
+    @property
+    def needs(self) -> list:
+        """The last input row each output row reads: row ``r`` leaves once that row is written."""
+        return [max(r0 for r0, _ in groups) for groups in self.src]
+
+    def row_times(self, ins):
+        out = []
+        for need in self.needs:  # written in cycle t, readable in t + 1, on ``o`` in t + 2
+            out.append(max(ins[0][need] + 2, out[-1] + 1) if out else ins[0][need] + 2)
+        return out
+
     def timing(self, first, last):
-        return last + 2, last + 1 + self.out_spec[1]
+        out = self.row_times([[first] * (self.in_specs[0][1] - 1) + [last]])
+        return out[0], out[-1]
 
     @property
     def ii(self):
@@ -737,7 +791,15 @@ class ReshapeBlock(Block):
         m.d.comb += self.i.ready.eq(free)
         write = self.i.valid & free
         can = ~self.o.valid | self.o.ready
-        reading = can & full.bit_select(rb, 1)
+        # the output row's last input row is written: the bank is full, or it is being
+        # written (this sample) and the count of rows written is past that row
+        arrived = Signal()
+        needs = self.needs
+        if all(nd == ir_ - 1 for nd in needs):
+            m.d.comb += arrived.eq(0)
+        else:
+            m.d.comb += arrived.eq((wb == rb) & (in_cnt > _const_table(needs, out_cnt)))
+        reading = can & (full.bit_select(rb, 1) | arrived)
         parts = []
         for g, (mem, rows) in enumerate(zip(mems, stored)):
             m.submodules[f"mem{g}"] = mem
@@ -763,7 +825,7 @@ class ReshapeBlock(Block):
         m.d.comb += self.o.payload.as_value().eq(Cat(*parts))
         _bank_counter(m, write, in_cnt, ir_, wb, f_set)
         with m.If(can):
-            m.d.sync += [self.o.valid.eq(full.bit_select(rb, 1)), cur.eq(out_cnt)]
+            m.d.sync += [self.o.valid.eq(full.bit_select(rb, 1) | arrived), cur.eq(out_cnt)]
         _bank_counter(m, reading, out_cnt, orows, rb, f_clr)
         m.d.sync += full.eq((full & ~f_clr) | f_set)
         return m

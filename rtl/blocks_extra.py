@@ -256,6 +256,9 @@ class EmbeddingBlock(Block):
     def timing(self, first, last):
         return last + 2, last + 1 + self.tokens
 
+    def row_times(self, ins):
+        return [ins[0][-1] + 2 + r for r in range(self.out_spec[1])]
+
     @property
     def ii(self):
         return self.tokens + 1

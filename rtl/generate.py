@@ -280,7 +280,7 @@ def generate_dataflow(graph: ir.Graph, parallelism=None) -> Design:
         d.in_rows, d.in_cols = row_shape(graph.tensors[d.in_tensor].shape)
         d.in_type = graph.type_of(d.in_tensor)
         fd = FORK_DELAY if consumers.get(d.in_tensor, 0) > 1 else 0
-        times = {d.in_tensor: (fd, d.in_rows - 1 + fd)}
+        times = {d.in_tensor: [r + fd for r in range(d.in_rows)]}
     else:
         from .blocks_extra import SPLIT_DELAY
         common, parts = input_frame(graph)
@@ -289,7 +289,7 @@ def generate_dataflow(graph: ir.Graph, parallelism=None) -> Design:
         times, start = {}, 0
         for t, rows, _, _ in parts:
             fd = SPLIT_DELAY + (FORK_DELAY if consumers.get(t, 0) > 1 else 0)
-            times[t] = (start + fd, start + rows - 1 + fd)
+            times[t] = [start + r + fd for r in range(rows)]
             start += rows
     d.out_rows, d.out_cols = row_shape(graph.tensors[d.out_tensor].shape)
     d.out_type = graph.type_of(d.out_tensor)
@@ -298,19 +298,17 @@ def generate_dataflow(graph: ir.Graph, parallelism=None) -> Design:
     for n in d._nodes:
         blk = make_block(n, graph, par.get(n.name))
         blk._MustUse__silence = True  # analysis only; Top.elaborate builds the blocks it uses
-        firsts = [times[t][0] for t in n.inputs]
-        lasts = [times[t][1] for t in n.inputs]
-        f, l = blk.timing(max(firsts), max(lasts))
+        rows = blk.row_times([times[t] for t in n.inputs])
         if consumers.get(n.output, 0) > 1:
-            f, l = f + FORK_DELAY, l + FORK_DELAY
-        times[n.output] = (f, l)
-        ends[n.name] = l
+            rows = [t + FORK_DELAY for t in rows]
+        times[n.output] = rows
+        ends[n.name] = rows[-1]
         ii = max(ii, blk.ii)
         d.multipliers += blk.multipliers
         d.macs += n.macs(graph)
         info = blk.info()
         d.blocks.append(info)
-    d.latency_cycles = times[d.out_tensor][1]
+    d.latency_cycles = times[d.out_tensor][-1]
     d.ii_cycles = ii
     d._fork_depths = _fork_depths(graph, d._nodes, consumers, times, ends, ii, d.in_tensor, d.out_tensor)
     return d
@@ -327,7 +325,7 @@ def _fork_depths(graph, nodes, consumers, times, ends, period, in_tensor, out_te
         rows, _ = row_shape(graph.tensors[tensor].shape)
         users = [ends[n.name] for n in nodes for t in n.inputs if t == tensor]
         if tensor == out_tensor:
-            users.append(times[out_tensor][1])
+            users.append(times[out_tensor][-1])
         out[tensor] = [rows * ((e - times[tensor][0]) // max(int(period), 1) + 1) + 2 for e in users]
     return out
 

@@ -158,6 +158,10 @@ class _SerialRow(Block):
     def row_latency(self) -> int:
         return self.plan()["latency"]
 
+    def row_times(self, ins):
+        from .blocks import issue_times
+        return [t + self.row_latency for t in issue_times(ins[0], self.row_ii)]
+
     def timing(self, first, last):
         lat = self.row_latency
         return first + lat, max(last + lat, first + (self.rows - 1) * self.row_ii + lat)
