@@ -571,9 +571,12 @@ class MatMulBlock(Block):
 
     kind = "matmul"
 
-    def __init__(self, name, op: ir.MatMul, g: ir.Graph, parallelism: int):
+    def __init__(self, name, op: ir.MatMul, g: ir.Graph, parallelism: int, a_order=None):
         at, bt, out_t = (g.type_of(op.inputs[0]), g.type_of(op.inputs[1]), g.type_of(op.output))
         h, mm, k = g.tensors[op.inputs[0]].shape
+        # the head of the a row at each stream position (rows of a come in a_order; the
+        # output rows leave in the same order)
+        self.a_heads = [r // mm for r in (a_order or range(h * mm))]
         bs = g.tensors[op.inputs[1]].shape
         n = int(g.tensors[op.output].shape[2])
         self.op, self.h, self.m, self.k, self.n = op, h, mm, k, n
@@ -675,8 +678,6 @@ class MatMulBlock(Block):
             b_words.append(unpack(rp.data, bc, bt))
         rb = Signal()  # compute bank
         r_cnt = Signal(range(max(ar, 2)))
-        m_cnt = Signal(range(max(self.m, 2)))
-        h_cnt = Signal(range(max(H, 2)))
         # a row's job issues once b is whole and that row of a is written (a streams in)
         a_wb, a_cnt = loading["a"]
         a_row_in = a_full.bit_select(rb, 1) | ((a_wb == rb) & (a_cnt > r_cnt))
@@ -688,20 +689,16 @@ class MatMulBlock(Block):
         nxt_row = Mux(issue & ~wrap, r_cnt + 1, Mux(issue, 0, r_cnt))
         nxt_bank = Mux(issue & wrap, ~rb, rb)
         m.d.comb += a_rp.addr.eq(nxt_row + Mux(nxt_bank, ar, 0))
-        m.d.comb += [eng.start.eq(issuing), eng.head.eq(rb * H + h_cnt)]
+        m.d.comb += [eng.start.eq(issuing), eng.head.eq(rb * H + _const_table(self.a_heads, r_cnt))]
         m.d.comb += [x.eq(e) for x, e in zip(eng.x, unpack(a_rp.data, K, at))]
         with m.If(eng.done):
             m.d.comb += [d_clr.eq(b_drain), b_clr.eq(b_drain)]
         with m.If(issue):
             with m.If(wrap):
-                m.d.sync += [r_cnt.eq(0), m_cnt.eq(0), h_cnt.eq(0), rb.eq(~rb)]
+                m.d.sync += [r_cnt.eq(0), rb.eq(~rb)]
                 m.d.comb += [a_clr.eq(Mux(rb, 2, 1)), d_set.eq(Mux(rb, 2, 1))]
             with m.Else():
                 m.d.sync += r_cnt.eq(r_cnt + 1)
-                with m.If(m_cnt == self.m - 1):
-                    m.d.sync += [m_cnt.eq(0), h_cnt.eq(h_cnt + 1)]
-                with m.Else():
-                    m.d.sync += m_cnt.eq(m_cnt + 1)
         m.d.sync += [a_full.eq((a_full & ~a_clr) | a_set), b_full.eq((b_full & ~b_clr) | b_set),
                      b_drain.eq((b_drain & ~d_clr) | d_set)]
         wiring.connect(m, eng.o, wiring.flipped(self.o))

@@ -102,7 +102,7 @@ class Top(wiring.Component):
             for k, p in enumerate(parts):
                 publish(p[0], getattr(split, f"o{k}"))
         for n in d._nodes:
-            blk = make_block(n, d.graph, d.parallelism.get(n.name))
+            blk = make_block(n, d.graph, d.parallelism.get(n.name), d.orders)
             m.submodules[node_name(blk.name)] = blk
             node = d.graph.node(blk.name)
             for pname, tensor in zip(blk.port_names, node.inputs):
@@ -139,6 +139,7 @@ class Design:
     _inputs: list = field(default_factory=list, repr=False)  # the tensors it reads, one per graph input
     _frame: tuple = field(default=None, repr=False)  # (common type, parts) when it reads several
     _fork_depths: dict = field(default_factory=dict, repr=False)
+    orders: dict = field(default_factory=dict, repr=False)  # tensor -> row order of its stream
     _top: Top = field(default=None, repr=False)
 
     @property
@@ -270,6 +271,7 @@ def generate_dataflow(graph: ir.Graph, parallelism=None) -> Design:
     d = Design(graph, par, in_tensor=hw_in[0], out_tensor=graph.outputs[0], _first=first)
     d._nodes = [n for n in graph.nodes if n.kind != "quantize"]
     d._inputs = hw_in
+    d.orders = head_interleaving(graph)
     if d.out_tensor in hw_in:
         raise FabformerError(f"graph {graph.name!r} has no hardware after its quantize node")
     consumers: dict[str, int] = {graph.outputs[0]: 1}
@@ -296,7 +298,7 @@ def generate_dataflow(graph: ir.Graph, parallelism=None) -> Design:
     ii = d.in_rows
     ends = {}
     for n in d._nodes:
-        blk = make_block(n, graph, par.get(n.name))
+        blk = make_block(n, graph, par.get(n.name), d.orders)
         blk._MustUse__silence = True  # analysis only; Top.elaborate builds the blocks it uses
         rows = blk.row_times([times[t] for t in n.inputs])
         if consumers.get(n.output, 0) > 1:
@@ -339,9 +341,70 @@ def block(kind):
     return registry.implements(kind, ARCH)
 
 
-def make_block(n, g, parallelism):
-    """The dataflow block of node ``n`` (``parallelism``: multipliers, for matmul-like nodes)."""
+def make_block(n, g, parallelism, orders=None):
+    """The dataflow block of node ``n`` (``parallelism``: multipliers, for matmul-like nodes).
+    ``orders`` (tensor -> row order) gives the streams whose rows do not come in the tensor's
+    own order (:func:`head_interleaving`); only the blocks that read or write one see it."""
+    orders = {t: o for t, o in (orders or {}).items() if t in n.inputs or t == n.output}
+    if orders and n.kind in ORDER_AWARE:
+        return registry.get(n, ARCH)(n, g, parallelism, orders=orders)
+    if orders and (n.kind not in ROW_WISE or any(orders.get(t) != orders.get(n.output) for t in n.inputs)):
+        raise FabformerError(f"{n.name}: a {n.kind} block takes its rows in the tensor's own order")
     return registry.get(n, ARCH)(n, g, parallelism)
+
+
+ROW_WISE = ("softmax", "relu", "requantize", "lookup", "scale")  # each row on its own: any row order
+ORDER_AWARE = ("matmul", "split_heads", "merge_heads")  # factories that take ``orders``
+
+
+def head_interleaving(g) -> dict:
+    """Row orders that let attention stream into the layer after it.  A stream carries a
+    tensor's rows in order, so the context of head 0 comes whole before head 1's and
+    ``merge_heads`` can emit token ``t`` only once the last head's row ``t`` is in.  Where
+    ``split_heads -> matmul(a) -> row-wise ops -> matmul(a) -> merge_heads`` is a chain of
+    single-consumer tensors, its streams carry rows token-major instead (stream position
+    ``t * H + h`` holds head ``h``'s row ``t``): every score, probability and context row
+    of token ``t`` comes together and ``merge_heads`` emits token ``t`` right behind them.
+    Returns ``{tensor: [tensor row at each stream position]}``."""
+    producer = {n.output: n for n in g.nodes}
+    users: dict = {}
+    for n in g.nodes:
+        for t in n.inputs:
+            users.setdefault(t, []).append(n)
+    for t in g.outputs:
+        users.setdefault(t, []).append(None)
+
+    def only_user(t):
+        u = users.get(t, [])
+        return u[0] if len(u) == 1 else None
+
+    orders = {}
+    for merge in g.nodes:
+        if merge.kind != "merge_heads":
+            continue
+        ctx = producer.get(merge.inputs[0])
+        if ctx is None or ctx.kind != "matmul" or only_user(ctx.output) is not merge:
+            continue
+        chain, t = [ctx.output], ctx.inputs[0]
+        node = producer.get(t)
+        while node is not None and node.kind in ROW_WISE and only_user(t) is not None:
+            chain.append(t)
+            t = node.inputs[0]
+            node = producer.get(t)
+        if node is None or node.kind != "matmul" or only_user(t) is None:
+            continue
+        chain.append(t)
+        q = node.inputs[0]
+        split = producer.get(q)
+        if split is None or split.kind != "split_heads" or only_user(q) is not node:
+            continue
+        chain.append(q)
+        h, rows = g.tensors[q].shape[0], g.tensors[q].shape[1]
+        if h < 2 or any(tuple(g.tensors[x].shape[:2]) != (h, rows) for x in chain):
+            continue
+        perm = [hh * rows + tt for tt in range(rows) for hh in range(h)]
+        orders.update({x: perm for x in chain})
+    return orders
 
 
 @block(ir.Quantize)
@@ -371,8 +434,11 @@ def _dense_block(n, g, parallelism):
 
 
 @block(ir.MatMul)
-def _matmul_block(n, g, parallelism):
-    return MatMulBlock(n.name, n, g, parallelism)
+def _matmul_block(n, g, parallelism, orders=None):
+    order = (orders or {}).get(n.inputs[0])
+    if order is not None and (orders or {}).get(n.output) != order:
+        raise FabformerError(f"{n.name}: a matmul emits its rows in the order its a operand comes in")
+    return MatMulBlock(n.name, n, g, parallelism, a_order=order)
 
 
 @block(ir.Add)
@@ -408,13 +474,20 @@ block(ir.Lookup)(_row_map(make_lookup))
 def _reshape(index_fn):
     """A block that re-orders a tensor's elements (no arithmetic): output row r, column c
     is input element ``index_fn(op, g)[r][c]`` (row-major)."""
-    def factory(n, g, parallelism):
+    def factory(n, g, parallelism, orders=None):
         ir_, ic = row_shape(g.tensors[n.inputs[0]].shape)
         or_, oc = row_shape(g.tensors[n.output].shape)
         if g.type_of(n.inputs[0]) != g.type_of(n.output):
             raise FabformerError(f"{n.name}: {n.kind} must keep its input type "
                                  f"({g.type_of(n.inputs[0])} -> {g.type_of(n.output)})")
-        return ReshapeBlock(n.name, n.kind, g.type_of(n.inputs[0]), ir_, ic, or_, oc, index_fn(n, g))
+        index = index_fn(n, g)
+        orders = orders or {}
+        if n.output in orders:  # stream position p carries output row orders[p]
+            index = [index[r] for r in orders[n.output]]
+        if n.inputs[0] in orders:  # input row r comes at stream position where[r]
+            where = {r: p for p, r in enumerate(orders[n.inputs[0]])}
+            index = [[where[i // ic] * ic + i % ic for i in row] for row in index]
+        return ReshapeBlock(n.name, n.kind, g.type_of(n.inputs[0]), ir_, ic, or_, oc, index)
     return factory
 
 
