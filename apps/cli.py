@@ -317,7 +317,7 @@ def main(argv=None) -> int:
     from fabformer.apps.console import Console, capture, using
     parser = build_parser()
     args = parser.parse_args(argv)
-    quiet = getattr(args, "json", False)
+    quiet = False  # progress goes to stderr; with --json, stdout holds the JSON object alone
     log = None
     try:
         log = None if args.verbose else _log_file(args)
