@@ -689,16 +689,19 @@ class MatMulBlock(Block):
         nxt_row = Mux(issue & ~wrap, r_cnt + 1, Mux(issue, 0, r_cnt))
         nxt_bank = Mux(issue & wrap, ~rb, rb)
         m.d.comb += a_rp.addr.eq(nxt_row + Mux(nxt_bank, ar, 0))
-        m.d.comb += [eng.start.eq(issuing), eng.head.eq(rb * H + _const_table(self.a_heads, r_cnt))]
+        # the head of row r_cnt, kept in a register beside r_cnt (no table in the address path)
+        heads = self.a_heads
+        cur_head = Signal(range(max(H, 2)), name="a_head", init=heads[0])
+        m.d.comb += [eng.start.eq(issuing), eng.head.eq(rb * H + cur_head)]
         m.d.comb += [x.eq(e) for x, e in zip(eng.x, unpack(a_rp.data, K, at))]
         with m.If(eng.done):
             m.d.comb += [d_clr.eq(b_drain), b_clr.eq(b_drain)]
         with m.If(issue):
             with m.If(wrap):
-                m.d.sync += [r_cnt.eq(0), rb.eq(~rb)]
+                m.d.sync += [r_cnt.eq(0), rb.eq(~rb), cur_head.eq(heads[0])]
                 m.d.comb += [a_clr.eq(Mux(rb, 2, 1)), d_set.eq(Mux(rb, 2, 1))]
             with m.Else():
-                m.d.sync += r_cnt.eq(r_cnt + 1)
+                m.d.sync += [r_cnt.eq(r_cnt + 1), cur_head.eq(_const_table(heads[1:] + heads[:1], r_cnt))]
         m.d.sync += [a_full.eq((a_full & ~a_clr) | a_set), b_full.eq((b_full & ~b_clr) | b_set),
                      b_drain.eq((b_drain & ~d_clr) | d_set)]
         wiring.connect(m, eng.o, wiring.flipped(self.o))
@@ -790,13 +793,19 @@ class ReshapeBlock(Block):
         can = ~self.o.valid | self.o.ready
         # the output row's last input row is written: the bank is full, or it is being
         # written (this sample) and the count of rows written is past that row
-        arrived = Signal()
+        arrived, reading = Signal(), Signal()
         needs = self.needs
         if all(nd == ir_ - 1 for nd in needs):
             m.d.comb += arrived.eq(0)
         else:
-            m.d.comb += arrived.eq((wb == rb) & (in_cnt > _const_table(needs, out_cnt)))
-        reading = can & (full.bit_select(rb, 1) | arrived)
+            # the row count that lets the current output row go (a register kept with out_cnt,
+            # so no table lookup sits between the counters and the read enable)
+            need = Signal(range(ir_ + 1), name="need", init=needs[0] + 1)
+            nxt_need = [nd + 1 for nd in needs[1:]] + [needs[0] + 1]  # after output row r: row r + 1's
+            with m.If(reading):
+                m.d.sync += need.eq(_const_table(nxt_need, out_cnt))
+            m.d.comb += arrived.eq((wb == rb) & (in_cnt >= need))
+        m.d.comb += reading.eq(can & (full.bit_select(rb, 1) | arrived))
         parts = []
         for g, (mem, rows) in enumerate(zip(mems, stored)):
             m.submodules[f"mem{g}"] = mem
