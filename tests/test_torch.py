@@ -275,7 +275,7 @@ def test_cli_convert_and_eval_pt2(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(out), "--model", str(EXAMPLES / "encoder_post.pt2"), "--samples", "100", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["agreement"]["golden_vs_keras"] >= 0.99
+    assert r["agreement"]["golden_vs_pytorch"] >= 0.99 and "golden_vs_keras" not in r["agreement"]
 
 
 @pytest.mark.parametrize("name", ["encoder_post", "encoder_pre", "brevitas_q8"])
@@ -312,3 +312,16 @@ def test_brevitas_graph_csim_bit_exact(tmp_path, rounding):
     prj.compile()
     _, env = g.predict(x, trace=True)
     assert np.array_equal(prj.predict(x, raw=True), np.asarray(env[g.outputs[0]]))
+
+
+def test_report_names_the_source_framework():
+    from fabformer.apps.data import digits
+    from fabformer.apps.report import collect
+    d = digits()
+    model = ft.TorchModel(ft.load_torch_model(EXAMPLES / "encoder_post.pt2"), "encoder_post", device="cpu")
+    g = fabformer.convert(model, calibration=d.x_train)
+    r = collect(g, d.x_test[:64], d.y_test[:64], model=model, paths=["keras", "golden"], timing=False, sweep=False)
+    assert set(r["paths"]) == {"pytorch", "golden"}
+    assert r["paths"]["pytorch"]["label"].startswith("PyTorch") and r["paths"]["pytorch"]["accuracy"] >= 0.9
+    r = collect(g, d.x_test[:8], d.y_test[:8], model=None, paths=["pytorch"], timing=False, sweep=False)
+    assert r["paths"]["pytorch"]["status"].startswith("unavailable: no PyTorch model")
