@@ -15,6 +15,14 @@ types whose integer part comes from the ranges.  Brevitas quantizers with power-
 scales and round-half-to-even (Brevitas' default) or floor rounding give exact types instead; each one is checked against the
 values Brevitas itself computes on the calibration data, so a converted quantizer that
 would not reproduce Brevitas bit for bit is refused, never approximated.
+
+Token ids and masks: an integer model input of token ids feeds ``nn.Embedding`` (``embedding``); a unit
+computed from parameters alone (``self.pos(torch.arange(T))``, ``generate_square_subsequent_mask``) is a
+constant that PyTorch evaluates, added by ``add_const`` or read as a mask.  A padding mask ``ids == PAD``
+builds no op: it is carried as a :class:`_Mark` (the IR tensor nonzero where a token is kept: the ids for
+PAD 0, else ``ids - PAD``) through PyTorch's mask handling to the attention, whose mask on the scores is
+read on the calibration data and must be a key padding mask, a causal mask or both (``mask_fill``,
+``causal_fill``), or to the masked mean ``(h * keep).sum(1) / keep.sum(1)`` (``masked_avg_pool``).
 """
 from __future__ import annotations
 
@@ -138,7 +146,7 @@ def torch_predict(model, x, device: str = "cpu", batch: int = 4096) -> np.ndarra
         m = model.module().to(device)
     else:
         fixed = None
-        dt = next((np.int64 for mod in model.modules() if isinstance(mod, torch.nn.Embedding)), np.float32)
+        dt = np.int64 if np.issubdtype(np.asarray(x).dtype, np.integer) else np.float32  # token ids stay integers
         m = model.eval().to(device)
     with torch.no_grad():
         return _batched(lambda xb: m(torch.as_tensor(xb, device=device)).detach().to("cpu").numpy(),
