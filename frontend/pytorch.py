@@ -1410,7 +1410,8 @@ def _check(prog: _Program) -> list[str]:
     p = []
     if len(prog.user_inputs) != 1:
         p.append(f"the model takes {len(prog.user_inputs)} inputs; one (batch, tokens, features) or "
-                 f"(batch, features) tensor is supported")
+                 f"(batch, features) tensor, or (batch, tokens) integer token ids, is supported (a padding mask "
+                 f"is computed inside the model from the ids: ids == PAD)")
     else:
         s = _shape(prog.by_name[prog.user_inputs[0]])
         if len(s) not in (2, 3):

@@ -236,3 +236,21 @@ def test_masks_from_float_features_and_positional_tables_of_another_shape_are_re
     with pytest.raises(ConversionError, match=r"function aten.add in the model: the constant of shape \(64, 1, 1\) "
                                               r"does not broadcast to one sample \(6, 8\)"):
         fabformer.convert(WrongPos(), calibration=_ids(16))
+
+
+def test_a_separate_mask_input_is_refused_with_the_pytorch_way():
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok = nn.Embedding(V, D)
+            self.mha = nn.MultiheadAttention(D, 2, batch_first=True)
+
+        def forward(self, ids, pad):
+            h = self.tok(ids)
+            return self.mha(h, h, h, key_padding_mask=pad, need_weights=False)[0]
+
+    ids = torch.as_tensor(_ids(8))
+    ep = torch.export.export(TwoInputs().eval(), (ids, ids == 0))
+    with pytest.raises(ConversionError, match=r"the model takes 2 inputs; .* \(a padding mask is computed inside "
+                                              r"the model from the ids: ids == PAD\)"):
+        fabformer.convert(ep, calibration=_ids(8))
