@@ -1,7 +1,8 @@
 """The PyTorch examples through every path: PyTorch vs float graph vs golden on the digits test
-split (the sequence examples ``text`` and ``causal``: 1,000 samples their script makes, seed 2, calibrated on
-500 of seed 0, as in ``tests/test_torch_examples.py``), golden vs C-simulation (g++) and RTL simulation bit for bit, Brevitas' quantized forward vs
-golden bit for bit where the model is fully quantized.
+split (the sequence examples ``text`` and ``causal``: 1,000 samples their script makes, seed 2,
+calibrated on 500 of seed 0, as in ``tests/test_torch_examples.py``), golden vs C-simulation (g++)
+and RTL simulation bit for bit, Brevitas' quantized forward vs golden bit for bit where the model is
+fully quantized.
 
     python bench/torch_examples.py [--csim-samples 450] [--rtl-samples 5] [--json out.json]
 """
