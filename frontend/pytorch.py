@@ -906,6 +906,12 @@ class _MaskOpHandler(Handler):
                "aten.zeros_like", "aten.masked_fill", "aten.masked_fill_", "aten.expand", "aten.float")
     takes_masks = True
 
+    def check(self, u, where):
+        n = u.node
+        if _op(n) not in ("to", "_to_copy", "float") and not (n.args and _mask_derived(n.args[0])):
+            return [f"{where}: supported on a padding mask only; {_MASK_HINT}"]
+        return []
+
     def build(self, bld, u):
         n = u.node
         op = _op(n)

@@ -276,3 +276,19 @@ def test_nonzero_pad_and_causal_padding_mask_csim_and_rtl_bit_exact(tmp_path):
     for r in run_many([(m, x[:2]) for m, x in zip(ds.members, (x_text, x_causal))], simulator="verilator"):
         assert r.mismatches == 0, "\n".join(r.mismatch_report[:10])
         np.testing.assert_array_equal(r.raw, r.expected_raw)
+
+
+def test_data_unsqueeze_is_listed_with_the_other_problems():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return torch.tanh(self.lin(x).unsqueeze(1))
+
+    with pytest.raises(ConversionError) as e:
+        fabformer.convert(M(), calibration=np.zeros((8, 4)))
+    msg = str(e.value)
+    assert "function aten.unsqueeze in the model: supported on a padding mask only" in msg
+    assert "function aten.tanh in the model: function not supported" in msg
