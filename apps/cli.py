@@ -126,7 +126,7 @@ def cmd_eval(args) -> int:
 NEXT_COMMANDS = [
     ("fabformer convert MODEL.h5 -o my.graph.json --data my_data.npz",
      "your Keras/QKeras model to a graph (my_data.npz: inputs x, labels y)"),
-    ("fabformer eval my.graph.json --data my_data.npz", "accuracy of Keras, float graph and golden"),
+    ("fabformer eval my.graph.json --data my_data.npz", "accuracy of the source model, float graph and golden"),
     ("fabformer hls my.graph.json -o out/my-hls --csim --data my_data.npz",
      "Vitis HLS project, C-simulated against golden"),
     ("fabformer sim my.graph.json -o out/my-rtl --data my_data.npz", "Verilog, simulated in Verilator against golden"),
@@ -191,7 +191,7 @@ def _demo_row(name: str, step: dict, out: Path) -> dict:
         return _row(name, "ok", ", ".join(parts), step.get("bitstream") or folder)
     if name == "report":
         acc = step.get("accuracy") or {}
-        shown = [f"{k} {_pct(acc[k])}" for k in ("keras", "golden", "csim", "rtl") if acc.get(k) is not None]
+        shown = [f"{k} {_pct(acc[k])}" for k in ("keras", "pytorch", "golden", "csim", "rtl") if acc.get(k) is not None]
         return _row(name, "ok", "accuracy " + ", ".join(shown) if shown else "", step.get("html") or folder)
     return _row(name, "ok", "", folder)
 
@@ -276,9 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_custom_code_argument(c)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_convert)
-    e = sub.add_parser("eval", help="accuracy and agreement of Keras, float graph and golden on a data set")
+    e = sub.add_parser("eval", help="accuracy and agreement of the source model (Keras or PyTorch), float graph "
+                                    "and golden on a data set")
     e.add_argument("graph")
-    e.add_argument("--model", help="Keras model to compare with (default: the graph's source model, if unchanged)")
+    e.add_argument("--model", help="Keras or PyTorch (.pt2) model to compare with (default: the graph's source "
+                                   "model, if unchanged)")
     add_data_argument(e)
     add_custom_code_argument(e)
     e.add_argument("--samples", type=positive_int, help="first N samples")

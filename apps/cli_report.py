@@ -64,8 +64,9 @@ def run_report(graph, out, *, model=None, model_path=None, samples=None, rtl_sam
                     board=board, sweep=sweep, sweep_model=sweep_model,
                     sweep_model_name=Path(fm).name if sweep_model is not None else None,
                     min_seconds=0.05 if quick else 0.2, paths=paths)
-    if why and "keras" in r["paths"]:
-        r["paths"]["keras"]["status"] = f"unavailable: {why}"
+    for src in ("keras", "pytorch"):
+        if why and src in r["paths"]:
+            r["paths"][src]["status"] = f"unavailable: {why}"
     return r
 
 

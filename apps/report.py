@@ -4,6 +4,7 @@ Every path runs the same :class:`~fabformer.ir.Graph` on the digits test split:
 
 ========== ===============================================================
 keras      the float Keras model on CPU (TensorFlow)
+pytorch    the float PyTorch model (in place of ``keras`` for a PyTorch model): CUDA where present, else CPU
 float      ``graph.predict(x, mode="float")`` on CPU (NumPy)
 golden     ``graph.predict(x)``: the bit-exact golden model on CPU (NumPy)
 float_gpu  the float graph on a GPU (CuPy through ``array-api-compat``)
@@ -33,9 +34,10 @@ from fabformer.apps.console import current
 from fabformer.errors import FabformerError
 from fabformer.requant import requantize_weights
 
-PATH_ORDER = ["keras", "float", "golden", "float_gpu", "golden_gpu", "csim", "rtl"]
+PATH_ORDER = ["keras", "pytorch", "float", "golden", "float_gpu", "golden_gpu", "csim", "rtl"]
 PATH_LABEL = {
     "keras": "Keras float model, CPU (TensorFlow)",
+    "pytorch": "PyTorch float model (PyTorch)",
     "float": "float graph, CPU (NumPy)",
     "golden": "golden bit-exact model, CPU (NumPy)",
     "float_gpu": "float graph, GPU",
@@ -180,10 +182,12 @@ def _accuracy(out, y) -> float:
     return float(np.mean(np.argmax(out, -1) == y[: len(out)]))
 
 
-def _keras_path(model, x, timing, big_batch, min_seconds):
-    r = PathResult("keras")
+def _keras_path(model, x, timing, big_batch, min_seconds, name="keras"):
+    """The source model's path, named by its framework (``keras`` or ``pytorch``)."""
+    r = PathResult(name)
     if model is None:
-        r.status = "unavailable: no Keras model (give --model or a graph with meta source_model)"
+        r.status = (f"unavailable: no {'PyTorch' if name == 'pytorch' else 'Keras'} model (give --model or a graph "
+                    f"with meta source_model)")
         return r
     r.outputs = np.asarray(model.predict(x, verbose=0, batch_size=512), dtype=np.float64)
     if getattr(model, "program", None) is not None:  # a PyTorch model (TorchModel): where it ran
@@ -459,8 +463,10 @@ def collect(graph, x, y, *, model=None, device: str = "cpu", out_dir=None, rtl_s
             r = res[name] = run()
             s.done(f"accuracy {_pct(_accuracy(r.outputs, y))}" if r.ok else r.status)
 
-    if "keras" in want:
-        step("keras", lambda: _keras_path(model, x, timing, big_batch, min_seconds))
+    if want & {"keras", "pytorch"}:  # the source model, named by its framework
+        from fabformer.apps.evaluate import framework
+        src = framework(model, graph)
+        step(src, lambda: _keras_path(model, x, timing, big_batch, min_seconds, src))
     if "float" in want:
         step("float", lambda: _graph_path("float", graph, x, cpu, "float", timing, big_batch, min_seconds))
     if "golden" in want:
@@ -654,9 +660,10 @@ def plots(data: dict, out_dir: Path) -> dict:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         ax.plot([r["bits"] for r in S], [100 * r["golden"] for r in S], "o-", label="golden (bit-exact)")
         ax.plot([r["bits"] for r in S], [100 * r["float"] for r in S], "s--", label="float graph")
-        k = data["paths"].get("keras", {}).get("accuracy")
+        src = "pytorch" if "pytorch" in data["paths"] else "keras"
+        k = data["paths"].get(src, {}).get("accuracy")
         if k is not None:
-            ax.axhline(100 * k, color="gray", ls=":", label="keras path (the report's model)")
+            ax.axhline(100 * k, color="gray", ls=":", label=f"{src} path (the report's model)")
         ax.set_xlabel("weight bits")
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"Accuracy vs weight bit width ({data['sweep'].get('short', '')})", fontsize=10)

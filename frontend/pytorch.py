@@ -15,6 +15,14 @@ types whose integer part comes from the ranges.  Brevitas quantizers with power-
 scales and round-half-to-even (Brevitas' default) or floor rounding give exact types instead; each one is checked against the
 values Brevitas itself computes on the calibration data, so a converted quantizer that
 would not reproduce Brevitas bit for bit is refused, never approximated.
+
+Token ids and masks: an integer model input of token ids feeds ``nn.Embedding`` (``embedding``); a unit
+computed from parameters alone (``self.pos(torch.arange(T))``, ``generate_square_subsequent_mask``) is a
+constant that PyTorch evaluates, added by ``add_const`` or read as a mask.  A padding mask ``ids == PAD``
+builds no op: it is carried as a :class:`_Mark` (the IR tensor nonzero where a token is kept: the ids for
+PAD 0, else ``ids - PAD``) through PyTorch's mask handling to the attention, whose mask on the scores is
+read on the calibration data and must be a key padding mask, a causal mask or both (``mask_fill``,
+``causal_fill``), or to the masked mean ``(h * keep).sum(1) / keep.sum(1)`` (``masked_avg_pool``).
 """
 from __future__ import annotations
 
@@ -26,8 +34,9 @@ import numpy as np
 from .. import tables
 from ..errors import ConversionError, FabformerError
 from ..fixed import FixedType, Overflow, Rounding, bits_for, quantize_float
-from ..ir import (Add, Dense, Flatten, GlobalAvgPool, Graph, LayerNorm, Lookup, MatMul, MergeHeads,
-                  Quantize, Relu, Requantize, Softmax, SplitHeads)
+from ..ir import (MAX_TENSOR_BITS, Add, AddConst, CausalFill, Dense, Embedding, Flatten, GlobalAvgPool, Graph,
+                  LayerNorm, Lookup, MaskedAvgPool, MaskFill, MatMul, MergeHeads, Quantize, Relu, Requantize,
+                  Softmax, SplitHeads)
 from ..requant import weight_type
 from .config import ConvertConfig
 from .handlers import Handler, Handlers
@@ -97,8 +106,10 @@ def export(model, example):
         return model
     if not isinstance(model, torch.nn.Module):
         raise FabformerError(f"not a PyTorch model: {type(model).__name__}; give an nn.Module or an ExportedProgram")
-    ex = np.asarray(example, dtype=np.float32)[:EXPORT_BATCH]
-    ex = np.concatenate([ex, np.zeros((EXPORT_BATCH - len(ex),) + ex.shape[1:], np.float32)])
+    ex = np.asarray(example)
+    dt = np.int64 if np.issubdtype(ex.dtype, np.integer) else np.float32  # token ids stay integers
+    ex = ex.astype(dt)[:EXPORT_BATCH]
+    ex = np.concatenate([ex, np.zeros((EXPORT_BATCH - len(ex),) + ex.shape[1:], dt)])
     x = torch.as_tensor(ex)
     model.eval()
     try:
@@ -131,13 +142,15 @@ def torch_predict(model, x, device: str = "cpu", batch: int = 4096) -> np.ndarra
     if isinstance(model, torch.export.ExportedProgram):
         fixed = _static_batch(model)
         batch = fixed or batch
+        dt = _input_dtype(model)
         m = model.module().to(device)
     else:
         fixed = None
+        dt = np.int64 if np.issubdtype(np.asarray(x).dtype, np.integer) else np.float32  # token ids stay integers
         m = model.eval().to(device)
     with torch.no_grad():
         return _batched(lambda xb: m(torch.as_tensor(xb, device=device)).detach().to("cpu").numpy(),
-                        np.asarray(x, dtype=np.float32), batch, fixed).astype(np.float64)
+                        np.asarray(x).astype(dt), batch, fixed).astype(np.float64)
 
 
 def _static_batch(ep) -> int | None:
@@ -148,6 +161,16 @@ def _static_batch(ep) -> int | None:
             b = n.meta["val"].shape[0]
             return int(b) if isinstance(b, int) else None
     return None
+
+
+def _input_dtype(ep):
+    """The NumPy dtype of the program's (first) input: int64 for token ids, else float32."""
+    for spec in ep.graph_signature.input_specs:
+        if spec.kind.name == "USER_INPUT":
+            n = next(n for n in ep.graph.nodes if n.name == spec.arg.name)
+            v = n.meta.get("val")
+            return np.int64 if v is not None and not v.dtype.is_floating_point else np.float32
+    return np.float32
 
 
 def _batched(fn, x: np.ndarray, batch: int, fixed: int | None):
@@ -194,6 +217,7 @@ class _Unit:
     inputs: list = field(default_factory=list)  # external fx nodes carrying data (not parameters)
     output: object = None  # the fx node whose value leaves the unit
     outputs: list = field(default_factory=list)
+    const: bool = False  # computed from parameters and constants alone: PyTorch evaluates it once
 
     @property
     def node(self):
@@ -271,6 +295,7 @@ class _Program:
             outs = [m for m in u.nodes if any(c.name not in inside for c in m.users)]
             u.outputs = outs
             u.output = outs[-1] if outs else u.nodes[-1]
+            u.const = not ins and all(_param_only(m, self.params) for m in u.nodes)
         return units
 
     def evaluate(self, x) -> None:
@@ -278,7 +303,7 @@ class _Program:
         axis 0 where the node has the batch axis; a fixed-batch export runs batch by batch)."""
         torch = _torch()
         fixed = _static_batch(self.ep)
-        x = np.asarray(x, dtype=np.float32)
+        x = np.asarray(x).astype(_input_dtype(self.ep))
         parts: list = []
 
         class _Keep(torch.fx.Interpreter):
@@ -300,8 +325,11 @@ class _Program:
         vals = self.values
         vals.clear()
         b = fixed or n
+        const = {m.name for u in self.units if u.const for m in u.nodes}
         for k, v in parts[0].items():
-            if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == b and len(parts) > 1 \
+            if k in const:
+                vals[k] = v
+            elif isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == b and len(parts) > 1 \
                     or (isinstance(v, torch.Tensor) and fixed is None):
                 vals[k] = torch.cat([p[k] for p in parts])[:n] if len(parts) > 1 else v
             else:
@@ -385,7 +413,13 @@ class _Builder:
         return self.g.add(op, t)
 
     def src(self, node):
+        if node.name not in self.tensor_of and node.name in self.prog.values or node.name in self.prog.params:
+            raise _ConstantArgument(node)
         return self.tensor_of[node.name]
+
+    def const(self, node) -> np.ndarray:
+        """The value of a constant (a parameter, or computed from parameters alone) as float64."""
+        return self.prog.value(node)
 
     def qtype(self, tensor):
         return self.g.type_of(tensor)
@@ -398,19 +432,46 @@ class _Builder:
         (xin,) = p.user_inputs
         shape = _shape(p.by_name[xin])[1:]
         x = self.g.add_input("input", shape)
-        t = self.act_type("input", "output", "input/q")
+        if _input_dtype(p.ep) == np.int64:  # token ids: whole numbers up to the largest vocabulary, saturating
+            vocab = [_table(p, u).shape[0] for u in p.units if u.cls in _EmbeddingHandler.classes and not u.const]
+            hi = max(vocab) - 1 if vocab else (1 << (self.cfg.activation_bits - 1)) - 1
+            t = self.cfg.layers.get("input", {}).get("output") or \
+                FixedType(max(bits_for(0, hi), 1), 0, False, Rounding.RND_CONV, Overflow.SAT)
+            self.roles[("input", "output")] = "input/q"
+        else:
+            t = self.act_type("input", "output", "input/q")
         self.tensor_of[xin] = self.add(Quantize("input/quantize", (x,), "input/q"), t)
         for u in p.units:
+            if u.const:
+                continue  # evaluated by PyTorch; its consumers read the value (a positional table, a causal mask)
             if u.cls.startswith("aten.") and u.node.op == "call_function" and _op(u.node) in _IDENTITY:
                 self.tensor_of[u.node.name] = self.src(u.inputs[0]) if u.inputs else None
                 continue
             if any(a.name not in self.tensor_of for a in u.inputs):
                 continue  # an earlier unit could not be built: its problem is already recorded
-            HANDLERS.get(u.cls).build(self, u)
+            h = HANDLERS.get(u.cls)
+            marks = [a for a in u.inputs if isinstance(self.tensor_of[a.name], _Mark)]
+            if marks and not getattr(h, "takes_masks", False):
+                self.problems.append(f"{_where(u)}: takes the padding mask {marks[0].name!r} "
+                                     f"({self.tensor_of[marks[0].name].what}); a padding mask (ids == PAD) goes "
+                                     f"to attention (key_padding_mask / src_key_padding_mask) or to the masked "
+                                     f"mean (h * keep).sum(1) / keep.sum(1) only")
+                continue
+            try:
+                h.build(self, u)
+            except _ConstantArgument as e:
+                self.problems.append(f"{_where(u)}: takes the constant {e.node.name!r} (computed from parameters "
+                                     f"alone) where a tensor computed from the input is expected; constants are "
+                                     f"supported added with + (a positional table) and as attention masks")
         out = p.ep.graph.output_node().args[0]
         if self.problems:
             return self.g
-        self.g.outputs = [self.tensor_of[out[0].name]]
+        res = self.tensor_of.get(out[0].name)
+        if not isinstance(res, str):
+            self.problems.append(f"the model returns {out[0].name!r}, which is not computed from the input by "
+                                 f"mapped functions (a constant or a mask)")
+            return self.g
+        self.g.outputs = [res]
         return self.g
 
     # shared builds --------------------------------------------------------------
@@ -453,6 +514,35 @@ class _Builder:
         op = Softmax(name, (src,), name, exp_table=tables.exp_table(self.qtype(src).frac, c.exp_bits, c.table_index_bits),
                      recip_table=tables.recip_table(c.recip_bits, c.recip_out_bits), recip_bits=c.recip_bits)
         return self.add(op, t)
+
+    def keep_tensor(self, u: _Unit, ids: str, pad: int) -> str | None:
+        """The ``[T]`` tensor nonzero where a token is kept: the ids for PAD = 0, else ``ids - PAD`` (exact)."""
+        it = self.qtype(ids)
+        if not 0 <= pad <= it.max_int:
+            self.problems.append(f"{_where(u)}: PAD {pad} is not a token id; valid: 0..{it.max_int} (the ids' "
+                                 f"range, {it})")
+            return None
+        if pad == 0:
+            return ids
+        name = f"input/keep{pad}"
+        if name not in self.g.tensors:
+            shape = tuple(self.g.tensors[ids].shape)
+            ct = FixedType(max(bits_for(-pad, -pad, True), 2), 0, True, Rounding.RND, Overflow.SAT)
+            t = FixedType(max(bits_for(-pad, it.max_int - pad, True), 2), 0, True, Rounding.RND, Overflow.SAT)
+            self.add(AddConst(name, (ids,), name, const=np.full(shape, -pad, np.int64), const_type=ct), t)
+        return name
+
+    def mask_scores(self, layer: str, scores: str, keep: str | None, causal: bool) -> str:
+        """Scores with masked entries at a value so far below every score that the softmax gives them 0
+        (as the Keras frontend does)."""
+        st = self.qtype(scores)
+        ints = math.ceil(math.log2(abs(st.min_value) + 16)) + 1
+        frac = min(st.frac, MAX_TENSOR_BITS - ints)
+        t = FixedType(ints + frac, frac, True, self.cfg.rounding, Overflow.SAT)
+        name = f"{layer}/masked"
+        if keep is None:
+            return self.add(CausalFill(name, (scores,), name), t)
+        return self.add(MaskFill(name, (scores, keep), name, causal=causal), t)
 
     def quantizer(self, u: _Unit, src: str, t: FixedType, relu: bool) -> str:
         """Apply an exact quantizer of type ``t`` (after a ReLU when ``relu``) to ``src``."""
@@ -562,23 +652,49 @@ class _GeluHandler(Handler):
 
 @HANDLERS.register
 class _AddHandler(Handler):
+    """``a + b`` of two tensors of one shape (residuals) -> ``add``; a tensor plus a constant (a positional
+    table ``self.pos(torch.arange(T))``, an ``nn.Parameter``, a number) -> ``add_const``."""
+
     classes = ("aten.add",)
 
     def check(self, u, where):
         n = u.node
         fx = _torch_fx_node()
-        if len(n.args) != 2 or not all(isinstance(a, fx) for a in n.args):
-            return [f"{where}: add of a tensor and a constant not supported; only tensor + tensor (residuals)"]
+        if len(n.args) != 2:
+            return [f"{where}: add with {len(n.args)} operands not supported"]
         if n.kwargs.get("alpha", 1) != 1:
             return [f"{where}: add with alpha={n.kwargs['alpha']} not supported"]
-        if _shape(n.args[0]) != _shape(n.args[1]):
+        if len(u.inputs) == 2 and _shape(n.args[0]) != _shape(n.args[1]):
             return [f"{where}: add of shapes {_shape(n.args[0])} and {_shape(n.args[1])} (broadcasting) not supported"]
+        if not all(isinstance(a, (fx, int, float)) for a in n.args):
+            return [f"{where}: add of {[type(a).__name__ for a in n.args]} not supported"]
         return []
 
     def build(self, bld, u):
-        a, b = bld.src(u.node.args[0]), bld.src(u.node.args[1])
+        n = u.node
+        data = [a for a in n.args if hasattr(a, "name") and a in u.inputs]
+        if len(data) == 2:
+            a, b = bld.src(n.args[0]), bld.src(n.args[1])
+            t = bld.act_type(u.name, "output", u.name)
+            return bld.set(u, bld.add(Add(u.name, (a, b), u.name), t))
+        (d,) = data
+        other = n.args[1] if n.args[0] is d else n.args[0]
+        src = bld.src(d)
+        c = np.asarray(bld.const(other) if hasattr(other, "name") else float(other), dtype=np.float64)
+        shape = tuple(bld.g.tensors[src].shape)
+        if c.ndim > len(shape) and c.shape[0] == 1:  # a leading batch axis of 1 (an nn.Parameter [1, T, D])
+            c = c.reshape(c.shape[1:])
+        try:
+            c = np.broadcast_to(c, shape)
+        except ValueError:
+            bld.problems.append(f"{_where(u)}: the constant of shape {c.shape} does not broadcast to one sample "
+                                f"{shape} (the batch axis left out)")
+            return
+        ct = bld.cfg.layers.get(u.name, {}).get("const") or weight_type(c, bld.cfg.bias_bits)
+        bld.roles[(u.name, "const")] = u.name
         t = bld.act_type(u.name, "output", u.name)
-        bld.set(u, bld.add(Add(u.name, (a, b), u.name), t))
+        bld.float_units.append(u.name)
+        bld.set(u, bld.add(AddConst(u.name, (src,), u.name, const=quantize_float(c, ct), const_type=ct), t))
 
 
 def _torch_fx_node():
@@ -598,13 +714,19 @@ def _flat_ok(u) -> str | None:
 @HANDLERS.register
 class _FlattenHandler(Handler):
     classes = ("aten.flatten", "aten.view", "aten.reshape", "aten._unsafe_view")
+    takes_masks = True
 
     def check(self, u, where):
+        if u.inputs and _mask_derived(u.inputs[0]) and _op(u.inputs[0]) in ("eq", "ne", "bitwise_not",
+                                                                             "logical_not", "unsqueeze", "to"):
+            return []  # a view of a padding mask (checked where it is used)
         r = _flat_ok(u)
         return [f"{where}: {r}"] if r else []
 
     def build(self, bld, u):
         src = bld.src(u.inputs[0])
+        if isinstance(src, _Mark):
+            return bld.set(u, src)
         if _shape(u.inputs[0]) == _shape(u.node):
             return bld.set(u, src)
         bld.set(u, bld.add(Flatten(u.name, (src,), u.name), bld.qtype(src)))
@@ -646,19 +768,356 @@ class _DropoutHandler(Handler):
         bld.set(u, bld.src(u.inputs[0]))
 
 
+def _table(prog: _Program, u: _Unit) -> np.ndarray:
+    """The embedding table [vocabulary, depth] of an Embedding unit (float64)."""
+    n = next(m for m in u.nodes if _op(m) == "embedding")
+    return prog.value(n.args[0])
+
+
 @HANDLERS.register
 class _EmbeddingHandler(Handler):
-    classes = ("aten.embedding", "Embedding")
+    """Token ids (the model's integer input) -> table rows (the IR's ``embedding``; the table keeps
+    ``weight_bits``).  An embedding of a constant (``self.pos(torch.arange(T))``) is a constant: PyTorch
+    evaluates it and the ``+`` that adds it becomes an ``add_const``.  ``padding_idx``, ``sparse`` and
+    ``scale_grad_by_freq`` change training only (the gradient; the row is looked up as stored), so they
+    convert; ``max_norm`` rescales rows on every call and is refused."""
+
+    classes = ("Embedding", "aten.embedding")
 
     def check(self, u, where):
-        return [f"{where}: embeddings are not mapped by the PyTorch frontend yet (token-id inputs); feed the "
-                f"model (tokens, features) vectors"]
+        emb = [m for m in u.nodes if _op(m) == "embedding"]
+        if len(emb) != 1:
+            return [f"{where}: expected one embedding lookup, found {len(emb)}"]
+        p = []
+        for m in u.nodes:
+            if _op(m) == "embedding_renorm_":
+                p.append(f"{where}: max_norm={m.args[2]} is not supported (PyTorch renormalizes the looked-up "
+                         f"rows of the table in place on every call); valid: max_norm=None (renormalize the "
+                         f"weight once before export)")
+        bad = sorted({_op(m) for m in u.nodes} - {"embedding", "embedding_renorm_", "detach", "alias"})
+        if bad:
+            p.append(f"{where}: operations {', '.join(bad)} in the embedding are not supported")
+        ids = emb[0].args[1]
+        if ids.op != "placeholder":
+            p.append(f"{where}: the ids must be the model's input (integer token ids, shape (batch, tokens)), "
+                     f"not {ids.name!r} computed from it (e.g. x.long()): export the model with an integer input")
+        else:
+            v = ids.meta.get("val")
+            if v is not None and (v.dtype.is_floating_point or len(_shape(ids)) != 2):
+                p.append(f"{where}: ids of dtype {v.dtype} and shape {tuple(_shape(ids))} not supported; "
+                         f"valid: integer token ids of shape (batch, tokens)")
+        return p
+
+    def build(self, bld, u):
+        n = next(m for m in u.nodes if _op(m) == "embedding")
+        table = _table(bld.prog, u)
+        src = bld.src(n.args[1])
+        ov = bld.cfg.layers.get(u.name, {})
+        tt = ov.get("table") or weight_type(table, bld.cfg.weight_bits)
+        bld.roles[(u.name, "table")] = u.name
+        out_t = ov.get("output") or tt.with_(rounding=bld.cfg.rounding, overflow=bld.cfg.overflow)  # exact
+        bld.roles[(u.name, "output")] = u.name
+        bld.tensor_of[n.name] = bld.add(Embedding(u.name, (src,), u.name, table=quantize_float(table, tt),
+                                                  table_type=tt), out_t)
+        bld.set(u, bld.tensor_of[n.name])
+
+
+# -- padding masks ---------------------------------------------------------------------
+class _ConstantArgument(Exception):
+    def __init__(self, node):
+        super().__init__(node.name)
+        self.node = node
+
+
+@dataclass
+class _Mark:
+    """A value of the padding mask's world, not an IR tensor.  ``keep`` is the IR tensor ``[T]`` that is
+    nonzero where a token is kept (the ids themselves for PAD = 0, else ``ids - PAD``).  kind ``mask``: the
+    mask itself, True / nonzero / -inf at the padding positions when ``at_pad`` (``ids == PAD``), at the kept
+    ones otherwise (``ids != PAD``, ``~(ids == PAD)``); ``zeros``: ``zeros_like(mask)``; ``product``:
+    ``h * keep``; ``sum``: ``(h * keep).sum(1)``; ``count``: ``keep.sum(1)``."""
+
+    what: str
+    keep: str
+    ids: str
+    pad: int
+    at_pad: bool = True
+    kind: str = "mask"
+    tensor: str | None = None
+
+    def but(self, **kw) -> "_Mark":
+        from dataclasses import replace
+        return replace(self, **kw)
+
+
+def _mask_derived(node) -> bool:
+    """True when ``node`` is computed from a comparison of the ids (a padding mask)."""
+    seen, todo = set(), [node]
+    while todo:
+        n = todo.pop()
+        if not hasattr(n, "all_input_nodes") or n.name in seen:
+            continue
+        seen.add(n.name)
+        if n.op == "call_function" and _op(n) in ("eq", "ne"):
+            return True
+        todo.extend(n.all_input_nodes)
+    return False
+
+
+_MASK_HINT = ("a padding mask is ids == PAD (or ids != PAD) of the integer token ids, given to attention "
+              "(key_padding_mask / src_key_padding_mask) or used in the masked mean (h * keep).sum(1) / keep.sum(1) "
+              "with keep = (ids != PAD).unsqueeze(-1).float()")
+
+
+@HANDLERS.register
+class _CompareHandler(Handler):
+    """``ids == PAD`` / ``ids != PAD`` on the integer token ids: a padding mask (no IR op of its own)."""
+
+    classes = ("aten.eq", "aten.ne")
+
+    def check(self, u, where):
+        n = u.node
+        a = n.args[0]
+        b = n.args[1] if len(n.args) > 1 else None
+        ok_b = isinstance(b, (int, float)) and not isinstance(b, bool) and float(b) == int(b) and b >= 0
+        v = getattr(a, "meta", {}).get("val")
+        if getattr(a, "op", None) != "placeholder" or not ok_b or v is None or v.dtype.is_floating_point:
+            return [f"{where}: comparison {_op(n)}({getattr(a, 'name', a)}, {getattr(b, 'name', b)!r}) not "
+                    f"supported; {_MASK_HINT}"]
+        return []
+
+    def build(self, bld, u):
+        n = u.node
+        ids = bld.src(n.args[0])
+        pad = int(n.args[1])
+        keep = bld.keep_tensor(u, ids, pad)
+        if keep is None:
+            return
+        eq = _op(n) == "eq"
+        bld.tensor_of[n.name] = _Mark(f"ids {'==' if eq else '!='} {pad}", keep, n.args[0].name, pad, at_pad=eq)
+
+
+@HANDLERS.register
+class _MaskOpHandler(Handler):
+    """What PyTorch does to a padding mask on its way to attention or to a masked mean: negation, unsqueeze,
+    conversion to float, ``masked_fill(zeros_like(m), m, -inf)`` (an additive mask), expand."""
+
+    classes = ("aten.bitwise_not", "aten.logical_not", "aten.unsqueeze", "aten.to", "aten._to_copy",
+               "aten.zeros_like", "aten.masked_fill", "aten.masked_fill_", "aten.expand", "aten.float")
+    takes_masks = True
+
+    def check(self, u, where):
+        n = u.node
+        if _op(n) not in ("to", "_to_copy", "float") and not (n.args and _mask_derived(n.args[0])):
+            return [f"{where}: supported on a padding mask only; {_MASK_HINT}"]
+        return []
+
+    def build(self, bld, u):
+        n = u.node
+        op = _op(n)
+        where = _where(u)
+        m = bld.tensor_of.get(n.args[0].name) if hasattr(n.args[0], "name") else None
+        if not isinstance(m, _Mark):
+            dt = n.kwargs.get("dtype", n.args[1] if len(n.args) > 1 else None)
+            if op in ("to", "_to_copy", "float") and (dt is None or getattr(dt, "is_floating_point", False)):
+                return bld.set(u, bld.src(n.args[0]))  # a float tensor stays a float tensor
+            bld.problems.append(f"{where}: supported on a padding mask only; {_MASK_HINT}")
+            return
+        if m.kind not in ("mask", "zeros"):
+            bld.problems.append(f"{where}: {op} of a partial masked mean ({m.kind}) not supported; {_MASK_HINT}")
+            return
+        if op in ("bitwise_not", "logical_not"):
+            out = m.but(at_pad=not m.at_pad, what=f"~({m.what})")
+        elif op == "zeros_like":
+            out = m.but(kind="zeros")
+        elif op in ("masked_fill", "masked_fill_"):
+            cond = bld.tensor_of.get(n.args[1].name) if hasattr(n.args[1], "name") else None
+            val = n.args[2] if len(n.args) > 2 else None
+            if m.kind != "zeros" or not isinstance(cond, _Mark) or cond.kind != "mask" \
+                    or not (isinstance(val, float) and val == -math.inf):
+                bld.problems.append(f"{where}: masked_fill is supported only as masked_fill(zeros_like(mask), mask, "
+                                    f"-inf) (PyTorch's additive form of a padding mask); {_MASK_HINT}")
+                return
+            out = cond.but(what=f"additive({cond.what})")
+        else:
+            out = m
+        bld.tensor_of[n.name] = out
+
+
+@HANDLERS.register
+class _MaskedMeanHandler(Handler):
+    """The masked mean over the sequence, ``(h * keep).sum(1) / keep.sum(1)`` (``keep`` the float mask of
+    the kept tokens, ``[batch, tokens, 1]``; ``keep.sum(1).clamp(min=c)`` with ``0 < c <= 1`` too) -> the
+    IR's ``masked_avg_pool`` (a sample whose every token is padding gives 0)."""
+
+    classes = ("aten.mul", "aten.sum", "aten.div", "aten.clamp", "aten.clamp_min")
+    takes_masks = True
+
+    def check(self, u, where):
+        n = u.node
+        op = _op(n)
+        if not any(_mask_derived(a) for a in n.args if hasattr(a, "name")):
+            return [f"{where}: {op} is supported only in the masked mean over the sequence; {_MASK_HINT}"]
+        if op == "sum":
+            dims = n.args[1] if len(n.args) > 1 else None
+            keep = n.args[2] if len(n.args) > 2 else n.kwargs.get("keepdim", False)
+            if dims is None or [d % 3 for d in dims] != [1] or keep:
+                return [f"{where}: sum over dims {dims} (keepdim={keep}) not supported; the masked mean sums over "
+                        f"the sequence: (h * keep).sum(1) / keep.sum(1)"]
+        return []
+
+    def build(self, bld, u):
+        n = u.node
+        op = _op(n)
+        where = _where(u)
+        args = [bld.tensor_of.get(a.name) if hasattr(a, "name") else a for a in n.args]
+        marks = [a for a in args if isinstance(a, _Mark)]
+        bad = f"{where}: {op} not supported here; {_MASK_HINT}"
+        if op == "mul":
+            if len(marks) != 1 or not all(isinstance(a, (str, _Mark)) for a in args[:2]):
+                bld.problems.append(bad)
+                return
+            m = marks[0]
+            data = next(a for a in args[:2] if isinstance(a, str))
+            mnode = n.args[args.index(m)]
+            shape = tuple(bld.g.tensors[data].shape)
+            if m.kind != "mask" or m.at_pad or len(shape) != 2 or _shape(mnode)[1:] != (shape[0], 1):
+                bld.problems.append(f"{where}: h * keep needs keep = (ids != PAD).unsqueeze(-1).float() of shape "
+                                    f"(batch, {shape[0]}, 1) and h of shape (batch, tokens, features); got "
+                                    f"{m.what} of shape {_shape(mnode)}")
+                return
+            bld.tensor_of[n.name] = m.but(kind="product", tensor=data)
+        elif op == "sum":
+            m = args[0]
+            if not isinstance(m, _Mark) or not (m.kind == "product" or (m.kind == "mask" and not m.at_pad)):
+                bld.problems.append(bad)
+                return
+            bld.tensor_of[n.name] = m.but(kind="sum" if m.kind == "product" else "count")
+        elif op in ("clamp", "clamp_min"):
+            m = args[0]
+            lo = n.args[1] if len(n.args) > 1 else n.kwargs.get("min")
+            hi = n.args[2] if len(n.args) > 2 else n.kwargs.get("max")
+            if not isinstance(m, _Mark) or m.kind != "count" or hi is not None \
+                    or not (isinstance(lo, (int, float)) and 0 < lo <= 1):
+                bld.problems.append(f"{where}: only keep.sum(1).clamp(min=c) with 0 < c <= 1 is supported "
+                                    f"(the count of kept tokens, kept away from 0)")
+                return
+            bld.tensor_of[n.name] = m
+        else:  # div
+            a, b = args[0], args[1] if len(args) > 1 else None
+            if not (isinstance(a, _Mark) and isinstance(b, _Mark) and a.kind == "sum" and b.kind == "count"
+                    and a.keep == b.keep):
+                bld.problems.append(bad)
+                return
+            steps = bld.g.tensors[a.tensor].shape[0]
+            recip = [0] + [round(2 ** 16 / c) for c in range(1, steps + 1)]
+            t = bld.act_type(u.name, "output", u.name)
+            bld.float_units.append(u.name)
+            bld.set(u, bld.add(MaskedAvgPool(u.name, (a.tensor, a.keep), u.name, recip=recip, scale_frac=16), t))
+
+
+def _attention_mask(bld, u: _Unit, heads: int):
+    """(keep tensor or None, causal) of an attention unit: the mask PyTorch adds to the scores is read on
+    the calibration data and must equal a key padding mask of the ids, a causal mask, or both."""
+    torch = _torch()
+    prog = bld.prog
+    where = _where(u)
+    marks = [bld.tensor_of[a.name] for a in u.inputs if isinstance(bld.tensor_of.get(a.name), _Mark)]
+    sd = [m for m in u.nodes if _op(m) == "scaled_dot_product_attention"]
+    flag = False
+    if sd:
+        m = sd[0]
+        mnode = m.args[3] if len(m.args) > 3 else m.kwargs.get("attn_mask")
+        flag = bool(m.args[5] if len(m.args) > 5 else m.kwargs.get("is_causal", False))
+    else:
+        bb = [m for m in u.nodes if _op(m) == "baddbmm"]
+        mnode = bb[0].args[0] if bb else None
+    if mnode is None:
+        if marks:
+            bld.problems.append(f"{where}: the padding mask does not reach the attention scores")
+        return None, flag
+    mark = marks[0] if marks else None
+    if any(m.kind != "mask" or (m.keep, m.pad) != (mark.keep, mark.pad) for m in marks):
+        bld.problems.append(f"{where}: the attention takes {len(marks)} different masks; one padding mask "
+                            f"(ids == PAD) and/or a causal mask supported")
+        return None, False
+    v = prog.values.get(mnode.name)
+    if v is None:
+        v = prog.params.get(mnode.name)
+    if not isinstance(v, torch.Tensor):
+        bld.problems.append(f"{where}: cannot read the attention mask {mnode.name!r}")
+        return None, False
+    v = v.detach().to("cpu")
+    if v.dtype == torch.bool:
+        masked = (~v).numpy()
+    else:
+        f = v.to(torch.float64).numpy()
+        masked = np.isneginf(f)
+        if not np.all(f[~masked] == 0):
+            bld.problems.append(f"{where}: the attention mask adds values other than 0 and -inf (a float bias); "
+                                f"only masks supported: a key padding mask (ids == PAD) and a causal mask "
+                                f"(is_causal=True with nn.Transformer.generate_square_subsequent_mask, or a "
+                                f"constant upper-triangular -inf / True attn_mask)")
+            return None, False
+    tq, tk = masked.shape[-2:]
+    if masked.ndim == 3:
+        masked = masked.reshape((-1, heads, tq, tk)) if masked.shape[0] % heads == 0 else masked[:, None]
+    elif masked.ndim == 2:
+        masked = masked[None, None]
+    nb = masked.shape[0]
+    tri = np.triu(np.ones((tq, tk), bool), 1)
+    cands = ([(True, False), (True, True)] if mark else [(False, True), (False, False)])
+    if flag:
+        cands = [c for c in cands if c[1]]
+    for use_keep, causal in cands:
+        e = np.zeros((1, 1, tq, tk), bool)
+        if use_keep:
+            ids = np.asarray(prog.values[mark.ids].detach().to("cpu").numpy())
+            if len(ids) < nb:
+                ids = np.concatenate([ids, np.zeros((nb - len(ids),) + ids.shape[1:], ids.dtype)])
+            e = e | (ids[:nb] == mark.pad)[:, None, None, :]  # PyTorch masks the keys where this is True
+        if causal:
+            e = e | tri
+        try:
+            shape = np.broadcast_shapes(e.shape, masked.shape)
+        except ValueError:
+            continue
+        if np.array_equal(np.broadcast_to(e, shape), np.broadcast_to(masked, shape)):
+            if not use_keep and not causal:
+                return None, False
+            return (mark.keep if use_keep else None), causal
+    what = f"the padding mask {mark.what}" if mark else "a constant"
+    bld.problems.append(f"{where}: the attention mask (from {what}) is neither a key padding mask (key_padding_mask "
+                        f"/ src_key_padding_mask = ids == PAD: True or -inf at the padding) nor a causal mask "
+                        f"(is_causal=True with nn.Transformer.generate_square_subsequent_mask, or a constant "
+                        f"upper-triangular -inf / True attn_mask) nor both")
+    return None, False
 
 
 _MHA_OPS = {"linear", "transpose", "unflatten", "unsqueeze", "squeeze", "contiguous", "select", "view",
             "reshape", "permute", "scaled_dot_product_attention", "dropout", "mul", "bmm", "baddbmm",
             "softmax", "_softmax", "mean", "chunk", "split", "getitem", "clone", "expand", "_unsafe_view",
             "_assert_tensor_metadata", "div", "matmul", "t", "alias", "slice", "split_with_sizes"}
+# what PyTorch does to masks inside the attention (the mask itself is read on the calibration data)
+_MHA_MASK_OPS = {"masked_fill", "masked_fill_", "zeros_like", "add", "logical_or", "bitwise_or", "to", "_to_copy",
+                 "full", "ones", "zeros", "triu", "tril", "bitwise_not", "logical_not", "where", "full_like",
+                 "new_zeros", "new_full", "fill", "fill_", "eq", "type_as", "float"}
+
+
+def _attention_inputs(u: _Unit):
+    """(data inputs, mask inputs) of an attention unit: a data input reaches the projections (linear)."""
+    data, masks = [], []
+    for a in u.inputs:
+        dep, todo = set(), [a]
+        while todo:
+            n = todo.pop()
+            for c in n.users:
+                if c.name not in dep and any(c is m for m in u.nodes):
+                    dep.add(c.name)
+                    if _op(c) not in ("scaled_dot_product_attention", "bmm", "baddbmm", "matmul", "softmax"):
+                        todo.append(c)  # stop at the attention product: the output projection is after it
+        (data if any(_op(m) == "linear" and m.name in dep for m in u.nodes) else masks).append(a)
+    return data, masks
 
 
 @HANDLERS.register
@@ -668,19 +1127,20 @@ class _MultiheadAttentionHandler(Handler):
     def check(self, u, where):
         p = []
         ops = [_op(m) for m in u.nodes]
-        bad = sorted({o for o in ops if o not in _MHA_OPS})
+        bad = sorted({o for o in ops if o not in _MHA_OPS | _MHA_MASK_OPS})
         if bad:
             p.append(f"{where}: operations {', '.join(bad)} inside the attention are not supported "
-                     f"(attention masks, add_bias_kv, add_zero_attn: masks are not mapped from PyTorch yet)")
-        if len(u.inputs) != 1:
-            p.append(f"{where}: {len(u.inputs)} distinct inputs; only self-attention mha(x, x, x) without masks "
-                     f"is supported")
+                     f"(add_bias_kv, add_zero_attn and the like)")
+        data, masks = _attention_inputs(u)
+        if len(data) != 1:
+            p.append(f"{where}: {len(data)} distinct inputs; only self-attention mha(x, x, x) is supported "
+                     f"(with a key padding mask and/or a causal mask)")
+        for a in masks:
+            if not _mask_derived(a):
+                p.append(f"{where}: the mask {a.name!r} is not computed from the token ids; {_MASK_HINT}")
         sdpa = [m for m in u.nodes if _op(m) == "scaled_dot_product_attention"]
         for m in sdpa:
-            if (len(m.args) > 3 and m.args[3] is not None) or m.kwargs.get("attn_mask") is not None \
-                    or m.kwargs.get("is_causal") or (len(m.args) > 5 and m.args[5]):
-                p.append(f"{where}: attention mask / is_causal not supported (masks are not mapped from PyTorch yet)")
-            if m.kwargs.get("scale") is not None:
+            if m.kwargs.get("scale") is not None or (len(m.args) > 6 and m.args[6] is not None):
                 p.append(f"{where}: a custom attention scale is not supported")
         if len(u.outputs) > 1:
             p.append(f"{where}: returned attention weights are used; only the attention output is supported "
@@ -691,20 +1151,24 @@ class _MultiheadAttentionHandler(Handler):
                 p.append(f"{where}: cannot find the attention product (scaled_dot_product_attention or bmm)")
             else:
                 seq = _attended(u)
-                ins = _shape(u.inputs[0])
+                ins = _shape(data[0]) if data else ()
                 if len(ins) != 3 or seq != ins[1]:
                     p.append(f"{where}: attends over an axis of length {seq}, not the sequence of input {ins}; "
                              f"use batch_first=True with (batch, tokens, features) inputs")
         return p
 
+    takes_masks = True
+
     def build(self, bld, u):
         p = bld.prog
         sd = p.ep.state_dict
         path = u.name
-        src = bld.src(u.inputs[0])
-        E = _shape(u.inputs[0])[-1]
+        (x,), _ = _attention_inputs(u)
+        src = bld.src(x)
+        E = _shape(x)[-1]
         dk = _head_dim(u)
         heads = E // dk
+        keep, causal = _attention_mask(bld, u, heads)
         if f"{path}.in_proj_weight" in sd:
             w_in = sd[f"{path}.in_proj_weight"].detach().double().numpy()
             ws = [w_in[i * E:(i + 1) * E] for i in range(3)]
@@ -722,6 +1186,8 @@ class _MultiheadAttentionHandler(Handler):
         scores = f"{path}/scores"
         bld.add(MatMul(scores, (hs["query"], hs["key"]), scores, transpose_b=True,
                        scale=round(2 ** sf / math.sqrt(dk)), scale_frac=sf), bld.act_type(path, "scores", scores))
+        if keep is not None or causal:
+            scores = bld.mask_scores(path, scores, keep, causal)
         probs = bld.softmax(path, f"{path}/probs", scores)
         ctx = f"{path}/context"
         bld.add(MatMul(ctx, (probs, hs["value"]), ctx), bld.act_type(path, "context", ctx))
@@ -950,7 +1416,8 @@ def _check(prog: _Program) -> list[str]:
     p = []
     if len(prog.user_inputs) != 1:
         p.append(f"the model takes {len(prog.user_inputs)} inputs; one (batch, tokens, features) or "
-                 f"(batch, features) tensor is supported")
+                 f"(batch, features) tensor, or (batch, tokens) integer token ids, is supported (a padding mask "
+                 f"is computed inside the model from the ids: ids == PAD)")
     else:
         s = _shape(prog.by_name[prog.user_inputs[0]])
         if len(s) not in (2, 3):
@@ -960,6 +1427,8 @@ def _check(prog: _Program) -> list[str]:
         p.append(f"the model returns {len(out)} values; one tensor is supported")
     seen = {}
     for u in prog.units:
+        if u.const:
+            continue  # PyTorch evaluates it (its consumer checks the value)
         where = _where(u)
         if not u.cls.startswith("aten.") and u.name in seen:
             p.append(f"{where}: a module called more than once (shared weights) is not supported")
@@ -970,7 +1439,8 @@ def _check(prog: _Program) -> list[str]:
             p.append(f"{where}: {kind} not supported; supported: {', '.join(HANDLERS.supported)}")
             continue
         p.extend(h.check(u, where))
-    names = [u.name for u in prog.units if u.cls.startswith("aten.") and _op(u.node) not in _IDENTITY]
+    names = [u.name for u in prog.units if u.cls.startswith("aten.") and _op(u.node) not in _IDENTITY
+             and not u.const]
     dup = sorted({n for n in names if names.count(n) > 1})
     for d in dup:
         p.append(f"module {d!r}: called more than once (shared weights) is not supported")

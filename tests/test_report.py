@@ -173,7 +173,7 @@ def test_device_gpu_without_gpu_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_unknown_path_is_rejected(graph):
-    with pytest.raises(FabformerError, match=r"unknown report path\(s\) gold; valid: keras, float, golden"):
+    with pytest.raises(FabformerError, match=r"unknown report path\(s\) gold; valid: keras, pytorch, float, golden"):
         report.collect(graph, np.zeros((2, 8, 8)), np.zeros(2), paths=["gold"])
 
 

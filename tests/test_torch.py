@@ -111,13 +111,12 @@ class _Unsupported(nn.Module):
         super().__init__()
         self.emb = nn.Embedding(10, F)
         self.conv = nn.Conv1d(T, T, 3, padding=1)
-        self.mha = nn.MultiheadAttention(F, 2, batch_first=True)
+        self.mha = nn.MultiheadAttention(F, 2, batch_first=True, add_bias_kv=True)
         self.lin = nn.Linear(F, 2)
 
     def forward(self, x):
         h = self.conv(x) * 2.0
-        mask = torch.ones(T, T, dtype=torch.bool).triu(1)
-        a, _ = self.mha(h, h, h, attn_mask=mask, need_weights=False)
+        a, _ = self.mha(h, h, h, need_weights=False)
         return self.lin(torch.tanh(a)).transpose(1, 2)
 
 
@@ -126,25 +125,31 @@ def test_every_unsupported_module_and_function_in_one_error():
         fabformer.convert(_Unsupported(), calibration=_x(8))
     msg = str(e.value)
     assert "function aten.conv1d in module 'conv' (Conv1d): function not supported; supported: aten.linear" in msg
-    assert "function aten.mul in the model: function not supported" in msg
-    assert "module 'mha' (MultiheadAttention): operations" in msg and "masks are not mapped from PyTorch yet" in msg
+    assert "function aten.mul in the model: mul is supported only in the masked mean over the sequence" in msg
+    assert "module 'mha' (MultiheadAttention): operations cat" in msg and "add_bias_kv, add_zero_attn" in msg
     assert "function aten.tanh in the model: function not supported" in msg
     assert "function aten.transpose in the model: function not supported" in msg
     assert len(e.value.problems) >= 5
 
 
-def test_embedding_is_refused_with_the_reason():
+def test_embedding_of_computed_ids_and_max_norm_are_refused():
     class Emb(nn.Module):
-        def __init__(self):
+        def __init__(self, max_norm=None):
             super().__init__()
-            self.emb = nn.Embedding(16, 4)
+            self.emb = nn.Embedding(16, 4, max_norm=max_norm)
             self.lin = nn.Linear(4, 2)
 
         def forward(self, x):
-            return self.lin(self.emb(x.long()).sum(1))
+            return self.lin(self.emb(x if max_norm_ids else x.long()))
 
-    with pytest.raises(ConversionError, match=r"module 'emb' \(Embedding\): embeddings are not mapped by the PyTorch frontend yet"):
+    max_norm_ids = False
+    with pytest.raises(ConversionError, match=r"module 'emb' \(Embedding\): the ids must be the model's input "
+                                              r"\(integer token ids"):
         fabformer.convert(Emb(), calibration=np.zeros((4, 3)))
+    max_norm_ids = True
+    with pytest.raises(ConversionError, match=r"module 'emb' \(Embedding\): max_norm=1.0 is not supported .*valid: "
+                                              r"max_norm=None"):
+        fabformer.convert(Emb(1.0), calibration=np.zeros((4, 3), np.int64))
 
 
 def test_batch_first_false_and_cross_attention_are_refused():
@@ -270,7 +275,7 @@ def test_cli_convert_and_eval_pt2(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(out), "--model", str(EXAMPLES / "encoder_post.pt2"), "--samples", "100", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["agreement"]["golden_vs_keras"] >= 0.99
+    assert r["agreement"]["golden_vs_pytorch"] >= 0.99 and "golden_vs_keras" not in r["agreement"]
 
 
 @pytest.mark.parametrize("name", ["encoder_post", "encoder_pre", "brevitas_q8"])
@@ -307,3 +312,16 @@ def test_brevitas_graph_csim_bit_exact(tmp_path, rounding):
     prj.compile()
     _, env = g.predict(x, trace=True)
     assert np.array_equal(prj.predict(x, raw=True), np.asarray(env[g.outputs[0]]))
+
+
+def test_report_names_the_source_framework():
+    from fabformer.apps.data import digits
+    from fabformer.apps.report import collect
+    d = digits()
+    model = ft.TorchModel(ft.load_torch_model(EXAMPLES / "encoder_post.pt2"), "encoder_post", device="cpu")
+    g = fabformer.convert(model, calibration=d.x_train)
+    r = collect(g, d.x_test[:64], d.y_test[:64], model=model, paths=["keras", "golden"], timing=False, sweep=False)
+    assert set(r["paths"]) == {"pytorch", "golden"}
+    assert r["paths"]["pytorch"]["label"].startswith("PyTorch") and r["paths"]["pytorch"]["accuracy"] >= 0.9
+    r = collect(g, d.x_test[:8], d.y_test[:8], model=None, paths=["pytorch"], timing=False, sweep=False)
+    assert r["paths"]["pytorch"]["status"].startswith("unavailable: no PyTorch model")
