@@ -76,6 +76,16 @@ def pipe_mul(m, a, b, name: str, dsp: bool, groups: int = 4):
     return out
 
 
+# instruction fields read only while an instruction that sets them runs (the others' 0 is never
+# read): one value over the instructions that set it makes the field a constant.  Not here: the
+# fields every row instruction reads (ua, ub, rqsh: a copy's 0 is read).
+ONLY_WHERE_SET = frozenset(
+    ["G", "M", "T", "K", "Nlast", "aone", "abuf", "arl", "brom", "asg", "asm", "bsg", "bsk", "osg", "osm",
+     "wbmode", "scale", "cbase", "n1", "n2", "N", "ash", "bsh", "R", "eps", "zc0",
+     "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf"] +
+    [f"t{i}{k}" for i in (1, 2) for k in ("base", "shift", "off", "size", "uns")])
+
+
 def _clog2(n: int) -> int:
     return max(0, math.ceil(math.log2(max(n, 1))))
 
@@ -161,6 +171,9 @@ class CompactTop(wiring.Component):
         f = {}
         for k in list(names):
             vals = [ins.f.get(k, 0) for ins in prog.instrs]
+            used = [ins.f[k] for ins in prog.instrs if k in ins.f]
+            if k in ONLY_WHERE_SET and len(set(used)) == 1:  # one value wherever it is read: a constant
+                vals = used
             if len(set(vals)) == 1:  # the same in every instruction: a constant, no register
                 f[k] = Const(vals[0], signed(_sbits(vals[0], vals[0])))
                 names.remove(k)
@@ -239,12 +252,20 @@ class CompactTop(wiring.Component):
             pos = Signal(range(max(W.rshift, 0) + 1), name=name + "_pos")
             neg = Signal(range(max(lshift, 0) + 1), name=name + "_neg")
             m.d.comb += [pos.eq(Mux(sh > 0, sh, 0)), neg.eq(Mux(sh < 0, -sh, 0))]
-            radd = Signal(signed(W.vw + 2), name=name + "_radd")
-            half_v = (Const(1, unsigned(W.vw)) << pos) >> 1
-            odd = (v >> pos)[0]  # the kept part's lowest bit (ties to even)
-            m.d.comb += radd.eq(Mux(pos > 0, Mux(rnd == 1, half_v, Mux(rnd == 2, half_v - 1 + odd, 0)), 0))
+            # one shifter: t = floor(v / 2**(pos-1)) (v * 2 when pos is 0); its lowest bit is the
+            # rounding bit, the bits shifted out below it the sticky bit (ties to even)
+            vwid = v.shape().width
+            v2 = Signal(signed(vwid + 1), name=name + "_v2")
+            m.d.comb += v2.eq(Cat(Const(0, 1), v))
+            t = Signal(signed(vwid + 1), name=name + "_t")
+            m.d.comb += t.eq(v2 >> pos)
+            q = t[1:].as_signed()  # floor(v / 2**pos)
+            sticky = Signal(name=name + "_sticky")
+            m.d.comb += sticky.eq(Cat(*[v2[i] & (pos > i) for i in range(1, vwid + 1)]).any())
+            inc = Signal(name=name + "_inc")
+            m.d.comb += inc.eq(Mux(rnd == 1, t[0], Mux(rnd == 2, t[0] & (sticky | q[0]), 0)))
             v1 = Signal(signed(width), name=name + "_v1")
-            m.d.comb += v1.eq(((v + radd) >> pos) << neg)
+            m.d.comb += v1.eq((q + inc) << neg)
             out = Signal(signed(width), name=name + "_out")
             wrapped = Signal(signed(width), name=name + "_wrap")
             m.d.comb += wrapped.eq(((v1 + half) & mask) - half)
@@ -587,7 +608,8 @@ class CompactTop(wiring.Component):
         mx = Signal(signed(dv), name="row_max")
         Ssum = Signal(signed(W.sw), name="row_S")
         dev = Signal(signed(W.dvw), name="s2_dev")
-        nf = f["N"].as_unsigned()
+        ln_n = {i.f["N"] for i in prog.instrs if i.op == "layernorm"}
+        nf = Const(ln_n.pop(), unsigned(16)) if len(ln_n) == 1 else f["N"].as_unsigned()  # N, as layer norm reads it
         nx = s2_xa * nf if W.row_dsp else _tree(Mux(nf[i], s2_xa << i, 0) for i in range(nf.shape().width))
         m.d.comb += dev.eq(nx - Ssum)
         pre = Signal(signed(W.vw), name="s2_pre")
