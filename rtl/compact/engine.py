@@ -86,6 +86,38 @@ ONLY_WHERE_SET = frozenset(
     [f"t{i}{k}" for i in (1, 2) for k in ("base", "shift", "off", "size", "uns")])
 
 
+MAX_CONST_SCALES = 4  # distinct matmul scales the write-back multiplies by as constants
+
+
+def const_mul(m, a, c: int, name: str):
+    """``a * c`` for a constant ``c``: its canonical signed digits' shifted copies of ``a``
+    summed in an adder tree (logic, never a DSP), registered: valid one cycle after ``a``."""
+    wa = a.shape().width
+    out = Signal(signed(wa + max(abs(c), 1).bit_length() + 1), name=name)
+    terms, k, x = [], 0, c
+    while x:
+        if x & 1:
+            d = 2 - (x & 3)  # +1 or -1
+            terms.append((a << k) if d > 0 else -(a << k))
+            x -= d
+        x >>= 1
+        k += 1
+    m.d.sync += out.eq(_tree(terms) if terms else 0)
+    return out
+
+
+def _limbs(x):
+    """``x`` (signed) as limbs of at most 16 signed bits: [(limb, shift)]; every limb but the top one
+    is 15 bits, unsigned (a positive 16-bit signed value)."""
+    w = x.shape().width
+    n = max(1, -(-(w - 1) // 15))
+    out = []
+    for i in range(n):
+        lo = 15 * i
+        out.append((x[lo:].as_signed() if i == n - 1 else Cat(x[lo:lo + 15], Const(0, 1)).as_signed(), lo))
+    return out
+
+
 def _clog2(n: int) -> int:
     return max(0, math.ceil(math.log2(max(n, 1))))
 
@@ -132,13 +164,23 @@ class Widths:
         lns = [n for n in prog.nodes if n.kind == "layernorm"]
         sms = [n for n in prog.nodes if n.kind == "softmax"]
         self.dvw = max([n.d_type(g).width for n in lns] + [2])  # N*x - S
-        self.m1a = max(self.aw, self.tw, self.dvw)
-        self.m1b = max(self.scw, self.tw, self.dvw)
+        # the write-back's scale multiply: by constants (shifts and adds) when the program has few
+        # scales and the multiplies are logic, else on the row unit's wide multiplier M1
+        self.scales = sorted({f["scale"] for f in macs if f.get("wbmode")})
+        self.const_scales = not self.row_dsp and len(self.scales) <= MAX_CONST_SCALES
+        self.m1a = max(self.tw, self.dvw) if self.const_scales else max(self.aw, self.tw, self.dvw)
+        self.m1b = max(self.tw, self.dvw) if self.const_scales else max(self.scw, self.tw, self.dvw)
         self.sw = max([g.type_of(n.inputs[0]).width + _clog2(n.n(g)) + 1 for n in lns] + [2])  # row sum
         self.rw = max([n.q_type(g).width + 1 for n in lns] + [n.sum_type(g).width + 1 for n in sms] + [2])
         sm_sh = [i.f["rqsh"] + self.rw for i in prog.instrs if i.op == "softmax"]
         zs = [i.f["zhi"] for i in prog.instrs if "zhi" in i.f] or [1]
         self.zw = _sbits(-max(zs) - 1, max(zs))
+        # the row unit's values: the pre-op's (shifted sums), M1's products, table data; after y = z*g + b
+        adds = [i.f for i in prog.instrs if i.op == "add"]
+        sh = max([max(a["ash"], a["bsh"]) for a in adds] + [0])
+        self.prew = max(self.dv + sh + 2, self.dvw + 1, self.dv + 1)
+        self.rv = max(self.prew, self.m1a + self.m1b, self.tw + 1)
+        self.r6 = max(self.rv, self.zw + self.c0w + 1, self.c1w + 1) + 1
         self.vw = max(self.aw + max(self.c0w, self.scw) + 1, self.m1a + self.m1b, self.zw + self.c0w + 2,
                       self.dv + 2 * 8 + 2, self.c1w + 2)
         shs = [i.f.get("rqsh", 0) for i in prog.instrs] + [0]
@@ -240,7 +282,31 @@ class CompactTop(wiring.Component):
         # -- shared pieces: wide multiplier M1, requantizer, table index -------------------------
         m1a = Signal(signed(W.m1a), name="m1a")
         m1b = Signal(signed(W.m1b), name="m1b")
-        m1p = pipe_mul(m, m1a, m1b, "m1p", W.row_dsp)  # one cycle after its operands
+        # The row unit's multiplies run on the MAC lanes' multipliers (idle during row instructions)
+        # when their 16-bit limb products fit in the lanes: the lanes' products register one cycle
+        # after the operands, as a registered multiply would; else they are their own multipliers.
+        lane_ops = [(Signal(signed(16), name=f"lane_ra{j}"), Signal(signed(16), name=f"lane_rb{j}")) for j in range(L)]
+        lane_sums = []  # (product signal, [(lane, shift)]): assigned once the lanes' products exist
+        lanes_free = list(range(L)) if not W.row_dsp and W.const_scales else []
+
+        def row_mul(a, b, name):
+            la, lb = _limbs(a), _limbs(b)
+            if len(la) * len(lb) > len(lanes_free):
+                return pipe_mul(m, a, b, name, W.row_dsp)
+            out = Signal(signed(a.shape().width + b.shape().width), name=name)
+            parts = []
+            for xa, sa in la:
+                for xb, sb in lb:
+                    j = lanes_free.pop(0)
+                    m.d.comb += [lane_ops[j][0].eq(xa), lane_ops[j][1].eq(xb)]
+                    parts.append((j, sa + sb))
+            lane_sums.append((out, parts))
+            return out
+
+        m1p = row_mul(m1a, m1b, "m1p")  # one cycle after its operands
+        m2a = Signal(signed(W.c0w), name="m2a")  # layer norm's gamma
+        m2b = Signal(signed(W.zw), name="m2b")  # z
+        m2p = row_mul(m2a, m2b, "m2p")
 
         rq_v = Signal(signed(W.vw), name="rq_v")
         rq_sh = Signal(signed(_sbits(-W.lshift, W.rshift)), name="rq_sh")
@@ -466,14 +532,21 @@ class CompactTop(wiring.Component):
             bv = value(a_lanes[j], f["ub"][0], f"b_val{j}")
             m.d.sync += b.eq(Mux(f["brom"][0], wl[j], bv))
         m.d.sync += [q1[k].eq(q0[k]) for k in q1] + [q1_ot.eq(q0_ot), q1_ct.eq(q0_ct), q1_nl.eq(q0_nl)]
-        q2_p = [Signal(signed(dw + bw + 1), name=f"q2_p{j}") for j in range(L)]
+        q2_p = [Signal(signed(max(dw + bw + 1, 33 if lane_sums else 0)), name=f"q2_p{j}") for j in range(L)]
         q2 = {k: Signal(name=f"q2_{k}") for k in ("v", "first", "last")}
         q2_ot, q2_ct, q2_nl = Signal.like(q0_ot), Signal.like(q0_ct), Signal.like(q0_nl)
-        for p, b in zip(q2_p, q1_b):
-            prod = q1_a * b
+        for j, (p, b) in enumerate(zip(q2_p, q1_b)):
+            lane_row = any(j == jj for _, parts in lane_sums for jj, _ in parts)
+            if lane_row:  # a row instruction's multiply on this lane
+                prod = Mux(is_row, lane_ops[j][0], q1_a) * Mux(is_row, lane_ops[j][1], b)
+            else:
+                prod = q1_a * b
             if W.acorr:  # an unsigned a with its top bit set is its raw bits as signed + 2**dw
-                prod = prod + Mux(q1_ca, b << dw, 0)
+                ca = (q1_ca & ~is_row) if lane_row else q1_ca
+                prod = Cat(prod[:dw], prod[dw:].as_signed() + Mux(ca, b, 0)).as_signed()
             m.d.sync += p.eq(prod)
+        for out, parts in lane_sums:
+            m.d.comb += out.eq(_tree([q2_p[j] << sh for j, sh in parts]))
         m.d.sync += [q2[k].eq(q1[k]) for k in q2] + [q2_ot.eq(q1_ot), q2_ct.eq(q1_ct), q2_nl.eq(q1_nl)]
         acc = [Signal(signed(W.aw), name=f"acc{j}") for j in range(L)]
         wbuf = [Signal(signed(W.aw), name=f"wbuf{j}") for j in range(L)]
@@ -508,7 +581,13 @@ class CompactTop(wiring.Component):
         w0b_ok = Signal(name="w0b_ok")
         w0b_dst = Signal(signed(aw), name="w0b_dst")
         m.d.sync += [w0b_v.eq(w0_sel + c_g), w0b_ok.eq(w0_ok), w0b_dst.eq(w0_dst)]
-        m.d.sync += [w1_v.eq(Mux(f["wbmode"][0], m1p, w0b_v)), w1_ok.eq(w0b_ok), w1_dst.eq(w0b_dst)]
+        if W.const_scales:  # the scale product, one multiply by a constant per scale of the program
+            sc_p = Const(0, signed(2))
+            for sc in W.scales:
+                sc_p = Mux(f["scale"] == sc, const_mul(m, w0_sel, sc, f"scale_p{sc}"), sc_p)
+        else:
+            sc_p = m1p
+        m.d.sync += [w1_v.eq(Mux(f["wbmode"][0], sc_p, w0b_v)), w1_ok.eq(w0b_ok), w1_dst.eq(w0b_dst)]
 
         # -- row unit -------------------------------------------------------------------------------
         i1 = Signal(16, name="row_i1")
@@ -612,7 +691,7 @@ class CompactTop(wiring.Component):
         nf = Const(ln_n.pop(), unsigned(16)) if len(ln_n) == 1 else f["N"].as_unsigned()  # N, as layer norm reads it
         nx = s2_xa * nf if W.row_dsp else _tree(Mux(nf[i], s2_xa << i, 0) for i in range(nf.shape().width))
         m.d.comb += dev.eq(nx - Ssum)
-        pre = Signal(signed(W.vw), name="s2_pre")
+        pre = Signal(signed(W.prew), name="s2_pre")
         with m.If(op_is["add"]):
             m.d.comb += pre.eq((s2_xa << f["ash"][:4].as_unsigned()) + (s2_xb << f["bsh"][:4].as_unsigned()))
         with m.Elif(op_is["relu"]):
@@ -639,32 +718,33 @@ class CompactTop(wiring.Component):
         with m.If(is_row):
             m.d.comb += [m1a.eq(Mux(op_is["softmax"], tdat, s3_pre)),
                          m1b.eq(Mux(op_is["layernorm"] & (s3["pss"] == 1), s3_pre, rr))]
-        with m.Else():
-            m.d.comb += [m1a.eq(w0_sel), m1b.eq(f["scale"])]
+        if not W.const_scales:
+            with m.Else():
+                m.d.comb += [m1a.eq(w0_sel), m1b.eq(f["scale"])]
         with m.If(s3["v"] & (s3["pss"] == 1) & op_is["softmax"]):
             m.d.sync += red.eq(Mux(s3["first"], 0, red) + tdat)
         s3b = {k: tag("s3b_" + k, v) for k, v in s3.items()}  # the product's cycle
         s3b_v = tag("s3b_v", Mux(op_is["lookup"], tdat, s3_pre))
         s3b_g, s3b_b = tag("s3b_g", s3_g), tag("s3b_b", s3_b)
         s4 = {k: tag("s4_" + k, v) for k, v in s3b.items()}
-        s4_v = Signal(signed(W.vw), name="s4_val")
+        s4_v = Signal(signed(W.rv), name="s4_val")
         m.d.sync += s4_v.eq(Mux(multi, m1p, s3b_v))
         s4_g, s4_b = tag("s4_g", s3b_g), tag("s4_b", s3b_b)
         # S4: layer norm's sum of squares; z = rq(d * t)
         with m.If(s4["v"] & (s4["pss"] == 1) & op_is["layernorm"]):
             m.d.sync += red.eq(Mux(s4["first"], f["eps"], red) + s4_v)
         zsh = Signal(signed(12), name="row_zsh")
-        z = requant(s4_v, zsh, f["zrnd"], f["zsat"], f["zlo"], f["zhi"], f["zmask"], f["zhalf"], W.vw + 16, "rqz",
+        z = requant(s4_v, zsh, f["zrnd"], f["zsat"], f["zlo"], f["zhi"], f["zmask"], f["zhalf"], W.rv + 16, "rqz",
                     lshift=15)
         s5 = {k: tag("s5_" + k, v) for k, v in s4.items()}
-        s5_v = Signal(signed(W.vw), name="s5_val")
+        s5_v = Signal(signed(W.rv), name="s5_val")
         m.d.sync += s5_v.eq(Mux(op_is["layernorm"], z, s4_v))
         s5_g, s5_b = tag("s5_g", s4_g), tag("s5_b", s4_b)
         # S5: y = z * gamma + beta
         zv = s5_v[:W.zw].as_signed()
-        m2p = pipe_mul(m, s5_g, zv, "m2p", W.row_dsp)
+        m.d.comb += [m2a.eq(s5_g), m2b.eq(zv)]
         s5b_v, s5b_b = tag("s5b_v", s5_v), tag("s5b_b", s5_b)  # the product's cycle
-        s6_v = Signal(signed(W.vw), name="s6_val")
+        s6_v = Signal(signed(W.r6), name="s6_val")
         m.d.sync += s6_v.eq(Mux(op_is["layernorm"], m2p + s5b_b, s5b_v))
         s5b = {k: tag("s5b_" + k, v) for k, v in s5.items()}
         s6 = {k: tag("s6_" + k, v) for k, v in s5b.items()}
