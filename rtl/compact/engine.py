@@ -181,6 +181,12 @@ class Widths:
         self.prew = max(self.dv + sh + 2, self.dvw + 1, self.dv + 1)
         self.rv = max(self.prew, self.m1a + self.m1b, self.tw + 1)
         self.r6 = max(self.rv, self.zw + self.c0w + 1, self.c1w + 1) + 1
+        # softmax / layer norm: the normalised sum's width; layer norm's z shift zc0 + (p - R) // 2 (even)
+        nrm = [i.f for i in prog.instrs if i.op in ("softmax", "layernorm")]
+        self.nw = max([f["R"] + 2 for f in nrm] + [2])
+        lns_f = [f for f in nrm if "zc0" in f]
+        self.zl = max([0] + [-(f["zc0"] + ((-f["R"] - 1) >> 1)) for f in lns_f])
+        self.zr = max([1] + [f["zc0"] + ((self.rw - f["R"]) >> 1) for f in lns_f])
         self.vw = max(self.aw + max(self.c0w, self.scw) + 1, self.m1a + self.m1b, self.zw + self.c0w + 2,
                       self.dv + 2 * 8 + 2, self.c1w + 2)
         shs = [i.f.get("rqsh", 0) for i in prog.instrs] + [0]
@@ -314,24 +320,23 @@ class CompactTop(wiring.Component):
         rq_ok = Signal(name="rq_ok")
         rq_dst = Signal(signed(W.aaw), name="rq_dst")
 
-        def requant(v, sh, rnd, sat, lo, hi, mask, half, width, name, lshift=W.lshift):
-            pos = Signal(range(max(W.rshift, 0) + 1), name=name + "_pos")
-            neg = Signal(range(max(lshift, 0) + 1), name=name + "_neg")
-            m.d.comb += [pos.eq(Mux(sh > 0, sh, 0)), neg.eq(Mux(sh < 0, -sh, 0))]
-            # one shifter: t = floor(v / 2**(pos-1)) (v * 2 when pos is 0); its lowest bit is the
-            # rounding bit, the bits shifted out below it the sticky bit (ties to even)
+        def requant(v, sh, rnd, sat, lo, hi, mask, half, width, name, lshift=W.lshift, rshift=W.rshift):
+            """golden's requantization of ``v`` by a run-time shift ``sh`` in [-lshift, rshift]
+            (right when positive): one funnel shifter, t = floor(v * 2 / 2**sh); its lowest bit
+            is the rounding bit, the bits shifted out below it the sticky bit (ties to even)."""
             vwid = v.shape().width
-            v2 = Signal(signed(vwid + 1), name=name + "_v2")
-            m.d.comb += v2.eq(Cat(Const(0, 1), v))
-            t = Signal(signed(vwid + 1), name=name + "_t")
-            m.d.comb += t.eq(v2 >> pos)
-            q = t[1:].as_signed()  # floor(v / 2**pos)
+            x = Cat(Const(0, lshift + 1), v).as_signed()  # v * 2**(lshift + 1)
+            s_ = Signal(range(rshift + lshift + 1), name=name + "_s")
+            m.d.comb += s_.eq(sh + lshift)
+            t = Signal(signed(vwid + lshift + 1), name=name + "_t")
+            m.d.comb += t.eq(x >> s_)
+            q = t[1:].as_signed()  # floor(v / 2**sh), or v << -sh
             sticky = Signal(name=name + "_sticky")
-            m.d.comb += sticky.eq(Cat(*[v2[i] & (pos > i) for i in range(1, vwid + 1)]).any())
+            m.d.comb += sticky.eq(Cat(*[x[i] & (s_ > i) for i in range(lshift + 1, vwid + lshift + 1)]).any())
             inc = Signal(name=name + "_inc")
             m.d.comb += inc.eq(Mux(rnd == 1, t[0], Mux(rnd == 2, t[0] & (sticky | q[0]), 0)))
             v1 = Signal(signed(width), name=name + "_v1")
-            m.d.comb += v1.eq((q + inc) << neg)
+            m.d.comb += v1.eq(q + inc)
             out = Signal(signed(width), name=name + "_out")
             wrapped = Signal(signed(width), name=name + "_wrap")
             m.d.comb += wrapped.eq(((v1 + half) & mask) - half)
@@ -345,7 +350,7 @@ class CompactTop(wiring.Component):
         out_dst = Signal(signed(W.aaw), name="out_dst")
         m.d.sync += [out_v.eq(Mux(rq_byp, rq_v, rq_out)), out_ok.eq(rq_ok), out_dst.eq(rq_dst)]
 
-        tsrc = Signal(signed(max(W.rw, dv + 2)), name="tsrc")
+        tsrc = Signal(signed(max(W.nw + 1, dv + 2)), name="tsrc")
         tsel2 = Signal(name="tsel2")
         t_sh = Mux(tsel2, f["t2shift"], f["t1shift"])
         t_off = Mux(tsel2, f["t2off"], f["t1off"])
@@ -439,15 +444,16 @@ class CompactTop(wiring.Component):
         # -- MAC array --------------------------------------------------------------------------------
         aw = W.aaw
         g_ = Signal(range(max(max([i.f.get("G", 1) for i in prog.instrs] + [1]), 2) + 1), name="mac_g")
-        mm = Signal(16, name="mac_m")
-        t_ = Signal(16, name="mac_t")
-        s_ = Signal(16, name="mac_s")
+        mac_f = [i.f for i in prog.instrs if i.unit == "mac"] or [{"M": 1, "T": 1, "K": 1}]
+        mm = Signal(range(max(f_["M"] for f_ in mac_f) + 1), name="mac_m")
+        t_ = Signal(range(max(f_["T"] for f_ in mac_f) + 1), name="mac_t")
+        s_ = Signal(range(max(max(f_["K"], L) for f_ in mac_f) + 1), name="mac_s")
         Ag, Am, Ae = (Signal(signed(aw), name=n) for n in ("Ag", "Am", "Ae"))
         bwid = max(len(prog.wrom).bit_length(), aw) + 1
         Bg, Bt, Bk = (Signal(signed(bwid), name=n) for n in ("Bg", "Bt", "Bk"))
         Og, Om, Ot = (Signal(signed(aw), name=n) for n in ("Og", "Om", "Ot"))
         Ct = Signal(signed(max(len(prog.crom).bit_length() + 1, 2) + 1), name="Ct")
-        Pp = Signal(16, name="mac_P")
+        Pp = Signal.like(s_, name="mac_P")
         m.d.comb += Pp.eq(Mux(f["K"] > L, f["K"], L))
         mac_on = Signal(name="mac_on")
         m.d.comb += mac_on.eq(running & ~is_row)
@@ -590,9 +596,10 @@ class CompactTop(wiring.Component):
         m.d.sync += [w1_v.eq(Mux(f["wbmode"][0], sc_p, w0b_v)), w1_ok.eq(w0b_ok), w1_dst.eq(w0b_dst)]
 
         # -- row unit -------------------------------------------------------------------------------
-        i1 = Signal(16, name="row_i1")
-        i2 = Signal(16, name="row_i2")
-        c_ = Signal(16, name="row_c")
+        row_f = [i.f for i in prog.instrs if i.unit == "row"] or [{"n1": 1, "n2": 1, "N": 1}]
+        i1 = Signal(range(max(f_["n1"] for f_ in row_f) + 1), name="row_i1")
+        i2 = Signal(range(max(f_["n2"] for f_ in row_f) + 1), name="row_i2")
+        c_ = Signal(range(max(f_["N"] for f_ in row_f) + 1), name="row_c")
         pss = Signal(2, name="row_pass")
         rph = Signal(2, name="row_phase")  # 0 issue, 1 wait, 2 normalise
         wcnt_r = Signal(8, name="row_wait")
@@ -707,7 +714,7 @@ class CompactTop(wiring.Component):
                 m.d.sync += Ssum.eq(Mux(s2["first"], 0, Ssum) + s2_xa)
         in_p = Signal(name="in_p")
         m.d.comb += in_p.eq(row_run & (rph == 2))
-        p_src = Signal(signed(W.rw + 1), name="p_n")
+        p_src = Signal(signed(W.nw + 1), name="p_n")
         m.d.comb += [tsel2.eq(in_p), tsrc.eq(Mux(in_p, p_src, Mux(op_is["softmax"], mx - s2_xa, s2_xa)))]
         s3 = {k: tag("s3_" + k, v) for k, v in s2.items()}
         s3_pre = tag("s3_pre", pre)
@@ -733,9 +740,9 @@ class CompactTop(wiring.Component):
         # S4: layer norm's sum of squares; z = rq(d * t)
         with m.If(s4["v"] & (s4["pss"] == 1) & op_is["layernorm"]):
             m.d.sync += red.eq(Mux(s4["first"], f["eps"], red) + s4_v)
-        zsh = Signal(signed(12), name="row_zsh")
-        z = requant(s4_v, zsh, f["zrnd"], f["zsat"], f["zlo"], f["zhi"], f["zmask"], f["zhalf"], W.rv + 16, "rqz",
-                    lshift=15)
+        zsh = Signal(signed(_sbits(-W.zl, W.zr)), name="row_zsh")
+        z = requant(s4_v, zsh, f["zrnd"], f["zsat"], f["zlo"], f["zhi"], f["zmask"], f["zhalf"], W.rv + W.zl + 1, "rqz",
+                    lshift=W.zl, rshift=W.zr)
         s5 = {k: tag("s5_" + k, v) for k, v in s4.items()}
         s5_v = Signal(signed(W.rv), name="s5_val")
         m.d.sync += s5_v.eq(Mux(op_is["layernorm"], z, s4_v))
@@ -752,7 +759,7 @@ class CompactTop(wiring.Component):
         p_r = Signal(range(W.rw + 1), name="row_p")
         lop = leading_one(m, red, W.rw, name="row_lop")
         sh_r = Signal(signed(_clog2(W.rw) + 3), name="row_sh")
-        n_r = Signal(unsigned(W.rw), name="row_n")
+        n_r = Signal(unsigned(W.nw), name="row_n")  # the normalised sum: below 2**(R + 2)
         sh0 = Signal(signed(_clog2(W.rw) + 3), name="row_sh0")
         m.d.comb += sh0.eq(p_r - f["R"])
         sh1 = Signal.like(sh0, name="row_sh1")
