@@ -160,12 +160,13 @@ def test_errors():
 
 @pytest.fixture(scope="module")
 def design_set():
-    # two members with the multiplies in logic and the row unit's on the MAC lanes (the iCE40 build's)
-    return DesignSet([generate(GRAPHS[k](), arch="compact", row_multipliers=LUT_MULTIPLIERS.get(k, "dsp"))
-                      for k in sorted(GRAPHS)], name="compact_tests")
+    return DesignSet([generate(GRAPHS[k](), arch="compact", **OPTIONS.get(k, {})) for k in sorted(GRAPHS)],
+                     name="compact_tests")
 
 
-LUT_MULTIPLIERS = {"sat_copies": "lut", "ties_even": "lut"}
+# two members with the multiplies in logic and the row unit's on the MAC lanes; one of them as the
+# iCE40 UP5K build makes it (4 lanes, the other 4 DSPs for a row unit multiply)
+OPTIONS = {"ties_even": {"row_multipliers": "lut"}, "wrap": {"row_multipliers": "lut", "lanes": 4, "dsps": 8}}
 
 
 def _check(member, r):

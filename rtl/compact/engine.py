@@ -249,6 +249,16 @@ class CompactTop(wiring.Component):
         multi = Signal(name="multi")
         m.d.comb += multi.eq(op_is["softmax"] | op_is["layernorm"])
 
+        def field_shift(x, k):
+            """``x << f[k]``: a multiplexer over the shifts the program uses (few), else a shifter."""
+            vals = sorted({i.f[k] for i in prog.instrs if k in i.f} | {0})
+            if len(vals) > 4 or isinstance(f[k], Const):
+                return x << f[k][:4].as_unsigned()
+            out = x << vals[0]
+            for v in vals[1:]:
+                out = Mux(f[k] == v, x << v, out)
+            return out
+
         # -- memories -------------------------------------------------------------------------
         dw = W.dw
         dm = Memory(shape=unsigned(L * dw), depth=max(prog.dm_words, 2), init=[])
@@ -294,10 +304,14 @@ class CompactTop(wiring.Component):
         lane_ops = [(Signal(signed(16), name=f"lane_ra{j}"), Signal(signed(16), name=f"lane_rb{j}")) for j in range(L)]
         lane_sums = []  # (product signal, [(lane, shift)]): assigned once the lanes' products exist
         lanes_free = list(range(L)) if not W.row_dsp and W.const_scales else []
+        spare_dsp = [max((d.dsps or 0) - L, 0) if not W.row_dsp else 0]
 
         def row_mul(a, b, name):
             la, lb = _limbs(a), _limbs(b)
             if len(la) * len(lb) > len(lanes_free):
+                if len(la) * len(lb) <= spare_dsp[0]:  # on the DSPs beyond the lanes
+                    spare_dsp[0] -= len(la) * len(lb)
+                    return pipe_mul(m, a, b, name, True)
                 return pipe_mul(m, a, b, name, W.row_dsp)
             out = Signal(signed(a.shape().width + b.shape().width), name=name)
             parts = []
@@ -669,7 +683,7 @@ class CompactTop(wiring.Component):
         m.d.comb += s0_first.eq(c_ == 0)
         s1_h0 = tag("s1_h0", r_issue & op_is["add"] & ~half)
         s1 = dict(v=tag("s1_v", r_step), wr=tag("s1_wr", s0_wr), first=tag("s1_first", s0_first),
-                  pss=tag("s1_pss", pss), dst=tag("s1_dst", X["d"][2]),
+                  pss=tag("s1_pss", pss), dst=tag("s1_dst", X["d"][2]), col=tag("s1_col", c_),
                   la=tag("s1_la", X["a"][2][:lg] if lg else Const(0, 1)),
                   lb=tag("s1_lb", X["b"][2][:lg] if lg else Const(0, 1)))
         xa_raw = Signal(signed(dw), name="s1_xa_raw")
@@ -689,7 +703,6 @@ class CompactTop(wiring.Component):
         xb = value(xb_raw, f["ub"][0], "s1_xb")
         s2 = {k: tag("s2_" + k, v) for k, v in s1.items() if k not in ("la", "lb")}
         s2_xa, s2_xb = tag("s2_xa", xa), tag("s2_xb", xb)
-        s2_g, s2_b = tag("s2_g", c_g), tag("s2_b", c_b)
         # S2: pre-op and the first reductions
         mx = Signal(signed(dv), name="row_max")
         Ssum = Signal(signed(W.sw), name="row_S")
@@ -700,7 +713,7 @@ class CompactTop(wiring.Component):
         m.d.comb += dev.eq(nx - Ssum)
         pre = Signal(signed(W.prew), name="s2_pre")
         with m.If(op_is["add"]):
-            m.d.comb += pre.eq((s2_xa << f["ash"][:4].as_unsigned()) + (s2_xb << f["bsh"][:4].as_unsigned()))
+            m.d.comb += pre.eq(field_shift(s2_xa, "ash") + field_shift(s2_xb, "bsh"))
         with m.Elif(op_is["relu"]):
             m.d.comb += pre.eq(Mux(s2_xa > 0, s2_xa, 0))
         with m.Elif(op_is["layernorm"]):
@@ -718,7 +731,6 @@ class CompactTop(wiring.Component):
         m.d.comb += [tsel2.eq(in_p), tsrc.eq(Mux(in_p, p_src, Mux(op_is["softmax"], mx - s2_xa, s2_xa)))]
         s3 = {k: tag("s3_" + k, v) for k, v in s2.items()}
         s3_pre = tag("s3_pre", pre)
-        s3_g, s3_b = tag("s3_g", s2_g), tag("s3_b", s2_b)
         # S3: table data; the row sum of exponents; the wide multiply
         red = Signal(unsigned(W.rw), name="row_red")  # sum of exponents / sum of squares
         rr = Signal(signed(W.tw), name="row_r")  # reciprocal / inverse square root
@@ -732,11 +744,9 @@ class CompactTop(wiring.Component):
             m.d.sync += red.eq(Mux(s3["first"], 0, red) + tdat)
         s3b = {k: tag("s3b_" + k, v) for k, v in s3.items()}  # the product's cycle
         s3b_v = tag("s3b_v", Mux(op_is["lookup"], tdat, s3_pre))
-        s3b_g, s3b_b = tag("s3b_g", s3_g), tag("s3b_b", s3_b)
         s4 = {k: tag("s4_" + k, v) for k, v in s3b.items()}
         s4_v = Signal(signed(W.rv), name="s4_val")
         m.d.sync += s4_v.eq(Mux(multi, m1p, s3b_v))
-        s4_g, s4_b = tag("s4_g", s3b_g), tag("s4_b", s3b_b)
         # S4: layer norm's sum of squares; z = rq(d * t)
         with m.If(s4["v"] & (s4["pss"] == 1) & op_is["layernorm"]):
             m.d.sync += red.eq(Mux(s4["first"], f["eps"], red) + s4_v)
@@ -746,7 +756,7 @@ class CompactTop(wiring.Component):
         s5 = {k: tag("s5_" + k, v) for k, v in s4.items()}
         s5_v = Signal(signed(W.rv), name="s5_val")
         m.d.sync += s5_v.eq(Mux(op_is["layernorm"], z, s4_v))
-        s5_g, s5_b = tag("s5_g", s4_g), tag("s5_b", s4_b)
+        s5_g, s5_b = c_g, c_b  # layer norm's gamma and beta: the constant ROM read at S4 (its column)
         # S5: y = z * gamma + beta
         zv = s5_v[:W.zw].as_signed()
         m.d.comb += [m2a.eq(s5_g), m2b.eq(zv)]
@@ -797,7 +807,7 @@ class CompactTop(wiring.Component):
             m.d.comb += rpa.addr.eq(Ae >> lg)
         with m.Else():
             m.d.comb += rpa.addr.eq(Bk)
-        m.d.comb += [rpw.addr.eq(Mux(is_row, t_word, Bk)), rpc.addr.eq(Mux(is_row, f["cbase"] + c_, wb_ct + wb_j))]
+        m.d.comb += [rpw.addr.eq(Mux(is_row, t_word, Bk)), rpc.addr.eq(Mux(is_row, f["cbase"] + s4["col"], wb_ct + wb_j))]
 
         # -- store ------------------------------------------------------------------------------------
         out_t = d.out_type
