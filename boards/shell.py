@@ -191,7 +191,7 @@ class UARTShell(wiring.Component):
         row_bytes_in, row_bytes_out = self.in_cols * ib, self.out_cols * ob
 
         m.submodules.imem = imem = memory.Memory(shape=self.in_cols * iw, depth=max(self.in_rows, 2), init=[])
-        m.submodules.omem = omem = memory.Memory(shape=self.out_cols * ow, depth=max(self.out_rows, 2), init=[])
+        m.submodules.omem = omem = memory.Memory(shape=self.out_cols * ow, depth=self.out_rows, init=[])
         iwr, ird = imem.write_port(), imem.read_port()
         owr, ord_ = omem.write_port(), omem.read_port()
 

@@ -7,6 +7,7 @@ simulated latency and II equal the analytic ones.  One build per simulator serve
 """
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -215,3 +216,35 @@ def test_dataflow_rounds_ties_to_even_in_every_block():
     d = generate(g)
     r = run_many([(d, testing.random_inputs(g, 6, seed=3))], simulator="icarus")[0]
     _check(d, r)
+
+
+def test_build_auto_picks_compact_on_icebreaker(monkeypatch, tmp_path, capsys):
+    """``fabformer build --board icebreaker`` (no --arch): when dataflow does not fit, the compact
+    design is built and the report says why; on the UP5K (8 DSPs) it has 4 MAC lanes, the row
+    unit's multiplies on the lanes and the other DSPs (the flow is stubbed: no synthesis)."""
+    pytest.importorskip("fabformer.boards")
+    import fabformer.boards.build as B
+    from fabformer.apps.cli import main
+    seen = []
+
+    def fake_build(graph, board, out, *, design=None, **kw):
+        seen.append(design)
+        if design is None:
+            err = FabformerError("the design does not fit icebreaker (iCE40UP5K) even at the smallest parallelism "
+                                 "tried (2 multipliers): FF 9000 > 5280. needed/available: FF 9000/5280")
+            err.attempts = [{}]
+            raise err
+        return {"board": board, "ok": True}
+
+    monkeypatch.setattr(B, "build", fake_build)
+    monkeypatch.setattr(B, "_write_report", lambda out, rep: None)
+    monkeypatch.setattr(B, "report_markdown", lambda rep: "report")
+    gpath = GRAPHS["sat"]().save(tmp_path / "g.graph.json")
+    assert main(["build", str(gpath), "--board", "icebreaker", "-o", str(tmp_path / "b"), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "architecture auto: picked compact, because dataflow does not fit: the design does not fit icebreaker" \
+        in out
+    d = seen[1]
+    assert seen[0] is None and d.arch == "compact" and d.lanes == 4 and d.row_multipliers == "lut" and d.dsps == 8
+    rep = json.loads(out[out.index("{"):])
+    assert rep["arch"] == "compact" and rep["arch_note"].startswith("architecture auto: picked compact")

@@ -187,8 +187,10 @@ class Widths:
         lns_f = [f for f in nrm if "zc0" in f]
         self.zl = max([0] + [-(f["zc0"] + ((-f["R"] - 1) >> 1)) for f in lns_f])
         self.zr = max([1] + [f["zc0"] + ((self.rw - f["R"]) >> 1) for f in lns_f])
-        self.vw = max(self.aw + max(self.c0w, self.scw) + 1, self.m1a + self.m1b, self.zw + self.c0w + 2,
-                      self.dv + 2 * 8 + 2, self.c1w + 2)
+        # the common requantizer's input: the write-back's bias sum or scale product, the row unit's value
+        sc_w = max([self.aw + max(abs(s), 1).bit_length() + 1 for s in self.scales] + [0]) if self.const_scales \
+            else self.aw + self.scw
+        self.vw = max(max(self.aw, self.c0w) + 1, sc_w, self.r6)
         shs = [i.f.get("rqsh", 0) for i in prog.instrs] + [0]
         self.lshift = max(0, -min(shs))
         self.rshift = max(shs + sm_sh + [24])  # softmax adds the leading-one position; layer norm's z
