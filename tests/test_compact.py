@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -248,3 +249,21 @@ def test_build_auto_picks_compact_on_icebreaker(monkeypatch, tmp_path, capsys):
     assert seen[0] is None and d.arch == "compact" and d.lanes == 4 and d.row_multipliers == "lut" and d.dsps == 8
     rep = json.loads(out[out.index("{"):])
     assert rep["arch"] == "compact" and rep["arch_note"].startswith("architecture auto: picked compact")
+
+
+@pytest.mark.skipif(not (shutil.which("iverilog") or shutil.which("verilator")), reason="needs a simulator")
+def test_uart_shell_reads_the_compact_output_it_holds(tmp_path):
+    """Through the UART shell: the compact engine holds its output row until its next sample, so the
+    shell sends it without an output memory; bit-exact, the shell's cycle count is the analytic latency."""
+    pytest.importorskip("fabformer.boards")
+    from fabformer.boards.shell import UARTShell
+    from fabformer.boards.simshell import simulate_shell
+    from fabformer.vectors import golden_io
+    g = GRAPHS["sat"]()  # one output row
+    d = generate(g, arch="compact", row_multipliers="lut", lanes=4, dsps=8)
+    assert d.out_rows == 1 and UARTShell.for_design(d, divisor=4).holds_output
+    x = testing.random_inputs(g, 3, seed=5)
+    r = simulate_shell(d, g, x, tmp_path, divisor=4)
+    _, yg = golden_io(g, x)
+    np.testing.assert_array_equal(r["outputs"], yg.reshape(r["outputs"].shape))
+    assert r["bit_exact"] and r["cycles"] == [d.latency_cycles] * 3

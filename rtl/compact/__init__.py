@@ -44,6 +44,7 @@ class CompactDesign:
     _top: CompactTop = field(default=None, repr=False)
 
     row_multipliers: str = "dsp"
+    holds_output: bool = True  # the output row stays on ``o`` until the next sample's store (the UART shell reads it)
     dsps: int | None = None  # the device's DSPs (row_multipliers "lut": those beyond the lanes take row multiplies)
 
     @property
