@@ -583,9 +583,14 @@ class CompactTop(wiring.Component):
                 m.d.sync += wb_on.eq(0)
         with m.If(q2["v"]):
             m.d.sync += [a.eq(x) for a, x in zip(acc, nxt)]
-            with m.If(q2["last"]):
-                m.d.sync += [b.eq(x) for b, x in zip(wbuf, nxt)]
-                m.d.sync += [wb_on.eq(1), wb_j.eq(0), wb_nl.eq(q2_nl), wb_ot.eq(q2_ot), wb_ct.eq(q2_ct)]
+        # a finished tile's sums: the accumulators into the write-back buffer the cycle after its last
+        # product (the next tile's first product goes into the accumulators meanwhile)
+        q3_cap = Signal(name="q3_cap")
+        q3_ot, q3_ct, q3_nl = Signal.like(q0_ot, name="q3_ot"), Signal.like(q0_ct, name="q3_ct"), Signal.like(q0_nl, name="q3_nl")
+        m.d.sync += [q3_cap.eq(q2["v"] & q2["last"]), q3_ot.eq(q2_ot), q3_ct.eq(q2_ct), q3_nl.eq(q2_nl)]
+        with m.If(q3_cap):
+            m.d.sync += [b.eq(a) for b, a in zip(wbuf, acc)]
+            m.d.sync += [wb_on.eq(1), wb_j.eq(0), wb_nl.eq(q3_nl), wb_ot.eq(q3_ot), wb_ct.eq(q3_ct)]
         # write-back: W0 select (and constant read), W1 bias add or scale multiply
         w0_sel = Signal(signed(W.aw), name="w0_sel")
         w0_ok = Signal(name="w0_ok")
