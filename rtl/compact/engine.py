@@ -18,6 +18,12 @@ second multiply → requantization → write.  Both share the requantizer, the w
 multiplier, the table ROM and the data memory's write port (one instruction runs at
 a time).  All run-time parameters (shifts, rounding, range, table ranges) are
 instruction fields: one datapath, golden's integer rules.
+
+With ``row_multipliers="lut"`` (a device of few DSPs: the iCE40 UP5K) no multiply but the lanes'
+is a ``*``: the row unit's multiplies run on the MAC lanes' multipliers, idle during row
+instructions (16-bit limbs, summed after the lanes' product registers: the same one-cycle
+latency), or on the device's DSPs beyond the lanes (``dsps``), else in logic; the write-back's
+scale multiplies by the program's few constants (shifts and adds).
 """
 from __future__ import annotations
 
