@@ -601,11 +601,10 @@ class CompactTop(wiring.Component):
         w0_sel = Signal(signed(W.aw), name="w0_sel")
         w0_ok = Signal(name="w0_ok")
         w0_dst = Signal(signed(aw), name="w0_dst")
-        sel = Signal(signed(W.aw), name="wb_sel")
-        with m.Switch(wb_j):
-            for j in range(L):
-                with m.Case(j):
-                    m.d.comb += sel.eq(wbuf[j])
+        # the buffer shifts one lane a cycle towards lane 0, the one written back (no lane multiplexer)
+        with m.If(wb_on & ~q3_cap):
+            m.d.sync += [wbuf[j].eq(wbuf[j + 1]) for j in range(L - 1)]
+        sel = wbuf[0]
         m.d.sync += [w0_sel.eq(sel), w0_ok.eq(wb_on), w0_dst.eq(wb_ot + wb_j)]
         w1_v = Signal(signed(W.vw), name="w1_v")
         w1_ok = Signal(name="w1_ok")
