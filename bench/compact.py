@@ -2,6 +2,8 @@
 utilization, and the Verilator simulation of the test split (random stalls) against golden.
 
     python bench/compact.py [--bits 8|4] [--samples 450] [--simulator verilator] [--listing out.lst]
+                            [--row-multipliers dsp|lut] [--lanes 8] [--dsps N]
+    python bench/compact.py --row-multipliers lut --lanes 4 --dsps 8   # the iCEBreaker build's engine
 """
 from __future__ import annotations
 
@@ -33,14 +35,19 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=450)
     ap.add_argument("--simulator", default="verilator")
     ap.add_argument("--listing", default=None)
+    ap.add_argument("--row-multipliers", choices=("dsp", "lut"), default="dsp",
+                    help="lut: the multiplies in logic and the row unit's on the MAC lanes (the iCE40 build's engine)")
+    ap.add_argument("--lanes", type=int, default=8, help="MAC lanes (the iCE40 UP5K build: 4)")
+    ap.add_argument("--dsps", type=int, default=None, help="the device's DSPs (the iCE40 UP5K: 8)")
     args = ap.parse_args(argv)
     from fabformer.rtl import generate
     from fabformer.sim import run
     g, d = digits_graph(args.bits)
-    des = generate(g, arch="compact")
+    des = generate(g, arch="compact", row_multipliers=args.row_multipliers, lanes=args.lanes,
+                   dsps=args.dsps)
     if args.listing:
         Path(args.listing).write_text(des.listing())
-    print(f"digits {args.bits}-bit, compact: {des.macs} MACs, {des.multipliers} lanes, latency {des.latency_cycles} "
+    print(f"digits {args.bits}-bit, compact ({args.row_multipliers} row multipliers): {des.macs} MACs, {des.multipliers} lanes, latency {des.latency_cycles} "
           f"cycles, II {des.ii_cycles}, MAC-array utilization {100 * des.mac_utilization:.1f} % "
           f"(MAC instructions {des.program.mac_cycles()} cycles)", flush=True)
     x = d.x_test[:args.samples]

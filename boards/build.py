@@ -505,9 +505,14 @@ def build_arch(graph, board: str, out, *, arch: str = "auto", **kw) -> dict:
         raise FabformerError(f"--parallelism {kw['parallelism']} is a dataflow setting; the compact architecture "
                              f"has one MAC array (valid with --arch compact: no --parallelism)")
     kw.pop("parallelism", None)
-    # on a device whose DSPs the MAC array takes (the UP5K's 8), the other multiplies are logic
-    few_dsp = get_target(board).available["dsp"] <= 16
-    design = generate(graph, arch="compact", row_multipliers="lut" if few_dsp else "dsp")
+    # on a device of few DSPs (the UP5K's 8): half of them are the MAC lanes, the other half and the
+    # idle lanes take the row unit's multiplies, the write-back's scale multiplies by constants
+    dsp = get_target(board).available["dsp"]
+    if dsp <= 16:
+        lanes = 1 << max((dsp // 2).bit_length() - 1, 0)
+        design = generate(graph, arch="compact", row_multipliers="lut", lanes=lanes, dsps=dsp)
+    else:
+        design = generate(graph, arch="compact", row_multipliers="dsp")
     rep = build(graph, board, out, design=design, **kw)
     listing = Path(out) / "program.lst"
     listing.write_text(design.listing())

@@ -176,13 +176,24 @@ def parse_nextpnr_report(path: Path, family: str) -> tuple[dict, dict]:
 def synth_commands(family: str, opts: str = "", top: str = "top") -> list[str]:
     """The yosys commands that synthesize ``top`` for ``family``.
 
-    ECP5: ``synth_ecp5`` with its LUT mapping done by classic ``abc`` instead of
-    ``abc9`` (yosys 0.70's abc9 fails an assertion in ABC_OPS_REINTEGRATE on the
-    whole digits model; classic abc maps it, and faster).  Every multiplier yosys
-    can put in a DSP goes there (mapping the row functions' multipliers to LUTs
-    instead was measured on the digits model: 130k LUTs, see bench/README.md).
+    ECP5 and iCE40: ``synth_ecp5`` / ``synth_ice40`` with their LUT mapping done by
+    classic ``abc`` instead of ``abc9`` (yosys 0.70's abc9 fails an assertion in
+    ABC_OPS_REINTEGRATE on the whole digits model on ECP5, and one in rtlil.cc
+    (``count_id(wire->name) == 0``) on the compact engine on iCE40; classic abc maps
+    both, and faster).  Every multiplier yosys can put in a DSP goes there (mapping
+    the row functions' multipliers to LUTs instead was measured on the digits model:
+    130k LUTs, see bench/README.md).
     """
     opts = f"{opts} " if opts.strip() else ""
+    if family == "ice40":
+        return [f"synth_ice40 {opts}-top {top} -run begin:map_luts",
+                "techmap -map +/ice40/latches_map.v",
+                "abc -dress -lut 4",
+                "ice40_wrapcarry -unwrap",
+                "techmap -map +/ice40/ff_map.v",
+                "clean",
+                "opt_lut -tech ice40",
+                f"synth_ice40 {opts}-top {top} -run map_cells:"]
     if family != "ecp5":
         return [f"synth_{family} {opts}-top {top}"]
     return [f"synth_ecp5 {opts}-top {top} -run begin:map_luts",

@@ -165,8 +165,11 @@ class UARTShell(wiring.Component):
     led_busy: Out(1)
 
     def __init__(self, model, *, in_rows, in_cols, in_width, out_rows, out_cols, out_width,
-                 divisor: int, blink_bits: int = 23):
+                 divisor: int, blink_bits: int = 23, holds_output: bool = False):
         self.model = model
+        # a model that holds its one output row until its next sample (the compact engine) is read
+        # while the answer is sent: no output memory
+        self.holds_output = holds_output and out_rows == 1
         self.in_rows, self.in_cols, self.in_width = in_rows, in_cols, in_width
         self.out_rows, self.out_cols, self.out_width = out_rows, out_cols, out_width
         self.divisor = divisor
@@ -177,7 +180,7 @@ class UARTShell(wiring.Component):
     def for_design(cls, design, divisor: int, **kw):
         return cls(design.top, in_rows=design.in_rows, in_cols=design.in_cols, in_width=design.in_type.width,
                    out_rows=design.out_rows, out_cols=design.out_cols, out_width=design.out_type.width,
-                   divisor=divisor, **kw)
+                   divisor=divisor, holds_output=getattr(design, "holds_output", False), **kw)
 
     def elaborate(self, platform):
         m = Module()
@@ -191,9 +194,13 @@ class UARTShell(wiring.Component):
         row_bytes_in, row_bytes_out = self.in_cols * ib, self.out_cols * ob
 
         m.submodules.imem = imem = memory.Memory(shape=self.in_cols * iw, depth=max(self.in_rows, 2), init=[])
-        m.submodules.omem = omem = memory.Memory(shape=self.out_cols * ow, depth=max(self.out_rows, 2), init=[])
         iwr, ird = imem.write_port(), imem.read_port()
-        owr, ord_ = omem.write_port(), omem.read_port()
+        if self.holds_output:
+            out_data = model.o.payload.as_value()
+        else:
+            m.submodules.omem = omem = memory.Memory(shape=self.out_cols * ow, depth=self.out_rows, init=[])
+            owr, ord_ = omem.write_port(), omem.read_port()
+            out_data = ord_.data
 
         # alive LED: a free-running counter's top bit
         blink = Signal(self.blink_bits)
@@ -219,15 +226,16 @@ class UARTShell(wiring.Component):
         m.d.comb += [advance.eq(~ivalid | model.i.ready),
                      ird.addr.eq(rd_ptr),
                      model.i.valid.eq(ivalid),
-                     model.i.payload.as_value().eq(ird.data),
-                     owr.addr.eq(wr_ptr),
-                     owr.data.eq(model.o.payload.as_value())]
+                     model.i.payload.as_value().eq(ird.data)]
+        if not self.holds_output:
+            m.d.comb += [owr.addr.eq(wr_ptr), owr.data.eq(model.o.payload.as_value())]
 
         # -- send: rows -> bytes ---------------------------------------------------
-        padded = Cat(*(Cat(ord_.data[j * ow:(j + 1) * ow], Const(0, ob * 8 - ow)) for j in range(self.out_cols)))
+        padded = Cat(*(Cat(out_data[j * ow:(j + 1) * ow], Const(0, ob * 8 - ow)) for j in range(self.out_cols)))
         tx_byte = Signal(range(max(row_bytes_out, CYCLE_BYTES) + 1))
         tx_row = Signal(range(self.out_rows + 1))
-        m.d.comb += ord_.addr.eq(tx_row)
+        if not self.holds_output:
+            m.d.comb += ord_.addr.eq(tx_row)
 
         with m.FSM():
             with m.State("WAIT"):
@@ -256,7 +264,8 @@ class UARTShell(wiring.Component):
                     with m.Else():
                         m.d.sync += ivalid.eq(0)
                 with m.If(model.o.valid):
-                    m.d.comb += owr.en.eq(1)
+                    if not self.holds_output:
+                        m.d.comb += owr.en.eq(1)
                     m.d.sync += wr_ptr.eq(wr_ptr + 1)
                     with m.If(wr_ptr == self.out_rows - 1):
                         m.d.sync += [cyc_out.eq(cycles), ivalid.eq(0)]
@@ -267,7 +276,9 @@ class UARTShell(wiring.Component):
                     m.d.sync += [tx_row.eq(0), tx_byte.eq(0)]
                     m.next = "SEND_FETCH"
             with m.State("SEND_FETCH"):  # one cycle for the read port
-                m.d.comb += [self.led_busy.eq(1), ord_.en.eq(1)]
+                m.d.comb += self.led_busy.eq(1)
+                if not self.holds_output:
+                    m.d.comb += ord_.en.eq(1)
                 m.next = "SEND_ROW"
             with m.State("SEND_ROW"):
                 m.d.comb += [self.led_busy.eq(1), utx.data.eq(padded.word_select(tx_byte, 8)), utx.valid.eq(1)]

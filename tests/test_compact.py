@@ -7,7 +7,9 @@ simulated latency and II equal the analytic ones.  One build per simulator serve
 """
 from __future__ import annotations
 
+import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -160,7 +162,13 @@ def test_errors():
 
 @pytest.fixture(scope="module")
 def design_set():
-    return DesignSet([generate(GRAPHS[k](), arch="compact") for k in sorted(GRAPHS)], name="compact_tests")
+    return DesignSet([generate(GRAPHS[k](), arch="compact", **OPTIONS.get(k, {})) for k in sorted(GRAPHS)],
+                     name="compact_tests")
+
+
+# two members with the multiplies in logic and the row unit's on the MAC lanes; one of them as the
+# iCE40 UP5K build makes it (4 lanes, the other 4 DSPs for a row unit multiply)
+OPTIONS = {"ties_even": {"row_multipliers": "lut"}, "wrap": {"row_multipliers": "lut", "lanes": 4, "dsps": 8}}
 
 
 def _check(member, r):
@@ -209,3 +217,53 @@ def test_dataflow_rounds_ties_to_even_in_every_block():
     d = generate(g)
     r = run_many([(d, testing.random_inputs(g, 6, seed=3))], simulator="icarus")[0]
     _check(d, r)
+
+
+def test_build_auto_picks_compact_on_icebreaker(monkeypatch, tmp_path, capsys):
+    """``fabformer build --board icebreaker`` (no --arch): when dataflow does not fit, the compact
+    design is built and the report says why; on the UP5K (8 DSPs) it has 4 MAC lanes, the row
+    unit's multiplies on the lanes and the other DSPs (the flow is stubbed: no synthesis)."""
+    pytest.importorskip("fabformer.boards")
+    import fabformer.boards.build as B
+    from fabformer.apps.cli import main
+    seen = []
+
+    def fake_build(graph, board, out, *, design=None, **kw):
+        seen.append(design)
+        if design is None:
+            err = FabformerError("the design does not fit icebreaker (iCE40UP5K) even at the smallest parallelism "
+                                 "tried (2 multipliers): FF 9000 > 5280. needed/available: FF 9000/5280")
+            err.attempts = [{}]
+            raise err
+        return {"board": board, "ok": True}
+
+    monkeypatch.setattr(B, "build", fake_build)
+    monkeypatch.setattr(B, "_write_report", lambda out, rep: None)
+    monkeypatch.setattr(B, "report_markdown", lambda rep: "report")
+    gpath = GRAPHS["sat"]().save(tmp_path / "g.graph.json")
+    assert main(["build", str(gpath), "--board", "icebreaker", "-o", str(tmp_path / "b"), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "architecture auto: picked compact, because dataflow does not fit: the design does not fit icebreaker" \
+        in out
+    d = seen[1]
+    assert seen[0] is None and d.arch == "compact" and d.lanes == 4 and d.row_multipliers == "lut" and d.dsps == 8
+    rep = json.loads(out[out.index("{"):])
+    assert rep["arch"] == "compact" and rep["arch_note"].startswith("architecture auto: picked compact")
+
+
+@pytest.mark.skipif(not (shutil.which("iverilog") or shutil.which("verilator")), reason="needs a simulator")
+def test_uart_shell_reads_the_compact_output_it_holds(tmp_path):
+    """Through the UART shell: the compact engine holds its output row until its next sample, so the
+    shell sends it without an output memory; bit-exact, the shell's cycle count is the analytic latency."""
+    pytest.importorskip("fabformer.boards")
+    from fabformer.boards.shell import UARTShell
+    from fabformer.boards.simshell import simulate_shell
+    from fabformer.vectors import golden_io
+    g = GRAPHS["sat"]()  # one output row
+    d = generate(g, arch="compact", row_multipliers="lut", lanes=4, dsps=8)
+    assert d.out_rows == 1 and UARTShell.for_design(d, divisor=4).holds_output
+    x = testing.random_inputs(g, 3, seed=5)
+    r = simulate_shell(d, g, x, tmp_path, divisor=4)
+    _, yg = golden_io(g, x)
+    np.testing.assert_array_equal(r["outputs"], yg.reshape(r["outputs"].shape))
+    assert r["bit_exact"] and r["cycles"] == [d.latency_cycles] * 3

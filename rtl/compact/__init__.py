@@ -44,6 +44,8 @@ class CompactDesign:
     _top: CompactTop = field(default=None, repr=False)
 
     row_multipliers: str = "dsp"
+    holds_output: bool = True  # the output row stays on ``o`` until the next sample's store (the UART shell reads it)
+    dsps: int | None = None  # the device's DSPs (row_multipliers "lut": those beyond the lanes take row multiplies)
 
     @property
     def widths(self) -> Widths:
@@ -103,8 +105,11 @@ class CompactDesign:
 
 @architecture("compact", "one MAC array, one row unit, a sequencer running a program compiled from the graph; "
                          "tensors and weights in RAM; the small-device architecture")
-def generate_compact(graph: ir.Graph, parallelism=None, lanes: int = LANES, row_multipliers: str = "dsp") -> CompactDesign:
+def generate_compact(graph: ir.Graph, parallelism=None, lanes: int = LANES, row_multipliers: str = "dsp",
+                     dsps: int | None = None) -> CompactDesign:
     """The compact design of ``graph``: ``lanes`` multipliers in the MAC array (a power of two);
+    ``dsps``: with ``"lut"``, the device's DSPs: a row unit multiply that the idle lanes cannot take
+    is ``*`` on the DSPs beyond the lanes while they last (16-bit limbs counted), else logic.
     ``row_multipliers``: ``"dsp"`` (the row unit's and write-back's multiplies are ``*``, DSPs where
     the device has them) or ``"lut"`` (sums of partial products: every DSP is the MAC array's)."""
     if row_multipliers not in ("dsp", "lut"):
@@ -114,7 +119,7 @@ def generate_compact(graph: ir.Graph, parallelism=None, lanes: int = LANES, row_
                              f"parallelism={parallelism!r} is a dataflow setting (valid: None)")
     prog = compile_graph(graph, lanes)
     d = CompactDesign(graph, prog, in_tensor=prog.in_tensor, out_tensor=prog.out_tensor,
-                      row_multipliers=row_multipliers)
+                      row_multipliers=row_multipliers, dsps=dsps)
     d.in_rows, d.in_cols = row_shape(graph.tensors[d.in_tensor].shape)
     d.in_type = graph.type_of(d.in_tensor)
     d.out_rows, d.out_cols = row_shape(graph.tensors[d.out_tensor].shape)

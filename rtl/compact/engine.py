@@ -18,6 +18,12 @@ second multiply → requantization → write.  Both share the requantizer, the w
 multiplier, the table ROM and the data memory's write port (one instruction runs at
 a time).  All run-time parameters (shifts, rounding, range, table ranges) are
 instruction fields: one datapath, golden's integer rules.
+
+With ``row_multipliers="lut"`` (a device of few DSPs: the iCE40 UP5K) no multiply but the lanes'
+is a ``*``: the row unit's multiplies run on the MAC lanes' multipliers, idle during row
+instructions (16-bit limbs, summed after the lanes' product registers: the same one-cycle
+latency), or on the device's DSPs beyond the lanes (``dsps``), else in logic; the write-back's
+scale multiplies by the program's few constants (shifts and adds).
 """
 from __future__ import annotations
 
@@ -76,6 +82,48 @@ def pipe_mul(m, a, b, name: str, dsp: bool, groups: int = 4):
     return out
 
 
+# instruction fields read only while an instruction that sets them runs (the others' 0 is never
+# read): one value over the instructions that set it makes the field a constant.  Not here: the
+# fields every row instruction reads (ua, ub, rqsh: a copy's 0 is read).
+ONLY_WHERE_SET = frozenset(
+    ["G", "M", "T", "K", "Nlast", "aone", "abuf", "arl", "brom", "asg", "asm", "bsg", "bsk", "osg", "osm",
+     "wbmode", "scale", "cbase", "n1", "n2", "N", "ash", "bsh", "R", "eps", "zc0",
+     "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf"] +
+    [f"t{i}{k}" for i in (1, 2) for k in ("base", "shift", "off", "size", "uns")])
+
+
+MAX_CONST_SCALES = 4  # distinct matmul scales the write-back multiplies by as constants
+
+
+def const_mul(m, a, c: int, name: str):
+    """``a * c`` for a constant ``c``: its canonical signed digits' shifted copies of ``a``
+    summed in an adder tree (logic, never a DSP), registered: valid one cycle after ``a``."""
+    wa = a.shape().width
+    out = Signal(signed(wa + max(abs(c), 1).bit_length() + 1), name=name)
+    terms, k, x = [], 0, c
+    while x:
+        if x & 1:
+            d = 2 - (x & 3)  # +1 or -1
+            terms.append((a << k) if d > 0 else -(a << k))
+            x -= d
+        x >>= 1
+        k += 1
+    m.d.sync += out.eq(_tree(terms) if terms else 0)
+    return out
+
+
+def _limbs(x):
+    """``x`` (signed) as limbs of at most 16 signed bits: [(limb, shift)]; every limb but the top one
+    is 15 bits, unsigned (a positive 16-bit signed value)."""
+    w = x.shape().width
+    n = max(1, -(-(w - 1) // 15))
+    out = []
+    for i in range(n):
+        lo = 15 * i
+        out.append((x[lo:].as_signed() if i == n - 1 else Cat(x[lo:lo + 15], Const(0, 1)).as_signed(), lo))
+    return out
+
+
 def _clog2(n: int) -> int:
     return max(0, math.ceil(math.log2(max(n, 1))))
 
@@ -122,15 +170,33 @@ class Widths:
         lns = [n for n in prog.nodes if n.kind == "layernorm"]
         sms = [n for n in prog.nodes if n.kind == "softmax"]
         self.dvw = max([n.d_type(g).width for n in lns] + [2])  # N*x - S
-        self.m1a = max(self.aw, self.tw, self.dvw)
-        self.m1b = max(self.scw, self.tw, self.dvw)
+        # the write-back's scale multiply: by constants (shifts and adds) when the program has few
+        # scales and the multiplies are logic, else on the row unit's wide multiplier M1
+        self.scales = sorted({f["scale"] for f in macs if f.get("wbmode")})
+        self.const_scales = not self.row_dsp and len(self.scales) <= MAX_CONST_SCALES
+        self.m1a = max(self.tw, self.dvw) if self.const_scales else max(self.aw, self.tw, self.dvw)
+        self.m1b = max(self.tw, self.dvw) if self.const_scales else max(self.scw, self.tw, self.dvw)
         self.sw = max([g.type_of(n.inputs[0]).width + _clog2(n.n(g)) + 1 for n in lns] + [2])  # row sum
         self.rw = max([n.q_type(g).width + 1 for n in lns] + [n.sum_type(g).width + 1 for n in sms] + [2])
         sm_sh = [i.f["rqsh"] + self.rw for i in prog.instrs if i.op == "softmax"]
         zs = [i.f["zhi"] for i in prog.instrs if "zhi" in i.f] or [1]
         self.zw = _sbits(-max(zs) - 1, max(zs))
-        self.vw = max(self.aw + max(self.c0w, self.scw) + 1, self.m1a + self.m1b, self.zw + self.c0w + 2,
-                      self.dv + 2 * 8 + 2, self.c1w + 2)
+        # the row unit's values: the pre-op's (shifted sums), M1's products, table data; after y = z*g + b
+        adds = [i.f for i in prog.instrs if i.op == "add"]
+        sh = max([max(a["ash"], a["bsh"]) for a in adds] + [0])
+        self.prew = max(self.dv + sh + 2, self.dvw + 1, self.dv + 1)
+        self.rv = max(self.prew, self.m1a + self.m1b, self.tw + 1)
+        self.r6 = max(self.rv, self.zw + self.c0w + 1, self.c1w + 1) + 1
+        # softmax / layer norm: the normalised sum's width; layer norm's z shift zc0 + (p - R) // 2 (even)
+        nrm = [i.f for i in prog.instrs if i.op in ("softmax", "layernorm")]
+        self.nw = max([f["R"] + 2 for f in nrm] + [2])
+        lns_f = [f for f in nrm if "zc0" in f]
+        self.zl = max([0] + [-(f["zc0"] + ((-f["R"] - 1) >> 1)) for f in lns_f])
+        self.zr = max([1] + [f["zc0"] + ((self.rw - f["R"]) >> 1) for f in lns_f])
+        # the common requantizer's input: the write-back's bias sum or scale product, the row unit's value
+        sc_w = max([self.aw + max(abs(s), 1).bit_length() + 1 for s in self.scales] + [0]) if self.const_scales \
+            else self.aw + self.scw
+        self.vw = max(max(self.aw, self.c0w) + 1, sc_w, self.r6)
         shs = [i.f.get("rqsh", 0) for i in prog.instrs] + [0]
         self.lshift = max(0, -min(shs))
         self.rshift = max(shs + sm_sh + [24])  # softmax adds the leading-one position; layer norm's z
@@ -161,6 +227,9 @@ class CompactTop(wiring.Component):
         f = {}
         for k in list(names):
             vals = [ins.f.get(k, 0) for ins in prog.instrs]
+            used = [ins.f[k] for ins in prog.instrs if k in ins.f]
+            if k in ONLY_WHERE_SET and len(set(used)) == 1:  # one value wherever it is read: a constant
+                vals = used
             if len(set(vals)) == 1:  # the same in every instruction: a constant, no register
                 f[k] = Const(vals[0], signed(_sbits(vals[0], vals[0])))
                 names.remove(k)
@@ -187,6 +256,16 @@ class CompactTop(wiring.Component):
             m.d.comb += op_is[k].eq(is_row & (rop == v))
         multi = Signal(name="multi")
         m.d.comb += multi.eq(op_is["softmax"] | op_is["layernorm"])
+
+        def field_shift(x, k):
+            """``x << f[k]``: a multiplexer over the shifts the program uses (few), else a shifter."""
+            vals = sorted({i.f[k] for i in prog.instrs if k in i.f} | {0})
+            if len(vals) > 4 or isinstance(f[k], Const):
+                return x << f[k][:4].as_unsigned()
+            out = x << vals[0]
+            for v in vals[1:]:
+                out = Mux(f[k] == v, x << v, out)
+            return out
 
         # -- memories -------------------------------------------------------------------------
         dw = W.dw
@@ -227,7 +306,35 @@ class CompactTop(wiring.Component):
         # -- shared pieces: wide multiplier M1, requantizer, table index -------------------------
         m1a = Signal(signed(W.m1a), name="m1a")
         m1b = Signal(signed(W.m1b), name="m1b")
-        m1p = pipe_mul(m, m1a, m1b, "m1p", W.row_dsp)  # one cycle after its operands
+        # The row unit's multiplies run on the MAC lanes' multipliers (idle during row instructions)
+        # when their 16-bit limb products fit in the lanes: the lanes' products register one cycle
+        # after the operands, as a registered multiply would; else they are their own multipliers.
+        lane_ops = [(Signal(signed(16), name=f"lane_ra{j}"), Signal(signed(16), name=f"lane_rb{j}")) for j in range(L)]
+        lane_sums = []  # (product signal, [(lane, shift)]): assigned once the lanes' products exist
+        lanes_free = list(range(L)) if not W.row_dsp and W.const_scales else []
+        spare_dsp = [max((d.dsps or 0) - L, 0) if not W.row_dsp else 0]
+
+        def row_mul(a, b, name):
+            la, lb = _limbs(a), _limbs(b)
+            if len(la) * len(lb) > len(lanes_free):
+                if len(la) * len(lb) <= spare_dsp[0]:  # on the DSPs beyond the lanes
+                    spare_dsp[0] -= len(la) * len(lb)
+                    return pipe_mul(m, a, b, name, True)
+                return pipe_mul(m, a, b, name, W.row_dsp)
+            out = Signal(signed(a.shape().width + b.shape().width), name=name)
+            parts = []
+            for xa, sa in la:
+                for xb, sb in lb:
+                    j = lanes_free.pop(0)
+                    m.d.comb += [lane_ops[j][0].eq(xa), lane_ops[j][1].eq(xb)]
+                    parts.append((j, sa + sb))
+            lane_sums.append((out, parts))
+            return out
+
+        m1p = row_mul(m1a, m1b, "m1p")  # one cycle after its operands
+        m2a = Signal(signed(W.c0w), name="m2a")  # layer norm's gamma
+        m2b = Signal(signed(W.zw), name="m2b")  # z
+        m2p = row_mul(m2a, m2b, "m2p")
 
         rq_v = Signal(signed(W.vw), name="rq_v")
         rq_sh = Signal(signed(_sbits(-W.lshift, W.rshift)), name="rq_sh")
@@ -235,16 +342,23 @@ class CompactTop(wiring.Component):
         rq_ok = Signal(name="rq_ok")
         rq_dst = Signal(signed(W.aaw), name="rq_dst")
 
-        def requant(v, sh, rnd, sat, lo, hi, mask, half, width, name, lshift=W.lshift):
-            pos = Signal(range(max(W.rshift, 0) + 1), name=name + "_pos")
-            neg = Signal(range(max(lshift, 0) + 1), name=name + "_neg")
-            m.d.comb += [pos.eq(Mux(sh > 0, sh, 0)), neg.eq(Mux(sh < 0, -sh, 0))]
-            radd = Signal(signed(W.vw + 2), name=name + "_radd")
-            half_v = (Const(1, unsigned(W.vw)) << pos) >> 1
-            odd = (v >> pos)[0]  # the kept part's lowest bit (ties to even)
-            m.d.comb += radd.eq(Mux(pos > 0, Mux(rnd == 1, half_v, Mux(rnd == 2, half_v - 1 + odd, 0)), 0))
+        def requant(v, sh, rnd, sat, lo, hi, mask, half, width, name, lshift=W.lshift, rshift=W.rshift):
+            """golden's requantization of ``v`` by a run-time shift ``sh`` in [-lshift, rshift]
+            (right when positive): one funnel shifter, t = floor(v * 2 / 2**sh); its lowest bit
+            is the rounding bit, the bits shifted out below it the sticky bit (ties to even)."""
+            vwid = v.shape().width
+            x = Cat(Const(0, lshift + 1), v).as_signed()  # v * 2**(lshift + 1)
+            s_ = Signal(range(rshift + lshift + 1), name=name + "_s")
+            m.d.comb += s_.eq(sh + lshift)
+            t = Signal(signed(vwid + lshift + 1), name=name + "_t")
+            m.d.comb += t.eq(x >> s_)
+            q = t[1:].as_signed()  # floor(v / 2**sh), or v << -sh
+            sticky = Signal(name=name + "_sticky")
+            m.d.comb += sticky.eq(Cat(*[x[i] & (s_ > i) for i in range(lshift + 1, vwid + lshift + 1)]).any())
+            inc = Signal(name=name + "_inc")
+            m.d.comb += inc.eq(Mux(rnd == 1, t[0], Mux(rnd == 2, t[0] & (sticky | q[0]), 0)))
             v1 = Signal(signed(width), name=name + "_v1")
-            m.d.comb += v1.eq(((v + radd) >> pos) << neg)
+            m.d.comb += v1.eq(q + inc)
             out = Signal(signed(width), name=name + "_out")
             wrapped = Signal(signed(width), name=name + "_wrap")
             m.d.comb += wrapped.eq(((v1 + half) & mask) - half)
@@ -258,7 +372,7 @@ class CompactTop(wiring.Component):
         out_dst = Signal(signed(W.aaw), name="out_dst")
         m.d.sync += [out_v.eq(Mux(rq_byp, rq_v, rq_out)), out_ok.eq(rq_ok), out_dst.eq(rq_dst)]
 
-        tsrc = Signal(signed(max(W.rw, dv + 2)), name="tsrc")
+        tsrc = Signal(signed(max(W.nw + 1, dv + 2)), name="tsrc")
         tsel2 = Signal(name="tsel2")
         t_sh = Mux(tsel2, f["t2shift"], f["t1shift"])
         t_off = Mux(tsel2, f["t2off"], f["t1off"])
@@ -352,15 +466,16 @@ class CompactTop(wiring.Component):
         # -- MAC array --------------------------------------------------------------------------------
         aw = W.aaw
         g_ = Signal(range(max(max([i.f.get("G", 1) for i in prog.instrs] + [1]), 2) + 1), name="mac_g")
-        mm = Signal(16, name="mac_m")
-        t_ = Signal(16, name="mac_t")
-        s_ = Signal(16, name="mac_s")
+        mac_f = [i.f for i in prog.instrs if i.unit == "mac"] or [{"M": 1, "T": 1, "K": 1}]
+        mm = Signal(range(max(f_["M"] for f_ in mac_f) + 1), name="mac_m")
+        t_ = Signal(range(max(f_["T"] for f_ in mac_f) + 1), name="mac_t")
+        s_ = Signal(range(max(max(f_["K"], L) for f_ in mac_f) + 1), name="mac_s")
         Ag, Am, Ae = (Signal(signed(aw), name=n) for n in ("Ag", "Am", "Ae"))
         bwid = max(len(prog.wrom).bit_length(), aw) + 1
         Bg, Bt, Bk = (Signal(signed(bwid), name=n) for n in ("Bg", "Bt", "Bk"))
         Og, Om, Ot = (Signal(signed(aw), name=n) for n in ("Og", "Om", "Ot"))
         Ct = Signal(signed(max(len(prog.crom).bit_length() + 1, 2) + 1), name="Ct")
-        Pp = Signal(16, name="mac_P")
+        Pp = Signal.like(s_, name="mac_P")
         m.d.comb += Pp.eq(Mux(f["K"] > L, f["K"], L))
         mac_on = Signal(name="mac_on")
         m.d.comb += mac_on.eq(running & ~is_row)
@@ -445,14 +560,21 @@ class CompactTop(wiring.Component):
             bv = value(a_lanes[j], f["ub"][0], f"b_val{j}")
             m.d.sync += b.eq(Mux(f["brom"][0], wl[j], bv))
         m.d.sync += [q1[k].eq(q0[k]) for k in q1] + [q1_ot.eq(q0_ot), q1_ct.eq(q0_ct), q1_nl.eq(q0_nl)]
-        q2_p = [Signal(signed(dw + bw + 1), name=f"q2_p{j}") for j in range(L)]
+        q2_p = [Signal(signed(max(dw + bw + 1, 33 if lane_sums else 0)), name=f"q2_p{j}") for j in range(L)]
         q2 = {k: Signal(name=f"q2_{k}") for k in ("v", "first", "last")}
         q2_ot, q2_ct, q2_nl = Signal.like(q0_ot), Signal.like(q0_ct), Signal.like(q0_nl)
-        for p, b in zip(q2_p, q1_b):
-            prod = q1_a * b
+        for j, (p, b) in enumerate(zip(q2_p, q1_b)):
+            lane_row = any(j == jj for _, parts in lane_sums for jj, _ in parts)
+            if lane_row:  # a row instruction's multiply on this lane
+                prod = Mux(is_row, lane_ops[j][0], q1_a) * Mux(is_row, lane_ops[j][1], b)
+            else:
+                prod = q1_a * b
             if W.acorr:  # an unsigned a with its top bit set is its raw bits as signed + 2**dw
-                prod = prod + Mux(q1_ca, b << dw, 0)
+                ca = (q1_ca & ~is_row) if lane_row else q1_ca
+                prod = Cat(prod[:dw], prod[dw:].as_signed() + Mux(ca, b, 0)).as_signed()
             m.d.sync += p.eq(prod)
+        for out, parts in lane_sums:
+            m.d.comb += out.eq(_tree([q2_p[j] << sh for j, sh in parts]))
         m.d.sync += [q2[k].eq(q1[k]) for k in q2] + [q2_ot.eq(q1_ot), q2_ct.eq(q1_ct), q2_nl.eq(q1_nl)]
         acc = [Signal(signed(W.aw), name=f"acc{j}") for j in range(L)]
         wbuf = [Signal(signed(W.aw), name=f"wbuf{j}") for j in range(L)]
@@ -467,18 +589,22 @@ class CompactTop(wiring.Component):
                 m.d.sync += wb_on.eq(0)
         with m.If(q2["v"]):
             m.d.sync += [a.eq(x) for a, x in zip(acc, nxt)]
-            with m.If(q2["last"]):
-                m.d.sync += [b.eq(x) for b, x in zip(wbuf, nxt)]
-                m.d.sync += [wb_on.eq(1), wb_j.eq(0), wb_nl.eq(q2_nl), wb_ot.eq(q2_ot), wb_ct.eq(q2_ct)]
+        # a finished tile's sums: the accumulators into the write-back buffer the cycle after its last
+        # product (the next tile's first product goes into the accumulators meanwhile)
+        q3_cap = Signal(name="q3_cap")
+        q3_ot, q3_ct, q3_nl = Signal.like(q0_ot, name="q3_ot"), Signal.like(q0_ct, name="q3_ct"), Signal.like(q0_nl, name="q3_nl")
+        m.d.sync += [q3_cap.eq(q2["v"] & q2["last"]), q3_ot.eq(q2_ot), q3_ct.eq(q2_ct), q3_nl.eq(q2_nl)]
+        with m.If(q3_cap):
+            m.d.sync += [b.eq(a) for b, a in zip(wbuf, acc)]
+            m.d.sync += [wb_on.eq(1), wb_j.eq(0), wb_nl.eq(q3_nl), wb_ot.eq(q3_ot), wb_ct.eq(q3_ct)]
         # write-back: W0 select (and constant read), W1 bias add or scale multiply
         w0_sel = Signal(signed(W.aw), name="w0_sel")
         w0_ok = Signal(name="w0_ok")
         w0_dst = Signal(signed(aw), name="w0_dst")
-        sel = Signal(signed(W.aw), name="wb_sel")
-        with m.Switch(wb_j):
-            for j in range(L):
-                with m.Case(j):
-                    m.d.comb += sel.eq(wbuf[j])
+        # the buffer shifts one lane a cycle towards lane 0, the one written back (no lane multiplexer)
+        with m.If(wb_on & ~q3_cap):
+            m.d.sync += [wbuf[j].eq(wbuf[j + 1]) for j in range(L - 1)]
+        sel = wbuf[0]
         m.d.sync += [w0_sel.eq(sel), w0_ok.eq(wb_on), w0_dst.eq(wb_ot + wb_j)]
         w1_v = Signal(signed(W.vw), name="w1_v")
         w1_ok = Signal(name="w1_ok")
@@ -487,12 +613,19 @@ class CompactTop(wiring.Component):
         w0b_ok = Signal(name="w0b_ok")
         w0b_dst = Signal(signed(aw), name="w0b_dst")
         m.d.sync += [w0b_v.eq(w0_sel + c_g), w0b_ok.eq(w0_ok), w0b_dst.eq(w0_dst)]
-        m.d.sync += [w1_v.eq(Mux(f["wbmode"][0], m1p, w0b_v)), w1_ok.eq(w0b_ok), w1_dst.eq(w0b_dst)]
+        if W.const_scales:  # the scale product, one multiply by a constant per scale of the program
+            sc_p = Const(0, signed(2))
+            for sc in W.scales:
+                sc_p = Mux(f["scale"] == sc, const_mul(m, w0_sel, sc, f"scale_p{sc}"), sc_p)
+        else:
+            sc_p = m1p
+        m.d.sync += [w1_v.eq(Mux(f["wbmode"][0], sc_p, w0b_v)), w1_ok.eq(w0b_ok), w1_dst.eq(w0b_dst)]
 
         # -- row unit -------------------------------------------------------------------------------
-        i1 = Signal(16, name="row_i1")
-        i2 = Signal(16, name="row_i2")
-        c_ = Signal(16, name="row_c")
+        row_f = [i.f for i in prog.instrs if i.unit == "row"] or [{"n1": 1, "n2": 1, "N": 1}]
+        i1 = Signal(range(max(f_["n1"] for f_ in row_f) + 1), name="row_i1")
+        i2 = Signal(range(max(f_["n2"] for f_ in row_f) + 1), name="row_i2")
+        c_ = Signal(range(max(f_["N"] for f_ in row_f) + 1), name="row_c")
         pss = Signal(2, name="row_pass")
         rph = Signal(2, name="row_phase")  # 0 issue, 1 wait, 2 normalise
         wcnt_r = Signal(8, name="row_wait")
@@ -562,7 +695,7 @@ class CompactTop(wiring.Component):
         m.d.comb += s0_first.eq(c_ == 0)
         s1_h0 = tag("s1_h0", r_issue & op_is["add"] & ~half)
         s1 = dict(v=tag("s1_v", r_step), wr=tag("s1_wr", s0_wr), first=tag("s1_first", s0_first),
-                  pss=tag("s1_pss", pss), dst=tag("s1_dst", X["d"][2]),
+                  pss=tag("s1_pss", pss), dst=tag("s1_dst", X["d"][2]), col=tag("s1_col", c_),
                   la=tag("s1_la", X["a"][2][:lg] if lg else Const(0, 1)),
                   lb=tag("s1_lb", X["b"][2][:lg] if lg else Const(0, 1)))
         xa_raw = Signal(signed(dw), name="s1_xa_raw")
@@ -582,17 +715,17 @@ class CompactTop(wiring.Component):
         xb = value(xb_raw, f["ub"][0], "s1_xb")
         s2 = {k: tag("s2_" + k, v) for k, v in s1.items() if k not in ("la", "lb")}
         s2_xa, s2_xb = tag("s2_xa", xa), tag("s2_xb", xb)
-        s2_g, s2_b = tag("s2_g", c_g), tag("s2_b", c_b)
         # S2: pre-op and the first reductions
         mx = Signal(signed(dv), name="row_max")
         Ssum = Signal(signed(W.sw), name="row_S")
         dev = Signal(signed(W.dvw), name="s2_dev")
-        nf = f["N"].as_unsigned()
+        ln_n = {i.f["N"] for i in prog.instrs if i.op == "layernorm"}
+        nf = Const(ln_n.pop(), unsigned(16)) if len(ln_n) == 1 else f["N"].as_unsigned()  # N, as layer norm reads it
         nx = s2_xa * nf if W.row_dsp else _tree(Mux(nf[i], s2_xa << i, 0) for i in range(nf.shape().width))
         m.d.comb += dev.eq(nx - Ssum)
-        pre = Signal(signed(W.vw), name="s2_pre")
+        pre = Signal(signed(W.prew), name="s2_pre")
         with m.If(op_is["add"]):
-            m.d.comb += pre.eq((s2_xa << f["ash"][:4].as_unsigned()) + (s2_xb << f["bsh"][:4].as_unsigned()))
+            m.d.comb += pre.eq(field_shift(s2_xa, "ash") + field_shift(s2_xb, "bsh"))
         with m.Elif(op_is["relu"]):
             m.d.comb += pre.eq(Mux(s2_xa > 0, s2_xa, 0))
         with m.Elif(op_is["layernorm"]):
@@ -606,43 +739,41 @@ class CompactTop(wiring.Component):
                 m.d.sync += Ssum.eq(Mux(s2["first"], 0, Ssum) + s2_xa)
         in_p = Signal(name="in_p")
         m.d.comb += in_p.eq(row_run & (rph == 2))
-        p_src = Signal(signed(W.rw + 1), name="p_n")
+        p_src = Signal(signed(W.nw + 1), name="p_n")
         m.d.comb += [tsel2.eq(in_p), tsrc.eq(Mux(in_p, p_src, Mux(op_is["softmax"], mx - s2_xa, s2_xa)))]
         s3 = {k: tag("s3_" + k, v) for k, v in s2.items()}
         s3_pre = tag("s3_pre", pre)
-        s3_g, s3_b = tag("s3_g", s2_g), tag("s3_b", s2_b)
         # S3: table data; the row sum of exponents; the wide multiply
         red = Signal(unsigned(W.rw), name="row_red")  # sum of exponents / sum of squares
         rr = Signal(signed(W.tw), name="row_r")  # reciprocal / inverse square root
         with m.If(is_row):
             m.d.comb += [m1a.eq(Mux(op_is["softmax"], tdat, s3_pre)),
                          m1b.eq(Mux(op_is["layernorm"] & (s3["pss"] == 1), s3_pre, rr))]
-        with m.Else():
-            m.d.comb += [m1a.eq(w0_sel), m1b.eq(f["scale"])]
+        if not W.const_scales:
+            with m.Else():
+                m.d.comb += [m1a.eq(w0_sel), m1b.eq(f["scale"])]
         with m.If(s3["v"] & (s3["pss"] == 1) & op_is["softmax"]):
             m.d.sync += red.eq(Mux(s3["first"], 0, red) + tdat)
         s3b = {k: tag("s3b_" + k, v) for k, v in s3.items()}  # the product's cycle
         s3b_v = tag("s3b_v", Mux(op_is["lookup"], tdat, s3_pre))
-        s3b_g, s3b_b = tag("s3b_g", s3_g), tag("s3b_b", s3_b)
         s4 = {k: tag("s4_" + k, v) for k, v in s3b.items()}
-        s4_v = Signal(signed(W.vw), name="s4_val")
+        s4_v = Signal(signed(W.rv), name="s4_val")
         m.d.sync += s4_v.eq(Mux(multi, m1p, s3b_v))
-        s4_g, s4_b = tag("s4_g", s3b_g), tag("s4_b", s3b_b)
         # S4: layer norm's sum of squares; z = rq(d * t)
         with m.If(s4["v"] & (s4["pss"] == 1) & op_is["layernorm"]):
             m.d.sync += red.eq(Mux(s4["first"], f["eps"], red) + s4_v)
-        zsh = Signal(signed(12), name="row_zsh")
-        z = requant(s4_v, zsh, f["zrnd"], f["zsat"], f["zlo"], f["zhi"], f["zmask"], f["zhalf"], W.vw + 16, "rqz",
-                    lshift=15)
+        zsh = Signal(signed(_sbits(-W.zl, W.zr)), name="row_zsh")
+        z = requant(s4_v, zsh, f["zrnd"], f["zsat"], f["zlo"], f["zhi"], f["zmask"], f["zhalf"], W.rv + W.zl + 1, "rqz",
+                    lshift=W.zl, rshift=W.zr)
         s5 = {k: tag("s5_" + k, v) for k, v in s4.items()}
-        s5_v = Signal(signed(W.vw), name="s5_val")
+        s5_v = Signal(signed(W.rv), name="s5_val")
         m.d.sync += s5_v.eq(Mux(op_is["layernorm"], z, s4_v))
-        s5_g, s5_b = tag("s5_g", s4_g), tag("s5_b", s4_b)
+        s5_g, s5_b = c_g, c_b  # layer norm's gamma and beta: the constant ROM read at S4 (its column)
         # S5: y = z * gamma + beta
         zv = s5_v[:W.zw].as_signed()
-        m2p = pipe_mul(m, s5_g, zv, "m2p", W.row_dsp)
+        m.d.comb += [m2a.eq(s5_g), m2b.eq(zv)]
         s5b_v, s5b_b = tag("s5b_v", s5_v), tag("s5b_b", s5_b)  # the product's cycle
-        s6_v = Signal(signed(W.vw), name="s6_val")
+        s6_v = Signal(signed(W.r6), name="s6_val")
         m.d.sync += s6_v.eq(Mux(op_is["layernorm"], m2p + s5b_b, s5b_v))
         s5b = {k: tag("s5b_" + k, v) for k, v in s5.items()}
         s6 = {k: tag("s6_" + k, v) for k, v in s5b.items()}
@@ -650,7 +781,7 @@ class CompactTop(wiring.Component):
         p_r = Signal(range(W.rw + 1), name="row_p")
         lop = leading_one(m, red, W.rw, name="row_lop")
         sh_r = Signal(signed(_clog2(W.rw) + 3), name="row_sh")
-        n_r = Signal(unsigned(W.rw), name="row_n")
+        n_r = Signal(unsigned(W.nw), name="row_n")  # the normalised sum: below 2**(R + 2)
         sh0 = Signal(signed(_clog2(W.rw) + 3), name="row_sh0")
         m.d.comb += sh0.eq(p_r - f["R"])
         sh1 = Signal.like(sh0, name="row_sh1")
@@ -688,7 +819,7 @@ class CompactTop(wiring.Component):
             m.d.comb += rpa.addr.eq(Ae >> lg)
         with m.Else():
             m.d.comb += rpa.addr.eq(Bk)
-        m.d.comb += [rpw.addr.eq(Mux(is_row, t_word, Bk)), rpc.addr.eq(Mux(is_row, f["cbase"] + c_, wb_ct + wb_j))]
+        m.d.comb += [rpw.addr.eq(Mux(is_row, t_word, Bk)), rpc.addr.eq(Mux(is_row, f["cbase"] + s4["col"], wb_ct + wb_j))]
 
         # -- store ------------------------------------------------------------------------------------
         out_t = d.out_type

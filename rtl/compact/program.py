@@ -44,7 +44,7 @@ PASSES = {"softmax": 3, "layernorm": 3}
 # engine timing constants (cycles); the engine is built to these numbers
 FETCH = 2        # instruction ROM read and set-up
 ROW_DRAIN = 9    # issue to write of the row unit's element pipeline
-MAC_DRAIN = 3    # issue to the accumulators (operands, product, sum)
+MAC_DRAIN = 4    # issue to the write-back buffer (operands, product, sum, capture)
 WB_DEPTH = 4     # write-back after the last lane's select: bias or scale (2), requantize, write
 SUM_WAIT = 5     # softmax / layer norm: after pass 1, until the row's sum is complete
 P_CYCLES = 4     # softmax / layer norm: the per-row normalisation (leading one, shift, table) before pass 2
