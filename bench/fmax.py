@@ -86,11 +86,31 @@ def measure(design, family: str = "ecp5", workdir: Path | None = None, seed: int
     return res
 
 
+def node_graph(g, name: str):
+    """Node ``name`` of ``g`` alone: each of its inputs a graph input in its own type (a quantize
+    node per input, as the hardware takes them), the node with its own constants and types."""
+    import dataclasses
+    from fabformer import ir
+    op = g.node(name)
+    sub = ir.Graph(f"{g.name}_{name}".replace("/", "_"))
+    ins = []
+    for k, t in enumerate(op.inputs):
+        sub.add_input(f"in{k}", tuple(g.tensors[t].shape))
+        sub.add(ir.Quantize(f"q{k}", (f"in{k}",), f"x{k}"), g.type_of(t))
+        ins.append(f"x{k}")
+    sub.add(dataclasses.replace(op, inputs=tuple(ins), output="y"), g.type_of(op.output))
+    sub.outputs = ["y"]
+    sub.verify()
+    return sub
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--op", nargs="*", default=[], help="op graph kinds, each optionally KIND:PARALLELISM")
     ap.add_argument("--graph", help="a graph JSON (the whole model)")
     ap.add_argument("--parallelism", default=None, help="N, or a JSON object {node: N}")
+    ap.add_argument("--node", nargs="*", default=[],
+                    help="with --graph: measure these nodes alone (each fed from its own quantized inputs)")
     ap.add_argument("--family", default="ecp5", choices=sorted(PARTS))
     ap.add_argument("--no-pnr", action="store_true", help="synthesis only")
     ap.add_argument("--keep", help="keep the build folders under this folder")
@@ -106,7 +126,14 @@ def main(argv=None) -> int:
     if a.graph:
         par = a.parallelism
         par = None if par is None else json.loads(par) if par.strip().startswith("{") else int(par)
-        jobs.append((Path(a.graph).stem, ir.load(a.graph), par))
+        g = ir.load(a.graph)
+        if a.node:
+            for name in a.node:
+                sub = node_graph(g, name)
+                jobs.append((f"{Path(a.graph).stem}:{name}".replace("/", "_"), sub,
+                             par.get(name) if isinstance(par, dict) else par))
+        else:
+            jobs.append((Path(a.graph).stem, g, par))
     rows = []
     for label, g, p in jobs:
         d = generate(g, parallelism=p)
