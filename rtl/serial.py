@@ -46,6 +46,40 @@ def _times(v, c: int):
     return out
 
 
+DSP_BITS = 18  # a signed product of operands up to this wide fits one DSP cell (ECP5 MULT18X18D)
+_LO = DSP_BITS - 1  # the low piece of a wider operand: this many bits, unsigned
+
+
+def mul_stages(wa: int, wb: int) -> int:
+    """Register stages of :func:`_mul` for signed operand widths ``wa`` and ``wb``."""
+    return 1 if max(wa, wb) <= DSP_BITS else 2
+
+
+def _pieces(v):
+    """``v`` as (piece, shift) pairs of at most ``DSP_BITS`` signed bits: the low ``_LO`` bits
+    unsigned and the rest (recursively) with the value's sign."""
+    w, sg = v.shape().width, v.shape().signed
+    if w + (0 if sg else 1) <= DSP_BITS:
+        return [(v, 0)]
+    hi = v[_LO:].as_signed() if sg else v[_LO:]
+    return [(v[:_LO], 0)] + [(p, sh + _LO) for p, sh in _pieces(hi)]
+
+
+def _mul(m, a, b, name, shape):
+    """``a * b`` registered: one stage when each operand fits a DSP; else two, the partial
+    products of the operands' DSP-sized pieces each registered, then their shifted sum (so no
+    cascade of DSPs and wide carry chains sits between two registers)."""
+    a, b = Value.cast(a), Value.cast(b)
+    if mul_stages(a.shape().width, b.shape().width) == 1:
+        return _r(m, a * b, name, shape)
+    parts = [(_r(m, pa * pb, f"{name}_p{i}_{j}"), sa + sb)
+             for i, (pa, sa) in enumerate(_pieces(a)) for j, (pb, sb) in enumerate(_pieces(b))]
+    total = parts[0][0] << parts[0][1]
+    for p, sh in parts[1:]:
+        total = total + (p << sh)
+    return _r(m, total, name, shape)
+
+
 def _const_select(m, values, idx, name):
     w = max(max(int(v).bit_length() for v in values) + 1, 2)
     out = Signal(signed(w), name=name)
@@ -259,9 +293,20 @@ class SerialLayerNorm(_SerialRow):
 
     kind = "layernorm"
     multipliers = 3
-    E = 2        # d, d*d registered; the sum takes them
     DELAYED = 1  # B reuses d
-    B = 7        # operands; d*t; rounding; shift; saturate z; z*gamma; + beta, rounding
+
+    @property
+    def E(self):  # d, d*d registered (d*d in two stages when d is wider than a DSP); the sum takes them
+        w = self.op.d_type(self.g).width
+        return 1 + mul_stages(w, w)
+
+    @property
+    def B(self):  # operands; d*t (one or two stages); rounding; shift; saturate z; z*gamma; + beta, rounding
+        return 6 + self._dt_stages
+
+    @property
+    def _dt_stages(self):
+        return mul_stages(self.op.d_type(self.g).width, self.op.invsqrt_table.out_type.width + 1)
 
     def elaborate(self, platform):
         m = Module()
@@ -285,7 +330,7 @@ class SerialLayerNorm(_SerialRow):
         S = _hold(m, pulse(pl["load_a"]), _tree(m, x0, lambda a, b: a + b, "sum"), "a_S", s_shape)
         x = self._issue(m, pulse, pl, x0, "a_x")
         d = _r(m, _times(x, N) - S, "a_d", signed(dt.width))
-        sq = _r(m, d * d, "a_sq", unsigned(2 * dt.width))
+        sq = _mul(m, d, d, "a_sq", unsigned(2 * dt.width))
         Q = Signal(unsigned(qt.width), name="a_Q")
         first = pulse(pl["a0"] + self.E)
         m.d.sync += Q.eq(Mux(first, sq, Q + sq))
@@ -304,7 +349,10 @@ class SerialLayerNorm(_SerialRow):
         t1, zsh1 = _r(m, b_t, "b1_t"), _r(m, b_zsh, "b1_zsh")
         g1 = _r(m, _const_select(m, [int(v) for v in op.gamma], j, "gamma"), "b1_g")
         be1 = _r(m, _const_select(m, [int(v) << bshift for v in op.beta], j, "beta"), "b1_b")
-        prod2 = _r(m, d1 * t1, "b2_dt")
+        assert mul_stages(d1.shape().width, t1.shape().width + (0 if t1.shape().signed else 1)) == self._dt_stages
+        prod2 = _mul(m, d1, t1, "b2_dt", None)
+        for k in range(self._dt_stages - 1):  # the product's second stage: the others wait a cycle
+            zsh1, g1, be1 = _r(m, zsh1, f"b1_zsh_{k}"), _r(m, g1, f"b1_g_{k}"), _r(m, be1, f"b1_b_{k}")
         pos2, neg2, rnd = _shift_parts(m, zsh1, nt.rounding, "b2_zsh")
         g2, be2 = _r(m, g1, "b2_g"), _r(m, be1, "b2_b")
         v3 = _r(m, prod2 + rnd(prod2), "b3_v")
