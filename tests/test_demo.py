@@ -101,8 +101,9 @@ def test_report_from_build_json_shows_the_boards_clock_and_resources(tmp_path, s
     b = _cli(tmp_path, "build", str(small_graph), "--board", "ulx3s-85f", "-o", str(tmp_path / "b"), "--json",
              "--verbose")
     assert b.returncode == 0, b.stderr
-    # --json: stdout is the JSON object alone, no progress; --verbose: the chatter is on stderr, no log file
-    assert "✓" not in b.stdout + b.stderr and "INFO:" not in b.stdout
+    # --json: stdout is the JSON object alone, the progress on stderr; --verbose: the chatter is on stderr,
+    # no log file
+    assert "✓" not in b.stdout and "✓ build for ulx3s-85f" in b.stderr and "INFO:" not in b.stdout
     assert "serialize() of a third" in b.stderr and "Running command make" in b.stderr
     assert "INFO:tool: a subprocess" in b.stderr and not (tmp_path / "b" / "fabformer.log").exists()
     (tmp_path / "build.json").write_text(b.stdout)  # the output of build --json, as it is
