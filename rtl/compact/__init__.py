@@ -66,8 +66,14 @@ class CompactDesign:
         """Multiply-accumulates per sample over (MAC lanes x cycles per sample)."""
         return self.macs / (self.lanes * self.ii_cycles)
 
-    def make_top(self) -> CompactTop:
-        return CompactTop(self)
+    def make_top(self, peek: bool = False) -> CompactTop:
+        return CompactTop(self, peek=peek)
+
+    @property
+    def peek_output(self) -> tuple[int, int, int]:
+        """Where a shell reads the output row between samples through the top's ``peek`` port
+        (``make_top(peek=True)``): (its first data-memory word, elements a word, bits an element)."""
+        return self.program.out_place.base // self.lanes, self.lanes, self.widths.dw
 
     @property
     def top(self) -> CompactTop:

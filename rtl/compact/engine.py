@@ -207,12 +207,18 @@ class Widths:
 class CompactTop(wiring.Component):
     """``i`` takes input rows, ``o`` gives output rows (as the dataflow ``Top``)."""
 
-    def __init__(self, design):
+    def __init__(self, design, peek: bool = False):
         self._design = design
-        super().__init__({
+        self._peek = peek
+        members = {
             "i": In(stream.Signature(row_layout(design.in_type, design.in_cols))),
             "o": Out(stream.Signature(row_layout(design.out_type, design.out_cols))),
-        })
+        }
+        if peek:  # between samples (waiting for input) the data memory's read port reads word peek_addr
+            prog = design.program
+            members["peek_addr"] = In(range(max(prog.dm_words, 2)))
+            members["peek_data"] = Out(prog.L * design.widths.dw)
+        super().__init__(members)
 
     def elaborate(self, platform):
         d = self._design
@@ -811,6 +817,9 @@ class CompactTop(wiring.Component):
         st_addr = Signal(range(max(prog.dm_words, 2)), name="st_addr")
         with m.If(st_rd):
             m.d.comb += rpa.addr.eq(st_addr)
+        if self._peek:
+            with m.Elif(state == LOAD):
+                m.d.comb += rpa.addr.eq(self.peek_addr)
         with m.Elif(is_row):
             m.d.comb += rpa.addr.eq(Mux(op_is["add"] & half, X["b"][2], X["a"][2]) >> lg)
         with m.Elif(ldp):
@@ -820,6 +829,9 @@ class CompactTop(wiring.Component):
         with m.Else():
             m.d.comb += rpa.addr.eq(Bk)
         m.d.comb += [rpw.addr.eq(Mux(is_row, t_word, Bk)), rpc.addr.eq(Mux(is_row, f["cbase"] + s4["col"], wb_ct + wb_j))]
+
+        if self._peek:
+            m.d.comb += self.peek_data.eq(rpa.data)
 
         # -- store ------------------------------------------------------------------------------------
         out_t = d.out_type
