@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
@@ -124,6 +126,29 @@ def _limbs(x):
     return out
 
 
+def _acc_range(ins, node, g) -> tuple[int, int]:
+    """The least and greatest sum a MAC instruction's accumulator takes (0 included)."""
+    f = ins.f
+
+    def rng(t):
+        return (t.min_int, t.max_int)
+
+    if ins.op == "dense":
+        xlo, xhi = rng(g.type_of(node.inputs[0]))
+        w = np.asarray(node.weight, dtype=object)
+        lo = (np.minimum(w * xlo, w * xhi)).sum(axis=0)
+        hi = (np.maximum(w * xlo, w * xhi)).sum(axis=0)
+        return min(0, int(lo.min())), max(0, int(hi.max()))
+    if ins.op == "matmul":
+        (alo, ahi), (blo, bhi) = (rng(g.type_of(t)) for t in node.inputs)
+    elif ins.op == "pool":  # ones times x
+        (alo, ahi), (blo, bhi) = (1, 1), rng(g.type_of(node.inputs[0]))
+    else:
+        raise ValueError(f"no accumulator range for a MAC instruction {ins.op!r}")
+    corners = [alo * blo, alo * bhi, ahi * blo, ahi * bhi]
+    return min(0, f["K"] * min(corners)), max(0, f["K"] * max(corners))
+
+
 def _clog2(n: int) -> int:
     return max(0, math.ceil(math.log2(max(n, 1))))
 
@@ -161,9 +186,13 @@ class Widths:
         c0 = [a for a, _ in prog.crom]
         c1 = [b for _, b in prog.crom]
         self.c0w, self.c1w = _sbits(min(c0), max(c0)), _sbits(min(c1), max(c1))
+        gam = [a for i in prog.instrs if i.op == "layernorm" for a, _ in prog.crom[i.f["cbase"]:i.f["cbase"] + i.f["N"]]]
+        self.gw = _sbits(min(gam + [0]), max(gam + [0]))  # layer norm's gammas
         macs = [i.f for i in prog.instrs if i.unit == "mac"] or [{"K": 1, "aone": 1, "brom": 1, "scale": 1, "abuf": 0}]
-        self.aw = max((2 if f["aone"] else self.dv) + (self.ww if f["brom"] else self.dv) + _clog2(f["K"]) + 1
-                      for f in macs)
+        # the accumulators: wide enough for every MAC instruction's sums (two's complement wraps in
+        # between: only the tile's sum must fit), from its operands' types and the weights
+        nodes = {n.name: n for n in prog.nodes}
+        self.aw = max([_sbits(*_acc_range(i, nodes[i.node], g)) for i in prog.instrs if i.unit == "mac"] + [2])
         self.scw = _sbits(0, max(max(f["scale"] for f in macs), 1))
         rows = [i.f for i in prog.instrs if i.unit == "row"]
         self.nmax = max([f["N"] for f in rows] + [2])
@@ -338,9 +367,25 @@ class CompactTop(wiring.Component):
             return out
 
         m1p = row_mul(m1a, m1b, "m1p")  # one cycle after its operands
-        m2a = Signal(signed(W.c0w), name="m2a")  # layer norm's gamma
-        m2b = Signal(signed(W.zw), name="m2b")  # z
-        m2p = row_mul(m2a, m2b, "m2p")
+        # M2: layer norm's z * gamma; with the scales and gammas in 16 bits and the DSPs beyond the lanes
+        # enough for the wide operand's 16-bit limbs, also the write-back's scale product (one DSP a limb)
+        scale_m2 = W.const_scales and W.scw <= 16 and W.gw <= 16 and any(sc != 0 for sc in W.scales) and \
+            len(_limbs(Signal(signed(max(W.zw, W.aw))))) <= spare_dsp[0]
+        if scale_m2:
+            m2a = Signal(signed(16), name="m2a")  # layer norm's gamma, or the scale
+            m2b = Signal(signed(max(W.zw, W.aw)), name="m2b")  # z, or the accumulator's sum
+            m2p = Signal(signed(16 + m2b.shape().width), name="m2p")
+            m2_parts = []
+            for xb, sb in _limbs(m2b):
+                pl = Signal(signed(32), name=f"m2p_l{sb}")
+                m.d.sync += pl.eq(m2a * xb)
+                m2_parts.append(pl << sb)
+                spare_dsp[0] -= 1
+            m.d.comb += m2p.eq(_tree(m2_parts))
+        else:
+            m2a = Signal(signed(W.c0w), name="m2a")  # layer norm's gamma
+            m2b = Signal(signed(W.zw), name="m2b")  # z
+            m2p = row_mul(m2a, m2b, "m2p")
 
         rq_v = Signal(signed(W.vw), name="rq_v")
         rq_sh = Signal(signed(_sbits(-W.lshift, W.rshift)), name="rq_sh")
@@ -619,7 +664,11 @@ class CompactTop(wiring.Component):
         w0b_ok = Signal(name="w0b_ok")
         w0b_dst = Signal(signed(aw), name="w0b_dst")
         m.d.sync += [w0b_v.eq(w0_sel + c_g), w0b_ok.eq(w0_ok), w0b_dst.eq(w0_dst)]
-        if W.const_scales:  # the scale product, one multiply by a constant per scale of the program
+        if scale_m2:  # the scale product on M2 (idle during MAC instructions)
+            with m.If(~is_row):
+                m.d.comb += [m2a.eq(f["scale"]), m2b.eq(w0_sel)]
+            sc_p = m2p
+        elif W.const_scales:  # the scale product, one multiply by a constant per scale of the program
             sc_p = Const(0, signed(2))
             for sc in W.scales:
                 sc_p = Mux(f["scale"] == sc, const_mul(m, w0_sel, sc, f"scale_p{sc}"), sc_p)
@@ -777,7 +826,11 @@ class CompactTop(wiring.Component):
         s5_g, s5_b = c_g, c_b  # layer norm's gamma and beta: the constant ROM read at S4 (its column)
         # S5: y = z * gamma + beta
         zv = s5_v[:W.zw].as_signed()
-        m.d.comb += [m2a.eq(s5_g), m2b.eq(zv)]
+        if scale_m2:
+            with m.If(is_row):
+                m.d.comb += [m2a.eq(s5_g[:16].as_signed()), m2b.eq(zv)]
+        else:
+            m.d.comb += [m2a.eq(s5_g), m2b.eq(zv)]
         s5b_v, s5b_b = tag("s5b_v", s5_v), tag("s5b_b", s5_b)  # the product's cycle
         s6_v = Signal(signed(W.r6), name="s6_val")
         m.d.sync += s6_v.eq(Mux(op_is["layernorm"], m2p + s5b_b, s5b_v))
