@@ -234,8 +234,8 @@ class UARTShell(wiring.Component):
         rd_ptr = Signal(range(self.in_rows + 1))
         ivalid = Signal()
         wr_ptr = Signal(range(self.out_rows + 1))
-        cycles = Signal(32)
-        cyc_out = Signal(32)
+        cycles = Signal(32)  # counts from the first input beat offered to the last output beat, then holds
+        counting = Signal()
         advance = Signal()
         m.d.comb += [advance.eq(~ivalid | model.i.ready),
                      ird.addr.eq(rd_ptr),
@@ -278,14 +278,14 @@ class UARTShell(wiring.Component):
                             m.d.comb += iwr.en.eq(1)
                         m.d.sync += [byte_i.eq(0), row_i.eq(row_i + 1)]
                         with m.If(row_i == self.in_rows - 1):
-                            m.d.sync += [rd_ptr.eq(0), wr_ptr.eq(0), cycles.eq(0), ivalid.eq(0)]
+                            m.d.sync += [rd_ptr.eq(0), wr_ptr.eq(0), cycles.eq(0), counting.eq(0), ivalid.eq(0)]
                             m.next = "RUN"
                     with m.Else():
                         m.d.sync += byte_i.eq(byte_i + 1)
             with m.State("RUN"):
                 m.d.comb += [self.led_busy.eq(1), model.o.ready.eq(1), ird.en.eq(advance)]
-                with m.If(ivalid | (cycles != 0)):  # cycle 0: the first input beat is offered
-                    m.d.sync += cycles.eq(cycles + 1)
+                with m.If(ivalid | counting):  # cycle 0: the first input beat is offered
+                    m.d.sync += [cycles.eq(cycles + 1), counting.eq(1)]
                 with m.If(advance):
                     with m.If(rd_ptr != self.in_rows):
                         m.d.sync += [ivalid.eq(1), rd_ptr.eq(rd_ptr + 1)]
@@ -296,7 +296,7 @@ class UARTShell(wiring.Component):
                         m.d.comb += owr.en.eq(1)
                     m.d.sync += wr_ptr.eq(wr_ptr + 1)
                     with m.If(wr_ptr == self.out_rows - 1):
-                        m.d.sync += [cyc_out.eq(cycles), ivalid.eq(0)]
+                        m.d.sync += [cycles.eq(cycles), counting.eq(0), ivalid.eq(0)]
                         m.next = "SEND_SYNC"
             with m.State("SEND_SYNC"):
                 m.d.comb += [self.led_busy.eq(1), utx.data.eq(SYNC_OUT), utx.valid.eq(1)]
@@ -331,7 +331,7 @@ class UARTShell(wiring.Component):
                     with m.Else():
                         m.d.sync += tx_byte.eq(tx_byte + 1)
             with m.State("SEND_CYCLES"):
-                m.d.comb += [self.led_busy.eq(1), utx.data.eq(cyc_out.word_select(tx_byte[:2], 8)),
+                m.d.comb += [self.led_busy.eq(1), utx.data.eq(cycles.word_select(tx_byte[:2], 8)),
                              utx.valid.eq(1)]
                 with m.If(utx.ready):
                     m.d.sync += tx_byte.eq(tx_byte + 1)

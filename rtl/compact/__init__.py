@@ -124,6 +124,10 @@ def generate_compact(graph: ir.Graph, parallelism=None, lanes: int = LANES, row_
         raise FabformerError(f"the compact architecture has one MAC array of `lanes` multipliers; "
                              f"parallelism={parallelism!r} is a dataflow setting (valid: None)")
     prog = compile_graph(graph, lanes)
+    if row_multipliers == "lut":  # few LUTs: layer norm's pass 2 at half rate, one requantizer for z and y
+        for ins in prog.instrs:
+            if ins.op == "layernorm":
+                ins.f["h2"] = 1
     d = CompactDesign(graph, prog, in_tensor=prog.in_tensor, out_tensor=prog.out_tensor,
                       row_multipliers=row_multipliers, dsps=dsps)
     d.in_rows, d.in_cols = row_shape(graph.tensors[d.in_tensor].shape)

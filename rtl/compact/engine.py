@@ -90,7 +90,7 @@ def pipe_mul(m, a, b, name: str, dsp: bool, groups: int = 4):
 ONLY_WHERE_SET = frozenset(
     ["G", "M", "T", "K", "Nlast", "aone", "abuf", "arl", "brom", "asg", "asm", "bsg", "bsk", "osg", "osm",
      "wbmode", "scale", "cbase", "n1", "n2", "N", "ash", "bsh", "R", "eps", "zc0",
-     "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf"] +
+     "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf", "h2"] +
     [f"t{i}{k}" for i in (1, 2) for k in ("base", "shift", "off", "size", "uns")])
 
 
@@ -229,6 +229,10 @@ class Widths:
         shs = [i.f.get("rqsh", 0) for i in prog.instrs] + [0]
         self.lshift = max(0, -min(shs))
         self.rshift = max(shs + sm_sh + [24])  # softmax adds the leading-one position; layer norm's z
+        # layer norm's pass 2 at half rate (field h2): its z requantization on the common requantizer
+        self.share_z = any(i.f.get("h2") for i in prog.instrs if i.op == "layernorm")
+        if self.share_z:
+            self.lshift, self.rshift = max(self.lshift, self.zl), max(self.rshift, self.zr)
         self.rqw = self.vw + self.lshift + 1
         self.aaw = max((prog.dm_words * L - 1).bit_length(), 1) + 1  # element addresses (signed slack)
 
@@ -274,7 +278,7 @@ class CompactTop(wiring.Component):
                   "t2base", "t2shift", "t2off", "t2size", "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf",
                   "aone", "brom", "wbmode", "Nlast", "asg", "asm", "bsg", "bsk", "osg", "osm", "G", "M", "T", "K",
                   "abase", "bbase", "obase", "n1", "n2", "N", "as1", "as2", "asc", "bbase", "bs1", "bs2", "bsc",
-                  "dbase", "ds1", "ds2", "dsc", "ua", "ub", "abuf", "arl", "t1uns", "t2uns"):
+                  "dbase", "ds1", "ds2", "dsc", "ua", "ub", "abuf", "arl", "t1uns", "t2uns", "h2"):
             if k not in f:
                 f[k] = Const(0, signed(2))
         is_row = Signal(name="is_row")
@@ -375,13 +379,11 @@ class CompactTop(wiring.Component):
             m2a = Signal(signed(16), name="m2a")  # layer norm's gamma, or the scale
             m2b = Signal(signed(max(W.zw, W.aw)), name="m2b")  # z, or the accumulator's sum
             m2p = Signal(signed(16 + m2b.shape().width), name="m2p")
-            m2_parts = []
+            m2_parts = []  # the limbs' products summed, then registered (their flip-flops pair with the sum's LUTs)
             for xb, sb in _limbs(m2b):
-                pl = Signal(signed(32), name=f"m2p_l{sb}")
-                m.d.sync += pl.eq(m2a * xb)
-                m2_parts.append(pl << sb)
+                m2_parts.append((m2a * xb) << sb)
                 spare_dsp[0] -= 1
-            m.d.comb += m2p.eq(_tree(m2_parts))
+            m.d.sync += m2p.eq(_tree(m2_parts))
         else:
             m2a = Signal(signed(W.c0w), name="m2a")  # layer norm's gamma
             m2b = Signal(signed(W.zw), name="m2b")  # z
@@ -416,8 +418,10 @@ class CompactTop(wiring.Component):
             m.d.comb += out.eq(Mux(sat, Mux(v1 < lo, lo, Mux(v1 > hi, hi, v1)), wrapped))
             return out
 
-        rq_out = requant(rq_v, rq_sh, f["rqrnd"], f["rqsat"], f["rqlo"], f["rqhi"], f["rqmask"], f["rqhalf"],
-                         W.rqw, "rqf")
+        z_on = Signal(name="rq_z")  # the requantizer takes layer norm's z (shared: pass 2 at half rate)
+        rq_par = [Mux(z_on, f["z" + k], f["rq" + k]) if W.share_z else f["rq" + k]
+                  for k in ("rnd", "sat", "lo", "hi", "mask", "half")]
+        rq_out = requant(rq_v, rq_sh, *rq_par, W.rqw, "rqf")
         out_v = Signal(signed(dw), name="out_v")
         out_ok = Signal(name="out_ok")
         out_dst = Signal(signed(W.aaw), name="out_dst")
@@ -685,17 +689,19 @@ class CompactTop(wiring.Component):
         rph = Signal(2, name="row_phase")  # 0 issue, 1 wait, 2 normalise
         wcnt_r = Signal(8, name="row_wait")
         X = {}
-        for x in "abd":
+        for x in "ab":
             X[x] = [Signal(signed(aw + 1), name=f"{x}{k}") for k in ("1", "2", "e")]
         row_run = Signal(name="row_run")
         m.d.comb += row_run.eq(running & is_row)
         r_issue = Signal(name="r_issue")  # a read this cycle
         m.d.comb += r_issue.eq(row_run & (rph == 0))
         half = Signal(name="row_half")  # add: a's read (0), then b's (1) through the one port
-        with m.If(r_issue & op_is["add"]):
+        slow = Signal(name="row_slow")  # an element every other cycle: add; layer norm's pass 2 with h2
+        m.d.comb += slow.eq(op_is["add"] | (op_is["layernorm"] & f["h2"][0] & (pss == 2)))
+        with m.If(r_issue & slow):
             m.d.sync += half.eq(~half)
         r_step = Signal(name="r_step")  # an element issued
-        m.d.comb += r_step.eq(r_issue & (~op_is["add"] | half))
+        m.d.comb += r_step.eq(r_issue & (~slow | half))
         lastpass = Signal(2, name="lastpass")
         m.d.comb += lastpass.eq(Mux(multi, 2, 0))
         c_last = Signal(name="c_last")
@@ -703,13 +709,13 @@ class CompactTop(wiring.Component):
         m.d.comb += [c_last.eq(c_ == f["N"] - 1), row_last.eq((i2 == f["n2"] - 1) & (i1 == f["n1"] - 1))]
         with m.If(setup & is_row):
             m.d.sync += [i1.eq(0), i2.eq(0), c_.eq(0), pss.eq(0), rph.eq(0), half.eq(0)]
-            m.d.sync += [s.eq(f[f"{x}base"]) for x in "abd" for s in X[x]]
+            m.d.sync += [s.eq(f[f"{x}base"]) for x in "ab" for s in X[x]]
         with m.If(r_step):
             m.d.sync += c_.eq(c_ + 1)
-            m.d.sync += [X[x][2].eq(X[x][2] + f[f"{x}sc"]) for x in "abd"]
+            m.d.sync += [X[x][2].eq(X[x][2] + f[f"{x}sc"]) for x in "ab"]
             with m.If(c_last):
                 m.d.sync += c_.eq(0)
-                m.d.sync += [X[x][2].eq(X[x][1]) for x in "abd"]  # the same row again (next pass)
+                m.d.sync += [X[x][2].eq(X[x][1]) for x in "ab"]  # the same row again (next pass)
                 with m.If(multi):  # pass 0 -> 1 at once; 1 -> wait for the row's sum, normalise; 2 -> next row
                     with m.Switch(pss):
                         with m.Case(0):
@@ -719,13 +725,13 @@ class CompactTop(wiring.Component):
                         with m.Case(2):
                             m.d.sync += pss.eq(0)
                 with m.If(pss == lastpass):  # next row
-                    m.d.sync += [i2.eq(i2 + 1)] + [X[x][1].eq(X[x][1] + f[f"{x}s2"]) for x in "abd"] + \
-                                [X[x][2].eq(X[x][1] + f[f"{x}s2"]) for x in "abd"]
+                    m.d.sync += [i2.eq(i2 + 1)] + [X[x][1].eq(X[x][1] + f[f"{x}s2"]) for x in "ab"] + \
+                                [X[x][2].eq(X[x][1] + f[f"{x}s2"]) for x in "ab"]
                     with m.If(i2 == f["n2"] - 1):
                         m.d.sync += [i2.eq(0), i1.eq(i1 + 1)] + \
-                                    [X[x][0].eq(X[x][0] + f[f"{x}s1"]) for x in "abd"] + \
-                                    [X[x][1].eq(X[x][0] + f[f"{x}s1"]) for x in "abd"] + \
-                                    [X[x][2].eq(X[x][0] + f[f"{x}s1"]) for x in "abd"]
+                                    [X[x][0].eq(X[x][0] + f[f"{x}s1"]) for x in "ab"] + \
+                                    [X[x][1].eq(X[x][0] + f[f"{x}s1"]) for x in "ab"] + \
+                                    [X[x][2].eq(X[x][0] + f[f"{x}s1"]) for x in "ab"]
         p_cnt = Signal(range(P_CYCLES + 1), name="p_cnt")
         with m.If(row_run & (rph == 1)):
             m.d.sync += wcnt_r.eq(wcnt_r - 1)
@@ -739,6 +745,22 @@ class CompactTop(wiring.Component):
         m.d.comb += run_done.eq(Mux(is_row, r_step & c_last & (pss == lastpass) & row_last, mac_done))
         m.d.comb += drain_len.eq(Mux(is_row, ROW_DRAIN, MAC_DRAIN + L + WB_DEPTH))
 
+        # the destination addresses, generated at the write stage (no address pipeline): the elements of
+        # the last pass are written in their issue order
+        Xd = [Signal(signed(aw + 1), name=f"d{k}") for k in ("1", "2", "e")]
+        wr_c = Signal.like(c_, name="wr_c")
+        wr_i2 = Signal.like(i2, name="wr_i2")
+        row_wr = Signal(name="row_wr")
+        with m.If(setup & is_row):
+            m.d.sync += [wr_c.eq(0), wr_i2.eq(0)] + [x.eq(f["dbase"]) for x in Xd]
+        with m.If(row_wr):
+            m.d.sync += [wr_c.eq(wr_c + 1), Xd[2].eq(Xd[2] + f["dsc"])]
+            with m.If(wr_c == f["N"] - 1):
+                m.d.sync += [wr_c.eq(0), wr_i2.eq(wr_i2 + 1), Xd[1].eq(Xd[1] + f["ds2"]), Xd[2].eq(Xd[1] + f["ds2"])]
+                with m.If(wr_i2 == f["n2"] - 1):
+                    m.d.sync += [wr_i2.eq(0), Xd[0].eq(Xd[0] + f["ds1"]), Xd[1].eq(Xd[0] + f["ds1"]),
+                                 Xd[2].eq(Xd[0] + f["ds1"])]
+
         # the element pipeline: S0 issue -> S1 read -> S2 pre-op -> S3 table/multiply -> S4 z -> S5 y
         def tag(name, src):
             s = Signal.like(src, name=name)
@@ -750,7 +772,7 @@ class CompactTop(wiring.Component):
         m.d.comb += s0_first.eq(c_ == 0)
         s1_h0 = tag("s1_h0", r_issue & op_is["add"] & ~half)
         s1 = dict(v=tag("s1_v", r_step), wr=tag("s1_wr", s0_wr), first=tag("s1_first", s0_first),
-                  pss=tag("s1_pss", pss), dst=tag("s1_dst", X["d"][2]), col=tag("s1_col", c_),
+                  pss=tag("s1_pss", pss), col=tag("s1_col", c_),
                   la=tag("s1_la", X["a"][2][:lg] if lg else Const(0, 1)),
                   lb=tag("s1_lb", X["b"][2][:lg] if lg else Const(0, 1)))
         xa_raw = Signal(signed(dw), name="s1_xa_raw")
@@ -818,8 +840,12 @@ class CompactTop(wiring.Component):
         with m.If(s4["v"] & (s4["pss"] == 1) & op_is["layernorm"]):
             m.d.sync += red.eq(Mux(s4["first"], f["eps"], red) + s4_v)
         zsh = Signal(signed(_sbits(-W.zl, W.zr)), name="row_zsh")
-        z = requant(s4_v, zsh, f["zrnd"], f["zsat"], f["zlo"], f["zhi"], f["zmask"], f["zhalf"], W.rv + W.zl + 1, "rqz",
-                    lshift=W.zl, rshift=W.zr)
+        if W.share_z:  # on the common requantizer, in the cycles between pass 2's writes
+            m.d.comb += z_on.eq(op_is["layernorm"] & s4["v"] & (s4["pss"] == 2))
+            z = rq_out[:W.zw].as_signed()  # z's bits (layer norm reads s5's low zw bits)
+        else:
+            z = requant(s4_v, zsh, f["zrnd"], f["zsat"], f["zlo"], f["zhi"], f["zmask"], f["zhalf"], W.rv + W.zl + 1,
+                        "rqz", lshift=W.zl, rshift=W.zr)
         s5 = {k: tag("s5_" + k, v) for k, v in s4.items()}
         s5_v = Signal(signed(W.rv), name="s5_val")
         m.d.sync += s5_v.eq(Mux(op_is["layernorm"], z, s4_v))
@@ -857,11 +883,15 @@ class CompactTop(wiring.Component):
                 with m.Case(3):
                     m.d.sync += [rr.eq(tdat), zsh.eq(f["zc0"] + (sh_r >> 1))]
 
+        m.d.comb += row_wr.eq(is_row & s6["v"] & s6["wr"])
+
         # -- the common requantize-and-write stage --------------------------------------------------
-        with m.If(is_row):
+        with m.If(z_on):
+            m.d.comb += [rq_v.eq(s4_v), rq_sh.eq(zsh), rq_byp.eq(0), rq_ok.eq(0)]
+        with m.Elif(is_row):
             m.d.comb += [rq_v.eq(s6_v), rq_sh.eq(f["rqsh"] + Mux(op_is["softmax"], p_r, 0)),
-                         rq_byp.eq(op_is["copy"] | op_is["lookup"]), rq_ok.eq(s6["v"] & s6["wr"]),
-                         rq_dst.eq(s6["dst"])]
+                         rq_byp.eq(op_is["copy"] | op_is["lookup"]), rq_ok.eq(row_wr),
+                         rq_dst.eq(Xd[2])]
         with m.Else():
             m.d.comb += [rq_v.eq(w1_v), rq_sh.eq(f["rqsh"]), rq_byp.eq(0), rq_ok.eq(w1_ok), rq_dst.eq(w1_dst)]
 
