@@ -568,17 +568,28 @@ class CompactTop(wiring.Component):
         mac_done = Signal(name="mac_done")
         m.d.comb += mac_done.eq(mac_run & (s_ == Pp - 1) & last_t & last_m & last_g)
 
-        # the a row of a matmul: ceil(K/L) words into registers (its rows start on a word)
+        # the a row of a matmul: ceil(K/L) words into a ring of element registers (its rows start on a
+        # word); the ring turns one element a product, so its element 0 is the one the product takes
         nwa = -(-W.karow // L)
-        arow = [Signal(L * dw, name=f"arow{w}") for w in range(nwa)]
+        arow = [Signal(signed(dw), name=f"arow{k}") for k in range(W.karow)]
+        a_ks = sorted({i.f["K"] for i in prog.instrs if i.unit == "mac" and i.f["abuf"]})
         ld_v = Signal(name="ld_v")
         ld_i = Signal.like(rl, name="ld_i")
         m.d.sync += [ld_v.eq(mac_on & ldp), ld_i.eq(rl)]
+        a_turn = Signal(name="arow_turn")
         with m.If(ld_v):
             with m.Switch(ld_i):
                 for w in range(nwa):
                     with m.Case(w):
-                        m.d.sync += arow[w].eq(rpa.data)
+                        m.d.sync += [arow[w * L + j].eq(rpa.data[j * dw:(j + 1) * dw])
+                                     for j in range(L) if w * L + j < W.karow]
+        with m.Elif(a_turn):
+            for k in range(W.karow):
+                wrap = [kk for kk in a_ks if kk - 1 == k and kk < W.karow]  # a shorter row's last element
+                nxt = arow[(k + 1) % W.karow]
+                if wrap:
+                    nxt = Mux(f["K"] == wrap[0], arow[0], nxt)
+                m.d.sync += arow[k].eq(nxt)
         # issue -> operands
         q0 = {k: Signal(name=f"q0_{k}") for k in ("v", "first", "last")}
         q0_k = Signal(range(max(W.karow, 2)), name="q0_k")
@@ -598,11 +609,9 @@ class CompactTop(wiring.Component):
         q1_ot, q1_ct, q1_nl = Signal.like(q0_ot), Signal.like(q0_ct), Signal.like(q0_nl)
         a_lanes = lanes(rpa.data)
         a_raw = Signal(signed(dw), name="a_raw")
+        m.d.comb += a_turn.eq(q0["v"] & f["abuf"][0])
         with m.If(f["abuf"][0]):
-            with m.Switch(q0_k):
-                for k in range(W.karow):
-                    with m.Case(k):
-                        m.d.comb += a_raw.eq(arow[k // L][(k % L) * dw:(k % L + 1) * dw])
+            m.d.comb += a_raw.eq(arow[0])
         with m.Else():
             with m.Switch(q0_lane):
                 for j in range(L):
