@@ -308,7 +308,9 @@ class CompactTop(wiring.Component):
 
         # -- memories -------------------------------------------------------------------------
         dw = W.dw
-        dm = Memory(shape=unsigned(L * dw), depth=max(prog.dm_words, 2), init=[])
+        # no word is read in the cycle it is written (live tensors are distinct whole words; the shell
+        # peeks between samples): synthesis need not keep the read's old value on a collision
+        dm = Memory(shape=unsigned(L * dw), depth=max(prog.dm_words, 2), init=[], attrs={"no_rw_check": 1})
         m.submodules.dm = dm
         rpa = dm.read_port(domain="sync")  # one read port: a block RAM of the width of a word
         wp = dm.write_port(granularity=dw)
@@ -528,8 +530,6 @@ class CompactTop(wiring.Component):
         Ag, Am, Ae = (Signal(signed(aw), name=n) for n in ("Ag", "Am", "Ae"))
         bwid = max(len(prog.wrom).bit_length(), aw) + 1
         Bg, Bt, Bk = (Signal(signed(bwid), name=n) for n in ("Bg", "Bt", "Bk"))
-        Og, Om, Ot = (Signal(signed(aw), name=n) for n in ("Og", "Om", "Ot"))
-        Ct = Signal(signed(max(len(prog.crom).bit_length() + 1, 2) + 1), name="Ct")
         Pp = Signal.like(s_, name="mac_P")
         m.d.comb += Pp.eq(Mux(f["K"] > L, f["K"], L))
         mac_on = Signal(name="mac_on")
@@ -549,22 +549,18 @@ class CompactTop(wiring.Component):
         with m.If(setup & ~is_row):
             m.d.sync += [g_.eq(0), mm.eq(0), t_.eq(0), s_.eq(0), Ag.eq(f["abase"]), Am.eq(f["abase"]),
                          Ae.eq(f["abase"]), Bg.eq(f["bbase"]), Bt.eq(f["bbase"]), Bk.eq(f["bbase"]),
-                         Og.eq(f["obase"]), Om.eq(f["obase"]), Ot.eq(f["obase"]), Ct.eq(f["cbase"]),
                          ldp.eq(f["arl"] > 0), rl.eq(0)]
         with m.If(mac_run):
             m.d.sync += [s_.eq(s_ + 1), Ae.eq(Ae + 1), Bk.eq(Bk + f["bsk"])]
             with m.If(s_ == Pp - 1):
-                m.d.sync += [s_.eq(0), t_.eq(t_ + 1), Ae.eq(Am), Bt.eq(Bt + 1), Bk.eq(Bt + 1), Ot.eq(Ot + L),
-                             Ct.eq(Ct + L)]
+                m.d.sync += [s_.eq(0), t_.eq(t_ + 1), Ae.eq(Am), Bt.eq(Bt + 1), Bk.eq(Bt + 1)]
                 with m.If(last_t):
                     m.d.sync += [t_.eq(0), mm.eq(mm + 1), Am.eq(Am + f["asm"]), Ae.eq(Am + f["asm"]),
-                                 Bt.eq(Bg), Bk.eq(Bg), Om.eq(Om + f["osm"]), Ot.eq(Om + f["osm"]),
-                                 Ct.eq(f["cbase"]), ldp.eq(f["arl"] > 0), rl.eq(0)]
+                                 Bt.eq(Bg), Bk.eq(Bg), ldp.eq(f["arl"] > 0), rl.eq(0)]
                     with m.If(last_m):
                         m.d.sync += [mm.eq(0), g_.eq(g_ + 1), Ag.eq(Ag + f["asg"]), Am.eq(Ag + f["asg"]),
                                      Ae.eq(Ag + f["asg"]), Bg.eq(Bg + f["bsg"]), Bt.eq(Bg + f["bsg"]),
-                                     Bk.eq(Bg + f["bsg"]), Og.eq(Og + f["osg"]), Om.eq(Og + f["osg"]),
-                                     Ot.eq(Og + f["osg"])]
+                                     Bk.eq(Bg + f["bsg"])]
         mac_done = Signal(name="mac_done")
         m.d.comb += mac_done.eq(mac_run & (s_ == Pp - 1) & last_t & last_m & last_g)
 
@@ -595,18 +591,13 @@ class CompactTop(wiring.Component):
         q0_k = Signal(range(max(W.karow, 2)), name="q0_k")
         m.d.sync += q0_k.eq(s_)
         q0_lane = Signal(range(L), name="q0_lane")
-        q0_ot = Signal.like(Ot, name="q0_ot")
-        q0_ct = Signal.like(Ct, name="q0_ct")
-        q0_nl = Signal(range(L + 1), name="q0_nl")
         m.d.sync += [q0["v"].eq(issue), q0["first"].eq(s_ == 0), q0["last"].eq(s_ == f["K"] - 1),
-                     q0_lane.eq(Ae[:lg] if lg else 0), q0_ot.eq(Ot), q0_ct.eq(Ct),
-                     q0_nl.eq(Mux(last_t, f["Nlast"], L))]
+                     q0_lane.eq(Ae[:lg] if lg else 0)]
         bw = W.bv
         q1_a = Signal(signed(dw), name="q1_a")  # a's raw bits as signed; q1_ca: an unsigned a's top bit
         q1_ca = Signal(name="q1_ca")
         q1_b = [Signal(signed(bw), name=f"q1_b{j}") for j in range(L)]
         q1 = {k: Signal(name=f"q1_{k}") for k in ("v", "first", "last")}
-        q1_ot, q1_ct, q1_nl = Signal.like(q0_ot), Signal.like(q0_ct), Signal.like(q0_nl)
         a_lanes = lanes(rpa.data)
         a_raw = Signal(signed(dw), name="a_raw")
         m.d.comb += a_turn.eq(q0["v"] & f["abuf"][0])
@@ -623,10 +614,9 @@ class CompactTop(wiring.Component):
         for j, b in enumerate(q1_b):
             bv = value(a_lanes[j], f["ub"][0], f"b_val{j}")
             m.d.sync += b.eq(Mux(f["brom"][0], wl[j], bv))
-        m.d.sync += [q1[k].eq(q0[k]) for k in q1] + [q1_ot.eq(q0_ot), q1_ct.eq(q0_ct), q1_nl.eq(q0_nl)]
+        m.d.sync += [q1[k].eq(q0[k]) for k in q1]
         q2_p = [Signal(signed(max(dw + bw + 1, 33 if lane_sums else 0)), name=f"q2_p{j}") for j in range(L)]
         q2 = {k: Signal(name=f"q2_{k}") for k in ("v", "first", "last")}
-        q2_ot, q2_ct, q2_nl = Signal.like(q0_ot), Signal.like(q0_ct), Signal.like(q0_nl)
         for j, (p, b) in enumerate(zip(q2_p, q1_b)):
             lane_row = any(j == jj for _, parts in lane_sums for jj, _ in parts)
             if lane_row:  # a row instruction's multiply on this lane
@@ -639,28 +629,41 @@ class CompactTop(wiring.Component):
             m.d.sync += p.eq(prod)
         for out, parts in lane_sums:
             m.d.comb += out.eq(_tree([q2_p[j] << sh for j, sh in parts]))
-        m.d.sync += [q2[k].eq(q1[k]) for k in q2] + [q2_ot.eq(q1_ot), q2_ct.eq(q1_ct), q2_nl.eq(q1_nl)]
+        m.d.sync += [q2[k].eq(q1[k]) for k in q2]
         acc = [Signal(signed(W.aw), name=f"acc{j}") for j in range(L)]
         wbuf = [Signal(signed(W.aw), name=f"wbuf{j}") for j in range(L)]
         nxt = [Mux(q2["first"], 0, a) + p for a, p in zip(acc, q2_p)]
         wb_on = Signal(name="wb_on")
         wb_j = Signal(range(L + 1), name="wb_j")
+        # the tile written back: its output and constant addresses generated at the write-back, in the
+        # issue's tile order, advanced after its last element (no address pipeline)
+        wb_ot, wb_om, wb_og = (Signal(signed(aw), name=n) for n in ("wb_ot", "wb_om", "wb_og"))
+        wb_ct = Signal(signed(max(len(prog.crom).bit_length() + 1, 2) + 1), name="wb_ct")
+        wb_t, wb_m = Signal.like(t_, name="wb_t"), Signal.like(mm, name="wb_m")
         wb_nl = Signal(range(L + 1), name="wb_nl")
-        wb_ot, wb_ct = Signal.like(q0_ot, name="wb_ot"), Signal.like(q0_ct, name="wb_ct")
+        m.d.comb += wb_nl.eq(Mux(wb_t == f["T"] - 1, f["Nlast"], L))
+        with m.If(setup & ~is_row):
+            m.d.sync += [wb_ot.eq(f["obase"]), wb_om.eq(f["obase"]), wb_og.eq(f["obase"]), wb_ct.eq(f["cbase"]),
+                         wb_t.eq(0), wb_m.eq(0)]
         with m.If(wb_on):
             m.d.sync += wb_j.eq(wb_j + 1)
             with m.If(wb_j == wb_nl - 1):
-                m.d.sync += wb_on.eq(0)
+                m.d.sync += [wb_on.eq(0), wb_t.eq(wb_t + 1), wb_ot.eq(wb_ot + L), wb_ct.eq(wb_ct + L)]
+                with m.If(wb_t == f["T"] - 1):
+                    m.d.sync += [wb_t.eq(0), wb_m.eq(wb_m + 1), wb_om.eq(wb_om + f["osm"]),
+                                 wb_ot.eq(wb_om + f["osm"]), wb_ct.eq(f["cbase"])]
+                    with m.If(wb_m == f["M"] - 1):
+                        m.d.sync += [wb_m.eq(0), wb_og.eq(wb_og + f["osg"]), wb_om.eq(wb_og + f["osg"]),
+                                     wb_ot.eq(wb_og + f["osg"])]
         with m.If(q2["v"]):
             m.d.sync += [a.eq(x) for a, x in zip(acc, nxt)]
         # a finished tile's sums: the accumulators into the write-back buffer the cycle after its last
         # product (the next tile's first product goes into the accumulators meanwhile)
         q3_cap = Signal(name="q3_cap")
-        q3_ot, q3_ct, q3_nl = Signal.like(q0_ot, name="q3_ot"), Signal.like(q0_ct, name="q3_ct"), Signal.like(q0_nl, name="q3_nl")
-        m.d.sync += [q3_cap.eq(q2["v"] & q2["last"]), q3_ot.eq(q2_ot), q3_ct.eq(q2_ct), q3_nl.eq(q2_nl)]
+        m.d.sync += q3_cap.eq(q2["v"] & q2["last"])
         with m.If(q3_cap):
             m.d.sync += [b.eq(a) for b, a in zip(wbuf, acc)]
-            m.d.sync += [wb_on.eq(1), wb_j.eq(0), wb_nl.eq(q3_nl), wb_ot.eq(q3_ot), wb_ct.eq(q3_ct)]
+            m.d.sync += [wb_on.eq(1), wb_j.eq(0)]
         # write-back: W0 select (and constant read), W1 bias add or scale multiply
         w0_sel = Signal(signed(W.aw), name="w0_sel")
         w0_ok = Signal(name="w0_ok")
@@ -781,7 +784,7 @@ class CompactTop(wiring.Component):
         m.d.comb += s0_first.eq(c_ == 0)
         s1_h0 = tag("s1_h0", r_issue & op_is["add"] & ~half)
         s1 = dict(v=tag("s1_v", r_step), wr=tag("s1_wr", s0_wr), first=tag("s1_first", s0_first),
-                  pss=tag("s1_pss", pss), col=tag("s1_col", c_),
+                  pss=tag("s1_pss", pss),
                   la=tag("s1_la", X["a"][2][:lg] if lg else Const(0, 1)),
                   lb=tag("s1_lb", X["b"][2][:lg] if lg else Const(0, 1)))
         xa_raw = Signal(signed(dw), name="s1_xa_raw")
@@ -843,6 +846,11 @@ class CompactTop(wiring.Component):
         s3b = {k: tag("s3b_" + k, v) for k, v in s3.items()}  # the product's cycle
         s3b_v = tag("s3b_v", Mux(op_is["lookup"], tdat, s3_pre))
         s4 = {k: tag("s4_" + k, v) for k, v in s3b.items()}
+        s4_col = Signal.like(c_, name="s4_col")  # the element's column: every pass issues columns 0 .. N-1
+        with m.If(setup & is_row):
+            m.d.sync += s4_col.eq(0)
+        with m.Elif(s4["v"]):
+            m.d.sync += s4_col.eq(Mux(s4_col == f["N"] - 1, 0, s4_col + 1))
         s4_v = Signal(signed(W.rv), name="s4_val")
         m.d.sync += s4_v.eq(Mux(multi, m1p, s3b_v))
         # S4: layer norm's sum of squares; z = rq(d * t)
@@ -920,7 +928,7 @@ class CompactTop(wiring.Component):
             m.d.comb += rpa.addr.eq(Ae >> lg)
         with m.Else():
             m.d.comb += rpa.addr.eq(Bk)
-        m.d.comb += [rpw.addr.eq(Mux(is_row, t_word, Bk)), rpc.addr.eq(Mux(is_row, f["cbase"] + s4["col"], wb_ct + wb_j))]
+        m.d.comb += [rpw.addr.eq(Mux(is_row, t_word, Bk)), rpc.addr.eq(Mux(is_row, f["cbase"] + s4_col, wb_ct + wb_j))]
 
         if self._peek:
             m.d.comb += self.peek_data.eq(rpa.data)
