@@ -234,6 +234,8 @@ class Widths:
         if self.share_z:
             self.lshift, self.rshift = max(self.lshift, self.zl), max(self.rshift, self.zr)
         self.rqw = self.vw + self.lshift + 1
+        # instruction fields in a block RAM rather than logic (a device of few LUTs): two 16-bit wide
+        self.field_ram_bits = 0 if self.row_dsp else 32
         self.aaw = max((prog.dm_words * L - 1).bit_length(), 1) + 1  # element addresses (signed slack)
 
 
@@ -285,11 +287,34 @@ class CompactTop(wiring.Component):
         rop = Signal(range(len(ROW_OPS)), name="rop")
         npc = len(prog.instrs)
         pc = Signal(range(npc + 1), name="pc")
+        # the widest fields in a block RAM (read like the registers: the word of pc, one cycle later)
+        in_ram, ram_w = [], 0
+        for k in sorted(names, key=lambda k: (-f[k].shape().width, k)):
+            if ram_w + f[k].shape().width <= W.field_ram_bits:
+                in_ram.append(k)
+                ram_w += f[k].shape().width
+        if in_ram:
+            def fword(ins):
+                v, o = 0, 0
+                for k in in_ram:
+                    w = f[k].shape().width
+                    v |= (ins.f.get(k, 0) & ((1 << w) - 1)) << o
+                    o += w
+                return v
+            m.submodules.fram = fram = Memory(shape=unsigned(ram_w), depth=npc + 1, attrs={"rom_style": "block"},
+                                              init=[fword(i) for i in prog.instrs] + [fword(prog.instrs[-1])])
+            rpf = fram.read_port(domain="sync")
+            m.d.comb += rpf.addr.eq(pc)
+            o = 0
+            for k in in_ram:
+                w = f[k].shape().width
+                m.d.comb += f[k].eq(rpf.data[o:o + w].as_signed())
+                o += w
         with m.Switch(pc):
             for i, ins in enumerate(prog.instrs):
                 with m.Case(i):
                     m.d.sync += [is_row.eq(ins.unit == "row"), rop.eq(ROW_OPS.get(ins.op, 0))]
-                    m.d.sync += [f[k].eq(ins.f.get(k, 0)) for k in names]
+                    m.d.sync += [f[k].eq(ins.f.get(k, 0)) for k in names if k not in in_ram]
         op_is = {k: Signal(name=f"op_{k}") for k in ROW_OPS}
         for k, v in ROW_OPS.items():
             m.d.comb += op_is[k].eq(is_row & (rop == v))
@@ -841,8 +866,6 @@ class CompactTop(wiring.Component):
         if not W.const_scales:
             with m.Else():
                 m.d.comb += [m1a.eq(w0_sel), m1b.eq(f["scale"])]
-        with m.If(s3["v"] & (s3["pss"] == 1) & op_is["softmax"]):
-            m.d.sync += red.eq(Mux(s3["first"], 0, red) + tdat)
         s3b = {k: tag("s3b_" + k, v) for k, v in s3.items()}  # the product's cycle
         s3b_v = tag("s3b_v", Mux(op_is["lookup"], tdat, s3_pre))
         s4 = {k: tag("s4_" + k, v) for k, v in s3b.items()}
@@ -854,8 +877,12 @@ class CompactTop(wiring.Component):
         s4_v = Signal(signed(W.rv), name="s4_val")
         m.d.sync += s4_v.eq(Mux(multi, m1p, s3b_v))
         # S4: layer norm's sum of squares; z = rq(d * t)
-        with m.If(s4["v"] & (s4["pss"] == 1) & op_is["layernorm"]):
-            m.d.sync += red.eq(Mux(s4["first"], f["eps"], red) + s4_v)
+        # the row's reduction, one adder: softmax's sum of exponents (S3), layer norm's sum of squares (S4)
+        red_sm = s3["v"] & (s3["pss"] == 1) & op_is["softmax"]
+        red_ln = s4["v"] & (s4["pss"] == 1) & op_is["layernorm"]
+        with m.If(red_sm | red_ln):
+            m.d.sync += red.eq(Mux(Mux(op_is["softmax"], s3["first"], s4["first"]),
+                                   Mux(op_is["softmax"], 0, f["eps"]), red) + Mux(op_is["softmax"], tdat, s4_v))
         zsh = Signal(signed(_sbits(-W.zl, W.zr)), name="row_zsh")
         if W.share_z:  # on the common requantizer, in the cycles between pass 2's writes
             m.d.comb += z_on.eq(op_is["layernorm"] & s4["v"] & (s4["pss"] == 2))
