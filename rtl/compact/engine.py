@@ -598,13 +598,19 @@ class CompactTop(wiring.Component):
         ld_i = Signal.like(rl, name="ld_i")
         m.d.sync += [ld_v.eq(mac_on & ldp), ld_i.eq(rl)]
         a_turn = Signal(name="arow_turn")
-        with m.If(ld_v):
-            with m.Switch(ld_i):
-                for w in range(nwa):
-                    with m.Case(w):
-                        m.d.sync += [arow[w * L + j].eq(rpa.data[j * dw:(j + 1) * dw])
-                                     for j in range(L) if w * L + j < W.karow]
-        with m.Elif(a_turn):
+        a_arls = {i.f["arl"] for i in prog.instrs if i.unit == "mac" and i.f["abuf"]}
+        if W.karow == nwa * L and a_arls == {nwa}:  # every row fills the ring: its words shift in
+            with m.If(ld_v):
+                m.d.sync += [arow[k].eq(arow[k + L]) for k in range(W.karow - L)]
+                m.d.sync += [arow[W.karow - L + j].eq(rpa.data[j * dw:(j + 1) * dw]) for j in range(L)]
+        else:
+            with m.If(ld_v):
+                with m.Switch(ld_i):
+                    for w in range(nwa):
+                        with m.Case(w):
+                            m.d.sync += [arow[w * L + j].eq(rpa.data[j * dw:(j + 1) * dw])
+                                         for j in range(L) if w * L + j < W.karow]
+        with m.If(a_turn & ~ld_v):
             for k in range(W.karow):
                 wrap = [kk for kk in a_ks if kk - 1 == k and kk < W.karow]  # a shorter row's last element
                 nxt = arow[(k + 1) % W.karow]
@@ -901,7 +907,9 @@ class CompactTop(wiring.Component):
                 m.d.comb += [m2a.eq(s5_g[:16].as_signed()), m2b.eq(zv)]
         else:
             m.d.comb += [m2a.eq(s5_g), m2b.eq(zv)]
-        s5b_v, s5b_b = tag("s5b_v", s5_v), tag("s5b_b", s5_b)  # the product's cycle
+        # the product's cycle; s5b_v carries the other ops' values: pre-op, table data, softmax's e * r
+        s5b_v = tag("s5b_v", s5_v[:max(W.prew, 2 * W.tw, W.tw + 1)].as_signed())
+        s5b_b = tag("s5b_b", s5_b)
         s6_v = Signal(signed(W.r6), name="s6_val")
         m.d.sync += s6_v.eq(Mux(op_is["layernorm"], m2p + s5b_b, s5b_v))
         s5b = {k: tag("s5b_" + k, v) for k, v in s5.items()}
