@@ -430,11 +430,17 @@ class CompactTop(wiring.Component):
             x = Cat(Const(0, lshift + 1), v).as_signed()  # v * 2**(lshift + 1)
             s_ = Signal(range(rshift + lshift + 1), name=name + "_s")
             m.d.comb += s_.eq(sh + lshift)
+            # the shifter's stages (shift by 2**k when bit k of s_ is set) OR the bits each drops into
+            # the sticky bit: the bits of x below s_ (those below lshift + 1 are zero)
+            y, st = x, Const(0, 1)
+            for k in range(s_.shape().width):
+                st = st | (s_[k] & y[:min(1 << k, y.shape().width)].any())
+                y = Mux(s_[k], y >> (1 << k), y)
             t = Signal(signed(vwid + lshift + 1), name=name + "_t")
-            m.d.comb += t.eq(x >> s_)
+            m.d.comb += t.eq(y)
             q = t[1:].as_signed()  # floor(v / 2**sh), or v << -sh
             sticky = Signal(name=name + "_sticky")
-            m.d.comb += sticky.eq(Cat(*[x[i] & (s_ > i) for i in range(lshift + 1, vwid + lshift + 1)]).any())
+            m.d.comb += sticky.eq(st)
             inc = Signal(name=name + "_inc")
             m.d.comb += inc.eq(Mux(rnd == 1, t[0], Mux(rnd == 2, t[0] & (sticky | q[0]), 0)))
             v1 = Signal(signed(width), name=name + "_v1")
