@@ -422,7 +422,7 @@ class CompactTop(wiring.Component):
         rq_ok = Signal(name="rq_ok")
         rq_dst = Signal(signed(W.aaw), name="rq_dst")
 
-        def requant(v, sh, rnd, sat, lo, hi, mask, half, width, name, lshift=W.lshift, rshift=W.rshift):
+        def requant(v, sh, rnd, sat, lo, hi, mask, half, width, name, lshift=W.lshift, rshift=W.rshift, keep=None):
             """golden's requantization of ``v`` by a run-time shift ``sh`` in [-lshift, rshift]
             (right when positive): one funnel shifter, t = floor(v * 2 / 2**sh); its lowest bit
             is the rounding bit, the bits shifted out below it the sticky bit (ties to even)."""
@@ -443,18 +443,32 @@ class CompactTop(wiring.Component):
             m.d.comb += sticky.eq(st)
             inc = Signal(name=name + "_inc")
             m.d.comb += inc.eq(Mux(rnd == 1, t[0], Mux(rnd == 2, t[0] & (sticky | q[0]), 0)))
-            v1 = Signal(signed(width), name=name + "_v1")
-            m.d.comb += v1.eq(q + inc)
             out = Signal(signed(width), name=name + "_out")
-            wrapped = Signal(signed(width), name=name + "_wrap")
+            if keep is None:
+                v1 = Signal(signed(width), name=name + "_v1")
+                m.d.comb += v1.eq(q + inc)
+                wrapped = Signal(signed(width), name=name + "_wrap")
+                m.d.comb += wrapped.eq(((v1 + half) & mask) - half)
+                m.d.comb += out.eq(Mux(sat, Mux(v1 < lo, lo, Mux(v1 > hi, hi, v1)), wrapped))
+                return out
+            # only the low ``keep`` bits of the result are read: q's low kw bits and whether q fits
+            # them (else it saturates by its sign); the wrap reads low bits only
+            kw = max(keep, lo.shape().width, hi.shape().width, mask.shape().width, half.shape().width) + 1
+            top = q[kw - 1:]
+            ovf = Signal(name=name + "_ovf")
+            m.d.comb += ovf.eq(top.any() & ~top.all())
+            v1 = Signal(signed(kw + 1), name=name + "_v1")
+            m.d.comb += v1.eq(q[:kw].as_signed() + inc)
+            wrapped = Signal(signed(kw + 1), name=name + "_wrap")
             m.d.comb += wrapped.eq(((v1 + half) & mask) - half)
-            m.d.comb += out.eq(Mux(sat, Mux(v1 < lo, lo, Mux(v1 > hi, hi, v1)), wrapped))
+            satd = Mux(ovf, Mux(q[-1], lo, hi), Mux(v1 < lo, lo, Mux(v1 > hi, hi, v1)))
+            m.d.comb += out.eq(Mux(sat, satd, wrapped))
             return out
 
         z_on = Signal(name="rq_z")  # the requantizer takes layer norm's z (shared: pass 2 at half rate)
         rq_par = [Mux(z_on, f["z" + k], f["rq" + k]) if W.share_z else f["rq" + k]
                   for k in ("rnd", "sat", "lo", "hi", "mask", "half")]
-        rq_out = requant(rq_v, rq_sh, *rq_par, W.rqw, "rqf")
+        rq_out = requant(rq_v, rq_sh, *rq_par, W.rqw, "rqf", keep=max(dw, W.zw if W.share_z else 0))
         out_v = Signal(signed(dw), name="out_v")
         out_ok = Signal(name="out_ok")
         out_dst = Signal(signed(W.aaw), name="out_dst")
@@ -901,7 +915,7 @@ class CompactTop(wiring.Component):
             z = rq_out[:W.zw].as_signed()  # z's bits (layer norm reads s5's low zw bits)
         else:
             z = requant(s4_v, zsh, f["zrnd"], f["zsat"], f["zlo"], f["zhi"], f["zmask"], f["zhalf"], W.rv + W.zl + 1,
-                        "rqz", lshift=W.zl, rshift=W.zr)
+                        "rqz", lshift=W.zl, rshift=W.zr, keep=W.zw)
         s5 = {k: tag("s5_" + k, v) for k, v in s4.items()}
         s5_v = Signal(signed(W.rv), name="s5_val")
         m.d.sync += s5_v.eq(Mux(op_is["layernorm"], z, s4_v))
