@@ -417,19 +417,20 @@ class CompactTop(wiring.Component):
             m2p = row_mul(m2a, m2b, "m2p")
 
         rq_v = Signal(signed(W.vw), name="rq_v")
-        rq_sh = Signal(signed(_sbits(-W.lshift, W.rshift)), name="rq_sh")
+        rq_sh = Signal(signed(_sbits(-W.lshift, W.rshift + W.lshift)), name="rq_sh")
         rq_byp = Signal(name="rq_byp")
         rq_ok = Signal(name="rq_ok")
         rq_dst = Signal(signed(W.aaw), name="rq_dst")
 
-        def requant(v, sh, rnd, sat, lo, hi, mask, half, width, name, lshift=W.lshift, rshift=W.rshift, keep=None):
+        def requant(v, sh, rnd, sat, lo, hi, mask, half, width, name, lshift=W.lshift, rshift=W.rshift, keep=None,
+                    biased=False):
             """golden's requantization of ``v`` by a run-time shift ``sh`` in [-lshift, rshift]
             (right when positive): one funnel shifter, t = floor(v * 2 / 2**sh); its lowest bit
             is the rounding bit, the bits shifted out below it the sticky bit (ties to even)."""
             vwid = v.shape().width
             x = Cat(Const(0, lshift + 1), v).as_signed()  # v * 2**(lshift + 1)
             s_ = Signal(range(rshift + lshift + 1), name=name + "_s")
-            m.d.comb += s_.eq(sh + lshift)
+            m.d.comb += s_.eq(sh if biased else sh + lshift)  # biased: sh + lshift given
             # the shifter's stages (shift by 2**k when bit k of s_ is set) OR the bits each drops into
             # the sticky bit: the bits of x below s_ (those below lshift + 1 are zero)
             y, st = x, Const(0, 1)
@@ -468,7 +469,7 @@ class CompactTop(wiring.Component):
         z_on = Signal(name="rq_z")  # the requantizer takes layer norm's z (shared: pass 2 at half rate)
         rq_par = [Mux(z_on, f["z" + k], f["rq" + k]) if W.share_z else f["rq" + k]
                   for k in ("rnd", "sat", "lo", "hi", "mask", "half")]
-        rq_out = requant(rq_v, rq_sh, *rq_par, W.rqw, "rqf", keep=max(dw, W.zw if W.share_z else 0))
+        rq_out = requant(rq_v, rq_sh, *rq_par, W.rqw, "rqf", keep=max(dw, W.zw if W.share_z else 0), biased=True)
         out_v = Signal(signed(dw), name="out_v")
         out_ok = Signal(name="out_ok")
         out_dst = Signal(signed(W.aaw), name="out_dst")
@@ -958,14 +959,20 @@ class CompactTop(wiring.Component):
         m.d.comb += row_wr.eq(is_row & s6["v"] & s6["wr"])
 
         # -- the common requantize-and-write stage --------------------------------------------------
+        # the shifts, biased by lshift, registered (their operands hold for many cycles before a use:
+        # the instruction's field from its fetch, softmax's p and layer norm's z shift from the
+        # normalising phase): no adder before the shifter
+        sh_ins = Signal.like(rq_sh, name="rq_sh_ins")
+        sh_z = Signal.like(rq_sh, name="rq_sh_z")
+        m.d.sync += [sh_ins.eq(f["rqsh"] + W.lshift + Mux(op_is["softmax"], p_r, 0)), sh_z.eq(zsh + W.lshift)]
         with m.If(z_on):
-            m.d.comb += [rq_v.eq(s4_v), rq_sh.eq(zsh), rq_byp.eq(0), rq_ok.eq(0)]
+            m.d.comb += [rq_v.eq(s4_v), rq_sh.eq(sh_z), rq_byp.eq(0), rq_ok.eq(0)]
         with m.Elif(is_row):
-            m.d.comb += [rq_v.eq(s6_v), rq_sh.eq(f["rqsh"] + Mux(op_is["softmax"], p_r, 0)),
+            m.d.comb += [rq_v.eq(s6_v), rq_sh.eq(sh_ins),
                          rq_byp.eq(op_is["copy"] | op_is["lookup"]), rq_ok.eq(row_wr),
                          rq_dst.eq(Xd[2])]
         with m.Else():
-            m.d.comb += [rq_v.eq(w1_v), rq_sh.eq(f["rqsh"]), rq_byp.eq(0), rq_ok.eq(w1_ok), rq_dst.eq(w1_dst)]
+            m.d.comb += [rq_v.eq(w1_v), rq_sh.eq(sh_ins), rq_byp.eq(0), rq_ok.eq(w1_ok), rq_dst.eq(w1_dst)]
 
         # -- read-port addresses ------------------------------------------------------------------
         st_rd = Signal(name="st_rd")
