@@ -912,7 +912,7 @@ class CompactTop(wiring.Component):
                                    Mux(op_is["softmax"], 0, f["eps"]), red) + Mux(op_is["softmax"], tdat, s4_v))
         zsh = Signal(signed(_sbits(-W.zl, W.zr)), name="row_zsh")
         if W.share_z:  # on the common requantizer, in the cycles between pass 2's writes
-            m.d.comb += z_on.eq(op_is["layernorm"] & s4["v"] & (s4["pss"] == 2))
+            m.d.sync += z_on.eq(op_is["layernorm"] & s3b["v"] & (s3b["pss"] == 2))  # = s4's, registered
             z = rq_out[:W.zw].as_signed()  # z's bits (layer norm reads s5's low zw bits)
         else:
             z = requant(s4_v, zsh, f["zrnd"], f["zsat"], f["zlo"], f["zhi"], f["zmask"], f["zhalf"], W.rv + W.zl + 1,
@@ -963,13 +963,15 @@ class CompactTop(wiring.Component):
         # the instruction's field from its fetch, softmax's p and layer norm's z shift from the
         # normalising phase): no adder before the shifter
         sh_ins = Signal.like(rq_sh, name="rq_sh_ins")
+        byp_ins = Signal(name="rq_byp_ins")  # the instruction's ops written without requantization
+        m.d.sync += byp_ins.eq(op_is["copy"] | op_is["lookup"])
         sh_z = Signal.like(rq_sh, name="rq_sh_z")
         m.d.sync += [sh_ins.eq(f["rqsh"] + W.lshift + Mux(op_is["softmax"], p_r, 0)), sh_z.eq(zsh + W.lshift)]
         with m.If(z_on):
             m.d.comb += [rq_v.eq(s4_v), rq_sh.eq(sh_z), rq_byp.eq(0), rq_ok.eq(0)]
         with m.Elif(is_row):
             m.d.comb += [rq_v.eq(s6_v), rq_sh.eq(sh_ins),
-                         rq_byp.eq(op_is["copy"] | op_is["lookup"]), rq_ok.eq(row_wr),
+                         rq_byp.eq(byp_ins), rq_ok.eq(row_wr),
                          rq_dst.eq(Xd[2])]
         with m.Else():
             m.d.comb += [rq_v.eq(w1_v), rq_sh.eq(sh_ins), rq_byp.eq(0), rq_ok.eq(w1_ok), rq_dst.eq(w1_dst)]
