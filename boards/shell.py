@@ -165,8 +165,11 @@ class UARTShell(wiring.Component):
     led_busy: Out(1)
 
     def __init__(self, model, *, in_rows, in_cols, in_width, out_rows, out_cols, out_width,
-                 divisor: int, blink_bits: int = 23, holds_output: bool = False):
+                 divisor: int, blink_bits: int = 23, holds_output: bool = False, peek=None):
         self.model = model
+        # ``peek`` = (first word, elements a word, bits an element): the model (``peek_addr`` /
+        # ``peek_data``) lets the shell read its one output row from its data memory between samples
+        self.peek = peek if holds_output and out_rows == 1 else None
         # a model that holds its one output row until its next sample (the compact engine) is read
         # while the answer is sent: no output memory
         self.holds_output = holds_output and out_rows == 1
@@ -178,9 +181,13 @@ class UARTShell(wiring.Component):
 
     @classmethod
     def for_design(cls, design, divisor: int, **kw):
-        return cls(design.top, in_rows=design.in_rows, in_cols=design.in_cols, in_width=design.in_type.width,
+        peek = getattr(design, "peek_output", None) if design.out_rows == 1 else None
+        model = design.make_top(peek=True) if peek is not None and getattr(design, "holds_output", False) \
+            else design.top
+        return cls(model, in_rows=design.in_rows, in_cols=design.in_cols, in_width=design.in_type.width,
                    out_rows=design.out_rows, out_cols=design.out_cols, out_width=design.out_type.width,
-                   divisor=divisor, holds_output=getattr(design, "holds_output", False), **kw)
+                   divisor=divisor, holds_output=getattr(design, "holds_output", False),
+                   peek=peek if model is not design.top else None, **kw)
 
     def elaborate(self, platform):
         m = Module()
@@ -194,8 +201,12 @@ class UARTShell(wiring.Component):
         row_bytes_in, row_bytes_out = self.in_cols * ib, self.out_cols * ob
 
         m.submodules.imem = imem = memory.Memory(shape=self.in_cols * iw, depth=max(self.in_rows, 2), init=[])
-        iwr, ird = imem.write_port(), imem.read_port()
-        if self.holds_output:
+        # whole-byte elements: the received bytes are the row's bytes, written into it one at a time
+        byte_rows = iw % 8 == 0
+        iwr, ird = imem.write_port(granularity=8 if byte_rows else None), imem.read_port()
+        if self.peek is not None:
+            out_data = None
+        elif self.holds_output:
             out_data = model.o.payload.as_value()
         else:
             m.submodules.omem = omem = memory.Memory(shape=self.out_cols * ow, depth=self.out_rows, init=[])
@@ -208,20 +219,23 @@ class UARTShell(wiring.Component):
         m.d.comb += self.led_alive.eq(blink[-1])
 
         # -- receive: bytes -> rows ------------------------------------------------
-        rowbuf = Signal(row_bytes_in * 8)
-        nxt = Signal(row_bytes_in * 8)
-        m.d.comb += nxt.eq(Cat(rowbuf[8:], urx.data))
         byte_i = Signal(range(row_bytes_in + 1))
         row_i = Signal(range(self.in_rows + 1))
-        m.d.comb += [iwr.addr.eq(row_i),
-                     iwr.data.eq(Cat(*(nxt[j * ib * 8: j * ib * 8 + iw] for j in range(self.in_cols))))]
+        m.d.comb += iwr.addr.eq(row_i)
+        if byte_rows:
+            m.d.comb += iwr.data.eq(Cat(*([urx.data] * row_bytes_in)))
+        else:
+            rowbuf = Signal(row_bytes_in * 8)
+            nxt = Signal(row_bytes_in * 8)
+            m.d.comb += [nxt.eq(Cat(rowbuf[8:], urx.data)),
+                         iwr.data.eq(Cat(*(nxt[j * ib * 8: j * ib * 8 + iw] for j in range(self.in_cols))))]
 
         # -- run: rows -> model -> rows -------------------------------------------
         rd_ptr = Signal(range(self.in_rows + 1))
         ivalid = Signal()
         wr_ptr = Signal(range(self.out_rows + 1))
-        cycles = Signal(32)
-        cyc_out = Signal(32)
+        cycles = Signal(32)  # counts from the first input beat offered to the last output beat, then holds
+        counting = Signal()
         advance = Signal()
         m.d.comb += [advance.eq(~ivalid | model.i.ready),
                      ird.addr.eq(rd_ptr),
@@ -231,8 +245,18 @@ class UARTShell(wiring.Component):
             m.d.comb += [owr.addr.eq(wr_ptr), owr.data.eq(model.o.payload.as_value())]
 
         # -- send: rows -> bytes ---------------------------------------------------
-        padded = Cat(*(Cat(out_data[j * ow:(j + 1) * ow], Const(0, ob * 8 - ow)) for j in range(self.out_cols)))
         tx_byte = Signal(range(max(row_bytes_out, CYCLE_BYTES) + 1))
+        if self.peek is not None:  # the element's byte from the word the model's read port gives
+            p_base, p_lanes, p_w = self.peek
+            tx_word = Signal(range(-(-self.out_cols // p_lanes) + 1))
+            tx_lane = Signal(range(max(p_lanes, 2)))
+            tx_b = Signal(range(max(ob, 2)))
+            m.d.comb += model.peek_addr.eq(p_base + tx_word)
+            elem = model.peek_data.word_select(tx_lane, p_w)
+            tx_data = Cat(elem[:ow], Const(0, ob * 8 - ow)).word_select(tx_b, 8) if ob > 1 else elem[:ow]
+        else:
+            padded = Cat(*(Cat(out_data[j * ow:(j + 1) * ow], Const(0, ob * 8 - ow)) for j in range(self.out_cols)))
+            tx_data = padded.word_select(tx_byte, 8)
         tx_row = Signal(range(self.out_rows + 1))
         if not self.holds_output:
             m.d.comb += ord_.addr.eq(tx_row)
@@ -245,19 +269,23 @@ class UARTShell(wiring.Component):
             with m.State("RECEIVE"):
                 m.d.comb += self.led_busy.eq(1)
                 with m.If(urx.valid):
-                    m.d.sync += rowbuf.eq(nxt)
+                    if byte_rows:
+                        m.d.comb += iwr.en.eq(Const(1, row_bytes_in) << byte_i)
+                    else:
+                        m.d.sync += rowbuf.eq(nxt)
                     with m.If(byte_i == row_bytes_in - 1):
-                        m.d.comb += iwr.en.eq(1)
+                        if not byte_rows:
+                            m.d.comb += iwr.en.eq(1)
                         m.d.sync += [byte_i.eq(0), row_i.eq(row_i + 1)]
                         with m.If(row_i == self.in_rows - 1):
-                            m.d.sync += [rd_ptr.eq(0), wr_ptr.eq(0), cycles.eq(0), ivalid.eq(0)]
+                            m.d.sync += [rd_ptr.eq(0), wr_ptr.eq(0), cycles.eq(0), counting.eq(0), ivalid.eq(0)]
                             m.next = "RUN"
                     with m.Else():
                         m.d.sync += byte_i.eq(byte_i + 1)
             with m.State("RUN"):
                 m.d.comb += [self.led_busy.eq(1), model.o.ready.eq(1), ird.en.eq(advance)]
-                with m.If(ivalid | (cycles != 0)):  # cycle 0: the first input beat is offered
-                    m.d.sync += cycles.eq(cycles + 1)
+                with m.If(ivalid | counting):  # cycle 0: the first input beat is offered
+                    m.d.sync += [cycles.eq(cycles + 1), counting.eq(1)]
                 with m.If(advance):
                     with m.If(rd_ptr != self.in_rows):
                         m.d.sync += [ivalid.eq(1), rd_ptr.eq(rd_ptr + 1)]
@@ -268,12 +296,14 @@ class UARTShell(wiring.Component):
                         m.d.comb += owr.en.eq(1)
                     m.d.sync += wr_ptr.eq(wr_ptr + 1)
                     with m.If(wr_ptr == self.out_rows - 1):
-                        m.d.sync += [cyc_out.eq(cycles), ivalid.eq(0)]
+                        m.d.sync += [cycles.eq(cycles), counting.eq(0), ivalid.eq(0)]
                         m.next = "SEND_SYNC"
             with m.State("SEND_SYNC"):
                 m.d.comb += [self.led_busy.eq(1), utx.data.eq(SYNC_OUT), utx.valid.eq(1)]
                 with m.If(utx.ready):
                     m.d.sync += [tx_row.eq(0), tx_byte.eq(0)]
+                    if self.peek is not None:
+                        m.d.sync += [tx_word.eq(0), tx_lane.eq(0), tx_b.eq(0)]
                     m.next = "SEND_FETCH"
             with m.State("SEND_FETCH"):  # one cycle for the read port
                 m.d.comb += self.led_busy.eq(1)
@@ -281,8 +311,17 @@ class UARTShell(wiring.Component):
                     m.d.comb += ord_.en.eq(1)
                 m.next = "SEND_ROW"
             with m.State("SEND_ROW"):
-                m.d.comb += [self.led_busy.eq(1), utx.data.eq(padded.word_select(tx_byte, 8)), utx.valid.eq(1)]
+                m.d.comb += [self.led_busy.eq(1), utx.data.eq(tx_data), utx.valid.eq(1)]
                 with m.If(utx.ready):
+                    if self.peek is not None:
+                        with m.If(tx_b == ob - 1):
+                            m.d.sync += tx_b.eq(0)
+                            with m.If(tx_lane == p_lanes - 1):
+                                m.d.sync += [tx_lane.eq(0), tx_word.eq(tx_word + 1)]
+                            with m.Else():
+                                m.d.sync += tx_lane.eq(tx_lane + 1)
+                        with m.Else():
+                            m.d.sync += tx_b.eq(tx_b + 1)
                     with m.If(tx_byte == row_bytes_out - 1):
                         m.d.sync += [tx_byte.eq(0), tx_row.eq(tx_row + 1)]
                         with m.If(tx_row == self.out_rows - 1):
@@ -292,7 +331,7 @@ class UARTShell(wiring.Component):
                     with m.Else():
                         m.d.sync += tx_byte.eq(tx_byte + 1)
             with m.State("SEND_CYCLES"):
-                m.d.comb += [self.led_busy.eq(1), utx.data.eq(cyc_out.word_select(tx_byte[:2], 8)),
+                m.d.comb += [self.led_busy.eq(1), utx.data.eq(cycles.word_select(tx_byte[:2], 8)),
                              utx.valid.eq(1)]
                 with m.If(utx.ready):
                     m.d.sync += tx_byte.eq(tx_byte + 1)

@@ -66,8 +66,14 @@ class CompactDesign:
         """Multiply-accumulates per sample over (MAC lanes x cycles per sample)."""
         return self.macs / (self.lanes * self.ii_cycles)
 
-    def make_top(self) -> CompactTop:
-        return CompactTop(self)
+    def make_top(self, peek: bool = False) -> CompactTop:
+        return CompactTop(self, peek=peek)
+
+    @property
+    def peek_output(self) -> tuple[int, int, int]:
+        """Where a shell reads the output row between samples through the top's ``peek`` port
+        (``make_top(peek=True)``): (its first data-memory word, elements a word, bits an element)."""
+        return self.program.out_place.base // self.lanes, self.lanes, self.widths.dw
 
     @property
     def top(self) -> CompactTop:
@@ -118,6 +124,10 @@ def generate_compact(graph: ir.Graph, parallelism=None, lanes: int = LANES, row_
         raise FabformerError(f"the compact architecture has one MAC array of `lanes` multipliers; "
                              f"parallelism={parallelism!r} is a dataflow setting (valid: None)")
     prog = compile_graph(graph, lanes)
+    if row_multipliers == "lut":  # few LUTs: layer norm's pass 2 at half rate, one requantizer for z and y
+        for ins in prog.instrs:
+            if ins.op == "layernorm":
+                ins.f["h2"] = 1
     d = CompactDesign(graph, prog, in_tensor=prog.in_tensor, out_tensor=prog.out_tensor,
                       row_multipliers=row_multipliers, dsps=dsps)
     d.in_rows, d.in_cols = row_shape(graph.tensors[d.in_tensor].shape)

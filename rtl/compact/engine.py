@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
@@ -88,7 +90,7 @@ def pipe_mul(m, a, b, name: str, dsp: bool, groups: int = 4):
 ONLY_WHERE_SET = frozenset(
     ["G", "M", "T", "K", "Nlast", "aone", "abuf", "arl", "brom", "asg", "asm", "bsg", "bsk", "osg", "osm",
      "wbmode", "scale", "cbase", "n1", "n2", "N", "ash", "bsh", "R", "eps", "zc0",
-     "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf"] +
+     "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf", "h2"] +
     [f"t{i}{k}" for i in (1, 2) for k in ("base", "shift", "off", "size", "uns")])
 
 
@@ -122,6 +124,29 @@ def _limbs(x):
         lo = 15 * i
         out.append((x[lo:].as_signed() if i == n - 1 else Cat(x[lo:lo + 15], Const(0, 1)).as_signed(), lo))
     return out
+
+
+def _acc_range(ins, node, g) -> tuple[int, int]:
+    """The least and greatest sum a MAC instruction's accumulator takes (0 included)."""
+    f = ins.f
+
+    def rng(t):
+        return (t.min_int, t.max_int)
+
+    if ins.op == "dense":
+        xlo, xhi = rng(g.type_of(node.inputs[0]))
+        w = np.asarray(node.weight, dtype=object)
+        lo = (np.minimum(w * xlo, w * xhi)).sum(axis=0)
+        hi = (np.maximum(w * xlo, w * xhi)).sum(axis=0)
+        return min(0, int(lo.min())), max(0, int(hi.max()))
+    if ins.op == "matmul":
+        (alo, ahi), (blo, bhi) = (rng(g.type_of(t)) for t in node.inputs)
+    elif ins.op == "pool":  # ones times x
+        (alo, ahi), (blo, bhi) = (1, 1), rng(g.type_of(node.inputs[0]))
+    else:
+        raise ValueError(f"no accumulator range for a MAC instruction {ins.op!r}")
+    corners = [alo * blo, alo * bhi, ahi * blo, ahi * bhi]
+    return min(0, f["K"] * min(corners)), max(0, f["K"] * max(corners))
 
 
 def _clog2(n: int) -> int:
@@ -161,9 +186,13 @@ class Widths:
         c0 = [a for a, _ in prog.crom]
         c1 = [b for _, b in prog.crom]
         self.c0w, self.c1w = _sbits(min(c0), max(c0)), _sbits(min(c1), max(c1))
+        gam = [a for i in prog.instrs if i.op == "layernorm" for a, _ in prog.crom[i.f["cbase"]:i.f["cbase"] + i.f["N"]]]
+        self.gw = _sbits(min(gam + [0]), max(gam + [0]))  # layer norm's gammas
         macs = [i.f for i in prog.instrs if i.unit == "mac"] or [{"K": 1, "aone": 1, "brom": 1, "scale": 1, "abuf": 0}]
-        self.aw = max((2 if f["aone"] else self.dv) + (self.ww if f["brom"] else self.dv) + _clog2(f["K"]) + 1
-                      for f in macs)
+        # the accumulators: wide enough for every MAC instruction's sums (two's complement wraps in
+        # between: only the tile's sum must fit), from its operands' types and the weights
+        nodes = {n.name: n for n in prog.nodes}
+        self.aw = max([_sbits(*_acc_range(i, nodes[i.node], g)) for i in prog.instrs if i.unit == "mac"] + [2])
         self.scw = _sbits(0, max(max(f["scale"] for f in macs), 1))
         rows = [i.f for i in prog.instrs if i.unit == "row"]
         self.nmax = max([f["N"] for f in rows] + [2])
@@ -200,19 +229,31 @@ class Widths:
         shs = [i.f.get("rqsh", 0) for i in prog.instrs] + [0]
         self.lshift = max(0, -min(shs))
         self.rshift = max(shs + sm_sh + [24])  # softmax adds the leading-one position; layer norm's z
+        # layer norm's pass 2 at half rate (field h2): its z requantization on the common requantizer
+        self.share_z = any(i.f.get("h2") for i in prog.instrs if i.op == "layernorm")
+        if self.share_z:
+            self.lshift, self.rshift = max(self.lshift, self.zl), max(self.rshift, self.zr)
         self.rqw = self.vw + self.lshift + 1
+        # instruction fields in a block RAM rather than logic (a device of few LUTs): two 16-bit wide
+        self.field_ram_bits = 0 if self.row_dsp else 32
         self.aaw = max((prog.dm_words * L - 1).bit_length(), 1) + 1  # element addresses (signed slack)
 
 
 class CompactTop(wiring.Component):
     """``i`` takes input rows, ``o`` gives output rows (as the dataflow ``Top``)."""
 
-    def __init__(self, design):
+    def __init__(self, design, peek: bool = False):
         self._design = design
-        super().__init__({
+        self._peek = peek
+        members = {
             "i": In(stream.Signature(row_layout(design.in_type, design.in_cols))),
             "o": Out(stream.Signature(row_layout(design.out_type, design.out_cols))),
-        })
+        }
+        if peek:  # between samples (waiting for input) the data memory's read port reads word peek_addr
+            prog = design.program
+            members["peek_addr"] = In(range(max(prog.dm_words, 2)))
+            members["peek_data"] = Out(prog.L * design.widths.dw)
+        super().__init__(members)
 
     def elaborate(self, platform):
         d = self._design
@@ -239,18 +280,41 @@ class CompactTop(wiring.Component):
                   "t2base", "t2shift", "t2off", "t2size", "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf",
                   "aone", "brom", "wbmode", "Nlast", "asg", "asm", "bsg", "bsk", "osg", "osm", "G", "M", "T", "K",
                   "abase", "bbase", "obase", "n1", "n2", "N", "as1", "as2", "asc", "bbase", "bs1", "bs2", "bsc",
-                  "dbase", "ds1", "ds2", "dsc", "ua", "ub", "abuf", "arl", "t1uns", "t2uns"):
+                  "dbase", "ds1", "ds2", "dsc", "ua", "ub", "abuf", "arl", "t1uns", "t2uns", "h2"):
             if k not in f:
                 f[k] = Const(0, signed(2))
         is_row = Signal(name="is_row")
         rop = Signal(range(len(ROW_OPS)), name="rop")
         npc = len(prog.instrs)
         pc = Signal(range(npc + 1), name="pc")
+        # the widest fields in a block RAM (read like the registers: the word of pc, one cycle later)
+        in_ram, ram_w = [], 0
+        for k in sorted(names, key=lambda k: (-f[k].shape().width, k)):
+            if ram_w + f[k].shape().width <= W.field_ram_bits:
+                in_ram.append(k)
+                ram_w += f[k].shape().width
+        if in_ram:
+            def fword(ins):
+                v, o = 0, 0
+                for k in in_ram:
+                    w = f[k].shape().width
+                    v |= (ins.f.get(k, 0) & ((1 << w) - 1)) << o
+                    o += w
+                return v
+            m.submodules.fram = fram = Memory(shape=unsigned(ram_w), depth=npc + 1, attrs={"rom_style": "block"},
+                                              init=[fword(i) for i in prog.instrs] + [fword(prog.instrs[-1])])
+            rpf = fram.read_port(domain="sync")
+            m.d.comb += rpf.addr.eq(pc)
+            o = 0
+            for k in in_ram:
+                w = f[k].shape().width
+                m.d.comb += f[k].eq(rpf.data[o:o + w].as_signed())
+                o += w
         with m.Switch(pc):
             for i, ins in enumerate(prog.instrs):
                 with m.Case(i):
                     m.d.sync += [is_row.eq(ins.unit == "row"), rop.eq(ROW_OPS.get(ins.op, 0))]
-                    m.d.sync += [f[k].eq(ins.f.get(k, 0)) for k in names]
+                    m.d.sync += [f[k].eq(ins.f.get(k, 0)) for k in names if k not in in_ram]
         op_is = {k: Signal(name=f"op_{k}") for k in ROW_OPS}
         for k, v in ROW_OPS.items():
             m.d.comb += op_is[k].eq(is_row & (rop == v))
@@ -269,7 +333,9 @@ class CompactTop(wiring.Component):
 
         # -- memories -------------------------------------------------------------------------
         dw = W.dw
-        dm = Memory(shape=unsigned(L * dw), depth=max(prog.dm_words, 2), init=[])
+        # no word is read in the cycle it is written (live tensors are distinct whole words; the shell
+        # peeks between samples): synthesis need not keep the read's old value on a collision
+        dm = Memory(shape=unsigned(L * dw), depth=max(prog.dm_words, 2), init=[], attrs={"no_rw_check": 1})
         m.submodules.dm = dm
         rpa = dm.read_port(domain="sync")  # one read port: a block RAM of the width of a word
         wp = dm.write_port(granularity=dw)
@@ -332,41 +398,78 @@ class CompactTop(wiring.Component):
             return out
 
         m1p = row_mul(m1a, m1b, "m1p")  # one cycle after its operands
-        m2a = Signal(signed(W.c0w), name="m2a")  # layer norm's gamma
-        m2b = Signal(signed(W.zw), name="m2b")  # z
-        m2p = row_mul(m2a, m2b, "m2p")
+        # M2: layer norm's z * gamma; with the scales and gammas in 16 bits and the DSPs beyond the lanes
+        # enough for the wide operand's 16-bit limbs, also the write-back's scale product (one DSP a limb)
+        scale_m2 = W.const_scales and W.scw <= 16 and W.gw <= 16 and any(sc != 0 for sc in W.scales) and \
+            len(_limbs(Signal(signed(max(W.zw, W.aw))))) <= spare_dsp[0]
+        if scale_m2:
+            m2a = Signal(signed(16), name="m2a")  # layer norm's gamma, or the scale
+            m2b = Signal(signed(max(W.zw, W.aw)), name="m2b")  # z, or the accumulator's sum
+            m2p = Signal(signed(16 + m2b.shape().width), name="m2p")
+            m2_parts = []  # the limbs' products summed, then registered (their flip-flops pair with the sum's LUTs)
+            for xb, sb in _limbs(m2b):
+                m2_parts.append((m2a * xb) << sb)
+                spare_dsp[0] -= 1
+            m.d.sync += m2p.eq(_tree(m2_parts))
+        else:
+            m2a = Signal(signed(W.c0w), name="m2a")  # layer norm's gamma
+            m2b = Signal(signed(W.zw), name="m2b")  # z
+            m2p = row_mul(m2a, m2b, "m2p")
 
         rq_v = Signal(signed(W.vw), name="rq_v")
-        rq_sh = Signal(signed(_sbits(-W.lshift, W.rshift)), name="rq_sh")
+        rq_sh = Signal(signed(_sbits(-W.lshift, W.rshift + W.lshift)), name="rq_sh")
         rq_byp = Signal(name="rq_byp")
         rq_ok = Signal(name="rq_ok")
         rq_dst = Signal(signed(W.aaw), name="rq_dst")
 
-        def requant(v, sh, rnd, sat, lo, hi, mask, half, width, name, lshift=W.lshift, rshift=W.rshift):
+        def requant(v, sh, rnd, sat, lo, hi, mask, half, width, name, lshift=W.lshift, rshift=W.rshift, keep=None,
+                    biased=False):
             """golden's requantization of ``v`` by a run-time shift ``sh`` in [-lshift, rshift]
             (right when positive): one funnel shifter, t = floor(v * 2 / 2**sh); its lowest bit
             is the rounding bit, the bits shifted out below it the sticky bit (ties to even)."""
             vwid = v.shape().width
             x = Cat(Const(0, lshift + 1), v).as_signed()  # v * 2**(lshift + 1)
             s_ = Signal(range(rshift + lshift + 1), name=name + "_s")
-            m.d.comb += s_.eq(sh + lshift)
+            m.d.comb += s_.eq(sh if biased else sh + lshift)  # biased: sh + lshift given
+            # the shifter's stages (shift by 2**k when bit k of s_ is set) OR the bits each drops into
+            # the sticky bit: the bits of x below s_ (those below lshift + 1 are zero)
+            y, st = x, Const(0, 1)
+            for k in range(s_.shape().width):
+                st = st | (s_[k] & y[:min(1 << k, y.shape().width)].any())
+                y = Mux(s_[k], y >> (1 << k), y)
             t = Signal(signed(vwid + lshift + 1), name=name + "_t")
-            m.d.comb += t.eq(x >> s_)
+            m.d.comb += t.eq(y)
             q = t[1:].as_signed()  # floor(v / 2**sh), or v << -sh
             sticky = Signal(name=name + "_sticky")
-            m.d.comb += sticky.eq(Cat(*[x[i] & (s_ > i) for i in range(lshift + 1, vwid + lshift + 1)]).any())
+            m.d.comb += sticky.eq(st)
             inc = Signal(name=name + "_inc")
             m.d.comb += inc.eq(Mux(rnd == 1, t[0], Mux(rnd == 2, t[0] & (sticky | q[0]), 0)))
-            v1 = Signal(signed(width), name=name + "_v1")
-            m.d.comb += v1.eq(q + inc)
             out = Signal(signed(width), name=name + "_out")
-            wrapped = Signal(signed(width), name=name + "_wrap")
+            if keep is None:
+                v1 = Signal(signed(width), name=name + "_v1")
+                m.d.comb += v1.eq(q + inc)
+                wrapped = Signal(signed(width), name=name + "_wrap")
+                m.d.comb += wrapped.eq(((v1 + half) & mask) - half)
+                m.d.comb += out.eq(Mux(sat, Mux(v1 < lo, lo, Mux(v1 > hi, hi, v1)), wrapped))
+                return out
+            # only the low ``keep`` bits of the result are read: q's low kw bits and whether q fits
+            # them (else it saturates by its sign); the wrap reads low bits only
+            kw = max(keep, lo.shape().width, hi.shape().width, mask.shape().width, half.shape().width) + 1
+            top = q[kw - 1:]
+            ovf = Signal(name=name + "_ovf")
+            m.d.comb += ovf.eq(top.any() & ~top.all())
+            v1 = Signal(signed(kw + 1), name=name + "_v1")
+            m.d.comb += v1.eq(q[:kw].as_signed() + inc)
+            wrapped = Signal(signed(kw + 1), name=name + "_wrap")
             m.d.comb += wrapped.eq(((v1 + half) & mask) - half)
-            m.d.comb += out.eq(Mux(sat, Mux(v1 < lo, lo, Mux(v1 > hi, hi, v1)), wrapped))
+            satd = Mux(ovf, Mux(q[-1], lo, hi), Mux(v1 < lo, lo, Mux(v1 > hi, hi, v1)))
+            m.d.comb += out.eq(Mux(sat, satd, wrapped))
             return out
 
-        rq_out = requant(rq_v, rq_sh, f["rqrnd"], f["rqsat"], f["rqlo"], f["rqhi"], f["rqmask"], f["rqhalf"],
-                         W.rqw, "rqf")
+        z_on = Signal(name="rq_z")  # the requantizer takes layer norm's z (shared: pass 2 at half rate)
+        rq_par = [Mux(z_on, f["z" + k], f["rq" + k]) if W.share_z else f["rq" + k]
+                  for k in ("rnd", "sat", "lo", "hi", "mask", "half")]
+        rq_out = requant(rq_v, rq_sh, *rq_par, W.rqw, "rqf", keep=max(dw, W.zw if W.share_z else 0), biased=True)
         out_v = Signal(signed(dw), name="out_v")
         out_ok = Signal(name="out_ok")
         out_dst = Signal(signed(W.aaw), name="out_dst")
@@ -473,8 +576,6 @@ class CompactTop(wiring.Component):
         Ag, Am, Ae = (Signal(signed(aw), name=n) for n in ("Ag", "Am", "Ae"))
         bwid = max(len(prog.wrom).bit_length(), aw) + 1
         Bg, Bt, Bk = (Signal(signed(bwid), name=n) for n in ("Bg", "Bt", "Bk"))
-        Og, Om, Ot = (Signal(signed(aw), name=n) for n in ("Og", "Om", "Ot"))
-        Ct = Signal(signed(max(len(prog.crom).bit_length() + 1, 2) + 1), name="Ct")
         Pp = Signal.like(s_, name="mac_P")
         m.d.comb += Pp.eq(Mux(f["K"] > L, f["K"], L))
         mac_on = Signal(name="mac_on")
@@ -494,60 +595,66 @@ class CompactTop(wiring.Component):
         with m.If(setup & ~is_row):
             m.d.sync += [g_.eq(0), mm.eq(0), t_.eq(0), s_.eq(0), Ag.eq(f["abase"]), Am.eq(f["abase"]),
                          Ae.eq(f["abase"]), Bg.eq(f["bbase"]), Bt.eq(f["bbase"]), Bk.eq(f["bbase"]),
-                         Og.eq(f["obase"]), Om.eq(f["obase"]), Ot.eq(f["obase"]), Ct.eq(f["cbase"]),
                          ldp.eq(f["arl"] > 0), rl.eq(0)]
         with m.If(mac_run):
             m.d.sync += [s_.eq(s_ + 1), Ae.eq(Ae + 1), Bk.eq(Bk + f["bsk"])]
             with m.If(s_ == Pp - 1):
-                m.d.sync += [s_.eq(0), t_.eq(t_ + 1), Ae.eq(Am), Bt.eq(Bt + 1), Bk.eq(Bt + 1), Ot.eq(Ot + L),
-                             Ct.eq(Ct + L)]
+                m.d.sync += [s_.eq(0), t_.eq(t_ + 1), Ae.eq(Am), Bt.eq(Bt + 1), Bk.eq(Bt + 1)]
                 with m.If(last_t):
                     m.d.sync += [t_.eq(0), mm.eq(mm + 1), Am.eq(Am + f["asm"]), Ae.eq(Am + f["asm"]),
-                                 Bt.eq(Bg), Bk.eq(Bg), Om.eq(Om + f["osm"]), Ot.eq(Om + f["osm"]),
-                                 Ct.eq(f["cbase"]), ldp.eq(f["arl"] > 0), rl.eq(0)]
+                                 Bt.eq(Bg), Bk.eq(Bg), ldp.eq(f["arl"] > 0), rl.eq(0)]
                     with m.If(last_m):
                         m.d.sync += [mm.eq(0), g_.eq(g_ + 1), Ag.eq(Ag + f["asg"]), Am.eq(Ag + f["asg"]),
                                      Ae.eq(Ag + f["asg"]), Bg.eq(Bg + f["bsg"]), Bt.eq(Bg + f["bsg"]),
-                                     Bk.eq(Bg + f["bsg"]), Og.eq(Og + f["osg"]), Om.eq(Og + f["osg"]),
-                                     Ot.eq(Og + f["osg"])]
+                                     Bk.eq(Bg + f["bsg"])]
         mac_done = Signal(name="mac_done")
         m.d.comb += mac_done.eq(mac_run & (s_ == Pp - 1) & last_t & last_m & last_g)
 
-        # the a row of a matmul: ceil(K/L) words into registers (its rows start on a word)
+        # the a row of a matmul: ceil(K/L) words into a ring of element registers (its rows start on a
+        # word); the ring turns one element a product, so its element 0 is the one the product takes
         nwa = -(-W.karow // L)
-        arow = [Signal(L * dw, name=f"arow{w}") for w in range(nwa)]
+        arow = [Signal(signed(dw), name=f"arow{k}") for k in range(W.karow)]
+        a_ks = sorted({i.f["K"] for i in prog.instrs if i.unit == "mac" and i.f["abuf"]})
         ld_v = Signal(name="ld_v")
         ld_i = Signal.like(rl, name="ld_i")
         m.d.sync += [ld_v.eq(mac_on & ldp), ld_i.eq(rl)]
-        with m.If(ld_v):
-            with m.Switch(ld_i):
-                for w in range(nwa):
-                    with m.Case(w):
-                        m.d.sync += arow[w].eq(rpa.data)
+        a_turn = Signal(name="arow_turn")
+        a_arls = {i.f["arl"] for i in prog.instrs if i.unit == "mac" and i.f["abuf"]}
+        if W.karow == nwa * L and a_arls == {nwa}:  # every row fills the ring: its words shift in
+            with m.If(ld_v):
+                m.d.sync += [arow[k].eq(arow[k + L]) for k in range(W.karow - L)]
+                m.d.sync += [arow[W.karow - L + j].eq(rpa.data[j * dw:(j + 1) * dw]) for j in range(L)]
+        else:
+            with m.If(ld_v):
+                with m.Switch(ld_i):
+                    for w in range(nwa):
+                        with m.Case(w):
+                            m.d.sync += [arow[w * L + j].eq(rpa.data[j * dw:(j + 1) * dw])
+                                         for j in range(L) if w * L + j < W.karow]
+        with m.If(a_turn & ~ld_v):
+            for k in range(W.karow):
+                wrap = [kk for kk in a_ks if kk - 1 == k and kk < W.karow]  # a shorter row's last element
+                nxt = arow[(k + 1) % W.karow]
+                if wrap:
+                    nxt = Mux(f["K"] == wrap[0], arow[0], nxt)
+                m.d.sync += arow[k].eq(nxt)
         # issue -> operands
         q0 = {k: Signal(name=f"q0_{k}") for k in ("v", "first", "last")}
         q0_k = Signal(range(max(W.karow, 2)), name="q0_k")
         m.d.sync += q0_k.eq(s_)
         q0_lane = Signal(range(L), name="q0_lane")
-        q0_ot = Signal.like(Ot, name="q0_ot")
-        q0_ct = Signal.like(Ct, name="q0_ct")
-        q0_nl = Signal(range(L + 1), name="q0_nl")
         m.d.sync += [q0["v"].eq(issue), q0["first"].eq(s_ == 0), q0["last"].eq(s_ == f["K"] - 1),
-                     q0_lane.eq(Ae[:lg] if lg else 0), q0_ot.eq(Ot), q0_ct.eq(Ct),
-                     q0_nl.eq(Mux(last_t, f["Nlast"], L))]
+                     q0_lane.eq(Ae[:lg] if lg else 0)]
         bw = W.bv
         q1_a = Signal(signed(dw), name="q1_a")  # a's raw bits as signed; q1_ca: an unsigned a's top bit
         q1_ca = Signal(name="q1_ca")
         q1_b = [Signal(signed(bw), name=f"q1_b{j}") for j in range(L)]
         q1 = {k: Signal(name=f"q1_{k}") for k in ("v", "first", "last")}
-        q1_ot, q1_ct, q1_nl = Signal.like(q0_ot), Signal.like(q0_ct), Signal.like(q0_nl)
         a_lanes = lanes(rpa.data)
         a_raw = Signal(signed(dw), name="a_raw")
+        m.d.comb += a_turn.eq(q0["v"] & f["abuf"][0])
         with m.If(f["abuf"][0]):
-            with m.Switch(q0_k):
-                for k in range(W.karow):
-                    with m.Case(k):
-                        m.d.comb += a_raw.eq(arow[k // L][(k % L) * dw:(k % L + 1) * dw])
+            m.d.comb += a_raw.eq(arow[0])
         with m.Else():
             with m.Switch(q0_lane):
                 for j in range(L):
@@ -559,10 +666,9 @@ class CompactTop(wiring.Component):
         for j, b in enumerate(q1_b):
             bv = value(a_lanes[j], f["ub"][0], f"b_val{j}")
             m.d.sync += b.eq(Mux(f["brom"][0], wl[j], bv))
-        m.d.sync += [q1[k].eq(q0[k]) for k in q1] + [q1_ot.eq(q0_ot), q1_ct.eq(q0_ct), q1_nl.eq(q0_nl)]
+        m.d.sync += [q1[k].eq(q0[k]) for k in q1]
         q2_p = [Signal(signed(max(dw + bw + 1, 33 if lane_sums else 0)), name=f"q2_p{j}") for j in range(L)]
         q2 = {k: Signal(name=f"q2_{k}") for k in ("v", "first", "last")}
-        q2_ot, q2_ct, q2_nl = Signal.like(q0_ot), Signal.like(q0_ct), Signal.like(q0_nl)
         for j, (p, b) in enumerate(zip(q2_p, q1_b)):
             lane_row = any(j == jj for _, parts in lane_sums for jj, _ in parts)
             if lane_row:  # a row instruction's multiply on this lane
@@ -575,28 +681,41 @@ class CompactTop(wiring.Component):
             m.d.sync += p.eq(prod)
         for out, parts in lane_sums:
             m.d.comb += out.eq(_tree([q2_p[j] << sh for j, sh in parts]))
-        m.d.sync += [q2[k].eq(q1[k]) for k in q2] + [q2_ot.eq(q1_ot), q2_ct.eq(q1_ct), q2_nl.eq(q1_nl)]
+        m.d.sync += [q2[k].eq(q1[k]) for k in q2]
         acc = [Signal(signed(W.aw), name=f"acc{j}") for j in range(L)]
         wbuf = [Signal(signed(W.aw), name=f"wbuf{j}") for j in range(L)]
         nxt = [Mux(q2["first"], 0, a) + p for a, p in zip(acc, q2_p)]
         wb_on = Signal(name="wb_on")
         wb_j = Signal(range(L + 1), name="wb_j")
+        # the tile written back: its output and constant addresses generated at the write-back, in the
+        # issue's tile order, advanced after its last element (no address pipeline)
+        wb_ot, wb_om, wb_og = (Signal(signed(aw), name=n) for n in ("wb_ot", "wb_om", "wb_og"))
+        wb_ct = Signal(signed(max(len(prog.crom).bit_length() + 1, 2) + 1), name="wb_ct")
+        wb_t, wb_m = Signal.like(t_, name="wb_t"), Signal.like(mm, name="wb_m")
         wb_nl = Signal(range(L + 1), name="wb_nl")
-        wb_ot, wb_ct = Signal.like(q0_ot, name="wb_ot"), Signal.like(q0_ct, name="wb_ct")
+        m.d.comb += wb_nl.eq(Mux(wb_t == f["T"] - 1, f["Nlast"], L))
+        with m.If(setup & ~is_row):
+            m.d.sync += [wb_ot.eq(f["obase"]), wb_om.eq(f["obase"]), wb_og.eq(f["obase"]), wb_ct.eq(f["cbase"]),
+                         wb_t.eq(0), wb_m.eq(0)]
         with m.If(wb_on):
             m.d.sync += wb_j.eq(wb_j + 1)
             with m.If(wb_j == wb_nl - 1):
-                m.d.sync += wb_on.eq(0)
+                m.d.sync += [wb_on.eq(0), wb_t.eq(wb_t + 1), wb_ot.eq(wb_ot + L), wb_ct.eq(wb_ct + L)]
+                with m.If(wb_t == f["T"] - 1):
+                    m.d.sync += [wb_t.eq(0), wb_m.eq(wb_m + 1), wb_om.eq(wb_om + f["osm"]),
+                                 wb_ot.eq(wb_om + f["osm"]), wb_ct.eq(f["cbase"])]
+                    with m.If(wb_m == f["M"] - 1):
+                        m.d.sync += [wb_m.eq(0), wb_og.eq(wb_og + f["osg"]), wb_om.eq(wb_og + f["osg"]),
+                                     wb_ot.eq(wb_og + f["osg"])]
         with m.If(q2["v"]):
             m.d.sync += [a.eq(x) for a, x in zip(acc, nxt)]
         # a finished tile's sums: the accumulators into the write-back buffer the cycle after its last
         # product (the next tile's first product goes into the accumulators meanwhile)
         q3_cap = Signal(name="q3_cap")
-        q3_ot, q3_ct, q3_nl = Signal.like(q0_ot, name="q3_ot"), Signal.like(q0_ct, name="q3_ct"), Signal.like(q0_nl, name="q3_nl")
-        m.d.sync += [q3_cap.eq(q2["v"] & q2["last"]), q3_ot.eq(q2_ot), q3_ct.eq(q2_ct), q3_nl.eq(q2_nl)]
+        m.d.sync += q3_cap.eq(q2["v"] & q2["last"])
         with m.If(q3_cap):
             m.d.sync += [b.eq(a) for b, a in zip(wbuf, acc)]
-            m.d.sync += [wb_on.eq(1), wb_j.eq(0), wb_nl.eq(q3_nl), wb_ot.eq(q3_ot), wb_ct.eq(q3_ct)]
+            m.d.sync += [wb_on.eq(1), wb_j.eq(0)]
         # write-back: W0 select (and constant read), W1 bias add or scale multiply
         w0_sel = Signal(signed(W.aw), name="w0_sel")
         w0_ok = Signal(name="w0_ok")
@@ -613,7 +732,11 @@ class CompactTop(wiring.Component):
         w0b_ok = Signal(name="w0b_ok")
         w0b_dst = Signal(signed(aw), name="w0b_dst")
         m.d.sync += [w0b_v.eq(w0_sel + c_g), w0b_ok.eq(w0_ok), w0b_dst.eq(w0_dst)]
-        if W.const_scales:  # the scale product, one multiply by a constant per scale of the program
+        if scale_m2:  # the scale product on M2 (idle during MAC instructions)
+            with m.If(~is_row):
+                m.d.comb += [m2a.eq(f["scale"]), m2b.eq(w0_sel)]
+            sc_p = m2p
+        elif W.const_scales:  # the scale product, one multiply by a constant per scale of the program
             sc_p = Const(0, signed(2))
             for sc in W.scales:
                 sc_p = Mux(f["scale"] == sc, const_mul(m, w0_sel, sc, f"scale_p{sc}"), sc_p)
@@ -630,17 +753,19 @@ class CompactTop(wiring.Component):
         rph = Signal(2, name="row_phase")  # 0 issue, 1 wait, 2 normalise
         wcnt_r = Signal(8, name="row_wait")
         X = {}
-        for x in "abd":
+        for x in "ab":
             X[x] = [Signal(signed(aw + 1), name=f"{x}{k}") for k in ("1", "2", "e")]
         row_run = Signal(name="row_run")
         m.d.comb += row_run.eq(running & is_row)
         r_issue = Signal(name="r_issue")  # a read this cycle
         m.d.comb += r_issue.eq(row_run & (rph == 0))
         half = Signal(name="row_half")  # add: a's read (0), then b's (1) through the one port
-        with m.If(r_issue & op_is["add"]):
+        slow = Signal(name="row_slow")  # an element every other cycle: add; layer norm's pass 2 with h2
+        m.d.comb += slow.eq(op_is["add"] | (op_is["layernorm"] & f["h2"][0] & (pss == 2)))
+        with m.If(r_issue & slow):
             m.d.sync += half.eq(~half)
         r_step = Signal(name="r_step")  # an element issued
-        m.d.comb += r_step.eq(r_issue & (~op_is["add"] | half))
+        m.d.comb += r_step.eq(r_issue & (~slow | half))
         lastpass = Signal(2, name="lastpass")
         m.d.comb += lastpass.eq(Mux(multi, 2, 0))
         c_last = Signal(name="c_last")
@@ -648,13 +773,13 @@ class CompactTop(wiring.Component):
         m.d.comb += [c_last.eq(c_ == f["N"] - 1), row_last.eq((i2 == f["n2"] - 1) & (i1 == f["n1"] - 1))]
         with m.If(setup & is_row):
             m.d.sync += [i1.eq(0), i2.eq(0), c_.eq(0), pss.eq(0), rph.eq(0), half.eq(0)]
-            m.d.sync += [s.eq(f[f"{x}base"]) for x in "abd" for s in X[x]]
+            m.d.sync += [s.eq(f[f"{x}base"]) for x in "ab" for s in X[x]]
         with m.If(r_step):
             m.d.sync += c_.eq(c_ + 1)
-            m.d.sync += [X[x][2].eq(X[x][2] + f[f"{x}sc"]) for x in "abd"]
+            m.d.sync += [X[x][2].eq(X[x][2] + f[f"{x}sc"]) for x in "ab"]
             with m.If(c_last):
                 m.d.sync += c_.eq(0)
-                m.d.sync += [X[x][2].eq(X[x][1]) for x in "abd"]  # the same row again (next pass)
+                m.d.sync += [X[x][2].eq(X[x][1]) for x in "ab"]  # the same row again (next pass)
                 with m.If(multi):  # pass 0 -> 1 at once; 1 -> wait for the row's sum, normalise; 2 -> next row
                     with m.Switch(pss):
                         with m.Case(0):
@@ -664,13 +789,13 @@ class CompactTop(wiring.Component):
                         with m.Case(2):
                             m.d.sync += pss.eq(0)
                 with m.If(pss == lastpass):  # next row
-                    m.d.sync += [i2.eq(i2 + 1)] + [X[x][1].eq(X[x][1] + f[f"{x}s2"]) for x in "abd"] + \
-                                [X[x][2].eq(X[x][1] + f[f"{x}s2"]) for x in "abd"]
+                    m.d.sync += [i2.eq(i2 + 1)] + [X[x][1].eq(X[x][1] + f[f"{x}s2"]) for x in "ab"] + \
+                                [X[x][2].eq(X[x][1] + f[f"{x}s2"]) for x in "ab"]
                     with m.If(i2 == f["n2"] - 1):
                         m.d.sync += [i2.eq(0), i1.eq(i1 + 1)] + \
-                                    [X[x][0].eq(X[x][0] + f[f"{x}s1"]) for x in "abd"] + \
-                                    [X[x][1].eq(X[x][0] + f[f"{x}s1"]) for x in "abd"] + \
-                                    [X[x][2].eq(X[x][0] + f[f"{x}s1"]) for x in "abd"]
+                                    [X[x][0].eq(X[x][0] + f[f"{x}s1"]) for x in "ab"] + \
+                                    [X[x][1].eq(X[x][0] + f[f"{x}s1"]) for x in "ab"] + \
+                                    [X[x][2].eq(X[x][0] + f[f"{x}s1"]) for x in "ab"]
         p_cnt = Signal(range(P_CYCLES + 1), name="p_cnt")
         with m.If(row_run & (rph == 1)):
             m.d.sync += wcnt_r.eq(wcnt_r - 1)
@@ -684,6 +809,22 @@ class CompactTop(wiring.Component):
         m.d.comb += run_done.eq(Mux(is_row, r_step & c_last & (pss == lastpass) & row_last, mac_done))
         m.d.comb += drain_len.eq(Mux(is_row, ROW_DRAIN, MAC_DRAIN + L + WB_DEPTH))
 
+        # the destination addresses, generated at the write stage (no address pipeline): the elements of
+        # the last pass are written in their issue order
+        Xd = [Signal(signed(aw + 1), name=f"d{k}") for k in ("1", "2", "e")]
+        wr_c = Signal.like(c_, name="wr_c")
+        wr_i2 = Signal.like(i2, name="wr_i2")
+        row_wr = Signal(name="row_wr")
+        with m.If(setup & is_row):
+            m.d.sync += [wr_c.eq(0), wr_i2.eq(0)] + [x.eq(f["dbase"]) for x in Xd]
+        with m.If(row_wr):
+            m.d.sync += [wr_c.eq(wr_c + 1), Xd[2].eq(Xd[2] + f["dsc"])]
+            with m.If(wr_c == f["N"] - 1):
+                m.d.sync += [wr_c.eq(0), wr_i2.eq(wr_i2 + 1), Xd[1].eq(Xd[1] + f["ds2"]), Xd[2].eq(Xd[1] + f["ds2"])]
+                with m.If(wr_i2 == f["n2"] - 1):
+                    m.d.sync += [wr_i2.eq(0), Xd[0].eq(Xd[0] + f["ds1"]), Xd[1].eq(Xd[0] + f["ds1"]),
+                                 Xd[2].eq(Xd[0] + f["ds1"])]
+
         # the element pipeline: S0 issue -> S1 read -> S2 pre-op -> S3 table/multiply -> S4 z -> S5 y
         def tag(name, src):
             s = Signal.like(src, name=name)
@@ -695,7 +836,7 @@ class CompactTop(wiring.Component):
         m.d.comb += s0_first.eq(c_ == 0)
         s1_h0 = tag("s1_h0", r_issue & op_is["add"] & ~half)
         s1 = dict(v=tag("s1_v", r_step), wr=tag("s1_wr", s0_wr), first=tag("s1_first", s0_first),
-                  pss=tag("s1_pss", pss), dst=tag("s1_dst", X["d"][2]), col=tag("s1_col", c_),
+                  pss=tag("s1_pss", pss),
                   la=tag("s1_la", X["a"][2][:lg] if lg else Const(0, 1)),
                   lb=tag("s1_lb", X["b"][2][:lg] if lg else Const(0, 1)))
         xa_raw = Signal(signed(dw), name="s1_xa_raw")
@@ -752,27 +893,44 @@ class CompactTop(wiring.Component):
         if not W.const_scales:
             with m.Else():
                 m.d.comb += [m1a.eq(w0_sel), m1b.eq(f["scale"])]
-        with m.If(s3["v"] & (s3["pss"] == 1) & op_is["softmax"]):
-            m.d.sync += red.eq(Mux(s3["first"], 0, red) + tdat)
         s3b = {k: tag("s3b_" + k, v) for k, v in s3.items()}  # the product's cycle
         s3b_v = tag("s3b_v", Mux(op_is["lookup"], tdat, s3_pre))
         s4 = {k: tag("s4_" + k, v) for k, v in s3b.items()}
+        s4_col = Signal.like(c_, name="s4_col")  # the element's column: every pass issues columns 0 .. N-1
+        with m.If(setup & is_row):
+            m.d.sync += s4_col.eq(0)
+        with m.Elif(s4["v"]):
+            m.d.sync += s4_col.eq(Mux(s4_col == f["N"] - 1, 0, s4_col + 1))
         s4_v = Signal(signed(W.rv), name="s4_val")
         m.d.sync += s4_v.eq(Mux(multi, m1p, s3b_v))
         # S4: layer norm's sum of squares; z = rq(d * t)
-        with m.If(s4["v"] & (s4["pss"] == 1) & op_is["layernorm"]):
-            m.d.sync += red.eq(Mux(s4["first"], f["eps"], red) + s4_v)
+        # the row's reduction, one adder: softmax's sum of exponents (S3), layer norm's sum of squares (S4)
+        red_sm = s3["v"] & (s3["pss"] == 1) & op_is["softmax"]
+        red_ln = s4["v"] & (s4["pss"] == 1) & op_is["layernorm"]
+        with m.If(red_sm | red_ln):
+            m.d.sync += red.eq(Mux(Mux(op_is["softmax"], s3["first"], s4["first"]),
+                                   Mux(op_is["softmax"], 0, f["eps"]), red) + Mux(op_is["softmax"], tdat, s4_v))
         zsh = Signal(signed(_sbits(-W.zl, W.zr)), name="row_zsh")
-        z = requant(s4_v, zsh, f["zrnd"], f["zsat"], f["zlo"], f["zhi"], f["zmask"], f["zhalf"], W.rv + W.zl + 1, "rqz",
-                    lshift=W.zl, rshift=W.zr)
+        if W.share_z:  # on the common requantizer, in the cycles between pass 2's writes
+            m.d.sync += z_on.eq(op_is["layernorm"] & s3b["v"] & (s3b["pss"] == 2))  # = s4's, registered
+            z = rq_out[:W.zw].as_signed()  # z's bits (layer norm reads s5's low zw bits)
+        else:
+            z = requant(s4_v, zsh, f["zrnd"], f["zsat"], f["zlo"], f["zhi"], f["zmask"], f["zhalf"], W.rv + W.zl + 1,
+                        "rqz", lshift=W.zl, rshift=W.zr, keep=W.zw)
         s5 = {k: tag("s5_" + k, v) for k, v in s4.items()}
         s5_v = Signal(signed(W.rv), name="s5_val")
         m.d.sync += s5_v.eq(Mux(op_is["layernorm"], z, s4_v))
         s5_g, s5_b = c_g, c_b  # layer norm's gamma and beta: the constant ROM read at S4 (its column)
         # S5: y = z * gamma + beta
         zv = s5_v[:W.zw].as_signed()
-        m.d.comb += [m2a.eq(s5_g), m2b.eq(zv)]
-        s5b_v, s5b_b = tag("s5b_v", s5_v), tag("s5b_b", s5_b)  # the product's cycle
+        if scale_m2:
+            with m.If(is_row):
+                m.d.comb += [m2a.eq(s5_g[:16].as_signed()), m2b.eq(zv)]
+        else:
+            m.d.comb += [m2a.eq(s5_g), m2b.eq(zv)]
+        # the product's cycle; s5b_v carries the other ops' values: pre-op, table data, softmax's e * r
+        s5b_v = tag("s5b_v", s5_v[:max(W.prew, 2 * W.tw, W.tw + 1)].as_signed())
+        s5b_b = tag("s5b_b", s5_b)
         s6_v = Signal(signed(W.r6), name="s6_val")
         m.d.sync += s6_v.eq(Mux(op_is["layernorm"], m2p + s5b_b, s5b_v))
         s5b = {k: tag("s5b_" + k, v) for k, v in s5.items()}
@@ -798,19 +956,34 @@ class CompactTop(wiring.Component):
                 with m.Case(3):
                     m.d.sync += [rr.eq(tdat), zsh.eq(f["zc0"] + (sh_r >> 1))]
 
+        m.d.comb += row_wr.eq(is_row & s6["v"] & s6["wr"])
+
         # -- the common requantize-and-write stage --------------------------------------------------
-        with m.If(is_row):
-            m.d.comb += [rq_v.eq(s6_v), rq_sh.eq(f["rqsh"] + Mux(op_is["softmax"], p_r, 0)),
-                         rq_byp.eq(op_is["copy"] | op_is["lookup"]), rq_ok.eq(s6["v"] & s6["wr"]),
-                         rq_dst.eq(s6["dst"])]
+        # the shifts, biased by lshift, registered (their operands hold for many cycles before a use:
+        # the instruction's field from its fetch, softmax's p and layer norm's z shift from the
+        # normalising phase): no adder before the shifter
+        sh_ins = Signal.like(rq_sh, name="rq_sh_ins")
+        byp_ins = Signal(name="rq_byp_ins")  # the instruction's ops written without requantization
+        m.d.sync += byp_ins.eq(op_is["copy"] | op_is["lookup"])
+        sh_z = Signal.like(rq_sh, name="rq_sh_z")
+        m.d.sync += [sh_ins.eq(f["rqsh"] + W.lshift + Mux(op_is["softmax"], p_r, 0)), sh_z.eq(zsh + W.lshift)]
+        with m.If(z_on):
+            m.d.comb += [rq_v.eq(s4_v), rq_sh.eq(sh_z), rq_byp.eq(0), rq_ok.eq(0)]
+        with m.Elif(is_row):
+            m.d.comb += [rq_v.eq(s6_v), rq_sh.eq(sh_ins),
+                         rq_byp.eq(byp_ins), rq_ok.eq(row_wr),
+                         rq_dst.eq(Xd[2])]
         with m.Else():
-            m.d.comb += [rq_v.eq(w1_v), rq_sh.eq(f["rqsh"]), rq_byp.eq(0), rq_ok.eq(w1_ok), rq_dst.eq(w1_dst)]
+            m.d.comb += [rq_v.eq(w1_v), rq_sh.eq(sh_ins), rq_byp.eq(0), rq_ok.eq(w1_ok), rq_dst.eq(w1_dst)]
 
         # -- read-port addresses ------------------------------------------------------------------
         st_rd = Signal(name="st_rd")
         st_addr = Signal(range(max(prog.dm_words, 2)), name="st_addr")
         with m.If(st_rd):
             m.d.comb += rpa.addr.eq(st_addr)
+        if self._peek:
+            with m.Elif(state == LOAD):
+                m.d.comb += rpa.addr.eq(self.peek_addr)
         with m.Elif(is_row):
             m.d.comb += rpa.addr.eq(Mux(op_is["add"] & half, X["b"][2], X["a"][2]) >> lg)
         with m.Elif(ldp):
@@ -819,7 +992,10 @@ class CompactTop(wiring.Component):
             m.d.comb += rpa.addr.eq(Ae >> lg)
         with m.Else():
             m.d.comb += rpa.addr.eq(Bk)
-        m.d.comb += [rpw.addr.eq(Mux(is_row, t_word, Bk)), rpc.addr.eq(Mux(is_row, f["cbase"] + s4["col"], wb_ct + wb_j))]
+        m.d.comb += [rpw.addr.eq(Mux(is_row, t_word, Bk)), rpc.addr.eq(Mux(is_row, f["cbase"] + s4_col, wb_ct + wb_j))]
+
+        if self._peek:
+            m.d.comb += self.peek_data.eq(rpa.data)
 
         # -- store ------------------------------------------------------------------------------------
         out_t = d.out_type

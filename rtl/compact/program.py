@@ -95,8 +95,8 @@ class Instr:
             per_tile = max(f["K"], L)
             return FETCH + f["G"] * f["M"] * (f["arl"] + f["T"] * per_tile) + MAC_DRAIN + L + WB_DEPTH
         rows = f["n1"] * f["n2"]
-        if self.op in PASSES:
-            return FETCH + rows * (PASSES[self.op] * f["N"] + SUM_WAIT + P_CYCLES) + ROW_DRAIN
+        if self.op in PASSES:  # h2: the last pass at half rate (layer norm sharing one requantizer)
+            return FETCH + rows * ((PASSES[self.op] + f.get("h2", 0)) * f["N"] + SUM_WAIT + P_CYCLES) + ROW_DRAIN
         per = 2 if self.op == "add" else 1  # add reads its two operands through one port
         return FETCH + rows * f["N"] * per + ROW_DRAIN
 
