@@ -119,6 +119,15 @@ def export(model, example):
                                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"]) from None
 
 
+def save_program(program, path) -> None:
+    """``torch.export.save`` without the per-node source locations (``stack_trace``: file paths of
+    the machine that exported), so a committed archive names no machine's folders."""
+    torch = _torch()
+    for node in program.graph_module.graph.nodes:
+        node.meta.pop("stack_trace", None)
+    torch.export.save(program, str(path))
+
+
 def load_torch_model(path):
     """Load a ``torch.export`` archive (``.pt2``).  Nothing in it is run as Python: the archive
     holds an ATen graph and tensors (read with PyTorch's weights-only loader)."""

@@ -90,7 +90,7 @@ def train(model, data, epochs: int, lr: float = 3e-3, seed: int = 0, batch: int 
 
 def main(argv=None) -> int:
     from fabformer.apps.data import digits
-    from fabformer.frontend.pytorch import export
+    from fabformer.frontend.pytorch import export, save_program
     torch.set_num_threads(2)
     data = digits()
     want = set(sys.argv[1:] if argv is None else argv) or {"encoder_post", "encoder_pre", "brevitas_q8"}
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
         t = time.time()
         acc = train(model, data, epochs, lr)
         ep = export(model, data.x_train)
-        torch.export.save(ep, str(HERE / f"{name}.pt2"))
+        save_program(ep, HERE / f"{name}.pt2")
         print(f"{name}: test accuracy {100 * acc:.2f} % ({time.time() - t:.0f} s) -> {name}.pt2")
     return 0
 

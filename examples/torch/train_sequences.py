@@ -110,7 +110,7 @@ def accuracy(model, x, y) -> float:
 
 
 def main(argv=None) -> int:
-    from fabformer.frontend.pytorch import export
+    from fabformer.frontend.pytorch import export, save_program
     torch.set_num_threads(2)
     want = list(sys.argv[1:] if argv is None else argv) or ["text", "causal"]
     for name in want:
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         train(model, x, y, epochs=8 if name == "text" else 4)
         secs = time.time() - t
         ep = export(model, x)
-        torch.export.save(ep, str(HERE / f"{name}.pt2"))
+        save_program(ep, HERE / f"{name}.pt2")
         print(f"{name}: test accuracy {100 * accuracy(model, xt, yt):.2f} % (trained in {secs:.0f} s) -> {name}.pt2")
     return 0
 
