@@ -9,10 +9,10 @@ from amaranth.lib.wiring import In, Out
 
 from .. import ir
 from .arith import pack, requantize, unpack
-from .blocks import Block, RowMap, row_shape
+from .blocks import Block, RowMap, Wire, row_shape
 from .generate import _reshape, block
 
-__all__ = ["MaxPoolBlock", "ConcatBlock", "PassBlock", "InputSplit", "SPLIT_DELAY"]
+__all__ = ["MaxPoolBlock", "ConcatBlock", "InputSplit", "SPLIT_DELAY"]
 
 SPLIT_DELAY = 2  # a row written into an input's FIFO is readable two edges later
 
@@ -114,27 +114,6 @@ def _concat_block(n, g, parallelism):
     return ConcatBlock(n.name, g.type_of(n.inputs[0]), g.type_of(n.inputs[1]), g.type_of(n.output), ra, ca, cb)
 
 
-class PassBlock(Block):
-    """A reshape that keeps the row structure (e.g. ``[D] -> [1, D]``): wires, no cycle."""
-
-    kind = "reshape"
-
-    def __init__(self, name, t, rows, cols):
-        super().__init__(name, [(t, rows, cols)], (t, rows, cols))
-
-    def timing(self, first, last):
-        return first, last
-
-    @property
-    def ii(self):
-        return self.in_specs[0][1]
-
-    def elaborate(self, platform):
-        m = Module()
-        m.d.comb += [self.o.valid.eq(self.i.valid), self.o.payload.eq(self.i.payload), self.i.ready.eq(self.o.ready)]
-        return m
-
-
 _reshape_rows = _reshape(lambda op, g: [list(range(int(r) * int(c), int(r) * int(c) + int(c)))
                                         for r, c in [(r, row_shape(op.shape)[1]) for r in range(row_shape(op.shape)[0])]])
 
@@ -143,7 +122,7 @@ _reshape_rows = _reshape(lambda op, g: [list(range(int(r) * int(c), int(r) * int
 def _reshape_block(n, g, parallelism):
     src, dst = row_shape(g.tensors[n.inputs[0]].shape), row_shape(g.tensors[n.output].shape)
     if src == dst:
-        return PassBlock(n.name, g.type_of(n.inputs[0]), *src)
+        return Wire(n.name, "reshape", g.type_of(n.inputs[0]), *src)  # the rows stay: wires, no cycle
     return _reshape_rows(n, g, parallelism)
 
 
