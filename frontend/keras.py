@@ -232,19 +232,18 @@ def _consumers(layers):
     return c
 
 
-class _Builder:
-    def __init__(self, layers, cfg: ConvertConfig, ranges: dict | None, name: str):
-        self.layers = layers
+class GraphBuilder:
+    """What every frontend's builder shares: the graph, the config, the calibration ranges and
+    the activation type of each (layer, role) (a config override, else from the range)."""
+
+    def __init__(self, cfg: ConvertConfig, ranges: dict | None, name: str):
         self.cfg = cfg
         self.ranges = ranges
         self.g = Graph(name)
-        self.tensor_of = {}  # keras layer name -> graph tensor
+        self.tensor_of = {}  # source layer / node name -> graph tensor
         self.roles = {}  # (layer, role) -> tensor
-        self.consumers = _consumers(layers)
         self.problems = []
-        self.output_layers = None  # the model's output layers, in order (default: the last layer)
 
-    # types --------------------------------------------------------------------
     def act_type(self, layer: str, role: str, tensor: str, signed: bool = True, bits: int | None = None):
         self.roles[(layer, role)] = tensor
         ov = self.cfg.layers.get(layer, {}).get(role)
@@ -256,6 +255,14 @@ class _Builder:
 
     def add(self, op, t):
         return self.g.add(op, t)
+
+
+class _Builder(GraphBuilder):
+    def __init__(self, layers, cfg: ConvertConfig, ranges: dict | None, name: str):
+        super().__init__(cfg, ranges, name)
+        self.layers = layers
+        self.consumers = _consumers(layers)
+        self.output_layers = None  # the model's output layers, in order (default: the last layer)
 
     def inp(self, L, i=0):
         return self.tensor_of[L.inputs[i]]

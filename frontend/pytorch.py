@@ -40,7 +40,7 @@ from ..ir import (MAX_TENSOR_BITS, Add, AddConst, CausalFill, Dense, Embedding, 
 from ..requant import weight_type
 from .config import ConvertConfig
 from .handlers import Handler, Handlers
-from .keras import PROVISIONAL, _FOLDABLE, _range_type, _check_overrides
+from .keras import _FOLDABLE, GraphBuilder, _check_overrides
 
 __all__ = ["convert", "export", "load_torch_model", "torch_predict", "is_torch_model", "TorchModel", "HANDLERS",
            "SUPPORTED"]
@@ -394,32 +394,15 @@ def _data_nodes(u: _Unit) -> set:
 
 
 # -- the builder ---------------------------------------------------------------------
-class _Builder:
+class _Builder(GraphBuilder):
     def __init__(self, prog: _Program, cfg: ConvertConfig, ranges: dict | None, name: str):
+        super().__init__(cfg, ranges, name)
         self.prog = prog
-        self.cfg = cfg
-        self.ranges = ranges
-        self.g = Graph(name)
-        self.tensor_of: dict = {}  # fx node name -> graph tensor
-        self.roles: dict = {}
-        self.problems: list = []
         self.float_units: list = []  # units whose types came from calibration, not from quantizers
         self.uses = {}
         for u in prog.units:
             for a in u.inputs:
                 self.uses[a.name] = self.uses.get(a.name, 0) + 1
-
-    def act_type(self, layer: str, role: str, tensor: str, signed: bool = True, bits: int | None = None):
-        self.roles[(layer, role)] = tensor
-        ov = self.cfg.layers.get(layer, {}).get(role)
-        if ov is not None:
-            return ov
-        if self.ranges is None:
-            return PROVISIONAL if signed else PROVISIONAL.with_(signed=False)
-        return _range_type(self.ranges.get(tensor, 1.0), bits or self.cfg.activation_bits, signed, self.cfg)
-
-    def add(self, op, t):
-        return self.g.add(op, t)
 
     def src(self, node):
         if node.name not in self.tensor_of and node.name in self.prog.values or node.name in self.prog.params:
