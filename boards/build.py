@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 from ..errors import FabformerError
@@ -494,7 +495,7 @@ def build_arch(graph, board: str, out, *, arch: str = "auto", **kw) -> dict:
                 raise
             why = str(e).split(". needed/available")[0]
             note = f"architecture auto: picked compact, because dataflow does not fit: {why}"
-            print(note, flush=True)
+            print(note, file=sys.stderr, flush=True)  # progress channel: stdout keeps --json alone
             arch = "compact"
     if arch == "dataflow":
         rep = build(graph, board, out, **kw)

@@ -242,9 +242,11 @@ def test_build_auto_picks_compact_on_icebreaker(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(B, "report_markdown", lambda rep: "report")
     gpath = GRAPHS["sat"]().save(tmp_path / "g.graph.json")
     assert main(["build", str(gpath), "--board", "icebreaker", "-o", str(tmp_path / "b"), "--json"]) == 0
-    out = capsys.readouterr().out
+    cap = capsys.readouterr()
     assert "architecture auto: picked compact, because dataflow does not fit: the design does not fit icebreaker" \
-        in out
+        in cap.err
+    out = cap.out  # --json: stdout is the report alone
+    assert out.lstrip().startswith("{")
     d = seen[1]
     assert seen[0] is None and d.arch == "compact" and d.lanes == 4 and d.row_multipliers == "lut" and d.dsps == 8
     rep = json.loads(out[out.index("{"):])
