@@ -42,7 +42,7 @@ def measure_in_shell(graph, design, part: str, workdir: Path, clock_mhz: float) 
 
 def measure(design, family: str = "ecp5", workdir: Path | None = None, seed: int = 1, pnr: bool = True) -> dict:
     """Synthesize (and place and route, out of context) ``design``; returns Fmax and resources."""
-    from fabformer.boards.flow import find_tool, synth_commands, yosys_counts, parse_nextpnr_report
+    from fabformer.boards.flow import find_tool, parse_nextpnr_report, router_opts, synth_commands, yosys_counts
     fam = "ecp5" if family == "ecp5" else "ice40"
     tmp = None
     if workdir is None:
@@ -69,7 +69,8 @@ def measure(design, family: str = "ecp5", workdir: Path | None = None, seed: int
     var, dev = PARTS[family]
     t1 = time.time()
     cmd = [find_tool(var), *dev, "--json", "top.json", "--out-of-context", "--report", "top.report.json",
-           "--timing-allow-fail", "--seed", str(seed), "--freq", "100", "-l", "pnr.log", "-q"]
+           "--timing-allow-fail", "--seed", str(seed), "--freq", "100", "-l", "pnr.log", "-q",
+           *router_opts(fam).split()]
     if fam == "ice40":
         cmd.remove("--out-of-context")  # nextpnr-ice40 has no such mode: I/O of the top are pins
     r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)

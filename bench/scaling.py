@@ -1,11 +1,20 @@
 """Scaling of the dataflow RTL: a two-block encoder at sequence 8/16/32 x d_model 16/32/64.
 
-    .venv/bin/python bench/scaling.py [--parallelism N] [--synth] [--json out/scaling.json]
+    .venv/bin/python bench/scaling.py [--setting full|fit] [--dsp 156] [--parallelism N] [--synth]
+                                      [--synth-dir DIR] [--json out/scaling.json]
 
 For each size: the analytic latency and II (cycles), multipliers, MAC bound (MACs /
 multipliers) and their ratios; with ``--synth`` also LUT/FF/DSP/BRAM from yosys
-``synth_ecp5`` (the open flow's script, no place and route).  The default parallelism is
-one multiplier per output column of every matmul-like block.
+``synth_ecp5`` (the open flow's script, no place and route).  ``--setting full`` (the
+default) is one multiplier per output column of every matmul-like block; ``fit`` is the
+board fit's first choice for ``--dsp`` multipliers (the ULX3S-85F's 156 by default): the
+fastest balanced setting within them, else the smallest (one multiplier per node).
+
+``--synth-dir DIR`` writes each design's ``top.il`` and yosys script ``top.ys`` into
+``DIR/<setting>_<sequence>x<d_model>/`` and reads the counts from a ``top.stat.json``
+found there, so the slow syntheses can run elsewhere (one yosys per design, in parallel:
+``yosys -q -l yosys.log top.ys`` in each folder) and the table is printed from their
+results; with ``--synth`` as well, the designs lacking a result are synthesized here.
 """
 from __future__ import annotations
 
@@ -70,37 +79,58 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, nargs="+", default=[8, 16, 32])
     ap.add_argument("--d-model", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--parallelism", type=int, default=None)
+    ap.add_argument("--setting", choices=("full", "fit"), default="full")
+    ap.add_argument("--dsp", type=int, default=156, help="multipliers the fit may use (--setting fit)")
     ap.add_argument("--synth", action="store_true", help="also yosys synth_ecp5 each design (slow)")
+    ap.add_argument("--synth-dir", help="per-design folders: top.il + top.ys written, top.stat.json read")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
+    from pathlib import Path
+    from fabformer.boards.build import parallelism_candidates
+    from fabformer.boards.flow import synth_commands, yosys_counts
     from fabformer.rtl import generate
+    synth_cols = a.synth or a.synth_dir
     rows = []
     print("| sequence | d_model | MACs | multipliers | MAC bound | latency | latency / bound | II | II / bound |"
-          + (" LUT | FF | DSP | BRAM | synth s |" if a.synth else ""))
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|---:|---:|" if a.synth else ""))
+          + (" LUT | FF | DSP | BRAM | synth s |" if synth_cols else ""))
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|---:|---:|" if synth_cols else ""))
     for t in a.tokens:
         for dm in a.d_model:
             g = encoder(t, dm)
-            d = generate(g, parallelism=a.parallelism)
+            par = a.parallelism
+            if par is None and a.setting == "fit":
+                par = parallelism_candidates(g, a.dsp)[0]
+            d = generate(g, parallelism=par)
             bound = d.macs / d.multipliers
             row = {"tokens": t, "d_model": dm, "macs": d.macs, "multipliers": d.multipliers,
                    "mac_bound": round(bound, 1), "latency": d.latency_cycles, "ii": d.ii_cycles,
                    "latency_over_bound": round(d.latency_cycles / bound, 2), "ii_over_bound": round(d.ii_cycles / bound, 2)}
             line = (f"| {t} | {dm} | {d.macs:,} | {d.multipliers} | {bound:,.1f} | {d.latency_cycles:,} | "
                     f"{row['latency_over_bound']} | {d.ii_cycles:,} | {row['ii_over_bound']} |")
-            if a.synth:
-                sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+            y, secs = None, None
+            if a.synth_dir:
+                w = Path(a.synth_dir) / f"{a.setting}_{t}x{dm}"
+                w.mkdir(parents=True, exist_ok=True)
+                if not (w / "top.il").exists():
+                    (w / "top.il").write_text(d.rtlil("top"))
+                    (w / "top.ys").write_text("\n".join(["read_rtlil top.il", *synth_commands("ecp5", ""),
+                                                         "tee -q -o top.stat.json stat -json"]) + "\n")
+                if (w / "top.stat.json").exists():
+                    y = yosys_counts(json.loads((w / "top.stat.json").read_text()), "ecp5")
+            if a.synth and y is None:
+                sys.path.insert(0, str(Path(__file__).resolve().parent))
                 from fmax import measure
                 t0 = time.time()
-                r = measure(d, "ecp5", pnr=False)
-                row["synth"] = r.get("yosys")
-                row["synth_s"] = round(time.time() - t0, 1)
-                y = r.get("yosys") or {}
-                line += f" {y.get('lut')} | {y.get('ff')} | {y.get('dsp')} | {y.get('bram')} | {row['synth_s']} |"
+                y = measure(d, "ecp5", pnr=False).get("yosys")
+                secs = round(time.time() - t0, 1)
+            if synth_cols:
+                row["synth"], row["synth_s"] = y, secs
+                y = y or {}
+                line += (f" {y.get('lut', 'not run')} | {y.get('ff', '')} | {y.get('dsp', '')} | {y.get('bram', '')} | "
+                         f"{secs if secs is not None else ''} |")
             rows.append(row)
             print(line, flush=True)
     if a.json:
-        from pathlib import Path
         Path(a.json).write_text(json.dumps(rows, indent=1))
     return 0
 

@@ -221,6 +221,17 @@ def over_budget(used: dict, available: dict) -> list[str]:
 
 
 # -- open flow for a board ----------------------------------------------------------
+# nextpnr's router per family.  ECP5: router2.  The whole digits model (28k flip-flops, 73-145
+# DSPs) never finished with router1 (115k-162k of ~210k arcs still overused after 13-35 minutes);
+# router2 routed the same placed netlist in 144 s (bench/README.md, "Fmax").
+ROUTER = {"ecp5": "router2"}
+
+
+def router_opts(family: str) -> str:
+    r = ROUTER.get(family)
+    return f" --router {r}" if r else ""
+
+
 def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed: int = 1) -> dict:
     """Synthesize, place, route and pack ``top`` (an Elaboratable using the platform's pins).
 
@@ -238,7 +249,7 @@ def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed: int =
         top, name="top",
         synth_opts=platform.synth_opts,
         script_after_synth="tee -q -o top.stat.json stat -json",
-        nextpnr_opts=f"--seed {seed} --report top.report.json --timing-allow-fail")
+        nextpnr_opts=f"--seed {seed} --report top.report.json --timing-allow-fail" + router_opts(platform.family))
     build_dir = Path(build_dir)
     plan.extract(str(build_dir))
     reads = [ln for ln in (build_dir / "top.ys").read_text().splitlines() if ln.startswith("read_")]
@@ -341,7 +352,7 @@ def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed: int = 
         ok = not skipped
     if ok:
         common = ["--json", "top.json", "--freq", f"{clock_mhz:g}", "--seed", str(seed), "--report",
-                  "top.report.json", "--timing-allow-fail", "--log", "top.tim", "-q"]
+                  "top.report.json", "--timing-allow-fail", "--log", "top.tim", "-q", *router_opts(target.family).split()]
         if target.family == "ice40":
             cmd = [env["NEXTPNR_ICE40"], target.nextpnr_device, "--package", target.package,
                    "--pcf-allow-unconstrained", "--asc", "top.asc", *common]

@@ -298,20 +298,28 @@ class MacEngine(Elaboratable):
         m.d.comb += take.eq(self.start & self.ready)
         m.d.sync += reserved.eq(reserved + (take & group_first) - pop)
         nxt = self.next
+        # the step registers are 0 whenever the engine is idle (a job's last step clears them), so a
+        # job taken needs no clear, and the consumer's handshake (``start``, from the producer's valid
+        # in another block) stays out of the weight memories' read addresses; ``head`` and ``x`` load
+        # whenever a job could be taken (idle, or the last step), which holds the taken job's values
+        can_take = Signal(name="can_take")
+        m.d.comb += can_take.eq(~self.busy | last)
         m.d.comb += [
-            nxt["head"].eq(Mux(take, self.head, head)),
-            nxt["kb"].eq(Mux(take | (advance & last_k), 0, Mux(advance, kb + 1, kb))),
-            nxt["nb"].eq(Mux(take | (advance & last), 0, Mux(advance & last_k, nb + 1, nb))),
-            nxt["cnt"].eq(Mux(take | (advance & last), 0, Mux(advance, cnt + 1, cnt))),
+            nxt["head"].eq(Mux(can_take, self.head, head)),
+            nxt["kb"].eq(Mux(advance & last_k, 0, Mux(advance, kb + 1, kb))),
+            nxt["nb"].eq(Mux(advance & last, 0, Mux(advance & last_k, nb + 1, nb))),
+            nxt["cnt"].eq(Mux(advance & last, 0, Mux(advance, cnt + 1, cnt))),
         ]
         m.d.sync += [head.eq(nxt["head"]), kb.eq(nxt["kb"]), nb.eq(nxt["nb"]), cnt.eq(nxt["cnt"]),
                      self.busy.eq(take | (self.busy & ~last))]
         if self.chain > 1:
             gcnt = self.state["gcnt"]
-            m.d.comb += nxt["gcnt"].eq(Mux(take & group_first, 0, Mux(advance, gcnt + 1, gcnt)))
+            # 0 between groups: cleared by the group's last step
+            m.d.comb += nxt["gcnt"].eq(Mux(advance & last & (head == self.chain - 1), 0,
+                                           Mux(advance, gcnt + 1, gcnt)))
             m.d.sync += gcnt.eq(nxt["gcnt"])
         # x: loaded with the job, then rotated by pk each step (its first pk are the step's operands)
-        with m.If(take):
+        with m.If(can_take):
             m.d.sync += [r.eq(x) for r, x in zip(x_reg, self.x)]
         if KB > 1:
             with m.Elif(advance):
