@@ -104,6 +104,29 @@ class Block(wiring.Component):
                 "latency": l, "ii": self.ii}
 
 
+def skid(m, port, name: str):
+    """A one-row skid buffer in front of a consumer of ``port`` (a stream input): ``port.ready`` is
+    a register (the buffer is empty), so a consumer whose acceptance depends on its own
+    consumer's ``ready`` does not pass that ready on to its producer: the chains of ``ready``
+    through several blocks end here.  Returns ``(valid, payload, take)``: the row offered (the
+    buffered one first) and the signal the consumer drives when it takes it.  No cycle is
+    added: a row offered while the consumer takes it passes straight through, and a row
+    arriving while it does not waits in the buffer instead of in its producer."""
+    full = Signal(name=f"{name}_full")
+    buf = Signal(len(port.payload.as_value()), name=f"{name}_buf")
+    valid = Signal(name=f"{name}_valid")
+    payload = Signal(len(buf), name=f"{name}_row")
+    take = Signal(name=f"{name}_take")
+    m.d.comb += [port.ready.eq(~full), valid.eq(full | port.valid),
+                 payload.eq(Mux(full, buf, port.payload.as_value()))]
+    with m.If(full):
+        with m.If(take):
+            m.d.sync += full.eq(0)
+    with m.Elif(port.valid & ~take):
+        m.d.sync += [full.eq(1), buf.eq(port.payload.as_value())]
+    return valid, payload, take
+
+
 class Pipe:
     """Pipeline registers for a :class:`RowMap` function: ``stage(*groups)`` registers every
     value of every group (lists of values) under the pipeline's enable and returns the
@@ -152,16 +175,17 @@ class RowMap(Block):
         can = Signal()
         m.d.comb += can.eq(~self.o.valid | self.o.ready)
         pipe = Pipe(m, can)
-        xs = unpack(self.i.payload, in_cols, in_t)
+        i_valid, i_row, i_take = skid(m, self.i, "in")
+        xs = unpack(i_row, in_cols, in_t)
         ys = self.fn(m, xs, pipe)
         assert pipe.stages == self.stages, (self.kind, pipe.stages, self.stages)
-        valid = self.i.valid
+        valid = i_valid
         for k in range(self.stages):
             v = Signal(name=f"valid{k}")
             with m.If(can):
                 m.d.sync += v.eq(valid)
             valid = v
-        m.d.comb += self.i.ready.eq(can)
+        m.d.comb += i_take.eq(can & i_valid)
         with m.If(can):
             m.d.sync += self.o.valid.eq(valid)
             m.d.sync += self.o.payload.as_value().eq(pack(ys))
@@ -188,12 +212,14 @@ class AddBlock(Block):
         (at, _, cols), (bt, _, _) = self.in_specs
         out_t = self.out_spec[0]
         f = max(at.frac, bt.frac)
-        xa, xb = unpack(self.a.payload, cols, at), unpack(self.b.payload, cols, bt)
+        a_valid, a_row, a_take = skid(m, self.a, "a")
+        b_valid, b_row, b_take = skid(m, self.b, "b")
+        xa, xb = unpack(a_row, cols, at), unpack(b_row, cols, bt)
         ys = [requantize(m, (p << (f - at.frac)) + (q << (f - bt.frac)), f, out_t, name=f"y{j}")
               for j, (p, q) in enumerate(zip(xa, xb))]
         can = ~self.o.valid | self.o.ready
-        both = self.a.valid & self.b.valid
-        m.d.comb += [self.a.ready.eq(can & both), self.b.ready.eq(can & both)]
+        both = a_valid & b_valid
+        m.d.comb += [a_take.eq(can & both), b_take.eq(can & both)]
         with m.If(can):
             m.d.sync += self.o.valid.eq(both)
             with m.If(both):
