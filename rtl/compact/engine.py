@@ -88,7 +88,7 @@ def pipe_mul(m, a, b, name: str, dsp: bool, groups: int = 4):
 # read): one value over the instructions that set it makes the field a constant.  Not here: the
 # fields every row instruction reads (ua, ub, rqsh: a copy's 0 is read).
 ONLY_WHERE_SET = frozenset(
-    ["G", "M", "T", "K", "Nlast", "aone", "abuf", "arl", "brom", "asg", "asm", "bsg", "bsk", "osg", "osm",
+    ["G", "M", "T", "K", "Nlast", "aone", "abuf", "arl", "brom", "asg", "asm", "bsg", "bsk", "osg", "osm", "ocs",
      "wbmode", "scale", "cbase", "n1", "n2", "N", "ash", "bsh", "R", "eps", "zc0",
      "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf", "h2"] +
     [f"t{i}{k}" for i in (1, 2) for k in ("base", "shift", "off", "size", "uns")])
@@ -278,7 +278,7 @@ class CompactTop(wiring.Component):
                 f[k] = Signal(signed(_sbits(min(vals), max(vals))), name=f"f_{k}")
         for k in ("rqsh", "rqrnd", "rqsat", "rqlo", "rqhi", "rqmask", "rqhalf", "eps", "zc0", "R", "ash", "bsh", "scale", "cbase", "t1base", "t1shift", "t1off", "t1size",
                   "t2base", "t2shift", "t2off", "t2size", "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf",
-                  "aone", "brom", "wbmode", "Nlast", "asg", "asm", "bsg", "bsk", "osg", "osm", "G", "M", "T", "K",
+                  "aone", "brom", "wbmode", "Nlast", "asg", "asm", "bsg", "bsk", "osg", "osm", "ocs", "G", "M", "T", "K",
                   "abase", "bbase", "obase", "n1", "n2", "N", "as1", "as2", "asc", "bbase", "bs1", "bs2", "bsc",
                   "dbase", "ds1", "ds2", "dsc", "ua", "ub", "abuf", "arl", "t1uns", "t2uns", "h2"):
             if k not in f:
@@ -694,19 +694,28 @@ class CompactTop(wiring.Component):
         wb_t, wb_m = Signal.like(t_, name="wb_t"), Signal.like(mm, name="wb_m")
         wb_nl = Signal(range(L + 1), name="wb_nl")
         m.d.comb += wb_nl.eq(Mux(wb_t == f["T"] - 1, f["Nlast"], L))
+        # a column stride (field ocs, a dense writing its output transposed): the element's address
+        # advances by it (wb_oe), the tile's by L times it; else the element's address is wb_ot + wb_j
+        strided = not isinstance(f["ocs"], Const) or f["ocs"].value != 1
+        wb_oe = Signal(signed(aw), name="wb_oe")
+        ot_step = (f["ocs"] << lg) if strided else L
+
+        def oe(v):
+            return [wb_oe.eq(v)] if strided else []
         with m.If(setup & ~is_row):
             m.d.sync += [wb_ot.eq(f["obase"]), wb_om.eq(f["obase"]), wb_og.eq(f["obase"]), wb_ct.eq(f["cbase"]),
-                         wb_t.eq(0), wb_m.eq(0)]
+                         wb_t.eq(0), wb_m.eq(0)] + oe(f["obase"])
         with m.If(wb_on):
-            m.d.sync += wb_j.eq(wb_j + 1)
+            m.d.sync += [wb_j.eq(wb_j + 1)] + oe(wb_oe + f["ocs"])
             with m.If(wb_j == wb_nl - 1):
-                m.d.sync += [wb_on.eq(0), wb_t.eq(wb_t + 1), wb_ot.eq(wb_ot + L), wb_ct.eq(wb_ct + L)]
+                m.d.sync += [wb_on.eq(0), wb_t.eq(wb_t + 1), wb_ot.eq(wb_ot + ot_step), wb_ct.eq(wb_ct + L)] + \
+                    oe(wb_ot + ot_step)
                 with m.If(wb_t == f["T"] - 1):
                     m.d.sync += [wb_t.eq(0), wb_m.eq(wb_m + 1), wb_om.eq(wb_om + f["osm"]),
-                                 wb_ot.eq(wb_om + f["osm"]), wb_ct.eq(f["cbase"])]
+                                 wb_ot.eq(wb_om + f["osm"]), wb_ct.eq(f["cbase"])] + oe(wb_om + f["osm"])
                     with m.If(wb_m == f["M"] - 1):
                         m.d.sync += [wb_m.eq(0), wb_og.eq(wb_og + f["osg"]), wb_om.eq(wb_og + f["osg"]),
-                                     wb_ot.eq(wb_og + f["osg"])]
+                                     wb_ot.eq(wb_og + f["osg"])] + oe(wb_og + f["osg"])
         with m.If(q2["v"]):
             m.d.sync += [a.eq(x) for a, x in zip(acc, nxt)]
         # a finished tile's sums: the accumulators into the write-back buffer the cycle after its last
@@ -724,7 +733,7 @@ class CompactTop(wiring.Component):
         with m.If(wb_on & ~q3_cap):
             m.d.sync += [wbuf[j].eq(wbuf[j + 1]) for j in range(L - 1)]
         sel = wbuf[0]
-        m.d.sync += [w0_sel.eq(sel), w0_ok.eq(wb_on), w0_dst.eq(wb_ot + wb_j)]
+        m.d.sync += [w0_sel.eq(sel), w0_ok.eq(wb_on), w0_dst.eq(wb_oe if strided else wb_ot + wb_j)]
         w1_v = Signal(signed(W.vw), name="w1_v")
         w1_ok = Signal(name="w1_ok")
         w1_dst = Signal(signed(aw), name="w1_dst")
