@@ -805,15 +805,21 @@ class CompactTop(wiring.Component):
                                     [X[x][0].eq(X[x][0] + f[f"{x}s1"]) for x in "ab"] + \
                                     [X[x][1].eq(X[x][0] + f[f"{x}s1"]) for x in "ab"] + \
                                     [X[x][2].eq(X[x][0] + f[f"{x}s1"]) for x in "ab"]
-        p_cnt = Signal(range(P_CYCLES + 1), name="p_cnt")
+        # the normalisation: step 0 (the leading one) in the phase rph 2, the P_CYCLES cycles between the
+        # sum and pass 2; steps 1 (shift), 2 (table read) and 3 (reciprocal / inverse square root, z's
+        # shift) beside pass 2's first issues, whose elements read them from their S3 (rr) and S4 (z) on
+        assert P_CYCLES == 1
+        p_cnt = Signal(2, name="p_cnt")  # the step; 0 idle after step 3
         with m.If(row_run & (rph == 1)):
             m.d.sync += wcnt_r.eq(wcnt_r - 1)
             with m.If(wcnt_r == 0):
-                m.d.sync += [rph.eq(2), p_cnt.eq(0)]
-        with m.If(row_run & (rph == 2)):
+                m.d.sync += rph.eq(2)
+        in_p = Signal(name="in_p")  # step 0
+        m.d.comb += in_p.eq(row_run & (rph == 2))
+        with m.If(in_p):
+            m.d.sync += [rph.eq(0), pss.eq(2), p_cnt.eq(1)]
+        with m.Elif(p_cnt != 0):
             m.d.sync += p_cnt.eq(p_cnt + 1)
-            with m.If(p_cnt == P_CYCLES - 1):
-                m.d.sync += [rph.eq(0), pss.eq(2)]
         # the instruction is done after its last issue; its drain covers the pipeline
         m.d.comb += run_done.eq(Mux(is_row, r_step & c_last & (pss == lastpass) & row_last, mac_done))
         m.d.comb += drain_len.eq(Mux(is_row, ROW_DRAIN, MAC_DRAIN + L + WB_DEPTH))
@@ -887,10 +893,10 @@ class CompactTop(wiring.Component):
                 m.d.sync += mx.eq(Mux(s2["first"] | (s2_xa > mx), s2_xa, mx))
             with m.If(op_is["layernorm"]):
                 m.d.sync += Ssum.eq(Mux(s2["first"], 0, Ssum) + s2_xa)
-        in_p = Signal(name="in_p")
-        m.d.comb += in_p.eq(row_run & (rph == 2))
         p_src = Signal(signed(W.nw + 1), name="p_n")
-        m.d.comb += [tsel2.eq(in_p), tsrc.eq(Mux(in_p, p_src, Mux(op_is["softmax"], mx - s2_xa, s2_xa)))]
+        p_tab = Signal(name="p_tab")  # the normalisation's table read (no element is at S2 then)
+        m.d.comb += p_tab.eq(p_cnt == 2)
+        m.d.comb += [tsel2.eq(p_tab), tsrc.eq(Mux(p_tab, p_src, Mux(op_is["softmax"], mx - s2_xa, s2_xa)))]
         s3 = {k: tag("s3_" + k, v) for k, v in s2.items()}
         s3_pre = tag("s3_pre", pre)
         # S3: table data; the row sum of exponents; the wide multiply
@@ -955,9 +961,9 @@ class CompactTop(wiring.Component):
         m.d.comb += sh1.eq(Mux(op_is["layernorm"], sh0 & ~1, sh0))
         m.d.comb += p_src.eq(n_r)
         with m.If(in_p):
+            m.d.sync += p_r.eq(lop)
+        with m.Else():
             with m.Switch(p_cnt):
-                with m.Case(0):
-                    m.d.sync += p_r.eq(lop)
                 with m.Case(1):
                     pos = Mux(sh1 > 0, sh1, 0)[:_clog2(W.rw) + 1]
                     neg = Mux(sh1 < 0, -sh1, 0)[:5]

@@ -47,7 +47,8 @@ ROW_DRAIN = 9    # issue to write of the row unit's element pipeline
 MAC_DRAIN = 4    # issue to the write-back buffer (operands, product, sum, capture)
 WB_DEPTH = 4     # write-back after the last lane's select: bias or scale (2), requantize, write
 SUM_WAIT = 5     # softmax / layer norm: after pass 1, until the row's sum is complete
-P_CYCLES = 4     # softmax / layer norm: the per-row normalisation (leading one, shift, table) before pass 2
+P_CYCLES = 1     # softmax / layer norm: the per-row normalisation's leading one before pass 2 (its shift and
+                 # table read run beside pass 2's first issues: the elements need them from their S3 on)
 STORE_READ = 2   # per output row: word reads in flight before the row is presented
 
 registry.declare(BACKEND, "the compact RTL architecture (fabformer.rtl.compact): one MAC array, one row unit, "
