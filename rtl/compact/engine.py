@@ -39,7 +39,7 @@ from amaranth.lib.wiring import In, Out
 from fabformer.fixed import FixedType
 from ..arith import leading_one, unpack
 from ..blocks import row_layout
-from .program import MAC_DRAIN, P_CYCLES, PASSES, ROW_DRAIN, ROW_OPS, SUM_WAIT, WB_DEPTH, Program
+from .program import LN_H2_DRAIN, MAC_DRAIN, P_CYCLES, PASSES, ROW_DRAIN, ROW_OPS, SUM_WAIT, WB_DEPTH, Program
 
 __all__ = ["CompactTop", "Widths"]
 
@@ -231,6 +231,8 @@ class Widths:
         self.rshift = max(shs + sm_sh + [24])  # softmax adds the leading-one position; layer norm's z
         # layer norm's pass 2 at half rate (field h2): its z requantization on the common requantizer
         self.share_z = any(i.f.get("h2") for i in prog.instrs if i.op == "layernorm")
+        if self.share_z and not all(i.f.get("h2") for i in prog.instrs if i.op == "layernorm"):
+            raise ValueError("layer norm's z on the common requantizer needs every layer norm at half rate (h2)")
         if self.share_z:
             self.lshift, self.rshift = max(self.lshift, self.zl), max(self.rshift, self.zr)
         self.rqw = self.vw + self.lshift + 1
@@ -423,10 +425,12 @@ class CompactTop(wiring.Component):
         rq_dst = Signal(signed(W.aaw), name="rq_dst")
 
         def requant(v, sh, rnd, sat, lo, hi, mask, half, width, name, lshift=W.lshift, rshift=W.rshift, keep=None,
-                    biased=False):
+                    biased=False, pipe=False):
             """golden's requantization of ``v`` by a run-time shift ``sh`` in [-lshift, rshift]
             (right when positive): one funnel shifter, t = floor(v * 2 / 2**sh); its lowest bit
-            is the rounding bit, the bits shifted out below it the sticky bit (ties to even)."""
+            is the rounding bit, the bits shifted out below it the sticky bit (ties to even).  With
+            ``pipe`` the shifter's t and sticky bit are registered: the result one cycle after ``v``
+            and ``sh``, from the rounding fields of that cycle (rnd, sat, lo, hi, mask, half)."""
             vwid = v.shape().width
             x = Cat(Const(0, lshift + 1), v).as_signed()  # v * 2**(lshift + 1)
             s_ = Signal(range(rshift + lshift + 1), name=name + "_s")
@@ -438,10 +442,12 @@ class CompactTop(wiring.Component):
                 st = st | (s_[k] & y[:min(1 << k, y.shape().width)].any())
                 y = Mux(s_[k], y >> (1 << k), y)
             t = Signal(signed(vwid + lshift + 1), name=name + "_t")
-            m.d.comb += t.eq(y)
-            q = t[1:].as_signed()  # floor(v / 2**sh), or v << -sh
             sticky = Signal(name=name + "_sticky")
-            m.d.comb += sticky.eq(st)
+            if pipe:
+                m.d.sync += [t.eq(y), sticky.eq(st)]
+            else:
+                m.d.comb += [t.eq(y), sticky.eq(st)]
+            q = t[1:].as_signed()  # floor(v / 2**sh), or v << -sh
             inc = Signal(name=name + "_inc")
             m.d.comb += inc.eq(Mux(rnd == 1, t[0], Mux(rnd == 2, t[0] & (sticky | q[0]), 0)))
             out = Signal(signed(width), name=name + "_out")
@@ -466,14 +472,22 @@ class CompactTop(wiring.Component):
             m.d.comb += out.eq(Mux(sat, satd, wrapped))
             return out
 
+        # the common requantizer in two stages: RA (operand select, shifter, sticky bit) and RB (rounding
+        # add, saturation), then the write; what RB reads of RA's cycle is registered beside its t
         z_on = Signal(name="rq_z")  # the requantizer takes layer norm's z (shared: pass 2 at half rate)
-        rq_par = [Mux(z_on, f["z" + k], f["rq" + k]) if W.share_z else f["rq" + k]
+        z_on_b = Signal(name="rq_z_b")
+        rb_byp, rb_ok = Signal(name="rq_byp_b"), Signal(name="rq_ok_b")
+        rb_v = Signal(signed(dw), name="rq_v_b")  # a copy's or lookup's value (written as it is)
+        rb_dst = Signal(signed(W.aaw), name="rq_dst_b")
+        m.d.sync += [z_on_b.eq(z_on), rb_byp.eq(rq_byp), rb_ok.eq(rq_ok), rb_v.eq(rq_v[:dw]), rb_dst.eq(rq_dst)]
+        rq_par = [Mux(z_on_b, f["z" + k], f["rq" + k]) if W.share_z else f["rq" + k]
                   for k in ("rnd", "sat", "lo", "hi", "mask", "half")]
-        rq_out = requant(rq_v, rq_sh, *rq_par, W.rqw, "rqf", keep=max(dw, W.zw if W.share_z else 0), biased=True)
+        rq_out = requant(rq_v, rq_sh, *rq_par, W.rqw, "rqf", keep=max(dw, W.zw if W.share_z else 0), biased=True,
+                         pipe=True)
         out_v = Signal(signed(dw), name="out_v")
         out_ok = Signal(name="out_ok")
         out_dst = Signal(signed(W.aaw), name="out_dst")
-        m.d.sync += [out_v.eq(Mux(rq_byp, rq_v, rq_out)), out_ok.eq(rq_ok), out_dst.eq(rq_dst)]
+        m.d.sync += [out_v.eq(Mux(rb_byp, rb_v, rq_out)), out_ok.eq(rb_ok), out_dst.eq(rb_dst)]
 
         tsrc = Signal(signed(max(W.nw + 1, dv + 2)), name="tsrc")
         tsel2 = Signal(name="tsel2")
@@ -506,7 +520,7 @@ class CompactTop(wiring.Component):
         LOAD, FETCH0, FETCH1, RUN, DRAIN, STORE = range(6)
         cnt = Signal(range(max(in_rows, out_rows, 2) + 1), name="rowcnt")
         wcnt = Signal(range(max(nwi, nwo, 1) + 2), name="wcnt")
-        drain = Signal(range(max(L + MAC_DRAIN + WB_DEPTH, ROW_DRAIN) + 2), name="drain")
+        drain = Signal(range(max(L + MAC_DRAIN + WB_DEPTH, ROW_DRAIN + LN_H2_DRAIN) + 2), name="drain")
         wr_addr_ld = Signal(range(max(prog.dm_words, 2)), name="ld_addr")
         ld_buf = Signal(len(self.i.payload.as_value()), name="ld_buf")
 
@@ -822,7 +836,8 @@ class CompactTop(wiring.Component):
             m.d.sync += p_cnt.eq(p_cnt + 1)
         # the instruction is done after its last issue; its drain covers the pipeline
         m.d.comb += run_done.eq(Mux(is_row, r_step & c_last & (pss == lastpass) & row_last, mac_done))
-        m.d.comb += drain_len.eq(Mux(is_row, ROW_DRAIN, MAC_DRAIN + L + WB_DEPTH))
+        m.d.comb += drain_len.eq(Mux(is_row, ROW_DRAIN + Mux(op_is["layernorm"] & f["h2"][0], LN_H2_DRAIN, 0),
+                                     MAC_DRAIN + L + WB_DEPTH))
 
         # the destination addresses, generated at the write stage (no address pipeline): the elements of
         # the last pass are written in their issue order
@@ -911,11 +926,6 @@ class CompactTop(wiring.Component):
         s3b = {k: tag("s3b_" + k, v) for k, v in s3.items()}  # the product's cycle
         s3b_v = tag("s3b_v", Mux(op_is["lookup"], tdat, s3_pre))
         s4 = {k: tag("s4_" + k, v) for k, v in s3b.items()}
-        s4_col = Signal.like(c_, name="s4_col")  # the element's column: every pass issues columns 0 .. N-1
-        with m.If(setup & is_row):
-            m.d.sync += s4_col.eq(0)
-        with m.Elif(s4["v"]):
-            m.d.sync += s4_col.eq(Mux(s4_col == f["N"] - 1, 0, s4_col + 1))
         s4_v = Signal(signed(W.rv), name="s4_val")
         m.d.sync += s4_v.eq(Mux(multi, m1p, s3b_v))
         # S4: layer norm's sum of squares; z = rq(d * t)
@@ -926,18 +936,37 @@ class CompactTop(wiring.Component):
             m.d.sync += red.eq(Mux(Mux(op_is["softmax"], s3["first"], s4["first"]),
                                    Mux(op_is["softmax"], 0, f["eps"]), red) + Mux(op_is["softmax"], tdat, s4_v))
         zsh = Signal(signed(_sbits(-W.zl, W.zr)), name="row_zsh")
-        if W.share_z:  # on the common requantizer, in the cycles between pass 2's writes
-            m.d.sync += z_on.eq(op_is["layernorm"] & s3b["v"] & (s3b["pss"] == 2))  # = s4's, registered
-            z = rq_out[:W.zw].as_signed()  # z's bits (layer norm reads s5's low zw bits)
+        s5_v = Signal(signed(W.rv), name="s5_val")
+        if W.share_z:
+            # z on the common requantizer (two stages), in the cycles between pass 2's writes: its RA at
+            # S4, its RB at S4b (into s5_v), then S5 and S5x (z held) before the multiply, so that a y's
+            # RA (S6) falls in the other cycles (an odd number of cycles after a z's); layer norm's
+            # elements take S4b and S5x (ROW_DRAIN + 2), the other ops go S4 -> S5 -> S5b
+            ln = op_is["layernorm"]
+            m.d.sync += z_on.eq(ln & s3b["v"] & (s3b["pss"] == 2))  # = s4's, registered
+            z = rq_out[:W.zw].as_signed()  # z's bits at S4b (layer norm reads s5's low zw bits)
+            s4b = {k: tag("s4b_" + k, v) for k, v in s4.items()}
+            s5 = {k: tag("s5_" + k, Mux(ln, s4b[k], v)) for k, v in s4.items()}
+            m.d.sync += s5_v.eq(Mux(ln, z, s4_v))
+            s5x = {k: tag("s5x_" + k, v) for k, v in s5.items()}
+            zv = tag("s5x_z", s5_v[:W.zw].as_signed())
+            col_v = s5["v"]  # layer norm's gamma and beta: the constant ROM read at S5, its data at S5x
+            s5b_src = {k: Mux(ln, s5x[k], v) for k, v in s5.items()}
         else:
             z = requant(s4_v, zsh, f["zrnd"], f["zsat"], f["zlo"], f["zhi"], f["zmask"], f["zhalf"], W.rv + W.zl + 1,
                         "rqz", lshift=W.zl, rshift=W.zr, keep=W.zw)
-        s5 = {k: tag("s5_" + k, v) for k, v in s4.items()}
-        s5_v = Signal(signed(W.rv), name="s5_val")
-        m.d.sync += s5_v.eq(Mux(op_is["layernorm"], z, s4_v))
-        s5_g, s5_b = c_g, c_b  # layer norm's gamma and beta: the constant ROM read at S4 (its column)
-        # S5: y = z * gamma + beta
-        zv = s5_v[:W.zw].as_signed()
+            s5 = {k: tag("s5_" + k, v) for k, v in s4.items()}
+            m.d.sync += s5_v.eq(Mux(op_is["layernorm"], z, s4_v))
+            zv = s5_v[:W.zw].as_signed()
+            col_v = s4["v"]  # layer norm's gamma and beta: the constant ROM read at S4, its data at S5
+            s5b_src = s5
+        s4_col = Signal.like(c_, name="row_col")  # the element's column: every pass issues columns 0 .. N-1
+        with m.If(setup & is_row):
+            m.d.sync += s4_col.eq(0)
+        with m.Elif(col_v):
+            m.d.sync += s4_col.eq(Mux(s4_col == f["N"] - 1, 0, s4_col + 1))
+        s5_g, s5_b = c_g, c_b
+        # S5 (S5x): y = z * gamma + beta
         if scale_m2:
             with m.If(is_row):
                 m.d.comb += [m2a.eq(s5_g[:16].as_signed()), m2b.eq(zv)]
@@ -948,7 +977,7 @@ class CompactTop(wiring.Component):
         s5b_b = tag("s5b_b", s5_b)
         s6_v = Signal(signed(W.r6), name="s6_val")
         m.d.sync += s6_v.eq(Mux(op_is["layernorm"], m2p + s5b_b, s5b_v))
-        s5b = {k: tag("s5b_" + k, v) for k, v in s5.items()}
+        s5b = {k: tag("s5b_" + k, v) for k, v in s5b_src.items()}
         s6 = {k: tag("s6_" + k, v) for k, v in s5b.items()}
         # P: leading one, normalising shift, reciprocal / inverse square root
         p_r = Signal(range(W.rw + 1), name="row_p")
