@@ -37,7 +37,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from fabformer.fixed import FixedType
-from ..arith import leading_one, unpack
+from ..arith import unpack
 from ..blocks import row_layout
 from .program import LN_H2_DRAIN, MAC_DRAIN, P_CYCLES, PASSES, ROW_DRAIN, ROW_OPS, SUM_WAIT, WB_DEPTH, Program
 
@@ -91,7 +91,7 @@ ONLY_WHERE_SET = frozenset(
     ["G", "M", "T", "K", "Nlast", "aone", "abuf", "arl", "brom", "asg", "asm", "bsg", "bsk", "osg", "osm", "ocs",
      "wbmode", "scale", "cbase", "n1", "n2", "N", "ash", "bsh", "R", "eps", "zc0",
      "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf", "h2"] +
-    [f"t{i}{k}" for i in (1, 2) for k in ("base", "shift", "off", "size", "uns")])
+    [f"t{i}{k}" for i in (1, 2) for k in ("base", "shift", "off", "size", "uns", "hi", "rb", "lr", "hr")])
 
 
 MAX_CONST_SCALES = 4  # distinct matmul scales the write-back multiplies by as constants
@@ -147,6 +147,24 @@ def _acc_range(ins, node, g) -> tuple[int, int]:
         raise ValueError(f"no accumulator range for a MAC instruction {ins.op!r}")
     corners = [alo * blo, alo * bhi, ahi * blo, ahi * bhi]
     return min(0, f["K"] * min(corners)), max(0, f["K"] * max(corners))
+
+
+def leading_one_tree(m, v, width: int, name: str):
+    """Position of the highest set bit of the non-negative ``v`` (0 when ``v == 0``), as
+    ``arith.leading_one`` but a tree (halves: the upper one's position when it has a set bit),
+    logarithmic depth instead of a priority chain."""
+    pw = max(width - 1, 1).bit_length()
+
+    def rec(lo, n):  # (any bit set, position) of v[lo:lo + n]
+        if n == 1:
+            return v[lo], Const(lo, unsigned(pw))
+        h = n // 2
+        a_lo, p_lo = rec(lo, h)
+        a_hi, p_hi = rec(lo + h, n - h)
+        return a_lo | a_hi, Mux(a_hi, p_hi, p_lo)
+    p = Signal(range(max(width, 2)), name=name)
+    m.d.comb += p.eq(rec(0, width)[1] if width > 1 else 0)
+    return p
 
 
 def _clog2(n: int) -> int:
@@ -266,11 +284,23 @@ class CompactTop(wiring.Component):
         m = Module()
 
         # -- fields: the instruction ROM (logic) into registers ------------------------------
-        names = sorted({k for ins in prog.instrs for k in ins.f})
+        # a table's range as the engine reads it: the source clamped to [off, hi] (hi = off + size - 1),
+        # plus rb = base - off + the table ROM's first entry (its word index and entry from one sum)
+        fds = []
+        for ins in prog.instrs:
+            fd = dict(ins.f)
+            for t in ("t1", "t2"):
+                if t + "base" in fd:
+                    base, size = fd.pop(t + "base"), fd.pop(t + "size")
+                    fd[t + "hi"] = fd[t + "off"] + size - 1
+                    fd[t + "rb"] = base - fd[t + "off"] + W.tword0 * W.per
+                    fd[t + "lr"], fd[t + "hr"] = fd[t + "off"] + fd[t + "rb"], fd[t + "hi"] + fd[t + "rb"]
+            fds.append(fd)
+        names = sorted({k for fd in fds for k in fd})
         f = {}
         for k in list(names):
-            vals = [ins.f.get(k, 0) for ins in prog.instrs]
-            used = [ins.f[k] for ins in prog.instrs if k in ins.f]
+            vals = [fd.get(k, 0) for fd in fds]
+            used = [fd[k] for fd in fds if k in fd]
             if k in ONLY_WHERE_SET and len(set(used)) == 1:  # one value wherever it is read: a constant
                 vals = used
             if len(set(vals)) == 1:  # the same in every instruction: a constant, no register
@@ -278,15 +308,14 @@ class CompactTop(wiring.Component):
                 names.remove(k)
             else:
                 f[k] = Signal(signed(_sbits(min(vals), max(vals))), name=f"f_{k}")
-        for k in ("rqsh", "rqrnd", "rqsat", "rqlo", "rqhi", "rqmask", "rqhalf", "eps", "zc0", "R", "ash", "bsh", "scale", "cbase", "t1base", "t1shift", "t1off", "t1size",
-                  "t2base", "t2shift", "t2off", "t2size", "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf",
+        for k in ("rqsh", "rqrnd", "rqsat", "rqlo", "rqhi", "rqmask", "rqhalf", "eps", "zc0", "R", "ash", "bsh", "scale", "cbase", "t1rb", "t1shift", "t1off", "t1hi", "t1lr", "t1hr",
+                  "t2rb", "t2shift", "t2off", "t2hi", "t2lr", "t2hr", "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf",
                   "aone", "brom", "wbmode", "Nlast", "asg", "asm", "bsg", "bsk", "osg", "osm", "ocs", "G", "M", "T", "K",
                   "abase", "bbase", "obase", "n1", "n2", "N", "as1", "as2", "asc", "bbase", "bs1", "bs2", "bsc",
                   "dbase", "ds1", "ds2", "dsc", "ua", "ub", "abuf", "arl", "t1uns", "t2uns", "h2"):
             if k not in f:
                 f[k] = Const(0, signed(2))
         is_row = Signal(name="is_row")
-        rop = Signal(range(len(ROW_OPS)), name="rop")
         npc = len(prog.instrs)
         pc = Signal(range(npc + 1), name="pc")
         # the widest fields in a block RAM (read like the registers: the word of pc, one cycle later)
@@ -296,15 +325,15 @@ class CompactTop(wiring.Component):
                 in_ram.append(k)
                 ram_w += f[k].shape().width
         if in_ram:
-            def fword(ins):
+            def fword(fd):
                 v, o = 0, 0
                 for k in in_ram:
                     w = f[k].shape().width
-                    v |= (ins.f.get(k, 0) & ((1 << w) - 1)) << o
+                    v |= (fd.get(k, 0) & ((1 << w) - 1)) << o
                     o += w
                 return v
             m.submodules.fram = fram = Memory(shape=unsigned(ram_w), depth=npc + 1, attrs={"rom_style": "block"},
-                                              init=[fword(i) for i in prog.instrs] + [fword(prog.instrs[-1])])
+                                              init=[fword(fd) for fd in fds] + [fword(fds[-1])])
             rpf = fram.read_port(domain="sync")
             m.d.comb += rpf.addr.eq(pc)
             o = 0
@@ -312,14 +341,13 @@ class CompactTop(wiring.Component):
                 w = f[k].shape().width
                 m.d.comb += f[k].eq(rpf.data[o:o + w].as_signed())
                 o += w
+        op_is = {k: Signal(name=f"op_{k}") for k in ROW_OPS}  # the row op decoded at the fetch (registered)
         with m.Switch(pc):
             for i, ins in enumerate(prog.instrs):
                 with m.Case(i):
-                    m.d.sync += [is_row.eq(ins.unit == "row"), rop.eq(ROW_OPS.get(ins.op, 0))]
-                    m.d.sync += [f[k].eq(ins.f.get(k, 0)) for k in names if k not in in_ram]
-        op_is = {k: Signal(name=f"op_{k}") for k in ROW_OPS}
-        for k, v in ROW_OPS.items():
-            m.d.comb += op_is[k].eq(is_row & (rop == v))
+                    m.d.sync += is_row.eq(ins.unit == "row")
+                    m.d.sync += [op_is[k].eq(ins.unit == "row" and ins.op == k) for k in ROW_OPS]
+                    m.d.sync += [f[k].eq(fds[i].get(k, 0)) for k in names if k not in in_ram]
         multi = Signal(name="multi")
         m.d.comb += multi.eq(op_is["softmax"] | op_is["layernorm"])
 
@@ -493,15 +521,18 @@ class CompactTop(wiring.Component):
         tsel2 = Signal(name="tsel2")
         t_sh = Mux(tsel2, f["t2shift"], f["t1shift"])
         t_off = Mux(tsel2, f["t2off"], f["t1off"])
-        t_size = Mux(tsel2, f["t2size"], f["t1size"])
-        t_base = Mux(tsel2, f["t2base"], f["t1base"])
-        t_raw = Signal(signed(tsrc.shape().width + 2), name="t_raw")
-        m.d.comb += t_raw.eq((tsrc >> t_sh[:6].as_unsigned()) - t_off)
-        t_idx = Signal(signed(tsrc.shape().width + 3), name="t_idx")
-        m.d.comb += t_idx.eq(Mux(t_raw < 0, 0, Mux(t_raw > t_size - 1, t_size - 1, t_raw)) + t_base)
+        t_hi = Mux(tsel2, f["t2hi"], f["t1hi"])
+        t_rb = Mux(tsel2, f["t2rb"], f["t1rb"])
+        t_lr = Mux(tsel2, f["t2lr"], f["t1lr"])  # the first entry, and the last
+        t_hr = Mux(tsel2, f["t2hr"], f["t1hr"])
+        t_raw = Signal(signed(tsrc.shape().width + 1), name="t_raw")
+        m.d.comb += t_raw.eq(tsrc >> t_sh[:6].as_unsigned())
+        # the ROM entry: clamp(src >> shift - off, 0, size - 1) + base, after the table ROM's first word
+        t_idx = Signal(signed(max(tsrc.shape().width, _sbits(0, W.romd * W.per)) + 2), name="t_idx")
+        m.d.comb += t_idx.eq(Mux(t_raw < t_off, t_lr, Mux(t_raw > t_hi, t_hr, t_raw + t_rb)))  # add beside compares
         lp = _clog2(W.per)
         t_word = Signal(range(W.romd + 1), name="t_word")
-        m.d.comb += t_word.eq(W.tword0 + (t_idx >> lp))
+        m.d.comb += t_word.eq(t_idx >> lp)
         t_sel = Signal(range(max(W.per, 2)), name="t_sel")
         t_uns = Signal(name="t_uns")
         m.d.sync += [t_sel.eq(t_idx[:lp] if lp else 0), t_uns.eq(Mux(tsel2, f["t2uns"][0], f["t1uns"][0]))]
@@ -903,15 +934,19 @@ class CompactTop(wiring.Component):
             m.d.comb += pre.eq(dev)
         with m.Else():
             m.d.comb += pre.eq(s2_xa)
+        # softmax's row maximum; its next value (forwarded) gives S1 the table source max - x, registered
+        mx_nx = Signal.like(mx, name="row_max_nx")
+        m.d.comb += mx_nx.eq(Mux(s2["v"] & (s2["pss"] == 0) & (s2["first"] | (s2_xa > mx)), s2_xa, mx))
+        s2_d = tag("s2_d", mx_nx - xa)
         with m.If(s2["v"] & (s2["pss"] == 0)):
             with m.If(op_is["softmax"]):
-                m.d.sync += mx.eq(Mux(s2["first"] | (s2_xa > mx), s2_xa, mx))
+                m.d.sync += mx.eq(mx_nx)
             with m.If(op_is["layernorm"]):
                 m.d.sync += Ssum.eq(Mux(s2["first"], 0, Ssum) + s2_xa)
         p_src = Signal(signed(W.nw + 1), name="p_n")
-        p_tab = Signal(name="p_tab")  # the normalisation's table read (no element is at S2 then)
-        m.d.comb += p_tab.eq(p_cnt == 2)
-        m.d.comb += [tsel2.eq(p_tab), tsrc.eq(Mux(p_tab, p_src, Mux(op_is["softmax"], mx - s2_xa, s2_xa)))]
+        p_tab = Signal(name="p_tab")  # the normalisation's table read (no element is at S2 then): p_cnt == 2
+        m.d.sync += p_tab.eq(p_cnt == 1)
+        m.d.comb += [tsel2.eq(p_tab), tsrc.eq(Mux(p_tab, p_src, Mux(op_is["softmax"], s2_d, s2_xa)))]
         s3 = {k: tag("s3_" + k, v) for k, v in s2.items()}
         s3_pre = tag("s3_pre", pre)
         # S3: table data; the row sum of exponents; the wide multiply
@@ -981,7 +1016,7 @@ class CompactTop(wiring.Component):
         s6 = {k: tag("s6_" + k, v) for k, v in s5b.items()}
         # P: leading one, normalising shift, reciprocal / inverse square root
         p_r = Signal(range(W.rw + 1), name="row_p")
-        lop = leading_one(m, red, W.rw, name="row_lop")
+        lop = leading_one_tree(m, red, W.rw, name="row_lop")
         sh_r = Signal(signed(_clog2(W.rw) + 3), name="row_sh")
         n_r = Signal(unsigned(W.nw), name="row_n")  # the normalised sum: below 2**(R + 2)
         sh0 = Signal(signed(_clog2(W.rw) + 3), name="row_sh0")
@@ -989,14 +1024,19 @@ class CompactTop(wiring.Component):
         sh1 = Signal.like(sh0, name="row_sh1")
         m.d.comb += sh1.eq(Mux(op_is["layernorm"], sh0 & ~1, sh0))
         m.d.comb += p_src.eq(n_r)
+        # the normalising shift s = p - R (even for layer norm) as one right shift of red * 2**kn by
+        # s + kn >= 0 (kn >= R, even), biased at step 0: step 1 is the shifter alone
+        kn = max([i.f["R"] for i in prog.instrs if i.op in ("softmax", "layernorm")] + [0])
+        kn += kn % 2
+        shb = Signal(range(W.rw + kn + 1), name="row_shb")
+        sh0b = Signal(signed(_clog2(W.rw + kn) + 3), name="row_sh0b")
+        m.d.comb += sh0b.eq(lop - f["R"] + kn)
         with m.If(in_p):
-            m.d.sync += p_r.eq(lop)
+            m.d.sync += [p_r.eq(lop), shb.eq(Mux(op_is["layernorm"], sh0b & ~1, sh0b))]
         with m.Else():
             with m.Switch(p_cnt):
                 with m.Case(1):
-                    pos = Mux(sh1 > 0, sh1, 0)[:_clog2(W.rw) + 1]
-                    neg = Mux(sh1 < 0, -sh1, 0)[:5]
-                    m.d.sync += [n_r.eq((red >> pos) << neg), sh_r.eq(sh1)]
+                    m.d.sync += [n_r.eq(Cat(Const(0, kn), red) >> shb), sh_r.eq(sh1)]
                 with m.Case(3):
                     m.d.sync += [rr.eq(tdat), zsh.eq(f["zc0"] + (sh_r >> 1))]
 
