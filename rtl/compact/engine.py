@@ -90,7 +90,8 @@ def pipe_mul(m, a, b, name: str, dsp: bool, groups: int = 4):
 ONLY_WHERE_SET = frozenset(
     ["G", "M", "T", "K", "Nlast", "aone", "abuf", "arl", "brom", "asg", "asm", "bsg", "bsk", "osg", "osm", "ocs",
      "wbmode", "scale", "cbase", "n1", "n2", "N", "ash", "bsh", "R", "eps", "zc0",
-     "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf", "h2"] +
+     "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf", "h2", "Km1", "Tm1", "Mm1", "Gm1", "Pm1", "Nm1", "n1m1",
+     "n2m1"] +
     [f"t{i}{k}" for i in (1, 2) for k in ("base", "shift", "off", "size", "uns", "hi", "rb", "lr", "hr")])
 
 
@@ -295,6 +296,12 @@ class CompactTop(wiring.Component):
                     fd[t + "hi"] = fd[t + "off"] + size - 1
                     fd[t + "rb"] = base - fd[t + "off"] + W.tword0 * W.per
                     fd[t + "lr"], fd[t + "hr"] = fd[t + "off"] + fd[t + "rb"], fd[t + "hi"] + fd[t + "rb"]
+            # loop bounds less one (compared with counters: no subtraction on the path)
+            for k in ("K", "T", "M", "G", "N", "n1", "n2"):
+                if k in fd:
+                    fd[k + "m1"] = fd[k] - 1
+            if ins.unit == "mac":
+                fd["Pm1"] = max(fd["K"], L) - 1
             fds.append(fd)
         names = sorted({k for fd in fds for k in fd})
         f = {}
@@ -311,7 +318,8 @@ class CompactTop(wiring.Component):
         for k in ("rqsh", "rqrnd", "rqsat", "rqlo", "rqhi", "rqmask", "rqhalf", "eps", "zc0", "R", "ash", "bsh", "scale", "cbase", "t1rb", "t1shift", "t1off", "t1hi", "t1lr", "t1hr",
                   "t2rb", "t2shift", "t2off", "t2hi", "t2lr", "t2hr", "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf",
                   "aone", "brom", "wbmode", "Nlast", "asg", "asm", "bsg", "bsk", "osg", "osm", "ocs", "G", "M", "T", "K",
-                  "abase", "bbase", "obase", "n1", "n2", "N", "as1", "as2", "asc", "bbase", "bs1", "bs2", "bsc",
+                  "abase", "bbase", "obase", "n1", "n2", "N", "Km1", "Tm1", "Mm1", "Gm1", "Pm1",
+                  "Nm1", "n1m1", "n2m1", "as1", "as2", "asc", "bbase", "bs1", "bs2", "bsc",
                   "dbase", "ds1", "ds2", "dsc", "ua", "ub", "abuf", "arl", "t1uns", "t2uns", "h2"):
             if k not in f:
                 f[k] = Const(0, signed(2))
@@ -621,8 +629,6 @@ class CompactTop(wiring.Component):
         Ag, Am, Ae = (Signal(signed(aw), name=n) for n in ("Ag", "Am", "Ae"))
         bwid = max(len(prog.wrom).bit_length(), aw) + 1
         Bg, Bt, Bk = (Signal(signed(bwid), name=n) for n in ("Bg", "Bt", "Bk"))
-        Pp = Signal.like(s_, name="mac_P")
-        m.d.comb += Pp.eq(Mux(f["K"] > L, f["K"], L))
         mac_on = Signal(name="mac_on")
         m.d.comb += mac_on.eq(running & ~is_row)
         ldp = Signal(name="mac_load")  # loading the a row (matmul) before a row's tiles
@@ -636,14 +642,14 @@ class CompactTop(wiring.Component):
             with m.If(rl == f["arl"] - 1):
                 m.d.sync += ldp.eq(0)
         last_t, last_m, last_g = (Signal(name=n) for n in ("last_t", "last_m", "last_g"))
-        m.d.comb += [last_t.eq(t_ == f["T"] - 1), last_m.eq(mm == f["M"] - 1), last_g.eq(g_ == f["G"] - 1)]
+        m.d.comb += [last_t.eq(t_ == f["Tm1"]), last_m.eq(mm == f["Mm1"]), last_g.eq(g_ == f["Gm1"])]
         with m.If(setup & ~is_row):
             m.d.sync += [g_.eq(0), mm.eq(0), t_.eq(0), s_.eq(0), Ag.eq(f["abase"]), Am.eq(f["abase"]),
                          Ae.eq(f["abase"]), Bg.eq(f["bbase"]), Bt.eq(f["bbase"]), Bk.eq(f["bbase"]),
                          ldp.eq(f["arl"] > 0), rl.eq(0)]
         with m.If(mac_run):
             m.d.sync += [s_.eq(s_ + 1), Ae.eq(Ae + 1), Bk.eq(Bk + f["bsk"])]
-            with m.If(s_ == Pp - 1):
+            with m.If(s_ == f["Pm1"]):
                 m.d.sync += [s_.eq(0), t_.eq(t_ + 1), Ae.eq(Am), Bt.eq(Bt + 1), Bk.eq(Bt + 1)]
                 with m.If(last_t):
                     m.d.sync += [t_.eq(0), mm.eq(mm + 1), Am.eq(Am + f["asm"]), Ae.eq(Am + f["asm"]),
@@ -653,7 +659,7 @@ class CompactTop(wiring.Component):
                                      Ae.eq(Ag + f["asg"]), Bg.eq(Bg + f["bsg"]), Bt.eq(Bg + f["bsg"]),
                                      Bk.eq(Bg + f["bsg"])]
         mac_done = Signal(name="mac_done")
-        m.d.comb += mac_done.eq(mac_run & (s_ == Pp - 1) & last_t & last_m & last_g)
+        m.d.comb += mac_done.eq(mac_run & (s_ == f["Pm1"]) & last_t & last_m & last_g)
 
         # the a row of a matmul: ceil(K/L) words into a ring of element registers (its rows start on a
         # word); the ring turns one element a product, so its element 0 is the one the product takes
@@ -688,7 +694,7 @@ class CompactTop(wiring.Component):
         q0_k = Signal(range(max(W.karow, 2)), name="q0_k")
         m.d.sync += q0_k.eq(s_)
         q0_lane = Signal(range(L), name="q0_lane")
-        m.d.sync += [q0["v"].eq(issue), q0["first"].eq(s_ == 0), q0["last"].eq(s_ == f["K"] - 1),
+        m.d.sync += [q0["v"].eq(issue), q0["first"].eq(s_ == 0), q0["last"].eq(s_ == f["Km1"]),
                      q0_lane.eq(Ae[:lg] if lg else 0)]
         bw = W.bv
         q1_a = Signal(signed(dw), name="q1_a")  # a's raw bits as signed; q1_ca: an unsigned a's top bit
@@ -738,7 +744,7 @@ class CompactTop(wiring.Component):
         wb_ct = Signal(signed(max(len(prog.crom).bit_length() + 1, 2) + 1), name="wb_ct")
         wb_t, wb_m = Signal.like(t_, name="wb_t"), Signal.like(mm, name="wb_m")
         wb_nl = Signal(range(L + 1), name="wb_nl")
-        m.d.comb += wb_nl.eq(Mux(wb_t == f["T"] - 1, f["Nlast"], L))
+        m.d.comb += wb_nl.eq(Mux(wb_t == f["Tm1"], f["Nlast"], L))
         # a column stride (field ocs, a dense writing its output transposed): the element's address
         # advances by it (wb_oe), the tile's by L times it; else the element's address is wb_ot + wb_j
         strided = not isinstance(f["ocs"], Const) or f["ocs"].value != 1
@@ -755,10 +761,10 @@ class CompactTop(wiring.Component):
             with m.If(wb_j == wb_nl - 1):
                 m.d.sync += [wb_on.eq(0), wb_t.eq(wb_t + 1), wb_ot.eq(wb_ot + ot_step), wb_ct.eq(wb_ct + L)] + \
                     oe(wb_ot + ot_step)
-                with m.If(wb_t == f["T"] - 1):
+                with m.If(wb_t == f["Tm1"]):
                     m.d.sync += [wb_t.eq(0), wb_m.eq(wb_m + 1), wb_om.eq(wb_om + f["osm"]),
                                  wb_ot.eq(wb_om + f["osm"]), wb_ct.eq(f["cbase"])] + oe(wb_om + f["osm"])
-                    with m.If(wb_m == f["M"] - 1):
+                    with m.If(wb_m == f["Mm1"]):
                         m.d.sync += [wb_m.eq(0), wb_og.eq(wb_og + f["osg"]), wb_om.eq(wb_og + f["osg"]),
                                      wb_ot.eq(wb_og + f["osg"])] + oe(wb_og + f["osg"])
         with m.If(q2["v"]):
@@ -824,7 +830,7 @@ class CompactTop(wiring.Component):
         m.d.comb += lastpass.eq(Mux(multi, 2, 0))
         c_last = Signal(name="c_last")
         row_last = Signal(name="row_last")
-        m.d.comb += [c_last.eq(c_ == f["N"] - 1), row_last.eq((i2 == f["n2"] - 1) & (i1 == f["n1"] - 1))]
+        m.d.comb += [c_last.eq(c_ == f["Nm1"]), row_last.eq((i2 == f["n2m1"]) & (i1 == f["n1m1"]))]
         with m.If(setup & is_row):
             m.d.sync += [i1.eq(0), i2.eq(0), c_.eq(0), pss.eq(0), rph.eq(0), half.eq(0)]
             m.d.sync += [s.eq(f[f"{x}base"]) for x in "ab" for s in X[x]]
@@ -845,7 +851,7 @@ class CompactTop(wiring.Component):
                 with m.If(pss == lastpass):  # next row
                     m.d.sync += [i2.eq(i2 + 1)] + [X[x][1].eq(X[x][1] + f[f"{x}s2"]) for x in "ab"] + \
                                 [X[x][2].eq(X[x][1] + f[f"{x}s2"]) for x in "ab"]
-                    with m.If(i2 == f["n2"] - 1):
+                    with m.If(i2 == f["n2m1"]):
                         m.d.sync += [i2.eq(0), i1.eq(i1 + 1)] + \
                                     [X[x][0].eq(X[x][0] + f[f"{x}s1"]) for x in "ab"] + \
                                     [X[x][1].eq(X[x][0] + f[f"{x}s1"]) for x in "ab"] + \
@@ -880,9 +886,9 @@ class CompactTop(wiring.Component):
             m.d.sync += [wr_c.eq(0), wr_i2.eq(0)] + [x.eq(f["dbase"]) for x in Xd]
         with m.If(row_wr):
             m.d.sync += [wr_c.eq(wr_c + 1), Xd[2].eq(Xd[2] + f["dsc"])]
-            with m.If(wr_c == f["N"] - 1):
+            with m.If(wr_c == f["Nm1"]):
                 m.d.sync += [wr_c.eq(0), wr_i2.eq(wr_i2 + 1), Xd[1].eq(Xd[1] + f["ds2"]), Xd[2].eq(Xd[1] + f["ds2"])]
-                with m.If(wr_i2 == f["n2"] - 1):
+                with m.If(wr_i2 == f["n2m1"]):
                     m.d.sync += [wr_i2.eq(0), Xd[0].eq(Xd[0] + f["ds1"]), Xd[1].eq(Xd[0] + f["ds1"]),
                                  Xd[2].eq(Xd[0] + f["ds1"])]
 
@@ -999,7 +1005,7 @@ class CompactTop(wiring.Component):
         with m.If(setup & is_row):
             m.d.sync += s4_col.eq(0)
         with m.Elif(col_v):
-            m.d.sync += s4_col.eq(Mux(s4_col == f["N"] - 1, 0, s4_col + 1))
+            m.d.sync += s4_col.eq(Mux(s4_col == f["Nm1"], 0, s4_col + 1))
         s5_g, s5_b = c_g, c_b
         # S5 (S5x): y = z * gamma + beta
         if scale_m2:
