@@ -845,7 +845,7 @@ class CompactTop(wiring.Component):
                         with m.Case(0):
                             m.d.sync += pss.eq(1)
                         with m.Case(1):
-                            m.d.sync += [rph.eq(1), wcnt_r.eq(SUM_WAIT - 1)]
+                            m.d.sync += [rph.eq(1), wcnt_r.eq(Mux(op_is["softmax"], SUM_WAIT["softmax"], SUM_WAIT["layernorm"]) - 1)]
                         with m.Case(2):
                             m.d.sync += pss.eq(0)
                 with m.If(pss == lastpass):  # next row

@@ -47,7 +47,8 @@ ROW_DRAIN = 10   # issue to write of the row unit's element pipeline
 LN_H2_DRAIN = 2  # layer norm at half rate (h2): z on the common requantizer (its second stage, z held a cycle)
 MAC_DRAIN = 4    # issue to the write-back buffer (operands, product, sum, capture)
 WB_DEPTH = 5     # write-back after the last lane's select: bias or scale (2), requantize (2), write
-SUM_WAIT = 5     # softmax / layer norm: after pass 1, until the row's sum is complete
+SUM_WAIT = {"softmax": 3, "layernorm": 5}  # after pass 1 until the row's sum is complete (softmax
+                 # sums the table's exponents at S3, layer norm the squares at S4)
 P_CYCLES = 1     # softmax / layer norm: the per-row normalisation's leading one before pass 2 (its shift and
                  # table read run beside pass 2's first issues: the elements need them from their S3 on)
 STORE_READ = 2   # per output row: word reads in flight before the row is presented
@@ -98,8 +99,8 @@ class Instr:
             return FETCH + f["G"] * f["M"] * (f["arl"] + f["T"] * per_tile) + MAC_DRAIN + L + WB_DEPTH
         rows = f["n1"] * f["n2"]
         if self.op in PASSES:  # h2: the last pass at half rate (layer norm sharing one requantizer)
-            return FETCH + rows * ((PASSES[self.op] + f.get("h2", 0)) * f["N"] + SUM_WAIT + P_CYCLES) + ROW_DRAIN + \
-                LN_H2_DRAIN * f.get("h2", 0)
+            return FETCH + rows * ((PASSES[self.op] + f.get("h2", 0)) * f["N"] + SUM_WAIT[self.op] + P_CYCLES) + \
+                ROW_DRAIN + LN_H2_DRAIN * f.get("h2", 0)
         per = 2 if self.op == "add" else 1  # add reads its two operands through one port
         return FETCH + rows * f["N"] * per + ROW_DRAIN
 
