@@ -81,9 +81,47 @@ def _chain_with_pool(overflow, heads_width=8, rnd=Rounding.RND):
     return g.verify()
 
 
+def fusion_graph(seed: int = 1) -> ir.Graph:
+    """The write-back fusions and their fallbacks: Q.K^T whose K is a dense's output only read
+    (split into heads as a view) as the transposed operand (the dense writes it transposed); a
+    dense + relu of the same scale, both saturating, the relu's range narrower (one saturation to
+    [0, 255]); a dense + relu on wrapping types, and one whose relu changes the scale (separate
+    relus)."""
+    rng = np.random.default_rng(seed)
+    T, H, D = 4, 2, 8
+    F = H * D
+    g = ir.Graph("fusions")
+    g.add_input("x", (T, 8))
+    g.add(ir.Quantize("quant", ("x",), "xq"), testing.IN_T)
+    wt = FixedType(8, 6)
+    dense = lambda nm, x, o, k, n: ir.Dense(nm, (x,), o, weight=rng.integers(-128, 128, (k, n)), weight_type=wt,
+                                            bias=rng.integers(-200, 200, n), bias_type=FixedType(12, 8))
+    sat, wrap = Overflow.SAT, Overflow.WRAP
+    g.add(dense("dq", "xq", "q", 8, F), _t(10, 5, sat))
+    g.add(dense("dk", "xq", "k", 8, F), _t(10, 4, sat))
+    g.add(ir.SplitHeads("qsplit", ("q",), "qs", heads=H), _t(10, 5, sat))
+    g.add(ir.SplitHeads("ksplit", ("k",), "ks", heads=H), _t(10, 4, sat))
+    g.add(ir.MatMul("qk", ("qs", "ks"), "s", transpose_b=True, scale=round(2 ** 12 / math.sqrt(D)), scale_frac=12),
+          _t(10, 4, sat))
+    g.add(ir.Softmax("sm", ("s",), "p", exp_table=tables.exp_table(4), recip_table=tables.recip_table()),
+          _t(10, 9, sat, signed=False))
+    g.add(ir.MatMul("av", ("p", "qs"), "c"), _t(10, 5, sat))
+    g.add(ir.MergeHeads("merge", ("c",), "cm"), _t(10, 5, sat))
+    g.add(dense("f1", "cm", "a1", F, 2 * F), _t(10, 5, sat))
+    g.add(ir.Relu("r1", ("a1",), "b1"), _t(8, 5, sat, signed=False))  # fused: [0, 255]
+    g.add(dense("f2", "b1", "a2", 2 * F, F), _t(9, 5, wrap))
+    g.add(ir.Relu("r2", ("a2",), "b2"), _t(8, 5, wrap))  # wrapping: separate
+    g.add(dense("f3", "b2", "a3", F, F), _t(10, 5, sat))
+    g.add(ir.Relu("r3", ("a3",), "b3"), _t(8, 4, sat, signed=False))  # the scale changes: separate
+    g.add(dense("f4", "b3", "y", F, 6), _t(12, 5, sat))
+    g.outputs = ["y"]
+    return g.verify()
+
+
 GRAPHS = {"sat": lambda: _chain_with_pool(Overflow.SAT), "wrap": lambda: _chain_with_pool(Overflow.WRAP),
           "sat_copies": lambda: _chain_with_pool(Overflow.SAT, heads_width=4),
-          "ties_even": lambda: _chain_with_pool(Overflow.WRAP, rnd=Rounding.RND_CONV)}
+          "ties_even": lambda: _chain_with_pool(Overflow.WRAP, rnd=Rounding.RND_CONV),
+          "fusions": fusion_graph}
 
 
 def test_chain_graph_has_every_op_kind():
@@ -127,6 +165,28 @@ def test_views_and_copies():
     assert set(unaligned.views) == {"f"}
 
 
+@pytest.mark.parametrize("lanes", [4, 8])
+def test_write_back_fusions(lanes):
+    """A dense writes its relu's output (one saturation) or Q.K^T's transposed operand itself when
+    that equals golden; otherwise the relu and the transposed copy stay instructions."""
+    p = compile_graph(GRAPHS["fusions"](), lanes)
+    ins = {i.node: i for i in p.instrs if i.unit == "mac"}
+    ops = [(i.op, i.node) for i in p.instrs]
+    assert ("relu", "r1") not in ops and ins["f1"].f["rqlo"] == 0 and ins["f1"].f["rqhi"] == 255
+    assert p.views["a1"] == ("b1", "fused") and ins["f1"].f["obase"] == p.places["b1"].base
+    assert ("relu", "r2") in ops and ("relu", "r3") in ops  # wrapping types; a relu that changes the scale
+    assert ins["f2"].f["rqlo"] == -256 and ins["f3"].f["rqhi"] == 511
+    assert "copy" not in [i.op for i in p.instrs]  # K written transposed by its dense
+    tmp = p.temps["qk"]
+    assert ins["dk"].f["ocs"] == p.places[tmp].pitch and ins["dk"].f["osm"] == 1
+    assert ins["dk"].f["obase"] == p.places[tmp].base and ins["dq"].f["ocs"] == 1
+    # fallbacks: the chain graph's Q.K^T reads one split tensor as both operands (a copy transposes
+    # it), its relus follow a layer norm or change the scale
+    c = compile_graph(GRAPHS["sat"](), lanes)
+    assert [i.op for i in c.instrs].count("copy") == 1 and [i.op for i in c.instrs].count("relu") == 2
+    assert not c.fused_relu and not c.transposed
+
+
 def test_memory_reuse_and_listing():
     p = compile_graph(testing.encoder_graph())
     total = sum(pl.size for t, pl in p.places.items() if t not in p.views) // p.L
@@ -166,9 +226,10 @@ def design_set():
                      name="compact_tests")
 
 
-# two members with the multiplies in logic and the row unit's on the MAC lanes; one of them as the
+# three members with the multiplies in logic and the row unit's on the MAC lanes; two of them as the
 # iCE40 UP5K build makes it (4 lanes, the other 4 DSPs for a row unit multiply)
-OPTIONS = {"ties_even": {"row_multipliers": "lut"}, "wrap": {"row_multipliers": "lut", "lanes": 4, "dsps": 8}}
+OPTIONS = {"ties_even": {"row_multipliers": "lut"}, "wrap": {"row_multipliers": "lut", "lanes": 4, "dsps": 8},
+           "fusions": {"row_multipliers": "lut", "lanes": 4, "dsps": 8}}
 
 
 def _check(member, r):
@@ -185,6 +246,20 @@ def test_engine_bit_exact(design_set, simulator, samples):
     for (m, _), r in zip(pairs, res):
         _check(m, r)
         assert r.samples == samples
+
+
+def test_short_rows_bit_exact():
+    """Softmax over 1 and 2 tokens and layer norm over 2 features: pass 2 shorter than the per-row
+    normalisation that runs beside its first issues, the next row's passes right behind it."""
+    cases = [("softmax", {"tokens": 1}), ("softmax", {"tokens": 2}), ("layernorm", {"features": 2, "tokens": 3})]
+    members = []
+    for kind, kw in cases:
+        g = testing.op_graph(kind, **kw).with_(name=f"short_{kind}_{'_'.join(str(v) for v in kw.values())}")
+        members += [generate(g, arch="compact"), generate(g, arch="compact", row_multipliers="lut", lanes=4, dsps=8)]
+    ds = DesignSet(members, name="compact_short_rows")
+    pairs = [(m, testing.random_inputs(m.graph, 8, seed=21 + i)) for i, m in enumerate(ds.members)]
+    for (m, _), r in zip(pairs, run_many(pairs, simulator="verilator", timing_samples=2)):
+        _check(m, r)
 
 
 def test_cli_sim_compact(tmp_path, capsys):

@@ -37,9 +37,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from fabformer.fixed import FixedType
-from ..arith import leading_one, unpack
+from ..arith import unpack
 from ..blocks import row_layout
-from .program import MAC_DRAIN, P_CYCLES, PASSES, ROW_DRAIN, ROW_OPS, SUM_WAIT, WB_DEPTH, Program
+from .program import LN_H2_DRAIN, MAC_DRAIN, P_CYCLES, PASSES, ROW_DRAIN, ROW_OPS, SUM_WAIT, WB_DEPTH, Program
 
 __all__ = ["CompactTop", "Widths"]
 
@@ -88,10 +88,11 @@ def pipe_mul(m, a, b, name: str, dsp: bool, groups: int = 4):
 # read): one value over the instructions that set it makes the field a constant.  Not here: the
 # fields every row instruction reads (ua, ub, rqsh: a copy's 0 is read).
 ONLY_WHERE_SET = frozenset(
-    ["G", "M", "T", "K", "Nlast", "aone", "abuf", "arl", "brom", "asg", "asm", "bsg", "bsk", "osg", "osm",
+    ["G", "M", "T", "K", "Nlast", "aone", "abuf", "arl", "brom", "asg", "asm", "bsg", "bsk", "osg", "osm", "ocs",
      "wbmode", "scale", "cbase", "n1", "n2", "N", "ash", "bsh", "R", "eps", "zc0",
-     "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf", "h2"] +
-    [f"t{i}{k}" for i in (1, 2) for k in ("base", "shift", "off", "size", "uns")])
+     "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf", "h2", "Km1", "Tm1", "Mm1", "Gm1", "Pm1", "Nm1", "n1m1",
+     "n2m1"] +
+    [f"t{i}{k}" for i in (1, 2) for k in ("base", "shift", "off", "size", "uns", "hi", "rb", "lr", "hr")])
 
 
 MAX_CONST_SCALES = 4  # distinct matmul scales the write-back multiplies by as constants
@@ -147,6 +148,24 @@ def _acc_range(ins, node, g) -> tuple[int, int]:
         raise ValueError(f"no accumulator range for a MAC instruction {ins.op!r}")
     corners = [alo * blo, alo * bhi, ahi * blo, ahi * bhi]
     return min(0, f["K"] * min(corners)), max(0, f["K"] * max(corners))
+
+
+def leading_one_tree(m, v, width: int, name: str):
+    """Position of the highest set bit of the non-negative ``v`` (0 when ``v == 0``), as
+    ``arith.leading_one`` but a tree (halves: the upper one's position when it has a set bit),
+    logarithmic depth instead of a priority chain."""
+    pw = max(width - 1, 1).bit_length()
+
+    def rec(lo, n):  # (any bit set, position) of v[lo:lo + n]
+        if n == 1:
+            return v[lo], Const(lo, unsigned(pw))
+        h = n // 2
+        a_lo, p_lo = rec(lo, h)
+        a_hi, p_hi = rec(lo + h, n - h)
+        return a_lo | a_hi, Mux(a_hi, p_hi, p_lo)
+    p = Signal(range(max(width, 2)), name=name)
+    m.d.comb += p.eq(rec(0, width)[1] if width > 1 else 0)
+    return p
 
 
 def _clog2(n: int) -> int:
@@ -231,6 +250,8 @@ class Widths:
         self.rshift = max(shs + sm_sh + [24])  # softmax adds the leading-one position; layer norm's z
         # layer norm's pass 2 at half rate (field h2): its z requantization on the common requantizer
         self.share_z = any(i.f.get("h2") for i in prog.instrs if i.op == "layernorm")
+        if self.share_z and not all(i.f.get("h2") for i in prog.instrs if i.op == "layernorm"):
+            raise ValueError("layer norm's z on the common requantizer needs every layer norm at half rate (h2)")
         if self.share_z:
             self.lshift, self.rshift = max(self.lshift, self.zl), max(self.rshift, self.zr)
         self.rqw = self.vw + self.lshift + 1
@@ -264,11 +285,29 @@ class CompactTop(wiring.Component):
         m = Module()
 
         # -- fields: the instruction ROM (logic) into registers ------------------------------
-        names = sorted({k for ins in prog.instrs for k in ins.f})
+        # a table's range as the engine reads it: the source clamped to [off, hi] (hi = off + size - 1),
+        # plus rb = base - off + the table ROM's first entry (its word index and entry from one sum)
+        fds = []
+        for ins in prog.instrs:
+            fd = dict(ins.f)
+            for t in ("t1", "t2"):
+                if t + "base" in fd:
+                    base, size = fd.pop(t + "base"), fd.pop(t + "size")
+                    fd[t + "hi"] = fd[t + "off"] + size - 1
+                    fd[t + "rb"] = base - fd[t + "off"] + W.tword0 * W.per
+                    fd[t + "lr"], fd[t + "hr"] = fd[t + "off"] + fd[t + "rb"], fd[t + "hi"] + fd[t + "rb"]
+            # loop bounds less one (compared with counters: no subtraction on the path)
+            for k in ("K", "T", "M", "G", "N", "n1", "n2"):
+                if k in fd:
+                    fd[k + "m1"] = fd[k] - 1
+            if ins.unit == "mac":
+                fd["Pm1"] = max(fd["K"], L) - 1
+            fds.append(fd)
+        names = sorted({k for fd in fds for k in fd})
         f = {}
         for k in list(names):
-            vals = [ins.f.get(k, 0) for ins in prog.instrs]
-            used = [ins.f[k] for ins in prog.instrs if k in ins.f]
+            vals = [fd.get(k, 0) for fd in fds]
+            used = [fd[k] for fd in fds if k in fd]
             if k in ONLY_WHERE_SET and len(set(used)) == 1:  # one value wherever it is read: a constant
                 vals = used
             if len(set(vals)) == 1:  # the same in every instruction: a constant, no register
@@ -276,15 +315,15 @@ class CompactTop(wiring.Component):
                 names.remove(k)
             else:
                 f[k] = Signal(signed(_sbits(min(vals), max(vals))), name=f"f_{k}")
-        for k in ("rqsh", "rqrnd", "rqsat", "rqlo", "rqhi", "rqmask", "rqhalf", "eps", "zc0", "R", "ash", "bsh", "scale", "cbase", "t1base", "t1shift", "t1off", "t1size",
-                  "t2base", "t2shift", "t2off", "t2size", "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf",
-                  "aone", "brom", "wbmode", "Nlast", "asg", "asm", "bsg", "bsk", "osg", "osm", "G", "M", "T", "K",
-                  "abase", "bbase", "obase", "n1", "n2", "N", "as1", "as2", "asc", "bbase", "bs1", "bs2", "bsc",
+        for k in ("rqsh", "rqrnd", "rqsat", "rqlo", "rqhi", "rqmask", "rqhalf", "eps", "zc0", "R", "ash", "bsh", "scale", "cbase", "t1rb", "t1shift", "t1off", "t1hi", "t1lr", "t1hr",
+                  "t2rb", "t2shift", "t2off", "t2hi", "t2lr", "t2hr", "zrnd", "zsat", "zlo", "zhi", "zmask", "zhalf",
+                  "aone", "brom", "wbmode", "Nlast", "asg", "asm", "bsg", "bsk", "osg", "osm", "ocs", "G", "M", "T", "K",
+                  "abase", "bbase", "obase", "n1", "n2", "N", "Km1", "Tm1", "Mm1", "Gm1", "Pm1",
+                  "Nm1", "n1m1", "n2m1", "as1", "as2", "asc", "bbase", "bs1", "bs2", "bsc",
                   "dbase", "ds1", "ds2", "dsc", "ua", "ub", "abuf", "arl", "t1uns", "t2uns", "h2"):
             if k not in f:
                 f[k] = Const(0, signed(2))
         is_row = Signal(name="is_row")
-        rop = Signal(range(len(ROW_OPS)), name="rop")
         npc = len(prog.instrs)
         pc = Signal(range(npc + 1), name="pc")
         # the widest fields in a block RAM (read like the registers: the word of pc, one cycle later)
@@ -294,15 +333,15 @@ class CompactTop(wiring.Component):
                 in_ram.append(k)
                 ram_w += f[k].shape().width
         if in_ram:
-            def fword(ins):
+            def fword(fd):
                 v, o = 0, 0
                 for k in in_ram:
                     w = f[k].shape().width
-                    v |= (ins.f.get(k, 0) & ((1 << w) - 1)) << o
+                    v |= (fd.get(k, 0) & ((1 << w) - 1)) << o
                     o += w
                 return v
             m.submodules.fram = fram = Memory(shape=unsigned(ram_w), depth=npc + 1, attrs={"rom_style": "block"},
-                                              init=[fword(i) for i in prog.instrs] + [fword(prog.instrs[-1])])
+                                              init=[fword(fd) for fd in fds] + [fword(fds[-1])])
             rpf = fram.read_port(domain="sync")
             m.d.comb += rpf.addr.eq(pc)
             o = 0
@@ -310,14 +349,13 @@ class CompactTop(wiring.Component):
                 w = f[k].shape().width
                 m.d.comb += f[k].eq(rpf.data[o:o + w].as_signed())
                 o += w
+        op_is = {k: Signal(name=f"op_{k}") for k in ROW_OPS}  # the row op decoded at the fetch (registered)
         with m.Switch(pc):
             for i, ins in enumerate(prog.instrs):
                 with m.Case(i):
-                    m.d.sync += [is_row.eq(ins.unit == "row"), rop.eq(ROW_OPS.get(ins.op, 0))]
-                    m.d.sync += [f[k].eq(ins.f.get(k, 0)) for k in names if k not in in_ram]
-        op_is = {k: Signal(name=f"op_{k}") for k in ROW_OPS}
-        for k, v in ROW_OPS.items():
-            m.d.comb += op_is[k].eq(is_row & (rop == v))
+                    m.d.sync += is_row.eq(ins.unit == "row")
+                    m.d.sync += [op_is[k].eq(ins.unit == "row" and ins.op == k) for k in ROW_OPS]
+                    m.d.sync += [f[k].eq(fds[i].get(k, 0)) for k in names if k not in in_ram]
         multi = Signal(name="multi")
         m.d.comb += multi.eq(op_is["softmax"] | op_is["layernorm"])
 
@@ -423,10 +461,12 @@ class CompactTop(wiring.Component):
         rq_dst = Signal(signed(W.aaw), name="rq_dst")
 
         def requant(v, sh, rnd, sat, lo, hi, mask, half, width, name, lshift=W.lshift, rshift=W.rshift, keep=None,
-                    biased=False):
+                    biased=False, pipe=False):
             """golden's requantization of ``v`` by a run-time shift ``sh`` in [-lshift, rshift]
             (right when positive): one funnel shifter, t = floor(v * 2 / 2**sh); its lowest bit
-            is the rounding bit, the bits shifted out below it the sticky bit (ties to even)."""
+            is the rounding bit, the bits shifted out below it the sticky bit (ties to even).  With
+            ``pipe`` the shifter's t and sticky bit are registered: the result one cycle after ``v``
+            and ``sh``, from the rounding fields of that cycle (rnd, sat, lo, hi, mask, half)."""
             vwid = v.shape().width
             x = Cat(Const(0, lshift + 1), v).as_signed()  # v * 2**(lshift + 1)
             s_ = Signal(range(rshift + lshift + 1), name=name + "_s")
@@ -438,10 +478,12 @@ class CompactTop(wiring.Component):
                 st = st | (s_[k] & y[:min(1 << k, y.shape().width)].any())
                 y = Mux(s_[k], y >> (1 << k), y)
             t = Signal(signed(vwid + lshift + 1), name=name + "_t")
-            m.d.comb += t.eq(y)
-            q = t[1:].as_signed()  # floor(v / 2**sh), or v << -sh
             sticky = Signal(name=name + "_sticky")
-            m.d.comb += sticky.eq(st)
+            if pipe:
+                m.d.sync += [t.eq(y), sticky.eq(st)]
+            else:
+                m.d.comb += [t.eq(y), sticky.eq(st)]
+            q = t[1:].as_signed()  # floor(v / 2**sh), or v << -sh
             inc = Signal(name=name + "_inc")
             m.d.comb += inc.eq(Mux(rnd == 1, t[0], Mux(rnd == 2, t[0] & (sticky | q[0]), 0)))
             out = Signal(signed(width), name=name + "_out")
@@ -466,28 +508,39 @@ class CompactTop(wiring.Component):
             m.d.comb += out.eq(Mux(sat, satd, wrapped))
             return out
 
+        # the common requantizer in two stages: RA (operand select, shifter, sticky bit) and RB (rounding
+        # add, saturation), then the write; what RB reads of RA's cycle is registered beside its t
         z_on = Signal(name="rq_z")  # the requantizer takes layer norm's z (shared: pass 2 at half rate)
-        rq_par = [Mux(z_on, f["z" + k], f["rq" + k]) if W.share_z else f["rq" + k]
+        z_on_b = Signal(name="rq_z_b")
+        rb_byp, rb_ok = Signal(name="rq_byp_b"), Signal(name="rq_ok_b")
+        rb_v = Signal(signed(dw), name="rq_v_b")  # a copy's or lookup's value (written as it is)
+        rb_dst = Signal(signed(W.aaw), name="rq_dst_b")
+        m.d.sync += [z_on_b.eq(z_on), rb_byp.eq(rq_byp), rb_ok.eq(rq_ok), rb_v.eq(rq_v[:dw]), rb_dst.eq(rq_dst)]
+        rq_par = [Mux(z_on_b, f["z" + k], f["rq" + k]) if W.share_z else f["rq" + k]
                   for k in ("rnd", "sat", "lo", "hi", "mask", "half")]
-        rq_out = requant(rq_v, rq_sh, *rq_par, W.rqw, "rqf", keep=max(dw, W.zw if W.share_z else 0), biased=True)
+        rq_out = requant(rq_v, rq_sh, *rq_par, W.rqw, "rqf", keep=max(dw, W.zw if W.share_z else 0), biased=True,
+                         pipe=True)
         out_v = Signal(signed(dw), name="out_v")
         out_ok = Signal(name="out_ok")
         out_dst = Signal(signed(W.aaw), name="out_dst")
-        m.d.sync += [out_v.eq(Mux(rq_byp, rq_v, rq_out)), out_ok.eq(rq_ok), out_dst.eq(rq_dst)]
+        m.d.sync += [out_v.eq(Mux(rb_byp, rb_v, rq_out)), out_ok.eq(rb_ok), out_dst.eq(rb_dst)]
 
         tsrc = Signal(signed(max(W.nw + 1, dv + 2)), name="tsrc")
         tsel2 = Signal(name="tsel2")
         t_sh = Mux(tsel2, f["t2shift"], f["t1shift"])
         t_off = Mux(tsel2, f["t2off"], f["t1off"])
-        t_size = Mux(tsel2, f["t2size"], f["t1size"])
-        t_base = Mux(tsel2, f["t2base"], f["t1base"])
-        t_raw = Signal(signed(tsrc.shape().width + 2), name="t_raw")
-        m.d.comb += t_raw.eq((tsrc >> t_sh[:6].as_unsigned()) - t_off)
-        t_idx = Signal(signed(tsrc.shape().width + 3), name="t_idx")
-        m.d.comb += t_idx.eq(Mux(t_raw < 0, 0, Mux(t_raw > t_size - 1, t_size - 1, t_raw)) + t_base)
+        t_hi = Mux(tsel2, f["t2hi"], f["t1hi"])
+        t_rb = Mux(tsel2, f["t2rb"], f["t1rb"])
+        t_lr = Mux(tsel2, f["t2lr"], f["t1lr"])  # the first entry, and the last
+        t_hr = Mux(tsel2, f["t2hr"], f["t1hr"])
+        t_raw = Signal(signed(tsrc.shape().width + 1), name="t_raw")
+        m.d.comb += t_raw.eq(tsrc >> t_sh[:6].as_unsigned())
+        # the ROM entry: clamp(src >> shift - off, 0, size - 1) + base, after the table ROM's first word
+        t_idx = Signal(signed(max(tsrc.shape().width, _sbits(0, W.romd * W.per)) + 2), name="t_idx")
+        m.d.comb += t_idx.eq(Mux(t_raw < t_off, t_lr, Mux(t_raw > t_hi, t_hr, t_raw + t_rb)))  # add beside compares
         lp = _clog2(W.per)
         t_word = Signal(range(W.romd + 1), name="t_word")
-        m.d.comb += t_word.eq(W.tword0 + (t_idx >> lp))
+        m.d.comb += t_word.eq(t_idx >> lp)
         t_sel = Signal(range(max(W.per, 2)), name="t_sel")
         t_uns = Signal(name="t_uns")
         m.d.sync += [t_sel.eq(t_idx[:lp] if lp else 0), t_uns.eq(Mux(tsel2, f["t2uns"][0], f["t1uns"][0]))]
@@ -506,7 +559,7 @@ class CompactTop(wiring.Component):
         LOAD, FETCH0, FETCH1, RUN, DRAIN, STORE = range(6)
         cnt = Signal(range(max(in_rows, out_rows, 2) + 1), name="rowcnt")
         wcnt = Signal(range(max(nwi, nwo, 1) + 2), name="wcnt")
-        drain = Signal(range(max(L + MAC_DRAIN + WB_DEPTH, ROW_DRAIN) + 2), name="drain")
+        drain = Signal(range(max(L + MAC_DRAIN + WB_DEPTH, ROW_DRAIN + LN_H2_DRAIN) + 2), name="drain")
         wr_addr_ld = Signal(range(max(prog.dm_words, 2)), name="ld_addr")
         ld_buf = Signal(len(self.i.payload.as_value()), name="ld_buf")
 
@@ -576,8 +629,6 @@ class CompactTop(wiring.Component):
         Ag, Am, Ae = (Signal(signed(aw), name=n) for n in ("Ag", "Am", "Ae"))
         bwid = max(len(prog.wrom).bit_length(), aw) + 1
         Bg, Bt, Bk = (Signal(signed(bwid), name=n) for n in ("Bg", "Bt", "Bk"))
-        Pp = Signal.like(s_, name="mac_P")
-        m.d.comb += Pp.eq(Mux(f["K"] > L, f["K"], L))
         mac_on = Signal(name="mac_on")
         m.d.comb += mac_on.eq(running & ~is_row)
         ldp = Signal(name="mac_load")  # loading the a row (matmul) before a row's tiles
@@ -591,14 +642,14 @@ class CompactTop(wiring.Component):
             with m.If(rl == f["arl"] - 1):
                 m.d.sync += ldp.eq(0)
         last_t, last_m, last_g = (Signal(name=n) for n in ("last_t", "last_m", "last_g"))
-        m.d.comb += [last_t.eq(t_ == f["T"] - 1), last_m.eq(mm == f["M"] - 1), last_g.eq(g_ == f["G"] - 1)]
+        m.d.comb += [last_t.eq(t_ == f["Tm1"]), last_m.eq(mm == f["Mm1"]), last_g.eq(g_ == f["Gm1"])]
         with m.If(setup & ~is_row):
             m.d.sync += [g_.eq(0), mm.eq(0), t_.eq(0), s_.eq(0), Ag.eq(f["abase"]), Am.eq(f["abase"]),
                          Ae.eq(f["abase"]), Bg.eq(f["bbase"]), Bt.eq(f["bbase"]), Bk.eq(f["bbase"]),
                          ldp.eq(f["arl"] > 0), rl.eq(0)]
         with m.If(mac_run):
             m.d.sync += [s_.eq(s_ + 1), Ae.eq(Ae + 1), Bk.eq(Bk + f["bsk"])]
-            with m.If(s_ == Pp - 1):
+            with m.If(s_ == f["Pm1"]):
                 m.d.sync += [s_.eq(0), t_.eq(t_ + 1), Ae.eq(Am), Bt.eq(Bt + 1), Bk.eq(Bt + 1)]
                 with m.If(last_t):
                     m.d.sync += [t_.eq(0), mm.eq(mm + 1), Am.eq(Am + f["asm"]), Ae.eq(Am + f["asm"]),
@@ -608,7 +659,7 @@ class CompactTop(wiring.Component):
                                      Ae.eq(Ag + f["asg"]), Bg.eq(Bg + f["bsg"]), Bt.eq(Bg + f["bsg"]),
                                      Bk.eq(Bg + f["bsg"])]
         mac_done = Signal(name="mac_done")
-        m.d.comb += mac_done.eq(mac_run & (s_ == Pp - 1) & last_t & last_m & last_g)
+        m.d.comb += mac_done.eq(mac_run & (s_ == f["Pm1"]) & last_t & last_m & last_g)
 
         # the a row of a matmul: ceil(K/L) words into a ring of element registers (its rows start on a
         # word); the ring turns one element a product, so its element 0 is the one the product takes
@@ -643,7 +694,7 @@ class CompactTop(wiring.Component):
         q0_k = Signal(range(max(W.karow, 2)), name="q0_k")
         m.d.sync += q0_k.eq(s_)
         q0_lane = Signal(range(L), name="q0_lane")
-        m.d.sync += [q0["v"].eq(issue), q0["first"].eq(s_ == 0), q0["last"].eq(s_ == f["K"] - 1),
+        m.d.sync += [q0["v"].eq(issue), q0["first"].eq(s_ == 0), q0["last"].eq(s_ == f["Km1"]),
                      q0_lane.eq(Ae[:lg] if lg else 0)]
         bw = W.bv
         q1_a = Signal(signed(dw), name="q1_a")  # a's raw bits as signed; q1_ca: an unsigned a's top bit
@@ -693,20 +744,29 @@ class CompactTop(wiring.Component):
         wb_ct = Signal(signed(max(len(prog.crom).bit_length() + 1, 2) + 1), name="wb_ct")
         wb_t, wb_m = Signal.like(t_, name="wb_t"), Signal.like(mm, name="wb_m")
         wb_nl = Signal(range(L + 1), name="wb_nl")
-        m.d.comb += wb_nl.eq(Mux(wb_t == f["T"] - 1, f["Nlast"], L))
+        m.d.comb += wb_nl.eq(Mux(wb_t == f["Tm1"], f["Nlast"], L))
+        # a column stride (field ocs, a dense writing its output transposed): the element's address
+        # advances by it (wb_oe), the tile's by L times it; else the element's address is wb_ot + wb_j
+        strided = not isinstance(f["ocs"], Const) or f["ocs"].value != 1
+        wb_oe = Signal(signed(aw), name="wb_oe")
+        ot_step = (f["ocs"] << lg) if strided else L
+
+        def oe(v):
+            return [wb_oe.eq(v)] if strided else []
         with m.If(setup & ~is_row):
             m.d.sync += [wb_ot.eq(f["obase"]), wb_om.eq(f["obase"]), wb_og.eq(f["obase"]), wb_ct.eq(f["cbase"]),
-                         wb_t.eq(0), wb_m.eq(0)]
+                         wb_t.eq(0), wb_m.eq(0)] + oe(f["obase"])
         with m.If(wb_on):
-            m.d.sync += wb_j.eq(wb_j + 1)
+            m.d.sync += [wb_j.eq(wb_j + 1)] + oe(wb_oe + f["ocs"])
             with m.If(wb_j == wb_nl - 1):
-                m.d.sync += [wb_on.eq(0), wb_t.eq(wb_t + 1), wb_ot.eq(wb_ot + L), wb_ct.eq(wb_ct + L)]
-                with m.If(wb_t == f["T"] - 1):
+                m.d.sync += [wb_on.eq(0), wb_t.eq(wb_t + 1), wb_ot.eq(wb_ot + ot_step), wb_ct.eq(wb_ct + L)] + \
+                    oe(wb_ot + ot_step)
+                with m.If(wb_t == f["Tm1"]):
                     m.d.sync += [wb_t.eq(0), wb_m.eq(wb_m + 1), wb_om.eq(wb_om + f["osm"]),
-                                 wb_ot.eq(wb_om + f["osm"]), wb_ct.eq(f["cbase"])]
-                    with m.If(wb_m == f["M"] - 1):
+                                 wb_ot.eq(wb_om + f["osm"]), wb_ct.eq(f["cbase"])] + oe(wb_om + f["osm"])
+                    with m.If(wb_m == f["Mm1"]):
                         m.d.sync += [wb_m.eq(0), wb_og.eq(wb_og + f["osg"]), wb_om.eq(wb_og + f["osg"]),
-                                     wb_ot.eq(wb_og + f["osg"])]
+                                     wb_ot.eq(wb_og + f["osg"])] + oe(wb_og + f["osg"])
         with m.If(q2["v"]):
             m.d.sync += [a.eq(x) for a, x in zip(acc, nxt)]
         # a finished tile's sums: the accumulators into the write-back buffer the cycle after its last
@@ -724,7 +784,7 @@ class CompactTop(wiring.Component):
         with m.If(wb_on & ~q3_cap):
             m.d.sync += [wbuf[j].eq(wbuf[j + 1]) for j in range(L - 1)]
         sel = wbuf[0]
-        m.d.sync += [w0_sel.eq(sel), w0_ok.eq(wb_on), w0_dst.eq(wb_ot + wb_j)]
+        m.d.sync += [w0_sel.eq(sel), w0_ok.eq(wb_on), w0_dst.eq(wb_oe if strided else wb_ot + wb_j)]
         w1_v = Signal(signed(W.vw), name="w1_v")
         w1_ok = Signal(name="w1_ok")
         w1_dst = Signal(signed(aw), name="w1_dst")
@@ -770,7 +830,7 @@ class CompactTop(wiring.Component):
         m.d.comb += lastpass.eq(Mux(multi, 2, 0))
         c_last = Signal(name="c_last")
         row_last = Signal(name="row_last")
-        m.d.comb += [c_last.eq(c_ == f["N"] - 1), row_last.eq((i2 == f["n2"] - 1) & (i1 == f["n1"] - 1))]
+        m.d.comb += [c_last.eq(c_ == f["Nm1"]), row_last.eq((i2 == f["n2m1"]) & (i1 == f["n1m1"]))]
         with m.If(setup & is_row):
             m.d.sync += [i1.eq(0), i2.eq(0), c_.eq(0), pss.eq(0), rph.eq(0), half.eq(0)]
             m.d.sync += [s.eq(f[f"{x}base"]) for x in "ab" for s in X[x]]
@@ -785,29 +845,36 @@ class CompactTop(wiring.Component):
                         with m.Case(0):
                             m.d.sync += pss.eq(1)
                         with m.Case(1):
-                            m.d.sync += [rph.eq(1), wcnt_r.eq(SUM_WAIT - 1)]
+                            m.d.sync += [rph.eq(1), wcnt_r.eq(Mux(op_is["softmax"], SUM_WAIT["softmax"], SUM_WAIT["layernorm"]) - 1)]
                         with m.Case(2):
                             m.d.sync += pss.eq(0)
                 with m.If(pss == lastpass):  # next row
                     m.d.sync += [i2.eq(i2 + 1)] + [X[x][1].eq(X[x][1] + f[f"{x}s2"]) for x in "ab"] + \
                                 [X[x][2].eq(X[x][1] + f[f"{x}s2"]) for x in "ab"]
-                    with m.If(i2 == f["n2"] - 1):
+                    with m.If(i2 == f["n2m1"]):
                         m.d.sync += [i2.eq(0), i1.eq(i1 + 1)] + \
                                     [X[x][0].eq(X[x][0] + f[f"{x}s1"]) for x in "ab"] + \
                                     [X[x][1].eq(X[x][0] + f[f"{x}s1"]) for x in "ab"] + \
                                     [X[x][2].eq(X[x][0] + f[f"{x}s1"]) for x in "ab"]
-        p_cnt = Signal(range(P_CYCLES + 1), name="p_cnt")
+        # the normalisation: step 0 (the leading one) in the phase rph 2, the P_CYCLES cycles between the
+        # sum and pass 2; steps 1 (shift), 2 (table read) and 3 (reciprocal / inverse square root, z's
+        # shift) beside pass 2's first issues, whose elements read them from their S3 (rr) and S4 (z) on
+        assert P_CYCLES == 1
+        p_cnt = Signal(2, name="p_cnt")  # the step; 0 idle after step 3
         with m.If(row_run & (rph == 1)):
             m.d.sync += wcnt_r.eq(wcnt_r - 1)
             with m.If(wcnt_r == 0):
-                m.d.sync += [rph.eq(2), p_cnt.eq(0)]
-        with m.If(row_run & (rph == 2)):
+                m.d.sync += rph.eq(2)
+        in_p = Signal(name="in_p")  # step 0
+        m.d.comb += in_p.eq(row_run & (rph == 2))
+        with m.If(in_p):
+            m.d.sync += [rph.eq(0), pss.eq(2), p_cnt.eq(1)]
+        with m.Elif(p_cnt != 0):
             m.d.sync += p_cnt.eq(p_cnt + 1)
-            with m.If(p_cnt == P_CYCLES - 1):
-                m.d.sync += [rph.eq(0), pss.eq(2)]
         # the instruction is done after its last issue; its drain covers the pipeline
         m.d.comb += run_done.eq(Mux(is_row, r_step & c_last & (pss == lastpass) & row_last, mac_done))
-        m.d.comb += drain_len.eq(Mux(is_row, ROW_DRAIN, MAC_DRAIN + L + WB_DEPTH))
+        m.d.comb += drain_len.eq(Mux(is_row, ROW_DRAIN + Mux(op_is["layernorm"] & f["h2"][0], LN_H2_DRAIN, 0),
+                                     MAC_DRAIN + L + WB_DEPTH))
 
         # the destination addresses, generated at the write stage (no address pipeline): the elements of
         # the last pass are written in their issue order
@@ -819,9 +886,9 @@ class CompactTop(wiring.Component):
             m.d.sync += [wr_c.eq(0), wr_i2.eq(0)] + [x.eq(f["dbase"]) for x in Xd]
         with m.If(row_wr):
             m.d.sync += [wr_c.eq(wr_c + 1), Xd[2].eq(Xd[2] + f["dsc"])]
-            with m.If(wr_c == f["N"] - 1):
+            with m.If(wr_c == f["Nm1"]):
                 m.d.sync += [wr_c.eq(0), wr_i2.eq(wr_i2 + 1), Xd[1].eq(Xd[1] + f["ds2"]), Xd[2].eq(Xd[1] + f["ds2"])]
-                with m.If(wr_i2 == f["n2"] - 1):
+                with m.If(wr_i2 == f["n2m1"]):
                     m.d.sync += [wr_i2.eq(0), Xd[0].eq(Xd[0] + f["ds1"]), Xd[1].eq(Xd[0] + f["ds1"]),
                                  Xd[2].eq(Xd[0] + f["ds1"])]
 
@@ -873,15 +940,19 @@ class CompactTop(wiring.Component):
             m.d.comb += pre.eq(dev)
         with m.Else():
             m.d.comb += pre.eq(s2_xa)
+        # softmax's row maximum; its next value (forwarded) gives S1 the table source max - x, registered
+        mx_nx = Signal.like(mx, name="row_max_nx")
+        m.d.comb += mx_nx.eq(Mux(s2["v"] & (s2["pss"] == 0) & (s2["first"] | (s2_xa > mx)), s2_xa, mx))
+        s2_d = tag("s2_d", mx_nx - xa)
         with m.If(s2["v"] & (s2["pss"] == 0)):
             with m.If(op_is["softmax"]):
-                m.d.sync += mx.eq(Mux(s2["first"] | (s2_xa > mx), s2_xa, mx))
+                m.d.sync += mx.eq(mx_nx)
             with m.If(op_is["layernorm"]):
                 m.d.sync += Ssum.eq(Mux(s2["first"], 0, Ssum) + s2_xa)
-        in_p = Signal(name="in_p")
-        m.d.comb += in_p.eq(row_run & (rph == 2))
         p_src = Signal(signed(W.nw + 1), name="p_n")
-        m.d.comb += [tsel2.eq(in_p), tsrc.eq(Mux(in_p, p_src, Mux(op_is["softmax"], mx - s2_xa, s2_xa)))]
+        p_tab = Signal(name="p_tab")  # the normalisation's table read (no element is at S2 then): p_cnt == 2
+        m.d.sync += p_tab.eq(p_cnt == 1)
+        m.d.comb += [tsel2.eq(p_tab), tsrc.eq(Mux(p_tab, p_src, Mux(op_is["softmax"], s2_d, s2_xa)))]
         s3 = {k: tag("s3_" + k, v) for k, v in s2.items()}
         s3_pre = tag("s3_pre", pre)
         # S3: table data; the row sum of exponents; the wide multiply
@@ -896,11 +967,6 @@ class CompactTop(wiring.Component):
         s3b = {k: tag("s3b_" + k, v) for k, v in s3.items()}  # the product's cycle
         s3b_v = tag("s3b_v", Mux(op_is["lookup"], tdat, s3_pre))
         s4 = {k: tag("s4_" + k, v) for k, v in s3b.items()}
-        s4_col = Signal.like(c_, name="s4_col")  # the element's column: every pass issues columns 0 .. N-1
-        with m.If(setup & is_row):
-            m.d.sync += s4_col.eq(0)
-        with m.Elif(s4["v"]):
-            m.d.sync += s4_col.eq(Mux(s4_col == f["N"] - 1, 0, s4_col + 1))
         s4_v = Signal(signed(W.rv), name="s4_val")
         m.d.sync += s4_v.eq(Mux(multi, m1p, s3b_v))
         # S4: layer norm's sum of squares; z = rq(d * t)
@@ -911,18 +977,37 @@ class CompactTop(wiring.Component):
             m.d.sync += red.eq(Mux(Mux(op_is["softmax"], s3["first"], s4["first"]),
                                    Mux(op_is["softmax"], 0, f["eps"]), red) + Mux(op_is["softmax"], tdat, s4_v))
         zsh = Signal(signed(_sbits(-W.zl, W.zr)), name="row_zsh")
-        if W.share_z:  # on the common requantizer, in the cycles between pass 2's writes
-            m.d.sync += z_on.eq(op_is["layernorm"] & s3b["v"] & (s3b["pss"] == 2))  # = s4's, registered
-            z = rq_out[:W.zw].as_signed()  # z's bits (layer norm reads s5's low zw bits)
+        s5_v = Signal(signed(W.rv), name="s5_val")
+        if W.share_z:
+            # z on the common requantizer (two stages), in the cycles between pass 2's writes: its RA at
+            # S4, its RB at S4b (into s5_v), then S5 and S5x (z held) before the multiply, so that a y's
+            # RA (S6) falls in the other cycles (an odd number of cycles after a z's); layer norm's
+            # elements take S4b and S5x (ROW_DRAIN + 2), the other ops go S4 -> S5 -> S5b
+            ln = op_is["layernorm"]
+            m.d.sync += z_on.eq(ln & s3b["v"] & (s3b["pss"] == 2))  # = s4's, registered
+            z = rq_out[:W.zw].as_signed()  # z's bits at S4b (layer norm reads s5's low zw bits)
+            s4b = {k: tag("s4b_" + k, v) for k, v in s4.items()}
+            s5 = {k: tag("s5_" + k, Mux(ln, s4b[k], v)) for k, v in s4.items()}
+            m.d.sync += s5_v.eq(Mux(ln, z, s4_v))
+            s5x = {k: tag("s5x_" + k, v) for k, v in s5.items()}
+            zv = tag("s5x_z", s5_v[:W.zw].as_signed())
+            col_v = s5["v"]  # layer norm's gamma and beta: the constant ROM read at S5, its data at S5x
+            s5b_src = {k: Mux(ln, s5x[k], v) for k, v in s5.items()}
         else:
             z = requant(s4_v, zsh, f["zrnd"], f["zsat"], f["zlo"], f["zhi"], f["zmask"], f["zhalf"], W.rv + W.zl + 1,
                         "rqz", lshift=W.zl, rshift=W.zr, keep=W.zw)
-        s5 = {k: tag("s5_" + k, v) for k, v in s4.items()}
-        s5_v = Signal(signed(W.rv), name="s5_val")
-        m.d.sync += s5_v.eq(Mux(op_is["layernorm"], z, s4_v))
-        s5_g, s5_b = c_g, c_b  # layer norm's gamma and beta: the constant ROM read at S4 (its column)
-        # S5: y = z * gamma + beta
-        zv = s5_v[:W.zw].as_signed()
+            s5 = {k: tag("s5_" + k, v) for k, v in s4.items()}
+            m.d.sync += s5_v.eq(Mux(op_is["layernorm"], z, s4_v))
+            zv = s5_v[:W.zw].as_signed()
+            col_v = s4["v"]  # layer norm's gamma and beta: the constant ROM read at S4, its data at S5
+            s5b_src = s5
+        s4_col = Signal.like(c_, name="row_col")  # the element's column: every pass issues columns 0 .. N-1
+        with m.If(setup & is_row):
+            m.d.sync += s4_col.eq(0)
+        with m.Elif(col_v):
+            m.d.sync += s4_col.eq(Mux(s4_col == f["Nm1"], 0, s4_col + 1))
+        s5_g, s5_b = c_g, c_b
+        # S5 (S5x): y = z * gamma + beta
         if scale_m2:
             with m.If(is_row):
                 m.d.comb += [m2a.eq(s5_g[:16].as_signed()), m2b.eq(zv)]
@@ -933,11 +1018,11 @@ class CompactTop(wiring.Component):
         s5b_b = tag("s5b_b", s5_b)
         s6_v = Signal(signed(W.r6), name="s6_val")
         m.d.sync += s6_v.eq(Mux(op_is["layernorm"], m2p + s5b_b, s5b_v))
-        s5b = {k: tag("s5b_" + k, v) for k, v in s5.items()}
+        s5b = {k: tag("s5b_" + k, v) for k, v in s5b_src.items()}
         s6 = {k: tag("s6_" + k, v) for k, v in s5b.items()}
         # P: leading one, normalising shift, reciprocal / inverse square root
         p_r = Signal(range(W.rw + 1), name="row_p")
-        lop = leading_one(m, red, W.rw, name="row_lop")
+        lop = leading_one_tree(m, red, W.rw, name="row_lop")
         sh_r = Signal(signed(_clog2(W.rw) + 3), name="row_sh")
         n_r = Signal(unsigned(W.nw), name="row_n")  # the normalised sum: below 2**(R + 2)
         sh0 = Signal(signed(_clog2(W.rw) + 3), name="row_sh0")
@@ -945,14 +1030,19 @@ class CompactTop(wiring.Component):
         sh1 = Signal.like(sh0, name="row_sh1")
         m.d.comb += sh1.eq(Mux(op_is["layernorm"], sh0 & ~1, sh0))
         m.d.comb += p_src.eq(n_r)
+        # the normalising shift s = p - R (even for layer norm) as one right shift of red * 2**kn by
+        # s + kn >= 0 (kn >= R, even), biased at step 0: step 1 is the shifter alone
+        kn = max([i.f["R"] for i in prog.instrs if i.op in ("softmax", "layernorm")] + [0])
+        kn += kn % 2
+        shb = Signal(range(W.rw + kn + 1), name="row_shb")
+        sh0b = Signal(signed(_clog2(W.rw + kn) + 3), name="row_sh0b")
+        m.d.comb += sh0b.eq(lop - f["R"] + kn)
         with m.If(in_p):
+            m.d.sync += [p_r.eq(lop), shb.eq(Mux(op_is["layernorm"], sh0b & ~1, sh0b))]
+        with m.Else():
             with m.Switch(p_cnt):
-                with m.Case(0):
-                    m.d.sync += p_r.eq(lop)
                 with m.Case(1):
-                    pos = Mux(sh1 > 0, sh1, 0)[:_clog2(W.rw) + 1]
-                    neg = Mux(sh1 < 0, -sh1, 0)[:5]
-                    m.d.sync += [n_r.eq((red >> pos) << neg), sh_r.eq(sh1)]
+                    m.d.sync += [n_r.eq(Cat(Const(0, kn), red) >> shb), sh_r.eq(sh1)]
                 with m.Case(3):
                     m.d.sync += [rr.eq(tdat), zsh.eq(f["zc0"] + (sh_r >> 1))]
 

@@ -43,11 +43,14 @@ PASSES = {"softmax": 3, "layernorm": 3}
 
 # engine timing constants (cycles); the engine is built to these numbers
 FETCH = 2        # instruction ROM read and set-up
-ROW_DRAIN = 9    # issue to write of the row unit's element pipeline
+ROW_DRAIN = 10   # issue to write of the row unit's element pipeline
+LN_H2_DRAIN = 2  # layer norm at half rate (h2): z on the common requantizer (its second stage, z held a cycle)
 MAC_DRAIN = 4    # issue to the write-back buffer (operands, product, sum, capture)
-WB_DEPTH = 4     # write-back after the last lane's select: bias or scale (2), requantize, write
-SUM_WAIT = 5     # softmax / layer norm: after pass 1, until the row's sum is complete
-P_CYCLES = 4     # softmax / layer norm: the per-row normalisation (leading one, shift, table) before pass 2
+WB_DEPTH = 5     # write-back after the last lane's select: bias or scale (2), requantize (2), write
+SUM_WAIT = {"softmax": 3, "layernorm": 5}  # after pass 1 until the row's sum is complete (softmax
+                 # sums the table's exponents at S3, layer norm the squares at S4)
+P_CYCLES = 1     # softmax / layer norm: the per-row normalisation's leading one before pass 2 (its shift and
+                 # table read run beside pass 2's first issues: the elements need them from their S3 on)
 STORE_READ = 2   # per output row: word reads in flight before the row is presented
 
 registry.declare(BACKEND, "the compact RTL architecture (fabformer.rtl.compact): one MAC array, one row unit, "
@@ -96,7 +99,8 @@ class Instr:
             return FETCH + f["G"] * f["M"] * (f["arl"] + f["T"] * per_tile) + MAC_DRAIN + L + WB_DEPTH
         rows = f["n1"] * f["n2"]
         if self.op in PASSES:  # h2: the last pass at half rate (layer norm sharing one requantizer)
-            return FETCH + rows * ((PASSES[self.op] + f.get("h2", 0)) * f["N"] + SUM_WAIT + P_CYCLES) + ROW_DRAIN
+            return FETCH + rows * ((PASSES[self.op] + f.get("h2", 0)) * f["N"] + SUM_WAIT[self.op] + P_CYCLES) + \
+                ROW_DRAIN + LN_H2_DRAIN * f.get("h2", 0)
         per = 2 if self.op == "add" else 1  # add reads its two operands through one port
         return FETCH + rows * f["N"] * per + ROW_DRAIN
 
@@ -129,6 +133,18 @@ def rq_apply(v: int, sh: int, rnd: int, sat: int, lo: int, hi: int, mask: int, h
     if sat:
         return min(max(v, lo), hi)
     return ((v + half) & mask) - half
+
+
+def relu_range(dt: FixedType, rt: FixedType) -> tuple[int, int] | None:
+    """A relu of output type ``rt`` on a value of type ``dt`` as one saturation: golden's
+    ``requantize(max(y, 0), dt.frac, rt)`` of ``y = requantize(v, f, dt)`` equals ``requantize(v, f,
+    dt)`` saturated to ``[max(dt.lo, 0, rt.lo), min(dt.hi, rt.hi)]`` when both types saturate, the
+    relu shifts by 0 (no second rounding) and the ranges meet (clamps to intersecting intervals
+    compose to the clamp to their intersection); else None."""
+    if dt.overflow is not Overflow.SAT or rt.overflow is not Overflow.SAT or dt.frac != rt.frac:
+        return None
+    lo, hi = max(dt.min_int, 0, rt.min_int), min(dt.max_int, rt.max_int)
+    return (lo, hi) if lo <= hi else None
 
 
 class Ctx:
@@ -210,11 +226,21 @@ def _c_dense(n, g, ctx):
     f_acc = xt.frac + n.weight_type.frac
     bsh = f_acc - n.bias_type.frac
     T = -(-N // L)
+    rq = _rq_fields("rq", ot)
+    relu = ctx.prog.fused_relu.get(n.name)
+    if relu is not None:  # relu(rq(v)) written at once: rq(v) saturated to the ranges' intersection
+        rq["rqlo"], rq["rqhi"] = relu_range(ot, g.type_of(relu.output))
+    osm, ocs = o.pitch, 1
+    if n.name in ctx.prog.transposed:  # the output written transposed: (m, c) at base + c * pitch + m
+        o = ctx.place(ctx.prog.temps[ctx.prog.transposed[n.name]])
+        osm, ocs = 1, o.pitch
     ctx.emit("mac", "dense", n, G=1, M=a.rows, T=T, K=K, Nlast=N - (T - 1) * L,
              aone=0, abuf=0, arl=0, ua=_uns(xt), ub=0, abase=a.base, asg=0, asm=a.pitch, brom=1,
              bbase=ctx.weights(n.weight), bsg=0, bsk=T,
-             obase=o.base, osg=0, osm=o.pitch, wbmode=0, cbase=ctx.consts((int(b) << bsh, 0) for b in n.bias),
-             scale=0, rqsh=f_acc - ot.frac, **_rq_fields("rq", ot))
+             obase=o.base, osg=0, osm=osm, ocs=ocs, wbmode=0,
+             cbase=ctx.consts((int(b) << bsh, 0) for b in n.bias),
+             scale=0, rqsh=f_acc - ot.frac, note="+ relu" if relu is not None else
+             ("transposed output" if ocs != 1 else ""), **rq)
 
 
 @compact(ir.MatMul)
@@ -225,7 +251,9 @@ def _c_matmul(n, g, ctx):
     a, o = ctx.place(n.inputs[0]), ctx.place(n.output)
     L = ctx.prog.L
     b_src = n.inputs[1]
-    if n.transpose_b:  # b[h, n, k] -> bT[h, k, n] through the row unit, then the same product
+    if n.transpose_b and n.name in ctx.prog.transposed.values():  # bT written by b's dense
+        b_src = ctx.prog.temps[n.name]
+    elif n.transpose_b:  # b[h, n, k] -> bT[h, k, n] through the row unit, then the same product
         b_src = ctx.prog.temps[n.name]
         bp, tp = ctx.place(n.inputs[1]), ctx.place(b_src)
         f = {"n1": H, "n2": K, "N": Nn}
@@ -237,7 +265,7 @@ def _c_matmul(n, g, ctx):
     ctx.emit("mac", "matmul", n, G=H, M=M, T=T, K=K, Nlast=Nn - (T - 1) * L,
              aone=0, abuf=1, arl=-(-K // L), ua=_uns(at), ub=_uns(bt), abase=a.base, asg=a.head_stride,
              asm=a.pitch, brom=0, bbase=b.base // L,
-             bsg=b.head_stride // L, bsk=b.pitch // L, obase=o.base, osg=o.head_stride, osm=o.pitch, wbmode=1,
+             bsg=b.head_stride // L, bsk=b.pitch // L, obase=o.base, osg=o.head_stride, osm=o.pitch, ocs=1, wbmode=1,
              cbase=0, scale=n.scale, rqsh=at.frac + bt.frac + n.scale_frac - ot.frac, **_rq_fields("rq", ot))
 
 
@@ -250,7 +278,7 @@ def _c_pool(n, g, ctx):
     ctx.emit("mac", "pool", n, G=1, M=1, T=T, K=x.rows, Nlast=x.cols - (T - 1) * L,
              aone=1, abuf=0, arl=0, ua=0, ub=_uns(xt), abase=0, asg=0, asm=0, brom=0, bbase=x.base // L, bsg=0,
              bsk=x.pitch // L,
-             obase=o.base, osg=0, osm=o.pitch, wbmode=1, cbase=0, scale=n.scale,
+             obase=o.base, osg=0, osm=o.pitch, ocs=1, wbmode=1, cbase=0, scale=n.scale,
              rqsh=xt.frac + n.scale_frac - ot.frac, **_rq_fields("rq", ot))
 
 
@@ -310,6 +338,8 @@ def _c_add(n, g, ctx):
 
 @compact(ir.Relu)
 def _c_relu(n, g, ctx):
+    if ctx.prog.views.get(n.inputs[0], (None, None))[1] == "fused":  # done by the dense producing its input
+        return
     xt, ot = g.type_of(n.inputs[0]), g.type_of(n.output)
     ctx.emit("row", "relu", n, **_plain_rows(ctx, n, n.inputs[0], n.output), rqsh=xt.frac - ot.frac,
              **_rq_fields("rq", ot))
@@ -429,12 +459,43 @@ class Program:
                     views[y] = (x, "flatten")
         return views
 
+    def _fusions(self) -> tuple[dict, dict]:
+        """Write-back fusions of a dense: ``{dense: relu node}`` where the relu is its only reader and
+        one saturation (:func:`relu_range`) does both; ``{dense: matmul}`` where the dense's output,
+        split into heads as a view, is only the transposed operand b of that matmul: the dense writes
+        b transposed (no copy).  Neither when the dense's output is an end of the hardware."""
+        g = self.g
+        readers: dict[str, list] = {}
+        for n in self.nodes:
+            for t in n.inputs:
+                readers.setdefault(t, []).append(n)
+        ends = {self.in_tensor, self.out_tensor}
+        relus, trans = {}, {}
+        for n in self.nodes:
+            if n.kind != "dense" or n.output in ends or n.output in self.views:
+                continue
+            rd = readers.get(n.output, [])
+            if len(rd) != 1:
+                continue
+            r = rd[0]
+            if r.kind == "relu" and r.output not in ends and r.output not in self.views and \
+                    relu_range(g.type_of(n.output), g.type_of(r.output)) is not None:
+                relus[n.name] = r
+            elif r.kind == "split_heads" and self.views.get(r.output) == (n.output, "split") and \
+                    len(g.tensors[n.output].shape) == 2:
+                rs = readers.get(r.output, [])
+                if len(rs) == 1 and rs[0].kind == "matmul" and rs[0].transpose_b and \
+                        list(rs[0].inputs).count(r.output) == 1 and rs[0].inputs[1] == r.output:
+                    trans[n.name] = rs[0].name
+        return relus, trans
+
     def _allocate(self):
         """Tensor lifetimes (in node steps) to data-memory addresses, first fit, reusing freed space;
         a view shares its parent's storage, whose lifetime covers every member's."""
         L = self.L
         self._temp_shape, self._temp_heads = {}, {}
         self.views = self._views()
+        self.fused_relu, self.transposed = self._fusions()
         life: dict[str, list] = {self.in_tensor: [-1, -1]}
         for i, n in enumerate(self.nodes):
             for t in n.inputs:
@@ -447,6 +508,12 @@ class Program:
                 self._temp_shape[tmp] = (h * k, nn)
                 self._temp_heads[tmp] = h
                 life[tmp] = [i, i]
+        for d, mm in self.transposed.items():  # bT written by the dense: live from it on
+            life[self.temps[mm]][0] = next(i for i, n in enumerate(self.nodes) if n.name == d)
+        for d, r in self.fused_relu.items():
+            self.views[self.g.node(d).output] = (r.output, "fused")
+        for d, mm in self.transposed.items():
+            self.views[self.g.node(d).output] = (self.temps[mm], "transposed")
         life[self.out_tensor][1] = len(self.nodes)
 
         def root(t):
@@ -483,7 +550,10 @@ class Program:
             parent, kind = self.views[t]
             pp = place(parent)
             shape = self.g.tensors[t].shape
-            if kind == "split":
+            if kind in ("fused", "transposed"):  # the relu's output; b transposed (never read as itself)
+                p = Place(pp.base, pp.rows, pp.cols, pp.pitch) if kind == "fused" else \
+                    Place(pp.base, *self._shape(t), pp.pitch)
+            elif kind == "split":
                 h, r, d = shape
                 p = Place(pp.base, h * r, d, pp.pitch, heads=h, hs=d)
             elif kind == "merge":
@@ -567,7 +637,8 @@ class Program:
                     nl = L if t < f["T"] - 1 else f["Nlast"]
                     for j in range(nl):
                         v = acc[j] + self.crom[f["cbase"] + t * L + j][0] if f["wbmode"] == 0 else acc[j] * f["scale"]
-                        dm[f["obase"] + gg * f["osg"] + m * f["osm"] + t * L + j] = self._rq(f, v, f["rqsh"])
+                        e = f["obase"] + gg * f["osg"] + m * f["osm"] + (t * L + j) * f["ocs"]
+                        dm[e] = self._rq(f, v, f["rqsh"])
 
     def _exec_row(self, ins, dm):
         f, op = ins.f, ins.op
