@@ -39,6 +39,7 @@ def main(argv=None) -> int:
                     help="lut: the multiplies in logic and the row unit's on the MAC lanes (the iCE40 build's engine)")
     ap.add_argument("--lanes", type=int, default=8, help="MAC lanes (the iCE40 UP5K build: 4)")
     ap.add_argument("--dsps", type=int, default=None, help="the device's DSPs (the iCE40 UP5K: 8)")
+    ap.add_argument("--log", default="out/compact_sim.log", help="where the simulator's own log lines go")
     args = ap.parse_args(argv)
     from fabformer.rtl import generate
     from fabformer.sim import run
@@ -52,7 +53,11 @@ def main(argv=None) -> int:
           f"(MAC instructions {des.program.mac_cycles()} cycles)", flush=True)
     x = d.x_test[:args.samples]
     t0 = time.perf_counter()
-    r = run(des, x, simulator=args.simulator, timing_samples=3)
+    from fabformer.apps.console import capture
+    log = Path(args.log)
+    print(f"simulating {len(x)} samples ({args.simulator}; its log: {log}) ...", flush=True)
+    with capture(log):  # the simulator's and cocotb's log lines go to the log file, not here
+        r = run(des, x, simulator=args.simulator, timing_samples=3)
     print(f"{args.simulator}: {r.samples} samples with random stalls, mismatches {r.mismatches}, "
           f"latency {r.latency_cycles} (analytic {des.latency_cycles}), II {r.ii_cycles} (analytic {des.ii_cycles}), "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
