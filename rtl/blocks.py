@@ -308,9 +308,11 @@ class MacEngine(Elaboratable):
         x_reg = [Signal(shape_of(self.x_t), name=f"x{j}") for j in range(K)]
         head, kb, nb, cnt = (self.state[k] for k in ("head", "kb", "nb", "cnt"))
         aw = self.acc_width
-        last_k = Signal(name="last_k")
-        last = Signal(name="last")
-        m.d.comb += [last_k.eq(kb == KB - 1), last.eq(last_k & (nb == NB - 1))]
+        # the step's position flags are registers (kept equal to kb == KB - 1 and that and
+        # nb == NB - 1, from the step registers' next values): they fan out across the engine to
+        # its next-step logic and weight read addresses, which they reach straight from a flip-flop
+        last_k = Signal(name="last_k", init=int(KB == 1))
+        last = Signal(name="last", init=int(KB == 1 and NB == 1))
         advance = self.busy
         m.d.comb += self.done.eq(advance & last)
         # places reserved in the output queue: a job reserves one when it starts, a row read frees one
@@ -336,6 +338,7 @@ class MacEngine(Elaboratable):
             nxt["nb"].eq(Mux(advance & last, 0, Mux(advance & last_k, nb + 1, nb))),
             nxt["cnt"].eq(Mux(advance & last, 0, Mux(advance, cnt + 1, cnt))),
         ]
+        m.d.sync += [last_k.eq(nxt["kb"] == KB - 1), last.eq((nxt["kb"] == KB - 1) & (nxt["nb"] == NB - 1))]
         m.d.sync += [head.eq(nxt["head"]), kb.eq(nxt["kb"]), nb.eq(nxt["nb"]), cnt.eq(nxt["cnt"]),
                      self.busy.eq(take | (self.busy & ~last))]
         if self.chain > 1:
