@@ -212,18 +212,25 @@ class AddBlock(Block):
         (at, _, cols), (bt, _, _) = self.in_specs
         out_t = self.out_spec[0]
         f = max(at.frac, bt.frac)
-        a_valid, a_row, a_take = skid(m, self.a, "a")
-        b_valid, b_row, b_take = skid(m, self.b, "b")
-        xa, xb = unpack(a_row, cols, at), unpack(b_row, cols, bt)
+        # the output register with a skid register beside it: the add takes a row whenever the
+        # skid is empty (a register), so its consumer's ready does not reach its producers; the
+        # skid multiplexer sits after the sum, at the output register's input, off the inputs' path
+        xa, xb = unpack(self.a.payload, cols, at), unpack(self.b.payload, cols, bt)
         ys = [requantize(m, (p << (f - at.frac)) + (q << (f - bt.frac)), f, out_t, name=f"y{j}")
               for j, (p, q) in enumerate(zip(xa, xb))]
-        can = ~self.o.valid | self.o.ready
-        both = a_valid & b_valid
-        m.d.comb += [a_take.eq(can & both), b_take.eq(can & both)]
-        with m.If(can):
-            m.d.sync += self.o.valid.eq(both)
-            with m.If(both):
-                m.d.sync += self.o.payload.as_value().eq(pack(ys))
+        row = Signal(len(self.o.payload.as_value()), name="row")
+        m.d.comb += row.eq(pack(ys))
+        skid_v = Signal(name="skid_valid")
+        skid_p = Signal(len(row), name="skid_row")
+        take = Signal(name="take")
+        m.d.comb += take.eq(~skid_v & self.a.valid & self.b.valid)
+        m.d.comb += [self.a.ready.eq(take), self.b.ready.eq(take)]
+        free = ~self.o.valid | self.o.ready  # the output register is empty or read this cycle
+        with m.If(free):
+            m.d.sync += [self.o.valid.eq(skid_v | take),
+                         self.o.payload.as_value().eq(Mux(skid_v, skid_p, row)), skid_v.eq(0)]
+        with m.Elif(take):
+            m.d.sync += [skid_v.eq(1), skid_p.eq(row)]
         return m
 
 
