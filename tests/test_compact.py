@@ -24,6 +24,13 @@ from fabformer.sim import run_many
 KINDS = [k for k in registry.kinds_of("rtl.compact") if k != "quantize"]  # the kinds the compact engine runs
 
 
+
+def _dense_maker(rng):
+    """dense(name, x, out, k, n): a Dense node of random 8-bit weights and 12-bit biases from ``rng``."""
+    return lambda nm, x, o, k, n: ir.Dense(nm, (x,), o, weight=rng.integers(-128, 128, (k, n)),
+                                           weight_type=FixedType(8, 6), bias=rng.integers(-200, 200, n),
+                                           bias_type=FixedType(12, 8))
+
 def _t(width, frac, ov, signed=True, rnd=Rounding.RND):
     return FixedType(width, frac, signed, rnd, ov)
 
@@ -41,9 +48,7 @@ def chain_graph(overflow: Overflow, seed: int = 0, heads_width: int = 8, rnd=Rou
     g = ir.Graph(f"chain_{ov.value.lower()}_{D}" + ("" if rnd is Rounding.RND else f"_{rnd.value.lower()}"))
     g.add_input("x", (T, 8))
     g.add(ir.Quantize("quant", ("x",), "xq"), testing.IN_T)
-    wt = FixedType(8, 6)
-    dense = lambda nm, x, o, k, n: ir.Dense(nm, (x,), o, weight=rng.integers(-128, 128, (k, n)), weight_type=wt,
-                                            bias=rng.integers(-200, 200, n), bias_type=FixedType(12, 8))
+    dense = _dense_maker(rng)
     g.add(dense("d1", "xq", "h", 8, F), _t(10, 5, ov))
     g.add(ir.SplitHeads("split", ("h",), "hs", heads=H), _t(10, 5, ov))
     g.add(ir.MatMul("qk", ("hs", "hs"), "s", transpose_b=True, scale=round(2 ** 12 / math.sqrt(D)), scale_frac=12),
@@ -93,9 +98,7 @@ def fusion_graph(seed: int = 1) -> ir.Graph:
     g = ir.Graph("fusions")
     g.add_input("x", (T, 8))
     g.add(ir.Quantize("quant", ("x",), "xq"), testing.IN_T)
-    wt = FixedType(8, 6)
-    dense = lambda nm, x, o, k, n: ir.Dense(nm, (x,), o, weight=rng.integers(-128, 128, (k, n)), weight_type=wt,
-                                            bias=rng.integers(-200, 200, n), bias_type=FixedType(12, 8))
+    dense = _dense_maker(rng)
     sat, wrap = Overflow.SAT, Overflow.WRAP
     g.add(dense("dq", "xq", "q", 8, F), _t(10, 5, sat))
     g.add(dense("dk", "xq", "k", 8, F), _t(10, 4, sat))
