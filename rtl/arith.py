@@ -7,12 +7,13 @@ shift picked at run time from a small set, used by softmax and layer norm),
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Mux, Signal, Value, signed, unsigned
 from amaranth.lib.memory import Memory
 
 from ..fixed import FixedType, Overflow, Rounding
 
-__all__ = ["shape_of", "requantize", "requantize_var", "shift_var", "shift_amount", "lookup", "lookup_sync", "leading_one", "unpack", "pack", "clip"]
+__all__ = ["shape_of", "requantize", "requantize_var", "shift_var", "shift_amount", "lookup", "lookup_sync", "leading_one", "unpack", "pack", "clip",
+           "stage", "mul_stages", "staged_mul", "DSP_BITS", "KEEP_FF"]
 
 
 def shape_of(t: FixedType):
@@ -130,3 +131,52 @@ def leading_one(m, v, width: int, name: str = "lop"):
         with m.If(v[i]):
             m.d.comb += p.eq(i)
     return p
+
+
+# A signal attribute the board flows turn into ``keep`` on the flip-flop that drives the signal,
+# so synthesis does not merge it with an identical one (a per-DSP copy of a shared operand:
+# each copy is placed beside its own DSP).
+KEEP_FF = "fabformer_keep_ff"
+
+
+def stage(m, value, name, shape=None, keep=False):
+    """``value`` in a free-running register (one pipeline stage); full width unless ``shape``;
+    ``keep``: never merged with an identical register by synthesis (:data:`KEEP_FF`)."""
+    value = Value.cast(value)
+    r = Signal(shape if shape is not None else value.shape(), name=name, attrs={KEEP_FF: 1} if keep else {})
+    m.d.sync += r.eq(value)
+    return r
+
+
+DSP_BITS = 18  # a signed product of operands up to this wide fits one DSP cell (ECP5 MULT18X18D)
+_LO = DSP_BITS - 1  # the low piece of a wider operand: this many bits, unsigned
+
+
+def mul_stages(wa: int, wb: int) -> int:
+    """Register stages of :func:`staged_mul` for signed operand widths ``wa`` and ``wb``."""
+    return 1 if max(wa, wb) <= DSP_BITS else 2
+
+
+def _pieces(v):
+    """``v`` as (piece, shift) pairs of at most ``DSP_BITS`` signed bits: the low ``_LO`` bits
+    unsigned and the rest (recursively) with the value's sign."""
+    w, sg = v.shape().width, v.shape().signed
+    if w + (0 if sg else 1) <= DSP_BITS:
+        return [(v, 0)]
+    hi = v[_LO:].as_signed() if sg else v[_LO:]
+    return [(v[:_LO], 0)] + [(p, sh + _LO) for p, sh in _pieces(hi)]
+
+
+def staged_mul(m, a, b, name, shape=None):
+    """``a * b`` registered: one stage when each operand fits a DSP; else two, the partial
+    products of the operands' DSP-sized pieces each registered, then their shifted sum (so no
+    cascade of DSPs and wide carry chains sits between two registers)."""
+    a, b = Value.cast(a), Value.cast(b)
+    if mul_stages(a.shape().width, b.shape().width) == 1:
+        return stage(m, a * b, name, shape)
+    parts = [(stage(m, pa * pb, f"{name}_p{i}_{j}"), sa + sb)
+             for i, (pa, sa) in enumerate(_pieces(a)) for j, (pb, sb) in enumerate(_pieces(b))]
+    total = parts[0][0] << parts[0][1]
+    for p, sh in parts[1:]:
+        total = total + (p << sh)
+    return stage(m, total, name, shape)

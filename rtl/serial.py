@@ -31,7 +31,8 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, 
 from amaranth.lib.memory import Memory
 
 from .. import ir
-from .arith import clip, leading_one, overflow, pack, shape_of, shift_amount, shift_round, shift_var, unpack
+from .arith import clip, leading_one, mul_stages, overflow, pack, shape_of, shift_amount, shift_round, shift_var, unpack
+from .arith import stage as _r, staged_mul as _mul
 from .blocks import Block, _out_queue, row_shape
 
 __all__ = ["SerialLayerNorm", "SerialSoftmax"]
@@ -46,53 +47,11 @@ def _times(v, c: int):
     return out
 
 
-DSP_BITS = 18  # a signed product of operands up to this wide fits one DSP cell (ECP5 MULT18X18D)
-_LO = DSP_BITS - 1  # the low piece of a wider operand: this many bits, unsigned
-
-
-def mul_stages(wa: int, wb: int) -> int:
-    """Register stages of :func:`_mul` for signed operand widths ``wa`` and ``wb``."""
-    return 1 if max(wa, wb) <= DSP_BITS else 2
-
-
-def _pieces(v):
-    """``v`` as (piece, shift) pairs of at most ``DSP_BITS`` signed bits: the low ``_LO`` bits
-    unsigned and the rest (recursively) with the value's sign."""
-    w, sg = v.shape().width, v.shape().signed
-    if w + (0 if sg else 1) <= DSP_BITS:
-        return [(v, 0)]
-    hi = v[_LO:].as_signed() if sg else v[_LO:]
-    return [(v[:_LO], 0)] + [(p, sh + _LO) for p, sh in _pieces(hi)]
-
-
-def _mul(m, a, b, name, shape):
-    """``a * b`` registered: one stage when each operand fits a DSP; else two, the partial
-    products of the operands' DSP-sized pieces each registered, then their shifted sum (so no
-    cascade of DSPs and wide carry chains sits between two registers)."""
-    a, b = Value.cast(a), Value.cast(b)
-    if mul_stages(a.shape().width, b.shape().width) == 1:
-        return _r(m, a * b, name, shape)
-    parts = [(_r(m, pa * pb, f"{name}_p{i}_{j}"), sa + sb)
-             for i, (pa, sa) in enumerate(_pieces(a)) for j, (pb, sb) in enumerate(_pieces(b))]
-    total = parts[0][0] << parts[0][1]
-    for p, sh in parts[1:]:
-        total = total + (p << sh)
-    return _r(m, total, name, shape)
-
-
 def _const_select(m, values, idx, name):
     w = max(max(int(v).bit_length() for v in values) + 1, 2)
     out = Signal(signed(w), name=name)
     m.d.comb += out.eq(Array(Const(int(v), signed(w)) for v in values)[idx])
     return out
-
-
-def _r(m, value, name, shape=None):
-    """``value`` in a free-running register (one pipeline stage); full width unless ``shape``."""
-    value = Value.cast(value)
-    r = Signal(shape if shape is not None else value.shape(), name=name)
-    m.d.sync += r.eq(value)
-    return r
 
 
 def _hold(m, en, value, name, shape=None):
