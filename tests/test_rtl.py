@@ -61,8 +61,8 @@ def test_dense_analytic_timing(p):
     # the steps, then the engine's pipeline (operands, products, adder tree, accumulator,
     # rounding) and the output register
     pk = mac_split(16, 16, p)[1]
-    assert d.latency_cycles == b["ii"] + 1 + mac_depth(pk, False)
-    assert mac_depth(pk, False) == {1: 4, 4: 4, 16: 4, 256: 6}[p]  # 16 products a lane: 2 tree stages
+    assert d.latency_cycles == b["ii"] + 1 + mac_depth(pk)
+    assert mac_depth(pk) == {1: 6, 4: 6, 16: 6, 256: 8}[p]  # 16 products a lane: 2 tree stages
 
 
 def test_verilog_deterministic_and_outdir(tmp_path):

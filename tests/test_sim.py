@@ -82,7 +82,7 @@ def test_parallelism_sweep(p, design_set, verilator_results):
     assert r.bit_exact
     assert m.multipliers == p
     bound = m.macs / m.multipliers
-    depth = 1 + mac_depth(1, False)  # the engine's pipeline and its output register
+    depth = 1 + mac_depth(1)  # the engine's pipeline and its output register
     assert r.latency_cycles == bound + depth
     assert abs(r.latency_cycles - (bound + depth)) <= 0.1 * bound, (r.latency_cycles, bound)
     assert abs(r.ii_cycles - bound) <= 0.1 * bound, (r.ii_cycles, bound)
@@ -109,7 +109,7 @@ def test_flatten_dense_takes_rows_as_they_come(p, design_set, verilator_results)
     kinds = [b["kind"] for b in m.blocks]
     assert kinds == ["flatten", "dense"] and m.blocks[0]["latency"] == 3  # input rows 0..3 pass through
     steps = 8 * 6 // m.multipliers  # one row's share: 8 inputs x 6 outputs
-    assert m.latency_cycles == 4 * steps + 1 + mac_depth(1 if p == 1 else 2, False)
+    assert m.latency_cycles == 4 * steps + 1 + mac_depth(1 if p == 1 else 2)
 
 
 def _example():
