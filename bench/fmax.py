@@ -42,7 +42,8 @@ def measure_in_shell(graph, design, part: str, workdir: Path, clock_mhz: float) 
 
 def measure(design, family: str = "ecp5", workdir: Path | None = None, seed: int = 1, pnr: bool = True) -> dict:
     """Synthesize (and place and route, out of context) ``design``; returns Fmax and resources."""
-    from fabformer.boards.flow import find_tool, parse_nextpnr_report, router_opts, synth_commands, yosys_counts
+    from fabformer.boards.flow import (after_synthesis, find_tool, parse_nextpnr_report, router_opts, synth_commands,
+                                       yosys_counts)
     fam = "ecp5" if family == "ecp5" else "ice40"
     tmp = None
     if workdir is None:
@@ -66,6 +67,7 @@ def measure(design, family: str = "ecp5", workdir: Path | None = None, seed: int
     res["yosys"] = yosys_counts(json.loads((workdir / "top.stat.json").read_text()), fam)
     if not pnr:
         return res
+    res["dsp_registers"] = after_synthesis(fam, workdir)
     var, dev = PARTS[family]
     t1 = time.time()
     cmd = [find_tool(var), *dev, "--json", "top.json", "--out-of-context", "--report", "top.report.json",

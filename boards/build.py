@@ -385,6 +385,7 @@ def _finish(out, target, d, clock, r, attempts, baud, bdir):
            "resources": _resources(r["nextpnr"] or r["yosys"], target.available),
            "parallelism": getattr(d, "parallelism", None), "multipliers": d.multipliers, "macs": d.macs,
            **_timing(d, clock_mhz, max(4, round(clock_mhz * 1e6 / baud)), baud),
+           "dsp_registers": r.get("dsp_registers"),
            "attempts": attempts, "build_dir": str(bdir)}
     _write_report(out, rep)
     return rep

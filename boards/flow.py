@@ -272,12 +272,14 @@ def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed: int =
     ok = _run(["sh", "-c", cmds[0]], build_dir, env, log, _stage_of(cmds[0])) == 0  # yosys
     times["synthesis"] = round(time.time() - t0 - sum(times.values()), 1)
     skipped = False
+    res_regs = None
     stat = build_dir / "top.stat.json"
     if ok and stat.exists():
         over = over_budget(yosys_counts(json.loads(stat.read_text()), platform.family), platform.available)
         skipped = bool(over)
         _tell_over(over, build_dir)
     if ok and not skipped:
+        res_regs = after_synthesis(platform.family, build_dir, log)
         for c in cmds[1:]:
             if _run(["sh", "-c", c], build_dir, env, log, _stage_of(c)) != 0:
                 ok = False
@@ -286,7 +288,22 @@ def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed: int =
     res = _collect(build_dir, platform.family, ok and not skipped, f"top.{ext}")
     res["skipped_pnr"] = skipped
     res["seconds"] = times
+    if res_regs:
+        res["dsp_registers"] = res_regs
     return res
+
+
+def after_synthesis(family: str, build_dir: Path, log: Path | None = None) -> dict | None:
+    """The netlist step between yosys and nextpnr: on ECP5, :func:`absorb_dsp_registers`
+    (its counts are written to ``log`` and returned); nothing elsewhere."""
+    if family != "ecp5" or not (Path(build_dir) / "top.json").exists():
+        return None
+    stats = absorb_dsp_registers(Path(build_dir) / "top.json")
+    if log is not None:
+        with open(log, "a") as f:
+            f.write(f"DSP registers: {stats['inputs']} of {stats['dsp']} MULT18X18D take their operand registers, "
+                    f"{stats['outputs']} their product registers ({stats['ff_removed']} fabric flip-flops moved in)\n")
+    return stats
 
 
 def _collect(build_dir: Path, family: str, ok: bool, bitname: str) -> dict:
@@ -355,6 +372,7 @@ def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed: int = 
         _tell_over(over, build_dir)
         ok = not skipped
     if ok:
+        after_synthesis(target.family, build_dir, log)
         common = ["--json", "top.json", "--freq", f"{clock_mhz:g}", "--seed", str(seed), "--report",
                   "top.report.json", "--timing-allow-fail", "--log", "top.tim", "-q", *router_opts(target.family).split()]
         if target.family == "ice40":
@@ -459,3 +477,121 @@ def block_breakdown(build_dir: Path, family: str, top: str = "top") -> list[dict
             rows.append({"block": block, "ff_bits": ff, "multipliers": mul})
     rows.sort(key=lambda r: (-r["ff_bits"], -r["multipliers"], r["block"]))
     return rows
+
+
+# -- DSP register absorption (ECP5) ----------------------------------------------------------
+_DSP_PORTS = {"A": 18, "B": 18}
+
+
+def _free_running_ff(cell) -> bool:
+    """A TRELLIS_FF loaded every cycle (no clock enable) on the rising edge, reset (if at all)
+    synchronously to 0: what a DSP's own input and output registers do."""
+    p = cell["parameters"]
+    return (cell["type"] == "TRELLIS_FF" and p.get("CEMUX", "").strip() == "1" and p.get("CLKMUX") == "CLK"
+            and p.get("LSRMUX", "LSR") == "LSR" and p.get("REGSET", "RESET") == "RESET"
+            and p.get("SRMODE", "LSR_OVER_CE") == "LSR_OVER_CE")
+
+
+def absorb_dsp_registers(netlist: Path) -> dict:
+    """Moves the flip-flops on both sides of each ECP5 MULT18X18D into the DSP's own input and
+    output registers, in the synthesized netlist ``netlist`` (yosys JSON, rewritten in place).
+
+    yosys maps a multiply to a combinational MULT18X18D; the MAC engines register every
+    multiplier's operands and product in the fabric right before and after it
+    (``rtl.blocks.MacEngine``), so each such pair of registers is the DSP's own: moving them in
+    keeps every cycle, and the DSP, wherever nextpnr places it, no longer has a fabric route both
+    into and out of its multiplier in one cycle.  A DSP's inputs are absorbed when every A and B
+    pin is a constant or a free-running flip-flop (:func:`_free_running_ff`) that feeds nothing
+    but this DSP; its output when every P pin in use feeds one such flip-flop and nothing else;
+    all of them on one clock and one reset.  Returns ``{"dsp": n, "inputs": n, "outputs": n,
+    "ff_removed": n}``."""
+    d = json.loads(Path(netlist).read_text())
+    top = next(k for k, v in d["modules"].items() if v.get("attributes", {}).get("top"))
+    mod = d["modules"][top]
+    cells = mod["cells"]
+    driver, sinks = {}, {}
+    for name in sorted(cells):
+        c = cells[name]
+        for port, bits in sorted(c["connections"].items()):
+            out = c["port_directions"].get(port) == "output"
+            for i, b in enumerate(bits):
+                if isinstance(b, str):
+                    continue
+                if out:
+                    driver[b] = (name, port, i)
+                else:
+                    sinks.setdefault(b, []).append((name, port, i))
+    for p in mod["ports"].values():  # the design's outputs are sinks too
+        if p["direction"] != "input":
+            for b in p["bits"]:
+                if not isinstance(b, str):
+                    sinks.setdefault(b, []).append(("$port", "", 0))
+    stats = {"dsp": 0, "inputs": 0, "outputs": 0, "ff_removed": 0}
+    removed = set()
+
+    def nets_of(ffs):  # the (clock, reset) nets of a group of FFs: one pair, or None
+        nets = {(cells[f]["connections"]["CLK"][0], cells[f]["connections"].get("LSR", ["0"])[0]) for f in ffs}
+        return next(iter(nets)) if len(nets) == 1 else None
+
+    for name in sorted(cells):
+        c = cells[name]
+        if c["type"] != "MULT18X18D":
+            continue
+        stats["dsp"] += 1
+        conn = c["connections"]
+        # inputs: every A/B pin a constant or a free-running FF feeding only this DSP's A/B pins
+        in_ffs = {g: {} for g in _DSP_PORTS}
+        in_ok = True
+        for g, n in _DSP_PORTS.items():
+            for port in [f"{g}{i}" for i in range(n)]:
+                b = conn.get(port, ["0"])[0]
+                if isinstance(b, str):
+                    continue
+                drv = driver.get(b)
+                f = cells.get(drv[0]) if drv else None
+                if (f is None or drv[1] != "Q" or drv[0] in removed or not _free_running_ff(f)
+                        or any(s[0] != name or s[1][:1] not in _DSP_PORTS for s in sinks.get(b, []))):
+                    in_ok = False
+                    break
+                in_ffs[g][port] = drv[0]
+        groups = {}  # register -> (its FFs by pin, its (clock, reset) nets)
+        if in_ok:
+            for g in _DSP_PORTS:
+                groups[f"INPUT{g}"] = (in_ffs[g], nets_of(set(in_ffs[g].values())))
+            if any(v[1] is None for v in groups.values()):  # both inputs or neither (nextpnr's timing)
+                groups = {}
+        # output: every P pin in use feeds exactly one free-running FF's data input
+        out_ffs, out_ok = {}, True
+        for port, bits in sorted(conn.items()):
+            if not port.startswith("P") or isinstance(bits[0], str) or not sinks.get(bits[0]):
+                continue
+            ss = sinks[bits[0]]
+            f = cells.get(ss[0][0])
+            if len(ss) != 1 or ss[0][1] != "DI" or f is None or not _free_running_ff(f):
+                out_ok = False
+                break
+            out_ffs[port] = ss[0][0]
+        if out_ok and out_ffs and nets_of(set(out_ffs.values())) is not None:
+            groups["OUTPUT"] = (out_ffs, nets_of(set(out_ffs.values())))
+        if len({nets[0] for _, nets in groups.values()}) != 1:  # nothing to absorb, or two clocks
+            continue
+        resets = sorted({nets[1] for _, nets in groups.values()}, key=str)  # one RST port per reset net
+        params = c.setdefault("parameters", {})
+        conn["CLK0"], conn["CE0"] = [next(iter(groups.values()))[1][0]], ["1"]
+        for k, r in enumerate(resets):
+            conn[f"RST{k}"] = [r]
+        for port in ("CLK0", "CE0", *[f"RST{k}" for k in range(len(resets))]):
+            c["port_directions"][port] = "input"
+        for reg, (ffs, (_, rst)) in groups.items():
+            params[f"REG_{reg}_CLK"], params[f"REG_{reg}_CE"] = "CLK0", "CE0"
+            params[f"REG_{reg}_RST"] = f"RST{resets.index(rst)}"
+            for port, f in ffs.items():  # an input pin takes its FF's D, an output pin drives its FF's Q
+                conn[port] = [cells[f]["connections"]["Q" if reg == "OUTPUT" else "DI"][0]]
+            removed.update(ffs.values())
+        stats["inputs"] += int("INPUTA" in groups)
+        stats["outputs"] += int("OUTPUT" in groups)
+    for f in sorted(removed):
+        del cells[f]
+    stats["ff_removed"] = len(removed)
+    Path(netlist).write_text(json.dumps(d))
+    return stats

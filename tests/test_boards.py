@@ -177,6 +177,8 @@ def test_ulx3s_bitstream_through_cli(tmp_path, capsys):
     assert rep["latency_ns"] == pytest.approx(rep["latency_cycles"] * 10.0)
     assert rep["throughput_inferences_per_s"] == pytest.approx(100e6 / rep["ii_cycles"], rel=1e-6)
     assert {"used", "available"} <= set(rep["resources"]["lut"]) and rep["resources"]["dsp"]["used"] == 2
+    # both multipliers' operand and product registers went into their DSPs (8-bit operands: 2 x 8 + 16 FFs each)
+    assert rep["dsp_registers"] == {"dsp": 2, "inputs": 2, "outputs": 2, "ff_removed": 64}
 
 
 @needs_open_flow
@@ -344,3 +346,71 @@ def test_whole_encoder_refused_on_icebreaker_before_synthesis(tmp_path):
         build(encoder_graph(), "icebreaker", out)
     assert not (out / "build" / "try0" / "top.rpt").exists()  # yosys synthesis never ran
     assert (out / "FAILED.txt").exists() and not list(out.glob("*.bin"))
+
+
+def _netlist(tmp_path, *, extra_sink=False, enable=False):
+    """A yosys-JSON netlist: FFs a (8 bits, sign-extended) and b (8 bits) into one MULT18X18D, its
+    product's 16 low bits into FFs p; ``extra_sink``: a's bit 0 feeds a LUT too; ``enable``: b's FFs
+    have a clock enable."""
+    ff = {"CEMUX": "1 ", "CLKMUX": "CLK", "GSR": "DISABLED", "LSRMUX": "LSR", "REGSET": "RESET"}
+    dirs = {"CLK": "input", "DI": "input", "LSR": "input", "Q": "output", "CE": "input"}
+    cells, nxt = {}, iter(range(100, 10000))
+    clk, rst = 2, 3
+    a_d, b_d = [next(nxt) for _ in range(8)], [next(nxt) for _ in range(8)]
+    a_q, b_q = [next(nxt) for _ in range(8)], [next(nxt) for _ in range(8)]
+    for i in range(8):
+        cells[f"a{i}"] = {"type": "TRELLIS_FF", "parameters": dict(ff), "port_directions": dirs,
+                          "connections": {"CLK": [clk], "LSR": [rst], "DI": [a_d[i]], "Q": [a_q[i]]}}
+        pb = dict(ff, CEMUX="CE") if enable else dict(ff)
+        cells[f"b{i}"] = {"type": "TRELLIS_FF", "parameters": pb, "port_directions": dirs,
+                          "connections": {"CLK": [clk], "LSR": ["0"], "DI": [b_d[i]], "Q": [b_q[i]], "CE": [4]}}
+    prod = [next(nxt) for _ in range(36)]
+    conn = {**{f"A{i}": [a_q[min(i, 7)]] for i in range(18)}, **{f"B{i}": [b_q[i]] if i < 8 else ["0"] for i in range(18)},
+            **{f"P{i}": [prod[i]] for i in range(36)}, "SIGNEDA": ["1"], "SIGNEDB": ["1"]}
+    mdirs = {k: ("output" if k.startswith("P") else "input") for k in conn}
+    cells["mul"] = {"type": "MULT18X18D", "parameters": {}, "port_directions": mdirs, "connections": conn}
+    p_q = [next(nxt) for _ in range(16)]
+    for i in range(16):
+        cells[f"p{i}"] = {"type": "TRELLIS_FF", "parameters": dict(ff), "port_directions": dirs,
+                          "connections": {"CLK": [clk], "LSR": [rst], "DI": [prod[i]], "Q": [p_q[i]]}}
+    if extra_sink:
+        cells["lut"] = {"type": "LUT4", "parameters": {}, "port_directions": {"A": "input", "Z": "output"},
+                        "connections": {"A": [a_q[0]], "Z": [next(nxt)]}}
+    mod = {"attributes": {"top": "1"}, "ports": {"y": {"direction": "output", "bits": p_q}}, "cells": cells,
+           "netnames": {}}
+    path = tmp_path / "top.json"
+    path.write_text(json.dumps({"modules": {"top": mod}}))
+    return path, a_d, b_d, p_q
+
+
+def test_dsp_registers_absorbed(tmp_path):
+    from fabformer.boards.flow import absorb_dsp_registers
+    path, a_d, b_d, p_q = _netlist(tmp_path)
+    assert absorb_dsp_registers(path) == {"dsp": 1, "inputs": 1, "outputs": 1, "ff_removed": 32}
+    cells = json.loads(path.read_text())["modules"]["top"]["cells"]
+    assert sorted(cells) == ["mul"]
+    mul = cells["mul"]
+    c, p = mul["connections"], mul["parameters"]
+    # operand pins take the FFs' D nets (a's sign bit on A7..A17), product pins drive the FFs' Q nets
+    assert [c[f"A{i}"][0] for i in range(18)] == a_d + [a_d[7]] * 10
+    assert [c[f"B{i}"][0] for i in range(8)] == b_d and c["B8"] == ["0"]
+    assert [c[f"P{i}"][0] for i in range(16)] == p_q
+    # one clock; a's and p's reset net on one port, b's constant 0 on another
+    assert c["CLK0"] == [2] and c["CE0"] == ["1"]
+    assert {p["REG_INPUTA_RST"], p["REG_INPUTB_RST"]} == {"RST0", "RST1"} and p["REG_OUTPUT_RST"] == p["REG_INPUTA_RST"]
+    assert c[p["REG_INPUTA_RST"]] == [3] and c[p["REG_INPUTB_RST"]] == ["0"]
+    assert all(p[f"REG_{r}_CLK"] == "CLK0" and p[f"REG_{r}_CE"] == "CE0" for r in ("INPUTA", "INPUTB", "OUTPUT"))
+    assert all(mul["port_directions"][k] == "input" for k in ("CLK0", "CE0", "RST0", "RST1"))
+
+
+@pytest.mark.parametrize("case", ["extra_sink", "enable"])
+def test_dsp_registers_kept_in_fabric_when_not_the_dsps_own(tmp_path, case):
+    """An operand FF that feeds something else, or loads only when enabled, stays in the fabric, and
+    then so do the other operand's FFs (nextpnr times a DSP with one registered input as unregistered);
+    the product FFs still move in."""
+    from fabformer.boards.flow import absorb_dsp_registers
+    path, *_ = _netlist(tmp_path, **{case: True})
+    assert absorb_dsp_registers(path) == {"dsp": 1, "inputs": 0, "outputs": 1, "ff_removed": 16}
+    cells = json.loads(path.read_text())["modules"]["top"]["cells"]
+    assert {f"a{i}" for i in range(8)} | {f"b{i}" for i in range(8)} <= set(cells)
+    assert "REG_INPUTA_CLK" not in cells["mul"]["parameters"] and cells["mul"]["parameters"]["REG_OUTPUT_CLK"] == "CLK0"
