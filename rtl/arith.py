@@ -139,11 +139,14 @@ def leading_one(m, v, width: int, name: str = "lop"):
 KEEP_FF = "fabformer_keep_ff"
 
 
-def stage(m, value, name, shape=None, keep=False):
+def stage(m, value, name, shape=None, keep=False, reset_less=False):
     """``value`` in a free-running register (one pipeline stage); full width unless ``shape``;
-    ``keep``: never merged with an identical register by synthesis (:data:`KEEP_FF`)."""
+    ``keep``: never merged with an identical register by synthesis (:data:`KEEP_FF`);
+    ``reset_less``: a data register whose value is never used without a valid flag beside it
+    (no reset logic in front of it, no fan-out of the reset to it)."""
     value = Value.cast(value)
-    r = Signal(shape if shape is not None else value.shape(), name=name, attrs={KEEP_FF: 1} if keep else {})
+    r = Signal(shape if shape is not None else value.shape(), name=name, attrs={KEEP_FF: 1} if keep else {},
+               reset_less=reset_less)
     m.d.sync += r.eq(value)
     return r
 
@@ -167,16 +170,16 @@ def _pieces(v):
     return [(v[:_LO], 0)] + [(p, sh + _LO) for p, sh in _pieces(hi)]
 
 
-def staged_mul(m, a, b, name, shape=None):
+def staged_mul(m, a, b, name, shape=None, reset_less=False):
     """``a * b`` registered: one stage when each operand fits a DSP; else two, the partial
     products of the operands' DSP-sized pieces each registered, then their shifted sum (so no
     cascade of DSPs and wide carry chains sits between two registers)."""
     a, b = Value.cast(a), Value.cast(b)
     if mul_stages(a.shape().width, b.shape().width) == 1:
-        return stage(m, a * b, name, shape)
-    parts = [(stage(m, pa * pb, f"{name}_p{i}_{j}"), sa + sb)
+        return stage(m, a * b, name, shape, reset_less=reset_less)
+    parts = [(stage(m, pa * pb, f"{name}_p{i}_{j}", reset_less=reset_less), sa + sb)
              for i, (pa, sa) in enumerate(_pieces(a)) for j, (pb, sb) in enumerate(_pieces(b))]
     total = parts[0][0] << parts[0][1]
     for p, sh in parts[1:]:
         total = total + (p << sh)
-    return stage(m, total, name, shape)
+    return stage(m, total, name, shape, reset_less=reset_less)

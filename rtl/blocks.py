@@ -242,9 +242,10 @@ def tree_stages(pk: int) -> int:
 
 
 def scale_stages(acc_width: int, scale) -> int:
-    """Register stages of a matmul's scale multiply (:func:`staged_mul` of the ``acc_width``-bit
-    sums by the constant ``scale``); 0 without a scale or with a scale of 1."""
-    return 0 if scale is None or int(scale) == 1 else mul_stages(acc_width, Const(int(scale)).shape().width)
+    """Register stages of a matmul's scale multiply: a free-running copy of the sums (the DSPs'
+    own input registers on ECP5), then :func:`staged_mul` of the ``acc_width``-bit sums by the
+    constant ``scale``; 0 without a scale or with a scale of 1."""
+    return 0 if scale is None or int(scale) == 1 else 1 + mul_stages(acc_width, Const(int(scale)).shape().width)
 
 
 def mac_depth(pk: int, scale_stages: int = 0) -> int:
@@ -370,9 +371,10 @@ class MacEngine(Elaboratable):
             with m.Elif(advance):
                 m.d.sync += [x_reg[j].eq(x_reg[(j + pk) % K]) for j in range(K)]
 
-        def reg(value, name, shape=None):
+        def reg(value, name, shape=None, data=False):
+            # data=True: a pipeline data register (no reset: its valid flag travels beside it)
             value = Value.cast(value)
-            r = Signal(shape if shape is not None else value.shape(), name=name)
+            r = Signal(shape if shape is not None else value.shape(), name=name, reset_less=data)
             m.d.sync += r.eq(value)
             return r
 
@@ -381,7 +383,7 @@ class MacEngine(Elaboratable):
         first1, lastk1, nb1 = reg(kb == 0, "first1"), reg(last_k, "lastk1"), reg(nb, "nb1")
         gfirst1 = reg(head == 0 if self.chain > 1 else 1, "gfirst1")  # the group's first job: start from the bias
         last1 = reg(last & (head == self.chain - 1) if self.chain > 1 else last, "last1")  # the row is complete
-        x1 = [reg(x_reg[j], f"x1_{j}") for j in range(pk)]
+        x1 = [reg(x_reg[j], f"x1_{j}", data=True) for j in range(pk)]
         mults = 0
         prods = []
         for i in range(pn):
@@ -394,13 +396,14 @@ class MacEngine(Elaboratable):
                     w1 = Const(w)
                 else:
                     # the weight, then its copy beside the DSP
-                    w1 = stage(m, stage(m, self.weight(m, self, i, j), f"w1_{i}_{j}"), f"wd{i}_{j}")
+                    w1 = stage(m, stage(m, self.weight(m, self, i, j), f"w1_{i}_{j}", reset_less=True), f"wd{i}_{j}",
+                               reset_less=True)
                 # each multiplier's own copy of the shared operand (kept apart from the other
                 # lanes' copies: the copy is placed beside its DSP, wherever that DSP is); the
                 # product is registered beside the DSP too, then copied at the accumulator's
                 # width next to the adder tree
-                xd = stage(m, x1[j], f"xd{i}_{j}", keep=True)
-                terms.append(stage(m, xd * w1, f"p{i}_{j}"))
+                xd = stage(m, x1[j], f"xd{i}_{j}", keep=True, reset_less=True)
+                terms.append(stage(m, xd * w1, f"p{i}_{j}", reset_less=True))
                 mults += 1
             prods.append(terms)
         self.multipliers = mults
@@ -408,14 +411,14 @@ class MacEngine(Elaboratable):
         tags = [v1, first1, lastk1, last1, nb1, gfirst1]
         for suffix in ("d", "p", "2"):  # operand copies, products, product copies
             tags = [reg(t, f"{t.name[:-1]}{suffix}") for t in tags]
-        level = [[reg(t, f"prod{i}_{j}", signed(aw)) for j, t in enumerate(terms)] for i, terms in enumerate(prods)]
+        level = [[reg(t, f"prod{i}_{j}", signed(aw), data=True) for j, t in enumerate(terms)] for i, terms in enumerate(prods)]
         for s in range(tree_stages(pk)):
             nxt_level = []
             for i, terms in enumerate(level):
                 for _ in range(2):
                     if len(terms) > 1:
                         terms = [a + b for a, b in zip(terms[0::2], terms[1::2])] + ([terms[-1]] if len(terms) % 2 else [])
-                nxt_level.append([reg(t, f"tree{s}_{i}_{j}", signed(aw)) for j, t in enumerate(terms)])
+                nxt_level.append([reg(t, f"tree{s}_{i}_{j}", signed(aw), data=True) for j, t in enumerate(terms)])
             level = nxt_level
             tags = [reg(t, f"{t.name[:-1]}{3 + s}") for t in tags]
         v, first, lk, lst, nbt, gfirst = tags
@@ -450,14 +453,15 @@ class MacEngine(Elaboratable):
         with m.If(v & lst):
             m.d.sync += [o.eq(x) for o, x in zip(outw, [*res[:(NB - 1) * pn], *q])]
         if self.scale_stages:
-            sums = [staged_mul(m, s, Const(int(self.scale)), f"scaled{j}") for j, s in enumerate(outw)]
+            sums = [staged_mul(m, reg(s, f"to_scale{j}", data=True), Const(int(self.scale)), f"scaled{j}", reset_less=True)
+                    for j, s in enumerate(outw)]
             for k in range(self.scale_stages):
                 sum_valid = reg(sum_valid, f"scaled_valid{k}")
         else:
             sums = outw
         # requantize in two registered halves: shift and round, then saturate
         t = self.out_t
-        rounded = [reg(shift_round(s, self.frac - t.frac, t.rounding), f"rounded{j}") for j, s in enumerate(sums)]
+        rounded = [reg(shift_round(s, self.frac - t.frac, t.rounding), f"rounded{j}", data=True) for j, s in enumerate(sums)]
         sum_valid = reg(sum_valid, "rounded_valid")
         ys = []
         for j, r in enumerate(rounded):
