@@ -539,9 +539,10 @@ def absorb_dsp_registers(netlist: Path) -> dict:
             continue
         stats["dsp"] += 1
         conn = c["connections"]
+        has = {r: c.get("parameters", {}).get(f"REG_{r}_CLK", "NONE") != "NONE" for r in ("INPUTA", "INPUTB", "OUTPUT")}
         # inputs: every A/B pin a constant or a free-running FF feeding only this DSP's A/B pins
         in_ffs = {g: {} for g in _DSP_PORTS}
-        in_ok = True
+        in_ok = not (has["INPUTA"] or has["INPUTB"])  # a register already in use: nothing to move in
         for g, n in _DSP_PORTS.items():
             for port in [f"{g}{i}" for i in range(n)]:
                 b = conn.get(port, ["0"])[0]
@@ -555,13 +556,15 @@ def absorb_dsp_registers(netlist: Path) -> dict:
                     break
                 in_ffs[g][port] = drv[0]
         groups = {}  # register -> (its FFs by pin, its (clock, reset) nets)
-        if in_ok:
-            for g in _DSP_PORTS:
-                groups[f"INPUT{g}"] = (in_ffs[g], nets_of(set(in_ffs[g].values())))
+        if in_ok and any(in_ffs.values()):
+            nets = {g: nets_of(set(in_ffs[g].values())) if in_ffs[g] else "const" for g in _DSP_PORTS}
+            known = [v for v in nets.values() if v != "const"]
+            for g in _DSP_PORTS:  # an input of constants only: its register holds the same constant
+                groups[f"INPUT{g}"] = (in_ffs[g], known[0] if nets[g] == "const" else nets[g])
             if any(v[1] is None for v in groups.values()):  # both inputs or neither (nextpnr's timing)
                 groups = {}
         # output: every P pin in use feeds exactly one free-running FF's data input
-        out_ffs, out_ok = {}, True
+        out_ffs, out_ok = {}, not has["OUTPUT"]
         for port, bits in sorted(conn.items()):
             if not port.startswith("P") or isinstance(bits[0], str) or not sinks.get(bits[0]):
                 continue
@@ -573,8 +576,8 @@ def absorb_dsp_registers(netlist: Path) -> dict:
             out_ffs[port] = ss[0][0]
         if out_ok and out_ffs and nets_of(set(out_ffs.values())) is not None:
             groups["OUTPUT"] = (out_ffs, nets_of(set(out_ffs.values())))
-        if len({nets[0] for _, nets in groups.values()}) != 1:  # nothing to absorb, or two clocks
-            continue
+        if len({nets[0] for _, nets in groups.values()}) != 1 or any(has.values()):  # nothing to absorb, two clocks,
+            continue                                                                 # or registers set already
         resets = sorted({nets[1] for _, nets in groups.values()}, key=str)  # one RST port per reset net
         params = c.setdefault("parameters", {})
         conn["CLK0"], conn["CE0"] = [next(iter(groups.values()))[1][0]], ["1"]

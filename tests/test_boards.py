@@ -414,3 +414,41 @@ def test_dsp_registers_kept_in_fabric_when_not_the_dsps_own(tmp_path, case):
     cells = json.loads(path.read_text())["modules"]["top"]["cells"]
     assert {f"a{i}" for i in range(8)} | {f"b{i}" for i in range(8)} <= set(cells)
     assert "REG_INPUTA_CLK" not in cells["mul"]["parameters"] and cells["mul"]["parameters"]["REG_OUTPUT_CLK"] == "CLK0"
+
+
+def test_dsp_registers_with_a_constant_operand(tmp_path):
+    """A multiply by a constant (the attention scale): B is all constants, so both inputs are
+    registered (A's FFs move in, B's register holds the constant)."""
+    from fabformer.boards.flow import absorb_dsp_registers
+    path, a_d, _, _ = _netlist(tmp_path)
+    d = json.loads(path.read_text())
+    cells = d["modules"]["top"]["cells"]
+    for i in range(8):
+        cells["mul"]["connections"][f"B{i}"] = ["1" if i in (0, 3) else "0"]
+        del cells[f"b{i}"]
+    path.write_text(json.dumps(d))
+    assert absorb_dsp_registers(path) == {"dsp": 1, "inputs": 1, "outputs": 1, "ff_removed": 24}
+    mul = json.loads(path.read_text())["modules"]["top"]["cells"]["mul"]
+    assert mul["parameters"]["REG_INPUTB_CLK"] == mul["parameters"]["REG_INPUTA_CLK"] == "CLK0"
+    assert mul["connections"]["B3"] == ["1"] and [mul["connections"][f"A{i}"][0] for i in range(8)] == a_d
+
+
+def test_dsp_registers_absorbed_once(tmp_path):
+    """A second pass over the netlist moves nothing: the DSP's registers are in use, and the
+    registers after them are the next pipeline stage, not the DSP's."""
+    from fabformer.boards.flow import absorb_dsp_registers
+    path, _, _, p_q = _netlist(tmp_path)
+    first = absorb_dsp_registers(path)
+    d = json.loads(path.read_text())  # a next stage of free-running FFs after the product's
+    mod = d["modules"]["top"]
+    ff = {"CEMUX": "1 ", "CLKMUX": "CLK", "GSR": "DISABLED", "LSRMUX": "LSR", "REGSET": "RESET"}
+    out = list(range(20000, 20016))
+    for i in range(16):
+        mod["cells"][f"q{i}"] = {"type": "TRELLIS_FF", "parameters": ff, "connections": {
+            "CLK": [2], "LSR": [3], "DI": [p_q[i]], "Q": [out[i]]},
+            "port_directions": {"CLK": "input", "LSR": "input", "DI": "input", "Q": "output"}}
+    mod["ports"]["y"]["bits"] = out
+    path.write_text(json.dumps(d))
+    before = path.read_text()
+    assert absorb_dsp_registers(path) == {"dsp": 1, "inputs": 0, "outputs": 0, "ff_removed": 0} != first
+    assert path.read_text() == before
