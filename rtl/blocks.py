@@ -193,7 +193,11 @@ class RowMap(Block):
 
 
 class AddBlock(Block):
-    """Element-wise sum of two streams (golden ``add``); consumes one beat of each at once."""
+    """Element-wise sum of two streams (golden ``add``); consumes one beat of each at once.
+    Two stages under one enable (the output register free or read): the exact sums, then
+    their rounding and saturation into the output register (no add, round and clip carry
+    chains in one cycle).  Each input comes through a :func:`skid` buffer, so ``ready`` is
+    a register and the consumer's ``ready`` stops here."""
 
     kind = "add"
 
@@ -201,7 +205,7 @@ class AddBlock(Block):
         super().__init__(name, [(a_t, rows, cols), (b_t, rows, cols)], (out_t, rows, cols))
 
     def timing(self, first, last):
-        return first + 1, last + 1
+        return first + 2, last + 2
 
     @property
     def ii(self):
@@ -212,25 +216,21 @@ class AddBlock(Block):
         (at, _, cols), (bt, _, _) = self.in_specs
         out_t = self.out_spec[0]
         f = max(at.frac, bt.frac)
-        # the output register with a skid register beside it: the add takes a row whenever the
-        # skid is empty (a register), so its consumer's ready does not reach its producers; the
-        # skid multiplexer sits after the sum, at the output register's input, off the inputs' path
-        xa, xb = unpack(self.a.payload, cols, at), unpack(self.b.payload, cols, bt)
-        ys = [requantize(m, (p << (f - at.frac)) + (q << (f - bt.frac)), f, out_t, name=f"y{j}")
-              for j, (p, q) in enumerate(zip(xa, xb))]
-        row = Signal(len(self.o.payload.as_value()), name="row")
-        m.d.comb += row.eq(pack(ys))
-        skid_v = Signal(name="skid_valid")
-        skid_p = Signal(len(row), name="skid_row")
+        can = Signal(name="can")
+        m.d.comb += can.eq(~self.o.valid | self.o.ready)
+        va, pa, ta = skid(m, self.a, "a")
+        vb, pb, tb = skid(m, self.b, "b")
         take = Signal(name="take")
-        m.d.comb += take.eq(~skid_v & self.a.valid & self.b.valid)
-        m.d.comb += [self.a.ready.eq(take), self.b.ready.eq(take)]
-        free = ~self.o.valid | self.o.ready  # the output register is empty or read this cycle
-        with m.If(free):
-            m.d.sync += [self.o.valid.eq(skid_v | take),
-                         self.o.payload.as_value().eq(Mux(skid_v, skid_p, row)), skid_v.eq(0)]
-        with m.Elif(take):
-            m.d.sync += [skid_v.eq(1), skid_p.eq(row)]
+        m.d.comb += [take.eq(can & va & vb), ta.eq(take), tb.eq(take)]
+        xa, xb = unpack(pa, cols, at), unpack(pb, cols, bt)
+        sums = [(p << (f - at.frac)) + (q << (f - bt.frac)) for p, q in zip(xa, xb)]
+        s1 = [Signal(Value.cast(v).shape(), name=f"sum{j}", reset_less=True) for j, v in enumerate(sums)]
+        v1 = Signal(name="valid1")
+        with m.If(can):
+            m.d.sync += [v1.eq(take), *[r.eq(v) for r, v in zip(s1, sums)]]
+        ys = [requantize(m, v, f, out_t, name=f"y{j}") for j, v in enumerate(s1)]
+        with m.If(can):
+            m.d.sync += [self.o.valid.eq(v1), self.o.payload.as_value().eq(pack(ys))]
         return m
 
 
