@@ -26,6 +26,7 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=3)
     ap.add_argument("--no-sim", action="store_true", help="analytic numbers only")
     ap.add_argument("--json")
+    ap.add_argument("--log", default="out/latency_sim.log", help="where the simulator's own log lines go")
     a = ap.parse_args(argv)
     from fabformer import ir
     from fabformer.apps import testing
@@ -45,8 +46,10 @@ def main(argv=None):
         from fabformer.sim import run_many
         t0 = time.time()
         print(f"simulating {len(designs)} settings x {a.samples} samples (one Verilator build) ...", file=sys.stderr)
+        from fabformer.apps.console import capture
         ds = DesignSet(designs, name="latency_bench")
-        sims = run_many([(m, x[:a.samples]) for m in ds.members], simulator="verilator")
+        with capture(Path(a.log)):  # Verilator's and cocotb's log lines go to the log file, not here
+            sims = run_many([(m, x[:a.samples]) for m in ds.members], simulator="verilator")
         print(f"  done in {time.time() - t0:.0f} s", file=sys.stderr)
     rows = []
     for d, r in zip(designs, sims):
