@@ -20,6 +20,8 @@ def register(sub) -> None:
     b.add_argument("--clock", type=float, help="clock in MHz (default: the board's oscillator)")
     b.add_argument("--parallelism", type=int, help="multipliers per matmul-like node (default: fitted)")
     b.add_argument("--baud", type=int, default=115200)
+    b.add_argument("--seed", type=int, default=1,
+                   help="nextpnr's placement seed (open flow; the routed Fmax varies with it, by several MHz on a full device)")
     b.add_argument("--arch", choices=["auto", "dataflow", "compact"], default="auto",
                    help="RTL architecture (default auto: dataflow when it fits the device, else compact)")
     b.add_argument("--listing", action="store_true", help="print the program listing (compact architecture)")
@@ -40,7 +42,7 @@ def cmd_build(args) -> int:
     g = load(args.graph)
     with current().step(f"build for {args.board}: synthesis, place and route"):
         rep = build_arch(g, args.board, args.output, arch=args.arch, clock_mhz=args.clock,
-                         parallelism=args.parallelism, baud=args.baud)
+                         parallelism=args.parallelism, baud=args.baud, seed=args.seed)
     text = (rep.get("arch_note", "") + "\n" if rep.get("arch_note") else "") + _text(rep)
     if args.listing and rep.get("listing"):
         text += "\n" + Path(rep["listing"]).read_text().rstrip()

@@ -52,6 +52,7 @@ def main():
     ap.add_argument("--parallelism", help="multipliers per matmul-like node: N, or a JSON object {node: N} "
                                           "(default: fitted)")
     ap.add_argument("--clock", type=float, help="MHz (default: the board's choice; a PLL for ECP5/iCE40 boards)")
+    ap.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed")
     args = ap.parse_args()
     par = args.parallelism
     par = None if par is None else json.loads(par) if par.strip().startswith("{") else int(par)
@@ -63,7 +64,7 @@ def main():
     for b in args.boards:
         t = time.time()
         try:
-            rep = build(g, b, out / b, parallelism=par, clock_mhz=args.clock)
+            rep = build(g, b, out / b, parallelism=par, clock_mhz=args.clock, seed=args.seed)
             row = {k: rep.get(k) for k in ("board", "bitstream", "fmax_mhz", "clock_mhz", "clock_source", "pll",
                                            "clock_chosen_by", "resources",
                                            "multipliers", "parallelism", "latency_cycles", "latency_ns",

@@ -275,7 +275,7 @@ def _open_flow(graph, target, out, clock, candidates, design, baud, seed):
                     if refill and refill not in candidates[i + 1:]:
                         candidates.insert(i + 1, refill)
             if r["ok"] and not attempt["over"] and attempt["timing_met"]:
-                return _finish(out, target, d, clock, r, attempts, baud, bdir)
+                return _finish(out, target, d, clock, r, attempts, baud, bdir, seed)
             lower = (_clock_from_fmax(target, clock, r["fmax_mhz"])
                      if clock["auto"] and r["ok"] and not attempt["over"] and r["fmax_mhz"] else None)
             if lower is None or again:
@@ -368,7 +368,7 @@ def _timing(d, clock_mhz, divisor=None, baud=None):
     return t
 
 
-def _finish(out, target, d, clock, r, attempts, baud, bdir):
+def _finish(out, target, d, clock, r, attempts, baud, bdir, seed=1):
     clock_mhz = round(clock["mhz"], 4)
     ext = r["bitstream"].suffix
     bit = out / f"{target.board.replace(':', '_')}{ext}"
@@ -385,7 +385,7 @@ def _finish(out, target, d, clock, r, attempts, baud, bdir):
            "resources": _resources(r["nextpnr"] or r["yosys"], target.available),
            "parallelism": getattr(d, "parallelism", None), "multipliers": d.multipliers, "macs": d.macs,
            **_timing(d, clock_mhz, max(4, round(clock_mhz * 1e6 / baud)), baud),
-           "dsp_registers": r.get("dsp_registers"),
+           "dsp_registers": r.get("dsp_registers"), "nextpnr_seed": seed,
            "attempts": attempts, "build_dir": str(bdir)}
     _write_report(out, rep)
     return rep

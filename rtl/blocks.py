@@ -964,7 +964,9 @@ class PoolBlock(Block):
 
 class Fork(wiring.Component):
     """One stream to several consumers, each behind its own FIFO (``depth`` rows, or a list
-    of depths, one per consumer), so a consumer that lags does not stall the others."""
+    of depths, one per consumer), so a consumer that lags does not stall the others.  The input
+    comes through a :func:`skid` buffer: its ``ready`` is a register, not the AND of the FIFOs'
+    levels (which reached the producer's output-register enable, a net of every payload bit)."""
 
     def __init__(self, t: FixedType, cols: int, n: int, depth):
         self.t, self.cols, self.n = t, cols, n
@@ -984,10 +986,11 @@ class Fork(wiring.Component):
             fifos.append(f)
         all_rdy = Signal()
         m.d.comb += all_rdy.eq(sum_and([f.w_rdy for f in fifos]))
-        m.d.comb += self.i.ready.eq(all_rdy)
+        valid, row, take = skid(m, self.i, "in")
+        m.d.comb += take.eq(valid & all_rdy)
         for j, f in enumerate(fifos):
             o = getattr(self, f"o{j}")
-            m.d.comb += [f.w_data.eq(self.i.payload.as_value()), f.w_en.eq(self.i.valid & all_rdy),
+            m.d.comb += [f.w_data.eq(row), f.w_en.eq(take),
                          o.valid.eq(f.r_rdy), o.payload.as_value().eq(f.r_data), f.r_en.eq(o.ready)]
         return m
 

@@ -169,8 +169,9 @@ def test_ulx3s_bitstream_through_cli(tmp_path, capsys):
     from fabformer.apps.cli import main
     gpath = op_graph("dense").save(tmp_path / "dense.graph.json")
     assert main(["build", str(gpath), "--board", "ulx3s-85f", "-o", str(tmp_path / "ecp5"),
-                 "--parallelism", "2", "--json"]) == 0
+                 "--parallelism", "2", "--seed", "2", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
+    assert rep["nextpnr_seed"] == 2 and "--seed 2" in (Path(rep["build_dir"]) / "build_top.sh").read_text()
     # no --clock: the board's PLL target (100 MHz from the 25 MHz oscillator), met
     assert rep["bitstream"].endswith("ulx3s-85f.bit") and rep["fmax_mhz"] >= rep["clock_mhz"] == 100.0
     assert rep["clock_source"] == "pll" and rep["clock_chosen_by"] == "board target"
