@@ -373,10 +373,7 @@ class MacEngine(Elaboratable):
 
         def reg(value, name, shape=None, data=False):
             # data=True: a pipeline data register (no reset: its valid flag travels beside it)
-            value = Value.cast(value)
-            r = Signal(shape if shape is not None else value.shape(), name=name, reset_less=data)
-            m.d.sync += r.eq(value)
-            return r
+            return stage(m, value, name, shape, reset_less=data)
 
         # stage 1: the step's operands, weights and tags
         v1 = reg(advance, "v1")
