@@ -514,18 +514,18 @@ def absorb_dsp_registers(netlist: Path) -> dict:
         c = cells[name]
         for port, bits in sorted(c["connections"].items()):
             out = c["port_directions"].get(port) == "output"
-            for i, b in enumerate(bits):
+            for b in bits:
                 if isinstance(b, str):
                     continue
                 if out:
-                    driver[b] = (name, port, i)
+                    driver[b] = (name, port)
                 else:
-                    sinks.setdefault(b, []).append((name, port, i))
+                    sinks.setdefault(b, []).append((name, port))
     for p in mod["ports"].values():  # the design's outputs are sinks too
         if p["direction"] != "input":
             for b in p["bits"]:
                 if not isinstance(b, str):
-                    sinks.setdefault(b, []).append(("$port", "", 0))
+                    sinks.setdefault(b, []).append(("$port", ""))
     stats = {"dsp": 0, "inputs": 0, "outputs": 0, "ff_removed": 0}
     removed = set()
 
@@ -539,10 +539,11 @@ def absorb_dsp_registers(netlist: Path) -> dict:
             continue
         stats["dsp"] += 1
         conn = c["connections"]
-        has = {r: c.get("parameters", {}).get(f"REG_{r}_CLK", "NONE") != "NONE" for r in ("INPUTA", "INPUTB", "OUTPUT")}
+        if any(c.get("parameters", {}).get(f"REG_{r}_CLK", "NONE") != "NONE" for r in ("INPUTA", "INPUTB", "OUTPUT")):
+            continue  # its registers are in use already (a second pass): nothing to move in
         # inputs: every A/B pin a constant or a free-running FF feeding only this DSP's A/B pins
         in_ffs = {g: {} for g in _DSP_PORTS}
-        in_ok = not (has["INPUTA"] or has["INPUTB"])  # a register already in use: nothing to move in
+        in_ok = True
         for g, n in _DSP_PORTS.items():
             for port in [f"{g}{i}" for i in range(n)]:
                 b = conn.get(port, ["0"])[0]
@@ -564,7 +565,7 @@ def absorb_dsp_registers(netlist: Path) -> dict:
             if any(v[1] is None for v in groups.values()):  # both inputs or neither (nextpnr's timing)
                 groups = {}
         # output: every P pin in use feeds exactly one free-running FF's data input
-        out_ffs, out_ok = {}, not has["OUTPUT"]
+        out_ffs, out_ok = {}, True
         for port, bits in sorted(conn.items()):
             if not port.startswith("P") or isinstance(bits[0], str) or not sinks.get(bits[0]):
                 continue
@@ -574,10 +575,11 @@ def absorb_dsp_registers(netlist: Path) -> dict:
                 out_ok = False
                 break
             out_ffs[port] = ss[0][0]
-        if out_ok and out_ffs and nets_of(set(out_ffs.values())) is not None:
-            groups["OUTPUT"] = (out_ffs, nets_of(set(out_ffs.values())))
-        if len({nets[0] for _, nets in groups.values()}) != 1 or any(has.values()):  # nothing to absorb, two clocks,
-            continue                                                                 # or registers set already
+        out_nets = nets_of(set(out_ffs.values())) if out_ok and out_ffs else None
+        if out_nets is not None:
+            groups["OUTPUT"] = (out_ffs, out_nets)
+        if len({nets[0] for _, nets in groups.values()}) != 1:  # nothing to absorb, or two clocks
+            continue
         resets = sorted({nets[1] for _, nets in groups.values()}, key=str)  # one RST port per reset net
         params = c.setdefault("parameters", {})
         conn["CLK0"], conn["CE0"] = [next(iter(groups.values()))[1][0]], ["1"]
