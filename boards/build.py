@@ -368,7 +368,7 @@ def _timing(d, clock_mhz, divisor=None, baud=None):
     return t
 
 
-def _finish(out, target, d, clock, r, attempts, baud, bdir, seed=1):
+def _finish(out, target, d, clock, r, attempts, baud, bdir, seed):
     clock_mhz = round(clock["mhz"], 4)
     ext = r["bitstream"].suffix
     bit = out / f"{target.board.replace(':', '_')}{ext}"

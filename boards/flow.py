@@ -371,8 +371,9 @@ def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed: int = 
         skipped = bool(over)
         _tell_over(over, build_dir)
         ok = not skipped
+    regs = None
     if ok:
-        after_synthesis(target.family, build_dir, log)
+        regs = after_synthesis(target.family, build_dir, log)
         common = ["--json", "top.json", "--freq", f"{clock_mhz:g}", "--seed", str(seed), "--report",
                   "top.report.json", "--timing-allow-fail", "--log", "top.tim", "-q", *router_opts(target.family).split()]
         if target.family == "ice40":
@@ -388,6 +389,8 @@ def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed: int = 
                      "packing") == 0
     res = _collect(build_dir, target.family, ok, f"top.{ext}")
     res["skipped_pnr"] = skipped
+    if regs:
+        res["dsp_registers"] = regs
     return res
 
 
