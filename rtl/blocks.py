@@ -226,11 +226,10 @@ class AddBlock(Block):
         sums = [(p << (f - at.frac)) + (q << (f - bt.frac)) for p, q in zip(xa, xb)]
         s1 = [Signal(Value.cast(v).shape(), name=f"sum{j}", reset_less=True) for j, v in enumerate(sums)]
         v1 = Signal(name="valid1")
-        with m.If(can):
-            m.d.sync += [v1.eq(take), *[r.eq(v) for r, v in zip(s1, sums)]]
         ys = [requantize(m, v, f, out_t, name=f"y{j}") for j, v in enumerate(s1)]
-        with m.If(can):
-            m.d.sync += [self.o.valid.eq(v1), self.o.payload.as_value().eq(pack(ys))]
+        with m.If(can):  # both stages advance together
+            m.d.sync += [v1.eq(take), *[r.eq(v) for r, v in zip(s1, sums)],
+                         self.o.valid.eq(v1), self.o.payload.as_value().eq(pack(ys))]
         return m
 
 
