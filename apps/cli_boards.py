@@ -11,6 +11,7 @@ DEMO_TITLE = (f"board: {DEMO_BOARD} bitstream (synthesis, place and route: about
 
 
 def register(sub) -> None:
+    from fabformer.apps.common import PARALLELISM_HELP
     from fabformer.boards.platforms import BOARDS, PART_DEVICES
     b = sub.add_parser("build", help="bitstream (open flow) or Vivado project for a board, with a report")
     b.add_argument("graph", help="graph file (.graph.json)")
@@ -18,7 +19,7 @@ def register(sub) -> None:
                    help=f"one of {', '.join(BOARDS)}, or part:DEVICE with DEVICE one of {', '.join(PART_DEVICES)}")
     b.add_argument("-o", "--output", required=True)
     b.add_argument("--clock", type=float, help="clock in MHz (default: the board's oscillator)")
-    b.add_argument("--parallelism", type=int, help="multipliers per matmul-like node (default: fitted)")
+    b.add_argument("--parallelism", help=PARALLELISM_HELP + "; default: fitted to the device")
     b.add_argument("--baud", type=int, default=115200)
     b.add_argument("--seed", type=int, default=1,
                    help="nextpnr's placement seed (open flow; the routed Fmax varies with it, by several MHz on a full device)")
@@ -35,14 +36,14 @@ def _text(rep: dict) -> str:
 
 
 def cmd_build(args) -> int:
-    from fabformer.apps.common import emit
+    from fabformer.apps.common import emit, parse_parallelism
     from fabformer.ir import load
     from fabformer.apps.console import current
     from fabformer.boards.build import build_arch
     g = load(args.graph)
     with current().step(f"build for {args.board}: synthesis, place and route"):
         rep = build_arch(g, args.board, args.output, arch=args.arch, clock_mhz=args.clock,
-                         parallelism=args.parallelism, baud=args.baud, seed=args.seed)
+                         parallelism=parse_parallelism(args.parallelism), baud=args.baud, seed=args.seed)
     text = (rep.get("arch_note", "") + "\n" if rep.get("arch_note") else "") + _text(rep)
     if args.listing and rep.get("listing"):
         text += "\n" + Path(rep["listing"]).read_text().rstrip()

@@ -3,29 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fabformer.apps.common import add_data_argument
+from fabformer.apps.common import PARALLELISM_HELP, add_data_argument, parse_parallelism
 from fabformer.errors import FabformerError
 
 DEMO_ORDER = 30
 DEMO_STEP = "rtl"
 DEMO_TITLE = "RTL: Verilog, Verilator simulation vs golden"
-
-
-def parse_parallelism(text):
-    """``None``/``default``, an integer, or ``node=int,node=int``."""
-    if text is None or text == "default":
-        return None
-    text = str(text).strip()
-    if text.isdigit():
-        return int(text)
-    out = {}
-    for part in text.split(","):
-        name, sep, val = part.rpartition("=")
-        if not sep or not name or not val.strip().isdigit():
-            raise FabformerError(f"cannot parse --parallelism {text!r}; write an integer (multipliers per "
-                                 f"matmul-like block) or node=int,node=int")
-        out[name.strip()] = int(val)
-    return out
 
 
 def inputs_for(graph, samples, data=None):
@@ -91,7 +74,7 @@ def register(sub) -> None:
                    help="cocotb: cocotb testbench with random stalls; stream: Verilator C++ testbench streaming "
                         "the inputs from files, every output checked in the simulator (default: stream for "
                         "--samples all on Verilator, else cocotb)")
-    p.add_argument("--parallelism", help="multipliers per matmul-like block: an integer or node=int,...")
+    p.add_argument("--parallelism", help=PARALLELISM_HELP)
     p.add_argument("--waves", action="store_true", help="record waveforms (FST)")
     from fabformer.rtl import ARCHITECTURES
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="dataflow",

@@ -57,6 +57,38 @@ def source_model(graph, graph_path=None, explicit=None):
     return p, None
 
 
+PARALLELISM_HELP = ("multipliers per matmul-like node: an integer for every node, node=int,node=int, or a JSON "
+                    "object {\"node\": int, ...} (nodes not named keep their default)")
+
+
+def parse_parallelism(text):
+    """``None``/``default``, an integer, ``node=int,node=int`` or a JSON object ``{node: int}``
+    (the names are checked against the graph when the design is made)."""
+    from fabformer.errors import FabformerError
+    if text is None or text == "default":
+        return None
+    text = str(text).strip()
+    if text.isdigit():
+        return int(text)
+    if text.startswith("{"):
+        try:
+            out = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise FabformerError(f"cannot parse --parallelism {text!r} as JSON ({e.msg} at character {e.pos}); "
+                                 f"write an integer, node=int,node=int or {{\"node\": int}}") from None
+        if not isinstance(out, dict):
+            raise FabformerError(f"--parallelism {text!r}: a JSON value must be an object {{\"node\": int}}")
+        return out
+    out = {}
+    for part in text.split(","):
+        name, sep, val = part.rpartition("=")
+        if not sep or not name or not val.strip().isdigit():
+            raise FabformerError(f"cannot parse --parallelism {text!r}; write an integer (multipliers per "
+                                 f"matmul-like node), node=int,node=int or {{\"node\": int}}")
+        out[name.strip()] = int(val)
+    return out
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (``--samples 0`` and ``--samples -5`` are refused)."""
     import argparse

@@ -124,12 +124,19 @@ def lookup_sync(m, table, src, name: str = "lut"):
 
 
 def leading_one(m, v, width: int, name: str = "lop"):
-    """Position of the highest set bit of the non-negative ``v`` (0 when ``v == 0``)."""
+    """Position of the highest set bit of the non-negative ``v`` (0 when ``v == 0``): a tree
+    over halves (the upper half's position when it has a set bit), logarithmic depth."""
+    pw = max(width - 1, 1).bit_length()
+
+    def rec(lo, n):  # (any bit set, position) of v[lo:lo + n]
+        if n == 1:
+            return v[lo], Const(lo, unsigned(pw))
+        h = n // 2
+        a_lo, p_lo = rec(lo, h)
+        a_hi, p_hi = rec(lo + h, n - h)
+        return a_lo | a_hi, Mux(a_hi, p_hi, p_lo)
     p = Signal(range(max(width, 2)), name=name)
-    m.d.comb += p.eq(0)
-    for i in range(width):
-        with m.If(v[i]):
-            m.d.comb += p.eq(i)
+    m.d.comb += p.eq(rec(0, width)[1] if width > 1 else 0)
     return p
 
 

@@ -280,17 +280,20 @@ class MacEngine(Elaboratable):
     the consumer's ``ready`` never reaches the pipeline.
     ``x`` rotates by ``pk`` elements a step (the step's operands are always its first
     ``pk``: no wide multiplexer).  ``weight(m, eng, i, j)`` returns the weight (value or int)
-    feeding lane ``i``, product ``j`` in the current step; ``eng.state`` holds the step
-    registers (``head``, ``kb``, ``nb``, ``cnt``) and ``eng.next`` their values in the next
-    cycle, so weights can come from synchronous (block RAM) read ports addressed one cycle
-    ahead.  ``bias(b, i)`` is an int (already shifted to the accumulator frac) or None;
+    feeding lane ``i``, product ``j``: with ``weight_stage=0`` the current step's (the engine
+    registers it), with ``weight_stage=1`` the previous cycle's step's, already in a register
+    (a synchronous read port addressed by the step registers themselves, so no next-step
+    logic comes before the memory).  ``eng.state`` holds the step registers (``head``, ``kb``,
+    ``nb``, ``cnt``) and ``eng.next`` their values in the next cycle, so weights can come from
+    synchronous (block RAM) read ports addressed one cycle ahead.  ``bias(b, i)`` is an int (already shifted to the accumulator frac) or None;
     ``scale`` an int the sums are multiplied by before they are requantized from ``frac``
     fraction bits to ``out_t``.
     """
 
     def __init__(self, k, n, pn, pk, x_t, acc_width, out_t, heads, weight, bias, frac, const_weights=None,
-                 scale=None, chain=1):
+                 scale=None, chain=1, weight_stage=0):
         self.k, self.n, self.pn, self.pk = k, n, pn, pk
+        self.weight_stage = weight_stage
         self.KB, self.NB = k // pk, n // pn
         self.steps = self.KB * self.NB
         self.x_t, self.out_t, self.heads = x_t, out_t, heads
@@ -391,9 +394,11 @@ class MacEngine(Elaboratable):
                         continue  # pruned weight: no multiplier
                     w1 = Const(w)
                 else:
-                    # the weight, then its copy beside the DSP
-                    w1 = stage(m, stage(m, self.weight(m, self, i, j), f"w1_{i}_{j}", reset_less=True), f"wd{i}_{j}",
-                               reset_less=True)
+                    # the weight (in its stage-1 register), then its copy beside the DSP
+                    w1 = self.weight(m, self, i, j)
+                    if not self.weight_stage:
+                        w1 = stage(m, w1, f"w1_{i}_{j}", reset_less=True)
+                    w1 = stage(m, w1, f"wd{i}_{j}", reset_less=True)
                 # each multiplier's own copy of the shared operand (kept apart from the other
                 # lanes' copies: the copy is placed beside its DSP, wherever that DSP is); the
                 # product is registered beside the DSP too, then copied at the accumulator's
@@ -471,7 +476,11 @@ class MacEngine(Elaboratable):
 
 def _out_queue(m, w_en, w_data, o, depth: int):
     """A first-in first-out queue of ``depth`` rows in front of the output register ``o``
-    (a row goes straight into ``o`` when the queue is empty and ``o`` is free)."""
+    (a row goes straight into ``o`` when the queue is empty and ``o`` is free).  The memory
+    is written whenever a row comes (``w_en``, a pipeline register): the consumer's ``ready``
+    decides only whether the write pointer moves on, and never reaches the enables of the
+    row-wide memory (a row that went straight into ``o`` is written to a free place that the
+    pointer leaves free)."""
     o_free = ~o.valid | o.ready
     if depth == 0:
         with m.If(o_free):
@@ -485,7 +494,7 @@ def _out_queue(m, w_en, w_data, o, depth: int):
     to_mem = Signal(name="q_write")
     pop_mem = Signal(name="q_pop")
     m.d.comb += [pop_mem.eq(o_free & (count != 0)), to_mem.eq(w_en & ~(o_free & (count == 0))),
-                 wp_.addr.eq(wptr), wp_.data.eq(w_data), wp_.en.eq(to_mem), rp_.addr.eq(rptr)]
+                 wp_.addr.eq(wptr), wp_.data.eq(w_data), wp_.en.eq(w_en), rp_.addr.eq(rptr)]
     with m.If(o_free):
         m.d.sync += o.valid.eq(w_en | (count != 0))
         m.d.sync += o.payload.as_value().eq(Mux(count != 0, rp_.data, w_data))
@@ -575,13 +584,13 @@ class DenseBlock(Block):
         wvals = {}
 
         def weight(mm, eng, i, j):
-            if "w" not in wvals:  # addressed one cycle ahead: the word of the current step
-                wvals["w"] = _rom_word(mm, "weights", words, op.weight_type, eng.next["gcnt" if C > 1 else "cnt"])
+            if "w" not in wvals:  # addressed by the step counter: the word of the step of a cycle ago
+                wvals["w"] = _rom_word(mm, "weights", words, op.weight_type, eng.state["gcnt" if C > 1 else "cnt"])
             return wvals["w"][i * pk + j]
 
         eng = MacEngine(k, n, pn, pk, self.x_t, self.acc_width, out_t, C, weight,
                         lambda b, i: int(op.bias[b * pn + i]) << shift, self.acc_frac,
-                        const_weights=W if self.const else None, chain=C)
+                        const_weights=W if self.const else None, chain=C, weight_stage=1)
         m.submodules.engine = eng
         xs = unpack(self.i.payload, k, self.x_t)
         m.d.comb += [eng.start.eq(self.i.valid), self.i.ready.eq(eng.ready)]

@@ -322,3 +322,22 @@ def test_hls_write_compile_predict_chain(tmp_path):
     g = testing.op_graph("relu")
     x = testing.random_inputs(g, 5)
     assert np.array_equal(hls.write(g, tmp_path / "h").compile().predict(x), g.predict(x))
+
+
+def test_parallelism_option_forms_and_errors(tmp_path, capsys):
+    from fabformer.apps.common import parse_parallelism
+    per_node = {"mha/query": 16, "ff1": 8}
+    assert parse_parallelism("4") == 4 and parse_parallelism(None) is None
+    assert parse_parallelism("mha/query=16,ff1=8") == per_node
+    assert parse_parallelism(json.dumps(per_node)) == per_node
+    for bad, says in (("{mha: 3}", "as JSON"), ("[1, 2]", "cannot parse"), ("ff1=x", "cannot parse")):
+        with pytest.raises(FabformerError, match=says):
+            parse_parallelism(bad)
+    # the build command takes per-node settings too, and names an unknown node with the valid ones
+    g = testing.encoder_graph()
+    gp = tmp_path / "enc.graph.json"
+    g.save(gp)
+    code, out, err = _run(capsys, "build", gp, "--board", "part:iCE40HX1K", "-o", tmp_path / "b",
+                          "--parallelism", '{"nope": 2}')
+    assert code != 0 and "nope" in err and "valid:" in err and "Traceback" not in err
+    assert not (tmp_path / "b" / "build").exists()

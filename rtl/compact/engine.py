@@ -37,7 +37,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from fabformer.fixed import FixedType
-from ..arith import unpack
+from ..arith import leading_one, unpack
 from ..blocks import row_layout
 from .program import LN_H2_DRAIN, MAC_DRAIN, P_CYCLES, PASSES, ROW_DRAIN, ROW_OPS, SUM_WAIT, WB_DEPTH, Program
 
@@ -148,24 +148,6 @@ def _acc_range(ins, node, g) -> tuple[int, int]:
         raise ValueError(f"no accumulator range for a MAC instruction {ins.op!r}")
     corners = [alo * blo, alo * bhi, ahi * blo, ahi * bhi]
     return min(0, f["K"] * min(corners)), max(0, f["K"] * max(corners))
-
-
-def leading_one_tree(m, v, width: int, name: str):
-    """Position of the highest set bit of the non-negative ``v`` (0 when ``v == 0``), as
-    ``arith.leading_one`` but a tree (halves: the upper one's position when it has a set bit),
-    logarithmic depth instead of a priority chain."""
-    pw = max(width - 1, 1).bit_length()
-
-    def rec(lo, n):  # (any bit set, position) of v[lo:lo + n]
-        if n == 1:
-            return v[lo], Const(lo, unsigned(pw))
-        h = n // 2
-        a_lo, p_lo = rec(lo, h)
-        a_hi, p_hi = rec(lo + h, n - h)
-        return a_lo | a_hi, Mux(a_hi, p_hi, p_lo)
-    p = Signal(range(max(width, 2)), name=name)
-    m.d.comb += p.eq(rec(0, width)[1] if width > 1 else 0)
-    return p
 
 
 def _clog2(n: int) -> int:
@@ -1022,7 +1004,7 @@ class CompactTop(wiring.Component):
         s6 = {k: tag("s6_" + k, v) for k, v in s5b.items()}
         # P: leading one, normalising shift, reciprocal / inverse square root
         p_r = Signal(range(W.rw + 1), name="row_p")
-        lop = leading_one_tree(m, red, W.rw, name="row_lop")
+        lop = leading_one(m, red, W.rw, name="row_lop")
         sh_r = Signal(signed(_clog2(W.rw) + 3), name="row_sh")
         n_r = Signal(unsigned(W.nw), name="row_n")  # the normalised sum: below 2**(R + 2)
         sh0 = Signal(signed(_clog2(W.rw) + 3), name="row_sh0")
