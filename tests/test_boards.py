@@ -183,6 +183,15 @@ def test_ulx3s_bitstream_through_cli(tmp_path, capsys):
 
 
 @needs_open_flow
+def test_ecp5_bare_part_moves_registers_into_dsps(tmp_path):
+    # a bare ECP5 part (no board shell's PLL): the same absorption as a board build, in its report
+    rep = build(op_graph("dense"), "part:LFE5U-12F", tmp_path / "p", parallelism=2, clock_mhz=50)
+    assert rep["board"] == "part:LFE5U-12F" and rep["fmax_mhz"] >= 50 and rep["resources"]["dsp"]["used"] == 2
+    assert rep["dsp_registers"] == {"dsp": 2, "inputs": 2, "outputs": 2, "ff_removed": 64}
+    assert json.loads((tmp_path / "p" / "report.json").read_text())["dsp_registers"] == rep["dsp_registers"]
+
+
+@needs_open_flow
 def test_design_that_does_not_fit(tmp_path):
     out = tmp_path / "hx1k"
     with pytest.raises(FabformerError, match=r"does not fit part:iCE40HX1K .*LUT \d+ > 1280.*needed/available"):
