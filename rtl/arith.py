@@ -7,13 +7,13 @@ shift picked at run time from a small set, used by softmax and layer norm),
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib.memory import Memory
 
 from ..fixed import FixedType, Overflow, Rounding
 
 __all__ = ["shape_of", "requantize", "requantize_var", "shift_var", "shift_amount", "lookup", "lookup_sync", "leading_one", "unpack", "pack", "clip",
-           "stage", "mul_stages", "staged_mul", "DSP_BITS", "KEEP_FF"]
+           "stage", "mul_stages", "signed_bits", "dsp_mul", "DSP_BITS", "KEEP_FF"]
 
 
 def shape_of(t: FixedType):
@@ -162,31 +162,57 @@ DSP_BITS = 18  # a signed product of operands up to this wide fits one DSP cell 
 _LO = DSP_BITS - 1  # the low piece of a wider operand: this many bits, unsigned
 
 
+def signed_bits(v) -> int:
+    """Bits of ``v`` (a value or a shape) as a signed number: an unsigned value needs one more."""
+    s = v if isinstance(v, Shape) else Value.cast(v).shape()
+    return s.width + (0 if s.signed else 1)
+
+
 def mul_stages(wa: int, wb: int) -> int:
-    """Register stages of :func:`staged_mul` for signed operand widths ``wa`` and ``wb``."""
-    return 1 if max(wa, wb) <= DSP_BITS else 2
+    """Register stages of :func:`dsp_mul` for operand widths ``wa`` and ``wb`` (bits of the
+    signed value: an unsigned operand counts one bit more): the operands' copies, the
+    products, the products' copies, and the pieces' sum when an operand is wider than a DSP."""
+    return 3 if max(wa, wb) <= DSP_BITS else 4
 
 
 def _pieces(v):
     """``v`` as (piece, shift) pairs of at most ``DSP_BITS`` signed bits: the low ``_LO`` bits
-    unsigned and the rest (recursively) with the value's sign."""
+    unsigned and the rest (recursively) with the value's sign (constants as constants)."""
     w, sg = v.shape().width, v.shape().signed
+    if isinstance(v, Const):
+        c = v.value
+        if w + (0 if sg else 1) <= DSP_BITS:
+            return [(v, 0)]
+        return [(Const(c & ((1 << _LO) - 1), unsigned(_LO)), 0)] + [
+            (p, sh + _LO) for p, sh in _pieces(Const(c >> _LO, signed(w - _LO) if sg else unsigned(w - _LO)))]
     if w + (0 if sg else 1) <= DSP_BITS:
         return [(v, 0)]
     hi = v[_LO:].as_signed() if sg else v[_LO:]
     return [(v[:_LO], 0)] + [(p, sh + _LO) for p, sh in _pieces(hi)]
 
 
-def staged_mul(m, a, b, name, shape=None, reset_less=False):
-    """``a * b`` registered: one stage when each operand fits a DSP; else two, the partial
-    products of the operands' DSP-sized pieces each registered, then their shifted sum (so no
-    cascade of DSPs and wide carry chains sits between two registers)."""
+def dsp_mul(m, a, b, name, shape=None):
+    """``a * b`` on DSP cells, each with a register cycle of its own on both sides: per DSP a
+    copy of its operands (pieces of at most ``DSP_BITS`` bits; ``keep``, so synthesis does not
+    merge the copies: on ECP5 the flow makes them the DSP's input registers), the product in
+    a register (the DSP's output register), and the product's copy in the fabric.  A DSP that
+    placement puts far from its logic then has one cycle for the route in and one for the
+    route out.  When an operand is wider than a DSP, the copies of the partial products are
+    summed, shifted, in one more stage (no cascade of DSPs and wide carry chains between two
+    registers).  A constant operand is not copied.  :func:`mul_stages` cycles."""
     a, b = Value.cast(a), Value.cast(b)
-    if mul_stages(a.shape().width, b.shape().width) == 1:
-        return stage(m, a * b, name, shape, reset_less=reset_less)
-    parts = [(stage(m, pa * pb, f"{name}_p{i}_{j}", reset_less=reset_less), sa + sb)
-             for i, (pa, sa) in enumerate(_pieces(a)) for j, (pb, sb) in enumerate(_pieces(b))]
+    parts = []
+    for i, (pa, sa) in enumerate(_pieces(a)):
+        for j, (pb, sb) in enumerate(_pieces(b)):
+            ca = stage(m, pa, f"{name}_a{i}_{j}", keep=True, reset_less=True)
+            cb = pb if isinstance(pb, Const) else stage(m, pb, f"{name}_b{i}_{j}", keep=True, reset_less=True)
+            p = stage(m, ca * cb, f"{name}_p{i}_{j}", reset_less=True)
+            parts.append((p, sa + sb))
+    assert mul_stages(signed_bits(a), signed_bits(b)) == (3 if len(parts) == 1 else 4)
+    if len(parts) == 1:
+        return stage(m, parts[0][0], name, shape, reset_less=True)
+    parts = [(stage(m, p, f"{p.name}_c", reset_less=True), sh) for p, sh in parts]
     total = parts[0][0] << parts[0][1]
     for p, sh in parts[1:]:
         total = total + (p << sh)
-    return stage(m, total, name, shape, reset_less=reset_less)
+    return stage(m, total, name, shape, reset_less=True)

@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 from .. import ir
 from ..errors import FabformerError
 from ..fixed import FixedType
-from .arith import mul_stages, overflow, pack, requantize, shape_of, shift_round, stage, staged_mul, unpack
+from .arith import dsp_mul, mul_stages, overflow, pack, requantize, shape_of, shift_round, stage, unpack
 
 __all__ = ["mac_depth", "scale_stages", "queue_rows", "Block", "Pipe", "RowMap", "AddBlock", "MacEngine", "DenseBlock", "Wire", "MatMulBlock", "ReshapeBlock",
            "PoolBlock", "Fork", "row_shape", "row_layout", "mac_split"]
@@ -241,10 +241,13 @@ def tree_stages(pk: int) -> int:
 
 
 def scale_stages(acc_width: int, scale) -> int:
-    """Register stages of a matmul's scale multiply: a free-running copy of the sums (the DSPs'
-    own input registers on ECP5), then :func:`staged_mul` of the ``acc_width``-bit sums by the
-    constant ``scale``; 0 without a scale or with a scale of 1."""
-    return 0 if scale is None or int(scale) == 1 else 1 + mul_stages(acc_width, Const(int(scale)).shape().width)
+    """Register stages of a matmul's scale multiply: :func:`~fabformer.rtl.arith.dsp_mul` of
+    the ``acc_width``-bit sums by the constant ``scale`` (the sums' copies, the products, their
+    copies and, for sums wider than a DSP, the pieces' sum); 0 without a scale or with a scale of 1."""
+    if scale is None or int(scale) == 1:
+        return 0
+    c = Const(int(scale))
+    return mul_stages(acc_width, c.shape().width + (0 if c.shape().signed else 1))
 
 
 def mac_depth(pk: int, scale_stages: int = 0) -> int:
@@ -454,8 +457,7 @@ class MacEngine(Elaboratable):
         with m.If(v & lst):
             m.d.sync += [o.eq(x) for o, x in zip(outw, [*res[:(NB - 1) * pn], *q])]
         if self.scale_stages:
-            sums = [staged_mul(m, reg(s, f"to_scale{j}", data=True), Const(int(self.scale)), f"scaled{j}", reset_less=True)
-                    for j, s in enumerate(outw)]
+            sums = [dsp_mul(m, s, Const(int(self.scale)), f"scaled{j}") for j, s in enumerate(outw)]
             for k in range(self.scale_stages):
                 sum_valid = reg(sum_valid, f"scaled_valid{k}")
         else:

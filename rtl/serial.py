@@ -31,8 +31,8 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, 
 from amaranth.lib.memory import Memory
 
 from .. import ir
-from .arith import clip, leading_one, mul_stages, overflow, pack, shape_of, shift_amount, shift_round, shift_var, unpack
-from .arith import stage as _r, staged_mul as _mul
+from .arith import clip, leading_one, mul_stages, signed_bits, overflow, pack, shape_of, shift_amount, shift_round, shift_var, unpack
+from .arith import dsp_mul as _mul, stage as _r
 from .blocks import Block, _out_queue, row_shape
 
 __all__ = ["SerialLayerNorm", "SerialSoftmax"]
@@ -255,17 +255,21 @@ class SerialLayerNorm(_SerialRow):
     DELAYED = 1  # B reuses d
 
     @property
-    def E(self):  # d, d*d registered (d*d in two stages when d is wider than a DSP); the sum takes them
+    def E(self):  # d; d*d (arith.dsp_mul); the sum takes it
         w = self.op.d_type(self.g).width
         return 1 + mul_stages(w, w)
 
     @property
-    def B(self):  # operands; d*t (one or two stages); rounding; shift; saturate z; z*gamma; + beta, rounding
-        return 6 + self._dt_stages
+    def B(self):  # operands; d*t; rounding; shift; saturate z; z*gamma; + beta, rounding
+        return 5 + self._dt_stages + self._zg_stages
 
     @property
     def _dt_stages(self):
-        return mul_stages(self.op.d_type(self.g).width, self.op.invsqrt_table.out_type.width + 1)
+        return mul_stages(signed_bits(shape_of(self.op.d_type(self.g))), signed_bits(shape_of(self.op.invsqrt_table.out_type)))
+
+    @property
+    def _zg_stages(self):
+        return mul_stages(signed_bits(shape_of(self.op.norm_type)), max(int(v).bit_length() for v in self.op.gamma) + 1)
 
     def elaborate(self, platform):
         m = Module()
@@ -308,7 +312,7 @@ class SerialLayerNorm(_SerialRow):
         t1, zsh1 = _r(m, b_t, "b1_t"), _r(m, b_zsh, "b1_zsh")
         g1 = _r(m, _const_select(m, [int(v) for v in op.gamma], j, "gamma"), "b1_g")
         be1 = _r(m, _const_select(m, [int(v) << bshift for v in op.beta], j, "beta"), "b1_b")
-        assert mul_stages(d1.shape().width, t1.shape().width + (0 if t1.shape().signed else 1)) == self._dt_stages
+        assert mul_stages(signed_bits(d1), signed_bits(t1)) == self._dt_stages
         prod2 = _mul(m, d1, t1, "b2_dt", None)
         for k in range(self._dt_stages - 1):  # the product's second stage: the others wait a cycle
             zsh1, g1, be1 = _r(m, zsh1, f"b1_zsh_{k}"), _r(m, g1, f"b1_g_{k}"), _r(m, be1, f"b1_b_{k}")
@@ -320,7 +324,11 @@ class SerialLayerNorm(_SerialRow):
         g4, be4 = _r(m, g3, "b4_g"), _r(m, be3, "b4_b")
         z5 = _r(m, overflow(sh4, nt), "b5_z", shape_of(nt))
         g5, be5 = _r(m, g4, "b5_g"), _r(m, be4, "b5_b")
-        zg6, be6 = _r(m, z5 * g5, "b6_zg"), _r(m, be5, "b6_b")
+        zg6 = _mul(m, z5, g5, "b6_zg")
+        assert mul_stages(signed_bits(z5), signed_bits(g5)) == self._zg_stages
+        be6 = be5
+        for k in range(self._zg_stages):
+            be6 = _r(m, be6, f"b6_b{k}")
         w7 = _r(m, shift_round(zg6 + be6, f - out_t.frac, out_t.rounding), "b7_y")
         y = Signal(shape_of(out_t), name="y")
         m.d.comb += y.eq(overflow(w7, out_t))
@@ -338,7 +346,14 @@ class SerialSoftmax(_SerialRow):
     multipliers = 1
     E = 4        # max - x, table index, table read, exponent register; the sum takes it
     DELAYED = 4  # B reuses the exponent
-    B = 4        # operands; e*r; rounding; shift
+
+    @property
+    def B(self):  # operands; e*r (arith.dsp_mul); rounding; shift
+        return 3 + self._er_stages
+
+    @property
+    def _er_stages(self):
+        return mul_stages(signed_bits(shape_of(self.op.exp_table.out_type)), signed_bits(shape_of(self.op.recip_table.out_type)))
 
     def elaborate(self, platform):
         m = Module()
@@ -364,7 +379,10 @@ class SerialSoftmax(_SerialRow):
         b_osh = _hold(m, pulse(pl["b_load"]), sh["osh"], "b_osh")
         e1 = _r(m, _delay(m, e, pl["delay"], "e_delay"), "b1_e")
         r1, osh1 = _r(m, b_r, "b1_r"), _r(m, b_osh, "b1_osh")
-        prod2 = _r(m, e1 * r1, "b2_er")
+        prod2 = _mul(m, e1, r1, "b2_er")
+        assert mul_stages(signed_bits(e1), signed_bits(r1)) == self._er_stages
+        for k in range(self._er_stages - 1):  # the product's further stages: the shift waits
+            osh1 = _r(m, osh1, f"b1_osh_{k}")
         pos2, neg2, rnd = _shift_parts(m, osh1, out_t.rounding, "b2_osh")
         v3 = _r(m, prod2 + rnd(prod2), "b3_v")
         pos3, neg3 = _r(m, pos2, "b3_r"), _r(m, neg2, "b3_l")
