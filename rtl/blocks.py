@@ -252,12 +252,12 @@ def scale_stages(acc_width: int, scale) -> int:
 
 def mac_depth(pk: int, scale_stages: int = 0) -> int:
     """Cycles a job's row spends in the engine's pipeline after its last step, beyond the
-    one output-register cycle: the step's operand/weight register, each multiplier's own copy
-    of them (placed beside its DSP), the product, the product's copy at the accumulator's
-    width, the adder-tree stages, the accumulator, the scale multiply's stages (matmul:
-    :func:`scale_stages`) and the requantizer's rounding register (its saturation goes into
-    the output register)."""
-    return 6 + tree_stages(pk) + scale_stages
+    one output-register cycle: the step's operand/weight register, each multiplier's own two
+    copies of them (one on the way, one beside its DSP: the DSP's input registers on ECP5),
+    the product, the product's copy at the accumulator's width, the adder-tree stages, the
+    accumulator, the scale multiply's stages (matmul: :func:`scale_stages`) and the
+    requantizer's rounding register (its saturation goes into the output register)."""
+    return 7 + tree_stages(pk) + scale_stages
 
 
 def queue_rows(steps: int, pk: int, scale_stages: int = 0) -> int:
@@ -401,19 +401,20 @@ class MacEngine(Elaboratable):
                     w1 = self.weight(m, self, i, j)
                     if not self.weight_stage:
                         w1 = stage(m, w1, f"w1_{i}_{j}", reset_less=True)
-                    w1 = stage(m, w1, f"wd{i}_{j}", reset_less=True)
-                # each multiplier's own copy of the shared operand (kept apart from the other
-                # lanes' copies: the copy is placed beside its DSP, wherever that DSP is); the
-                # product is registered beside the DSP too, then copied at the accumulator's
-                # width next to the adder tree
-                xd = stage(m, x1[j], f"xd{i}_{j}", keep=True, reset_less=True)
+                    w1 = stage(m, stage(m, w1, f"wf{i}_{j}", reset_less=True), f"wd{i}_{j}", reset_less=True)
+                # each multiplier's own two copies of the shared operand (kept apart from the
+                # other lanes' copies): one on the way, one beside its DSP wherever placement puts
+                # it, so a route across the die has two cycles; the product is registered beside
+                # the DSP too, then copied at the accumulator's width next to the adder tree
+                xf = stage(m, x1[j], f"xf{i}_{j}", keep=True, reset_less=True)
+                xd = stage(m, xf, f"xd{i}_{j}", keep=True, reset_less=True)
                 terms.append(stage(m, xd * w1, f"p{i}_{j}", reset_less=True))
                 mults += 1
             prods.append(terms)
         self.multipliers = mults
         # stage 2: products; then the adder tree, registered every two levels
         tags = [v1, first1, lastk1, last1, nb1, gfirst1]
-        for suffix in ("d", "p", "2"):  # operand copies, products, product copies
+        for suffix in ("f", "d", "p", "2"):  # operand copies (two), products, product copies
             tags = [reg(t, f"{t.name[:-1]}{suffix}") for t in tags]
         level = [[reg(t, f"prod{i}_{j}", signed(aw), data=True) for j, t in enumerate(terms)] for i, terms in enumerate(prods)]
         for s in range(tree_stages(pk)):

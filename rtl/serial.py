@@ -31,7 +31,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, 
 from amaranth.lib.memory import Memory
 
 from .. import ir
-from .arith import clip, leading_one, mul_stages, signed_bits, overflow, pack, shape_of, shift_amount, shift_round, shift_var, unpack
+from .arith import clip, leading_one, mul_stages, signed_bits, overflow, pack, shape_of, shift_amount, shift_round, unpack
 from .arith import dsp_mul as _mul, stage as _r
 from .blocks import Block, _out_queue, row_shape
 
@@ -97,7 +97,9 @@ def _tree(m, xs, combine, name):
 
 def _shift_parts(m, s, rounding, name):
     """The run-time shift ``s`` of :func:`~fabformer.rtl.arith.shift_var` decoded into
-    registers: right shift, left shift and the rounding term (a function of the value shifted)."""
+    registers: right shift, left shift and the rounding term (a function of the value shifted).
+    The rounding term's parts that depend on the shift alone (half an output step, and that
+    less one) are registers too, so the stage that rounds is a bit select and one add."""
     smin = s.shape().signed and -(1 << (s.shape().width - 1)) or 0
     smax = (1 << (s.shape().width - (1 if s.shape().signed else 0))) - 1
     pos = Mux(s > 0, s, 0)
@@ -105,12 +107,17 @@ def _shift_parts(m, s, rounding, name):
     pos_r = _r(m, pos, f"{name}_r", range(0, max(smax, 0) + 1))
     neg_r = _r(m, neg, f"{name}_l", range(0, max(-smin, 0) + 1))
     from fabformer.fixed import Rounding
-    half = (Const(1, 1) << pos_r) >> 1
     r = Rounding(rounding)
+    pos_c = Signal(range(0, max(smax, 0) + 1))
+    m.d.comb += pos_c.eq(pos)
+    half = (Const(1, 1) << pos_c) >> 1  # 0 when the shift is 0
     if r is Rounding.RND:
-        return pos_r, neg_r, lambda v: half
+        half_r = _r(m, half, f"{name}_half")
+        return pos_r, neg_r, lambda v: half_r
     if r is Rounding.RND_CONV:  # ties to even: half - 1, plus the kept part's lowest bit (nothing when pos == 0)
-        return pos_r, neg_r, lambda v: Mux(pos_r > 0, half - 1 + (v >> pos_r)[0], 0)
+        half_r = _r(m, half, f"{name}_half")
+        less_r = _r(m, Mux(pos_c > 0, half - 1, 0), f"{name}_half1", half.shape())
+        return pos_r, neg_r, lambda v: Mux((v >> pos_r)[0], half_r, less_r)
     return pos_r, neg_r, lambda v: Const(0, 1)
 
 
@@ -119,7 +126,7 @@ class _SerialRow(Block):
     ``elaborate`` and the stage counts ``E`` (A: element to accumulator input), ``DELAYED``
     (A: element to the value B reuses) and ``B`` (B: element to output value)."""
 
-    P = 6  # P: capture, leading one, shift tables, normalising shift, table index, table read
+    P = 7  # P: capture, leading one, shift tables, normalising shift (coarse, fine), table index, table read
     E = DELAYED = B = 0
 
     def __init__(self, name, op, g: ir.Graph):
@@ -226,7 +233,8 @@ def _index(m, table, src, name):
 def _scalar(m, pl, pulse, value, width, norm, n_shape, table, others: dict, name):
     """P: capture the accumulated ``value`` (``width`` bits) at the row's ``cap`` cycle; then
     its leading one ``p``; the normalising shift ``norm(p)``; the normalised value (``n_shape``);
-    its table index; the table entry; each registered (``_SerialRow.P`` cycles).  ``others``:
+    its table index; the table entry; each registered (``_SerialRow.P`` cycles; the normalising
+    shift in two stages, by the shift's multiple of 8 and then by the rest).  ``others``:
     name -> fn(p) -> int, further shifts, registered to arrive with the entry.
     Returns (entry, {name: shift})."""
     c = _hold(m, pulse(pl["cap"]), value, f"{name}_v", unsigned(width))
@@ -234,12 +242,20 @@ def _scalar(m, pl, pulse, value, width, norm, n_shape, table, others: dict, name
     c2 = _r(m, c, f"{name}_v2")
     nsh = _r(m, shift_amount(m, lo, {pv: norm(pv) for pv in range(width)}, f"{name}_nsht"), f"{name}_nsh")
     c3 = _r(m, c2, f"{name}_v3")
-    n = _r(m, shift_var(m, c3, nsh, name=f"{name}_ns"), f"{name}_n", n_shape)
+    # the shift (right when positive, left when negative; the value is non-negative, so a right
+    # shift by a + b is one by a then one by b) in two registered stages
+    w = nsh.shape().width
+    pos, neg = Signal(w, name=f"{name}_r3"), Signal(w, name=f"{name}_l3")
+    m.d.comb += [pos.eq(Mux(nsh > 0, nsh, 0)), neg.eq(Mux(nsh < 0, -nsh, 0))]
+    coarse = (lambda v: Cat(Const(0, 3), v[3:])) if w > 3 else (lambda v: Const(0, 1))
+    c4 = _r(m, (c3 >> coarse(pos)) << coarse(neg), f"{name}_v4")
+    pos4, neg4 = _r(m, pos[:3], f"{name}_r4"), _r(m, neg[:3], f"{name}_l4")
+    n = _r(m, (c4 >> pos4) << neg4, f"{name}_n", n_shape)
     entry = _rom(m, table, _index(m, table, n, f"{name}_idx"), f"{name}_rom")
     outs = {}
     for k, fn in others.items():
         v = shift_amount(m, lo, {pv: fn(pv) for pv in range(width)}, f"{name}_{k}t")
-        for st in range(4):
+        for st in range(_SerialRow.P - 2):
             v = _r(m, v, f"{name}_{k}{st}")
         outs[k] = v
     return entry, outs
