@@ -13,7 +13,7 @@ from amaranth.lib.memory import Memory
 from ..fixed import FixedType, Overflow, Rounding
 
 __all__ = ["shape_of", "requantize", "requantize_var", "shift_var", "shift_amount", "lookup", "lookup_sync", "leading_one", "unpack", "pack", "clip",
-           "stage", "mul_stages", "signed_bits", "dsp_mul", "DSP_BITS", "KEEP_FF"]
+           "stage", "mul_stages", "signed_bits", "dsp_mul", "saturate", "DSP_BITS", "KEEP_FF"]
 
 
 def shape_of(t: FixedType):
@@ -52,8 +52,30 @@ def shift_round(v, s: int, rounding: Rounding):
 
 def overflow(v, t: FixedType):
     if t.overflow is Overflow.SAT:
-        return clip(v, t.min_int, t.max_int)
+        return saturate(v, t.width, t.signed)
     return v  # assigning to a signal of t's width keeps the low bits: two's-complement wrap
+
+
+def saturate(v, w: int, to_signed: bool):
+    """``clip(v, min, max)`` of a ``w``-bit signed or unsigned range, from the bits above the
+    range alone (``v`` is in range when they all equal its sign): OR/AND trees of the high bits,
+    no comparison carry chain."""
+    v = Value.cast(v)
+    W, sg = v.shape().width, v.shape().signed
+    lo = -(1 << (w - 1)) if to_signed else 0
+    hi = (1 << (w - 1)) - 1 if to_signed else (1 << w) - 1
+    keep = w - 1 if to_signed else w  # the bits below this carry the value in range
+    if not sg:
+        return v if W <= keep else Mux(v[keep:].any(), hi, v)
+    if to_signed and W <= w:
+        return v
+    sign = v[W - 1]
+    if W - 1 <= keep:  # signed into a wider unsigned range: only negatives clip
+        return Mux(sign, lo, v)
+    high = v[keep:W - 1]  # between the value bits and the sign bit
+    over = ~sign & high.any()
+    under = (sign & ~high.all()) if to_signed else sign
+    return Mux(under, lo, Mux(over, hi, v))
 
 
 def requantize(m, v, from_frac: int, t: FixedType, name: str = "rq"):

@@ -143,3 +143,35 @@ def test_attention_streams_token_major(monkeypatch):
     assert plain.orders == {} and d.latency_cycles < plain.latency_cycles
     assert d.digest() != plain.digest()
 
+
+
+def test_saturate_equals_clip_exhaustively():
+    # the bit-test saturation every requantizer uses equals clip(v, min, max) of the range, for
+    # every value of every small signed/unsigned input width into every small signed/unsigned range
+    from amaranth.hdl import Module, Signal
+    from amaranth.sim import Simulator
+    from fabformer.rtl.arith import clip, saturate
+    checked = 0
+    for W in range(1, 7):
+        for sg in (False, True):
+            for w in range(1, 6):
+                for to_signed in (False, True):
+                    m = Module()
+                    v = Signal(signed(W) if sg else unsigned(W))
+                    lo, hi = (-(1 << (w - 1)), (1 << (w - 1)) - 1) if to_signed else (0, (1 << w) - 1)
+                    a, b = Signal(signed(max(W, w) + 2)), Signal(signed(max(W, w) + 2))
+                    m.d.comb += [a.eq(saturate(v, w, to_signed)), b.eq(clip(v, lo, hi))]
+                    vals = range(-(1 << (W - 1)), 1 << (W - 1)) if sg else range(1 << W)
+                    bad = []
+
+                    async def tb(ctx, vals=vals, v=v, a=a, b=b, bad=bad):
+                        for x in vals:
+                            ctx.set(v, x)
+                            if ctx.get(a) != ctx.get(b):
+                                bad.append((x, ctx.get(a), ctx.get(b)))
+                    sim = Simulator(m)
+                    sim.add_testbench(tb)
+                    sim.run()
+                    assert not bad, (W, sg, w, to_signed, bad[:3])
+                    checked += len(vals)
+    assert checked == 2520
