@@ -970,11 +970,53 @@ class PoolBlock(Block):
         return m
 
 
+class RowFifo(Elaboratable):
+    """A first-in first-out queue of ``depth`` rows with the ports and the cycle behaviour of
+    ``amaranth.lib.fifo.SyncFIFOBuffered`` (a row written into an empty queue is readable two
+    cycles later; ``w_rdy`` while fewer than ``depth`` rows are held, the output register
+    included), whose storage is written in every cycle: the row-wide memory has no write
+    enable, whose net would reach every cell of the row from the handshake.  The storage has
+    one place more than the rows it may hold beside the output register, so the place the
+    write pointer shows is always free; ``w_en`` only moves the pointer."""
+
+    def __init__(self, *, width: int, depth: int):
+        if depth < 2:
+            raise ValueError(f"RowFifo depth must be at least 2, not {depth}")
+        self.width, self.depth = width, depth
+        self.w_data, self.w_en, self.w_rdy = Signal(width), Signal(), Signal()
+        self.r_data, self.r_en, self.r_rdy = Signal(width), Signal(), Signal()
+        self.level = Signal(range(depth + 1))
+
+    def elaborate(self, platform):
+        m = Module()
+        held = self.depth - 1  # rows the storage holds beside the output register
+        places = held + 1
+        level = Signal(range(held + 1), name="inner_level")
+        m.d.comb += [self.w_rdy.eq(level != held), self.level.eq(level + self.r_rdy)]
+        do_write = self.w_rdy & self.w_en
+        do_read = (level != 0) & (~self.r_rdy | self.r_en)
+        mem = Memory(shape=unsigned(self.width), depth=places, init=[])
+        m.submodules.storage = mem
+        wp, rp = mem.write_port(), mem.read_port(domain="sync")
+        produce, consume = Signal(range(places), name="produce"), Signal(range(places), name="consume")
+        m.d.comb += [wp.addr.eq(produce), wp.data.eq(self.w_data), wp.en.eq(1),
+                     rp.addr.eq(consume), rp.en.eq(do_read), self.r_data.eq(rp.data)]
+        with m.If(do_write):
+            m.d.sync += produce.eq(Mux(produce == places - 1, 0, produce + 1))
+        with m.If(do_read):
+            m.d.sync += [consume.eq(Mux(consume == places - 1, 0, consume + 1)), self.r_rdy.eq(1)]
+        with m.Elif(self.r_en):
+            m.d.sync += self.r_rdy.eq(0)
+        m.d.sync += level.eq(level + do_write - do_read)
+        return m
+
+
 class Fork(wiring.Component):
     """One stream to several consumers, each behind its own FIFO (``depth`` rows, or a list
     of depths, one per consumer), so a consumer that lags does not stall the others.  The input
     comes through a :func:`skid` buffer: its ``ready`` is a register, not the AND of the FIFOs'
-    levels (which reached the producer's output-register enable, a net of every payload bit)."""
+    levels (which reached the producer's output-register enable, a net of every payload bit).
+    The FIFOs are :class:`RowFifo`: their storage has no write enable for the handshake to reach."""
 
     def __init__(self, t: FixedType, cols: int, n: int, depth):
         self.t, self.cols, self.n = t, cols, n
@@ -989,7 +1031,7 @@ class Fork(wiring.Component):
         w = self.t.width * self.cols
         fifos = []
         for j in range(self.n):
-            f = fifo.SyncFIFOBuffered(width=w, depth=self.depth[j])
+            f = RowFifo(width=w, depth=self.depth[j]) if self.depth[j] >= 2 else fifo.SyncFIFOBuffered(width=w, depth=self.depth[j])
             m.submodules[f"fifo{j}"] = f
             fifos.append(f)
         all_rdy = Signal()
