@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 from .. import ir
 from ..errors import FabformerError
 from ..fixed import FixedType
-from .arith import dsp_mul, mul_stages, overflow, pack, requantize, shape_of, shift_round, stage, unpack
+from .arith import KEEP_FF, dsp_mul, mul_stages, overflow, pack, requantize, shape_of, shift_round, stage, unpack
 
 __all__ = ["mac_depth", "scale_stages", "queue_rows", "Block", "Pipe", "RowMap", "AddBlock", "MacEngine", "DenseBlock", "Wire", "MatMulBlock", "ReshapeBlock",
            "PoolBlock", "Fork", "row_shape", "row_layout", "mac_split"]
@@ -122,8 +122,13 @@ def skid(m, port, name: str):
     with m.If(full):
         with m.If(take):
             m.d.sync += full.eq(0)
-    with m.Elif(port.valid & ~take):
-        m.d.sync += [full.eq(1), buf.eq(port.payload.as_value())]
+    with m.Else():
+        # the buffer copies the offered row whenever it is empty (its enable is the register
+        # ``full``, not the consumer's ``take``: that would reach every payload bit); only
+        # ``full`` decides whether the copy is kept
+        m.d.sync += buf.eq(port.payload.as_value())
+        with m.If(port.valid & ~take):
+            m.d.sync += full.eq(1)
     return valid, payload, take
 
 
@@ -734,7 +739,16 @@ class MatMulBlock(Block):
                 elems = [b_words[i][kb * pk + j] for kb in range(KB)]
             else:                # product j: row k = kb * pk + j; lane i: column n = nb * pn + i
                 elems = [b_words[j][nb * pn + i] for nb in range(NB)]
-            return elems[0] if len(elems) == 1 else Array(elems)[blk_now]
+            if len(elems) == 1:
+                return elems[0]
+            if i not in lane_sel:  # each lane's own copy of the block index (a register equal to
+                # blk_now, kept apart from the others: one select net per lane, not one for all)
+                sel = Signal.like(blk_now, name=f"blk_sel{i}", attrs={KEEP_FF: 1})
+                mm.d.sync += sel.eq(blk_sel_next)
+                lane_sel[i] = sel
+            return Array(elems)[lane_sel[i]]
+
+        lane_sel = {}
 
         eng = MacEngine(K, N, pn, pk, at, self.acc_width, out_t, 2 * H, weight, None, self.frac,
                         scale=int(op.scale))
@@ -743,6 +757,7 @@ class MatMulBlock(Block):
         # memory is read one cycle ahead at the next step's word
         nx, st = eng.next, eng.state
         blk_next, blk_now = (nx["nb"], st["kb"]) if op.transpose_b else (nx["kb"], st["nb"])
+        blk_sel_next = nx["kb"] if op.transpose_b else nx["nb"]  # blk_now's value in the next cycle
         nblk = NB if op.transpose_b else KB
         b_words = []
         for mem, wp in zip(b_mems, b_wps):
