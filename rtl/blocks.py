@@ -346,13 +346,25 @@ class MacEngine(Elaboratable):
         reserved = Signal(range(self.queue + 1), name="reserved")
         room = Signal(name="room")
         group_first = (self.head == 0) if self.chain > 1 else Const(1, 1)
-        m.d.comb += [room.eq(reserved != self.queue),
-                     self.ready.eq((room | ~group_first) & (~self.busy | last))]
         take = Signal(name="take")
         pop = self.o.valid & self.o.ready
         m.d.comb += take.eq(self.start & self.ready)
-        m.d.sync += reserved.eq(reserved + (take & group_first) - pop)
+        reserved_next = Signal.like(reserved, name="reserved_next")
+        m.d.comb += reserved_next.eq(reserved + (take & group_first) - pop)
+        m.d.sync += reserved.eq(reserved_next)
         nxt = self.next
+        if self.chain > 1:  # a group's first job needs a place: ready follows the head of the job offered
+            m.d.comb += [room.eq(reserved != self.queue),
+                         self.ready.eq((room | ~group_first) & (~self.busy | last))]
+        else:
+            # ready is a register holding (a place free) & (idle or in the last step), computed from
+            # the next values of the registers it is a function of: the producer's FIFO read enable,
+            # which fans out to its row-wide output register, starts at a flip-flop
+            ready_r = Signal(name="ready_r", init=1)
+            busy_next = take | (self.busy & ~last)
+            last_next = (nxt["kb"] == KB - 1) & (nxt["nb"] == NB - 1)
+            m.d.sync += ready_r.eq((reserved_next != self.queue) & (~busy_next | last_next))
+            m.d.comb += [room.eq(reserved != self.queue), self.ready.eq(ready_r)]
         # the step registers are 0 whenever the engine is idle (a job's last step clears them), so a
         # job taken needs no clear, and the consumer's handshake (``start``, from the producer's valid
         # in another block) stays out of the weight memories' read addresses; ``head`` and ``x`` load
