@@ -11,7 +11,7 @@ DEMO_TITLE = (f"board: {DEMO_BOARD} bitstream (synthesis, place and route: about
 
 
 def register(sub) -> None:
-    from fabformer.apps.common import PARALLELISM_HELP
+    from fabformer.apps.common import PARALLELISM_HELP, parse_seeds
     from fabformer.boards.platforms import BOARDS, PART_DEVICES
     b = sub.add_parser("build", help="bitstream (open flow) or Vivado project for a board, with a report")
     b.add_argument("graph", help="graph file (.graph.json)")
@@ -21,8 +21,9 @@ def register(sub) -> None:
     b.add_argument("--clock", type=float, help="clock in MHz (default: the board's oscillator)")
     b.add_argument("--parallelism", help=PARALLELISM_HELP + "; default: fitted to the device")
     b.add_argument("--baud", type=int, default=115200)
-    b.add_argument("--seed", type=int, default=1,
-                   help="nextpnr's placement seed (open flow; the routed Fmax varies with it, by several MHz on a full device)")
+    b.add_argument("--seed", type=parse_seeds, default=1, metavar="SEED[,SEED...]",
+                   help="nextpnr's placement seed (open flow; the routed Fmax varies with it, by 20 MHz on a full "
+                        "device); several (1,2,3 or 1-4): each try places with them in turn until one meets the clock")
     b.add_argument("--arch", choices=["auto", "dataflow", "compact"], default="auto",
                    help="RTL architecture (default auto: dataflow when it fits the device, else compact)")
     b.add_argument("--listing", action="store_true", help="print the program listing (compact architecture)")

@@ -89,6 +89,20 @@ def parse_parallelism(text):
     return out
 
 
+def parse_seeds(text: str):
+    """argparse type of ``--seed``: ``N`` (one seed), ``A,B,C`` or ``A-B`` (several, tried in turn)."""
+    import argparse
+    parts = []
+    for part in str(text).split(","):
+        lo, dash, hi = part.strip().partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()) or (dash and int(hi) < int(lo)):
+            raise argparse.ArgumentTypeError(f"{text!r}: write a seed (2), a list (1,2,3) or a range (1-4)")
+        parts += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+    if len(set(parts)) != len(parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: a seed is given twice")
+    return parts[0] if len(parts) == 1 else parts
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (``--samples 0`` and ``--samples -5`` are refused)."""
     import argparse

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fabformer.errors import FabformerError
 from fabformer.outdir import prepare_dir
+from fabformer.apps.common import parse_seeds
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits" / "model_q8.h5"
 
@@ -52,7 +53,7 @@ def main():
     ap.add_argument("--parallelism", help="multipliers per matmul-like node: N, or a JSON object {node: N} "
                                           "(default: fitted)")
     ap.add_argument("--clock", type=float, help="MHz (default: the board's choice; a PLL for ECP5/iCE40 boards)")
-    ap.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed")
+    ap.add_argument("--seed", type=parse_seeds, default=1, help="nextpnr's placement seed, or seeds tried in turn (1,2,3 or 1-4)")
     args = ap.parse_args()
     par = args.parallelism
     par = None if par is None else json.loads(par) if par.strip().startswith("{") else int(par)

@@ -165,8 +165,11 @@ def _over(used: dict, available: dict) -> list[str]:
 
 
 def build(graph, board: str, out, *, clock_mhz: float | None = None, parallelism=None, baud: int = DEFAULT_BAUD,
-          design=None, max_tries: int = 4, seed: int = 1) -> dict:
-    """Build ``graph`` (or a ready ``design``) for ``board`` into folder ``out``; return the report dict."""
+          design=None, max_tries: int = 4, seed=1) -> dict:
+    """Build ``graph`` (or a ready ``design``) for ``board`` into folder ``out``; return the report dict.
+    ``seed``: nextpnr's placement seed, or a sequence of seeds that each try places with in turn
+    until one meets the clock (the report's ``nextpnr_seeds`` lists them with their Fmax)."""
+    seeds = flow.check_seeds(seed)
     target = get_target(board, clock_mhz)
     clock = _clock_plan(target, board, clock_mhz)
     clock_mhz = clock["mhz"]
@@ -186,7 +189,7 @@ def build(graph, board: str, out, *, clock_mhz: float | None = None, parallelism
         candidates = cands if len(cands) <= max_tries else cands[:max_tries - 1] + cands[-1:]
     divisor = max(4, round(clock_mhz * 1e6 / baud))
     if target.open_flow:
-        return _open_flow(graph, target, out, clock, candidates, design, baud, seed)
+        return _open_flow(graph, target, out, clock, candidates, design, baud, seeds)
     return _vivado(graph, target, out, clock_mhz, candidates, design, divisor, baud)
 
 
@@ -302,8 +305,13 @@ def _try(target, d, par, clock, bdir, baud, seed):
                "fmax_mhz": None if fmax is None else round(fmax, 2), "clock_mhz": round(clock_mhz, 4),
                "routed": r["ok"], "skipped_pnr": bool(r.get("skipped_pnr")), "over": _over(used, target.available),
                "timing_met": fmax is not None and fmax >= clock_mhz, "seconds": r.get("seconds"),
-               "build_dir": str(bdir)}
+               "seeds": r.get("seeds_tried"), "build_dir": str(bdir)}
     return r, attempt
+
+
+def _best_of(attempt: dict) -> str:
+    seeds = attempt.get("seeds") or []
+    return f" (best of seeds {', '.join(str(t['seed']) for t in seeds)})" if len(seeds) > 1 else ""
 
 
 def _fail(out, target, clock, attempts):
@@ -314,7 +322,8 @@ def _fail(out, target, clock, attempts):
                        if last["used"].get(k) is not None)
     tried = "; ".join(f"{a['multipliers']} multipliers: " + (
         ", ".join(a["over"]) + (f" (from {a['used_by']}, not placed)" if a["skipped_pnr"] else "") if a["over"]
-        else f"Fmax {a['fmax_mhz']} MHz < {a.get('clock_mhz', clock_mhz):g} MHz" if a["routed"] or a["fmax_mhz"] is not None
+        else f"Fmax {a['fmax_mhz']} MHz{_best_of(a)} < {a.get('clock_mhz', clock_mhz):g} MHz"
+        if a["routed"] or a["fmax_mhz"] is not None
         else "place and route failed") for a in attempts)
     if last["over"] or not last["routed"] and last["fmax_mhz"] is None:
         why = "; ".join(last["over"]) if last["over"] else "place and route failed (see build/ logs)"
@@ -385,7 +394,8 @@ def _finish(out, target, d, clock, r, attempts, baud, bdir, seed):
            "resources": _resources(r["nextpnr"] or r["yosys"], target.available),
            "parallelism": getattr(d, "parallelism", None), "multipliers": d.multipliers, "macs": d.macs,
            **_timing(d, clock_mhz, max(4, round(clock_mhz * 1e6 / baud)), baud),
-           "dsp_registers": r.get("dsp_registers"), "nextpnr_seed": seed,
+           "dsp_registers": r.get("dsp_registers"), "nextpnr_seed": r["seed"],
+           "nextpnr_seeds": r.get("seeds_tried"),
            "attempts": attempts, "build_dir": str(bdir)}
     _write_report(out, rep)
     return rep
@@ -444,7 +454,8 @@ def report_markdown(rep: dict) -> str:
         return "n/a" if v is None else f"{v}{unit}"
     rows = [f"# {rep['board']} ({rep['family']})", "",
             f"- bitstream: {f(rep['bitstream'])}",
-            f"- clock: {rep['clock_mhz']:g} MHz ({_clock_words(rep)}); Fmax (nextpnr): {f(rep['fmax_mhz'], ' MHz')}",
+            f"- clock: {rep['clock_mhz']:g} MHz ({_clock_words(rep)}); Fmax (nextpnr): {f(rep['fmax_mhz'], ' MHz')}"
+            + _seed_words(rep),
             f"- latency: {rep['latency_cycles']} cycles = {rep['latency_ns']} ns; "
             f"throughput: {rep['throughput_inferences_per_s']} inferences/s (II {rep['ii_cycles']} cycles)",
             f"- multipliers: {rep['multipliers']} for {rep['macs']} MACs/inference", *_uart_rows(rep), "",
@@ -452,6 +463,14 @@ def report_markdown(rep: dict) -> str:
     for k, v in rep["resources"].items():
         rows.append(f"| {k.upper()} | {f(v['used'])} | {f(v['available'])} | {f(v['percent'])} |")
     return "\n".join(rows) + "\n"
+
+
+def _seed_words(rep: dict) -> str:
+    seeds = rep.get("nextpnr_seeds") or []
+    if len(seeds) < 2:
+        return f", placement seed {rep['nextpnr_seed']}" if rep.get("nextpnr_seed") is not None else ""
+    return f", placement seed {rep['nextpnr_seed']} (tried: " + ", ".join(
+        f"{t['seed']}: " + (f"{t['fmax_mhz']} MHz" if t["fmax_mhz"] is not None else "not routed") for t in seeds) + ")"
 
 
 def _clock_words(rep: dict) -> str:

@@ -236,7 +236,10 @@ def router_opts(family: str) -> str:
     return f" --router {r}" if r else ""
 
 
-def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed: int = 1) -> dict:
+_SEED_OPTION = re.compile(r"--seed \d+")
+
+
+def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed=1) -> dict:
     """Synthesize, place, route and pack ``top`` (an Elaboratable using the platform's pins).
 
     The amaranth build plan is extracted and its commands run one by one: after
@@ -250,10 +253,10 @@ def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed: int =
     ext = "bin" if platform.family == "ice40" else "bit"
     t0 = time.time()
     plan = platform.prepare(
-        top, name="top",
+        top, name="top", emit_src=False,  # no source paths in the netlist: the same bitstream from any checkout
         synth_opts=platform.synth_opts,
         script_after_synth="tee -q -o top.stat.json stat -json",
-        nextpnr_opts=f"--seed {seed} --report top.report.json --timing-allow-fail" + router_opts(platform.family))
+        nextpnr_opts=f"--seed {check_seeds(seed)[0]} --report top.report.json --timing-allow-fail" + router_opts(platform.family))
     build_dir = Path(build_dir)
     plan.extract(str(build_dir))
     reads = [ln for ln in (build_dir / "top.ys").read_text().splitlines() if ln.startswith("read_")]
@@ -280,12 +283,21 @@ def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed: int =
         _tell_over(over, build_dir)
     if ok and not skipped:
         res_regs = after_synthesis(platform.family, build_dir, log)
+        pnr = next(c for c in cmds[1:] if _stage_of(c) == "place and route")
+
+        def run(s):
+            return _run(["sh", "-c", _SEED_OPTION.sub(f"--seed {s}", pnr)], build_dir, env, log, "place and route")
+        chosen, tried = route_seeds(run, seed, build_dir, platform.family, clock_mhz)
+        sh = build_dir / "build_top.sh"  # the plan's own script places with the chosen seed
+        sh.write_text(_SEED_OPTION.sub(f"--seed {chosen}", sh.read_text()))
+        ok = any(t["routed"] for t in tried)
         for c in cmds[1:]:
-            if _run(["sh", "-c", c], build_dir, env, log, _stage_of(c)) != 0:
+            if ok and _stage_of(c) != "place and route" and _run(["sh", "-c", c], build_dir, env, log, _stage_of(c)) != 0:
                 ok = False
-                break
         times["place_route_pack"] = round(time.time() - t0 - sum(times.values()), 1)
     res = _collect(build_dir, platform.family, ok and not skipped, f"top.{ext}")
+    if ok and not skipped:
+        res.update(seed=chosen, seeds_tried=tried)
     res["skipped_pnr"] = skipped
     res["seconds"] = times
     if res_regs:
@@ -331,6 +343,68 @@ def _collect(build_dir: Path, family: str, ok: bool, bitname: str) -> dict:
     return res
 
 
+# -- place and route over placement seeds -------------------------------------------------
+PNR_OUTPUTS = {"ice40": ("top.asc", "top.report.json", "top.tim"),
+               "ecp5": ("top.config", "top.report.json", "top.tim")}
+
+
+def check_seeds(seed) -> tuple[int, ...]:
+    """``seed`` (one nextpnr placement seed, or a sequence of distinct ones) as a tuple; a clear
+    error for anything else."""
+    seeds = (seed,) if isinstance(seed, int) else tuple(seed) if isinstance(seed, (list, tuple)) else None
+    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise FabformerError(f"nextpnr seed {seed!r}: give a non-negative integer or a list of distinct ones "
+                             "(e.g. 1 or [1, 2, 3])")
+    return seeds
+
+
+
+
+def route_seeds(run, seeds, build_dir: Path, family: str, clock_mhz: float) -> tuple[int, list[dict]]:
+    """Place and route with each seed of ``seeds`` in turn (``run(seed)`` runs nextpnr and returns
+    its exit status) until one meets ``clock_mhz``.  Returns (the chosen seed, one record per seed
+    tried: ``{"seed", "routed", "fmax_mhz", "timing_met"}``).  The chosen run is the first that
+    meets the clock, else the one of highest Fmax; with more than one seed every run's outputs are
+    kept as ``seed<N>.<file>`` and the chosen run's are copied to nextpnr's own names (the packer
+    reads those)."""
+    build_dir = Path(build_dir)
+    seeds = check_seeds(seeds)
+    outputs = PNR_OUTPUTS[family]
+    tried = []
+    for k, s in enumerate(seeds):
+        if len(seeds) > 1 and _progress_hook is not None:
+            before = "; ".join(f"seed {t['seed']}: " + (f"{t['fmax_mhz']} MHz" if t["fmax_mhz"] else "not routed")
+                               for t in tried)
+            _progress_hook("note", f"place and route with seed {s} ({k + 1} of {len(seeds)}"
+                           + (f"; {before} < {clock_mhz:g} MHz)" if before else ")"), True, build_dir)
+        for name in outputs:
+            (build_dir / name).unlink(missing_ok=True)
+        code = run(s)
+        fmax = None
+        if (build_dir / "top.report.json").exists():
+            _, by_clock = parse_nextpnr_report(build_dir / "top.report.json", family)
+            fmax = min(by_clock.values()) if by_clock else None
+        routed = code == 0 and (build_dir / outputs[0]).exists()
+        tried.append({"seed": s, "routed": routed, "fmax_mhz": None if fmax is None else round(fmax, 2),
+                      "timing_met": routed and fmax is not None and fmax >= clock_mhz})
+        if len(seeds) > 1:
+            for name in outputs:
+                if (build_dir / name).exists():
+                    shutil.copyfile(build_dir / name, build_dir / f"seed{s}.{name}")
+        if tried[-1]["timing_met"]:
+            break
+    met = [t for t in tried if t["timing_met"]]
+    routed = [t for t in tried if t["routed"]]
+    best = met[0] if met else max(routed, key=lambda t: t["fmax_mhz"] or 0.0) if routed else tried[-1]
+    if len(seeds) > 1 and best is not tried[-1]:
+        for name in outputs:
+            (build_dir / name).unlink(missing_ok=True)
+            if (build_dir / f"seed{best['seed']}.{name}").exists():
+                shutil.copyfile(build_dir / f"seed{best['seed']}.{name}", build_dir / name)
+    return best["seed"], tried
+
+
 # -- open flow for a bare part -------------------------------------------------------
 class _PartTop(Elaboratable):
     """The shell with its clock and reset as plain ports (no board pins)."""
@@ -348,12 +422,25 @@ class _PartTop(Elaboratable):
         return m
 
 
-def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed: int = 1) -> dict:
+def _clock_constraint(target, build_dir: Path) -> list[str]:
+    """nextpnr's options placing a bare part's clock port on the package's clock input (the
+    other ports stay unconstrained); none where :data:`CLOCK_PINS` has no pin for the package."""
+    if not target.clock_pin:
+        return []
+    if target.family == "ice40":
+        (build_dir / "top.pcf").write_text(f"set_io clk {target.clock_pin}\n")
+        return ["--pcf", "top.pcf"]
+    (build_dir / "top.lpf").write_text(f'LOCATE COMP "clk" SITE "{target.clock_pin}";\n'
+                                       'IOBUF PORT "clk" IO_TYPE=LVCMOS33;\n')
+    return ["--lpf", "top.lpf"]
+
+
+def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed=1) -> dict:
     env = tool_env(target.family)
     top = _PartTop(shell)
     ports = [top.clk, top.rst, shell.rx, shell.tx, shell.led_alive, shell.led_busy]
     build_dir.mkdir(parents=True, exist_ok=True)
-    (build_dir / "top.il").write_text(rtlil.convert(top, name="top", ports=ports))
+    (build_dir / "top.il").write_text(rtlil.convert(top, name="top", ports=ports, emit_src=False))
     (build_dir / "top.ys").write_text(synth_script(target.family, target.synth_opts))
     log = build_dir / "build.log"
     log.write_text("")
@@ -374,20 +461,23 @@ def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed: int = 
     regs = None
     if ok:
         regs = after_synthesis(target.family, build_dir, log)
-        common = ["--json", "top.json", "--freq", f"{clock_mhz:g}", "--seed", str(seed), "--report",
+        common = ["--json", "top.json", "--freq", f"{clock_mhz:g}", "--report",
                   "top.report.json", "--timing-allow-fail", "--log", "top.tim", "-q", *router_opts(target.family).split()]
+        pins = _clock_constraint(target, build_dir)
         if target.family == "ice40":
-            cmd = [env["NEXTPNR_ICE40"], target.nextpnr_device, "--package", target.package,
+            cmd = [env["NEXTPNR_ICE40"], target.nextpnr_device, "--package", target.package, *pins,
                    "--pcf-allow-unconstrained", "--asc", "top.asc", *common]
-            ok = _run(cmd, build_dir, env, log, "place and route") == 0 and \
-                _run([env["ICEPACK"], "top.asc", "top.bin"], build_dir, env, log, "packing") == 0
+            pack = [env["ICEPACK"], "top.asc", "top.bin"]
         else:
-            cmd = [env["NEXTPNR_ECP5"], target.nextpnr_device, "--package", target.package,
+            cmd = [env["NEXTPNR_ECP5"], target.nextpnr_device, "--package", target.package, *pins,
                    "--lpf-allow-unconstrained", "--textcfg", "top.config", *common]
-            ok = _run(cmd, build_dir, env, log, "place and route") == 0 and \
-                _run([env["ECPPACK"], "--input", "top.config", "--bit", "top.bit"], build_dir, env, log,
-                     "packing") == 0
+            pack = [env["ECPPACK"], "--input", "top.config", "--bit", "top.bit"]
+        chosen, tried = route_seeds(lambda s: _run([*cmd, "--seed", str(s)], build_dir, env, log, "place and route"),
+                                    seed, build_dir, target.family, clock_mhz)
+        ok = any(t["routed"] for t in tried) and _run(pack, build_dir, env, log, "packing") == 0
     res = _collect(build_dir, target.family, ok, f"top.{ext}")
+    if ok:
+        res.update(seed=chosen, seeds_tried=tried)
     res["skipped_pnr"] = skipped
     if regs:
         res["dsp_registers"] = regs

@@ -123,7 +123,8 @@ class PartTarget:
     """A bare device (no board): the shell's ports are left for nextpnr to place.
 
     ``device`` is one of :data:`PART_DEVICES`; ``clock_mhz`` is the clock the
-    design is timed for.
+    design is timed for; ``clock_pin`` the package's clock input the clock is placed on
+    (:data:`CLOCK_PINS`; None: left to the placer).
     """
 
     device: str
@@ -148,9 +149,16 @@ class PartTarget:
         self.bram_bits = bits
         self.dsp_width = 16 if self.family == "ice40" else 18
         self.synth_opts = "-dsp" if self.family == "ice40" and avail["dsp"] else ""
+        self.clock_pin = CLOCK_PINS.get((self.family, self.package))
 
 
 PART_DEVICES = [d for devs in _PARTS.values() for d in devs]
+
+# a dedicated clock input of each package (the pin the vendor's evaluation boards use for their
+# oscillator): a bare part's clock goes there, so it reaches the global clock network from any
+# placement (left to the placer, the pad can land where no route to the clock tree exists)
+CLOCK_PINS = {("ecp5", "CABGA381"): "G2", ("ice40", "sg48"): "35", ("ice40", "ct256"): "J3",
+              ("ice40", "tq144"): "21"}
 
 
 def get_target(name: str, clock_mhz: float | None = None):

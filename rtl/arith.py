@@ -201,16 +201,13 @@ def _pieces(v):
     """``v`` as (piece, shift) pairs of at most ``DSP_BITS`` signed bits: the low ``_LO`` bits
     unsigned and the rest (recursively) with the value's sign (constants as constants)."""
     w, sg = v.shape().width, v.shape().signed
-    if isinstance(v, Const):
-        c = v.value
-        if w + (0 if sg else 1) <= DSP_BITS:
-            return [(v, 0)]
-        return [(Const(c & ((1 << _LO) - 1), unsigned(_LO)), 0)] + [
-            (p, sh + _LO) for p, sh in _pieces(Const(c >> _LO, signed(w - _LO) if sg else unsigned(w - _LO)))]
     if w + (0 if sg else 1) <= DSP_BITS:
         return [(v, 0)]
-    hi = v[_LO:].as_signed() if sg else v[_LO:]
-    return [(v[:_LO], 0)] + [(p, sh + _LO) for p, sh in _pieces(hi)]
+    if isinstance(v, Const):
+        lo, hi = Const(v.value & ((1 << _LO) - 1), unsigned(_LO)), Const(v.value >> _LO, (signed if sg else unsigned)(w - _LO))
+    else:
+        lo, hi = v[:_LO], (v[_LO:].as_signed() if sg else v[_LO:])
+    return [(lo, 0)] + [(p, sh + _LO) for p, sh in _pieces(hi)]
 
 
 def dsp_mul(m, a, b, name, shape=None):

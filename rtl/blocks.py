@@ -12,14 +12,14 @@ import math
 
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import ir
 from ..errors import FabformerError
 from ..fixed import FixedType
-from .arith import KEEP_FF, dsp_mul, mul_stages, overflow, pack, requantize, shape_of, shift_round, stage, unpack
+from .arith import KEEP_FF, dsp_mul, mul_stages, signed_bits, overflow, pack, requantize, shape_of, shift_round, stage, unpack
 
 __all__ = ["mac_depth", "scale_stages", "queue_rows", "Block", "Pipe", "RowMap", "AddBlock", "MacEngine", "DenseBlock", "Wire", "MatMulBlock", "ReshapeBlock",
            "PoolBlock", "Fork", "row_shape", "row_layout", "mac_split"]
@@ -251,8 +251,7 @@ def scale_stages(acc_width: int, scale) -> int:
     copies and, for sums wider than a DSP, the pieces' sum); 0 without a scale or with a scale of 1."""
     if scale is None or int(scale) == 1:
         return 0
-    c = Const(int(scale))
-    return mul_stages(acc_width, c.shape().width + (0 if c.shape().signed else 1))
+    return mul_stages(acc_width, signed_bits(Const(int(scale))))
 
 
 def mac_depth(pk: int, scale_stages: int = 0) -> int:
@@ -293,7 +292,8 @@ class MacEngine(Elaboratable):
     (a synchronous read port addressed by the step registers themselves, so no next-step
     logic comes before the memory).  ``eng.state`` holds the step registers (``head``, ``kb``,
     ``nb``, ``cnt``) and ``eng.next`` their values in the next cycle, so weights can come from
-    synchronous (block RAM) read ports addressed one cycle ahead.  ``bias(b, i)`` is an int (already shifted to the accumulator frac) or None;
+    synchronous (block RAM) read ports addressed one cycle ahead.  ``bias(b, i)`` is an int
+    (already shifted to the accumulator frac) or None;
     ``scale`` an int the sums are multiplied by before they are requantized from ``frac``
     fraction bits to ``out_t``.
     """
@@ -344,7 +344,6 @@ class MacEngine(Elaboratable):
         m.d.comb += self.done.eq(advance & last)
         # places reserved in the output queue: a job reserves one when it starts, a row read frees one
         reserved = Signal(range(self.queue + 1), name="reserved")
-        room = Signal(name="room")
         group_first = (self.head == 0) if self.chain > 1 else Const(1, 1)
         take = Signal(name="take")
         pop = self.o.valid & self.o.ready
@@ -354,8 +353,7 @@ class MacEngine(Elaboratable):
         m.d.sync += reserved.eq(reserved_next)
         nxt = self.next
         if self.chain > 1:  # a group's first job needs a place: ready follows the head of the job offered
-            m.d.comb += [room.eq(reserved != self.queue),
-                         self.ready.eq((room | ~group_first) & (~self.busy | last))]
+            m.d.comb += self.ready.eq(((reserved != self.queue) | ~group_first) & (~self.busy | last))
         else:
             # ready is a register holding (a place free) & (idle or in the last step), computed from
             # the next values of the registers it is a function of: the producer's FIFO read enable,
@@ -364,7 +362,7 @@ class MacEngine(Elaboratable):
             busy_next = take | (self.busy & ~last)
             last_next = (nxt["kb"] == KB - 1) & (nxt["nb"] == NB - 1)
             m.d.sync += ready_r.eq((reserved_next != self.queue) & (~busy_next | last_next))
-            m.d.comb += [room.eq(reserved != self.queue), self.ready.eq(ready_r)]
+            m.d.comb += self.ready.eq(ready_r)
         # the step registers are 0 whenever the engine is idle (a job's last step clears them), so a
         # job taken needs no clear, and the consumer's handshake (``start``, from the producer's valid
         # in another block) stays out of the weight memories' read addresses; ``head`` and ``x`` load
@@ -756,7 +754,7 @@ class MatMulBlock(Block):
             if i not in lane_sel:  # each lane's own copy of the block index (a register equal to
                 # blk_now, kept apart from the others: one select net per lane, not one for all)
                 sel = Signal.like(blk_now, name=f"blk_sel{i}", attrs={KEEP_FF: 1})
-                mm.d.sync += sel.eq(blk_sel_next)
+                mm.d.sync += sel.eq(nx[sel_key])  # blk_now's next value
                 lane_sel[i] = sel
             return Array(elems)[lane_sel[i]]
 
@@ -768,8 +766,8 @@ class MatMulBlock(Block):
         # eng head = bank * H + head index: a job reads the bank it was issued from; each b
         # memory is read one cycle ahead at the next step's word
         nx, st = eng.next, eng.state
-        blk_next, blk_now = (nx["nb"], st["kb"]) if op.transpose_b else (nx["kb"], st["nb"])
-        blk_sel_next = nx["kb"] if op.transpose_b else nx["nb"]  # blk_now's value in the next cycle
+        addr_key, sel_key = ("nb", "kb") if op.transpose_b else ("kb", "nb")
+        blk_next, blk_now = nx[addr_key], st[sel_key]
         nblk = NB if op.transpose_b else KB
         b_words = []
         for mem, wp in zip(b_mems, b_wps):
@@ -1058,7 +1056,7 @@ class Fork(wiring.Component):
         w = self.t.width * self.cols
         fifos = []
         for j in range(self.n):
-            f = RowFifo(width=w, depth=self.depth[j]) if self.depth[j] >= 2 else fifo.SyncFIFOBuffered(width=w, depth=self.depth[j])
+            f = RowFifo(width=w, depth=self.depth[j])
             m.submodules[f"fifo{j}"] = f
             fifos.append(f)
         all_rdy = Signal()

@@ -47,8 +47,13 @@ def _times(v, c: int):
     return out
 
 
+def _select_bits(values) -> int:
+    """Signed width of :func:`_const_select`'s value."""
+    return max(max(int(v).bit_length() for v in values) + 1, 2)
+
+
 def _const_select(m, values, idx, name):
-    w = max(max(int(v).bit_length() for v in values) + 1, 2)
+    w = _select_bits(values)
     out = Signal(signed(w), name=name)
     m.d.comb += out.eq(Array(Const(int(v), signed(w)) for v in values)[idx])
     return out
@@ -111,11 +116,11 @@ def _shift_parts(m, s, rounding, name):
     pos_c = Signal(range(0, max(smax, 0) + 1))
     m.d.comb += pos_c.eq(pos)
     half = (Const(1, 1) << pos_c) >> 1  # 0 when the shift is 0
-    if r is Rounding.RND:
+    if r in (Rounding.RND, Rounding.RND_CONV):
         half_r = _r(m, half, f"{name}_half")
+    if r is Rounding.RND:
         return pos_r, neg_r, lambda v: half_r
     if r is Rounding.RND_CONV:  # ties to even: half - 1, plus the kept part's lowest bit (nothing when pos == 0)
-        half_r = _r(m, half, f"{name}_half")
         less_r = _r(m, Mux(pos_c > 0, half - 1, 0), f"{name}_half1", half.shape())
         return pos_r, neg_r, lambda v: Mux((v >> pos_r)[0], half_r, less_r)
     return pos_r, neg_r, lambda v: Const(0, 1)
@@ -285,7 +290,7 @@ class SerialLayerNorm(_SerialRow):
 
     @property
     def _zg_stages(self):
-        return mul_stages(signed_bits(shape_of(self.op.norm_type)), max(int(v).bit_length() for v in self.op.gamma) + 1)
+        return mul_stages(signed_bits(shape_of(self.op.norm_type)), _select_bits(self.op.gamma))
 
     def elaborate(self, platform):
         m = Module()

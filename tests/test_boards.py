@@ -158,7 +158,8 @@ def test_icebreaker_bitstream(dense, tmp_path):
     assert rep["timing_met"] and rep["fmax_mhz"] >= rep["clock_mhz"] == 24.0
     assert rep["clock_source"] == "pll" and rep["pll"]["DIVF"] == 63 and rep["clock_chosen_by"] == "--clock"
     assert rep["uart"]["divisor"] == round(24e6 / 115200)
-    assert "SB_PLL40_PAD" in (Path(rep["build_dir"]) / "top.il").read_text()
+    top_il = (Path(rep["build_dir"]) / "top.il").read_text()
+    assert "SB_PLL40_PAD" in top_il and "attribute \\src" not in top_il  # no checkout paths in the netlist
     assert rep["resources"]["dsp"]["used"] == 2 and rep["resources"]["dsp"]["available"] == 8  # -dsp applied
     assert json.loads((tmp_path / "ice" / "report.json").read_text())["board"] == "icebreaker"
     assert "| DSP | 2 | 8 |" in (tmp_path / "ice" / "report.md").read_text()
@@ -169,9 +170,11 @@ def test_ulx3s_bitstream_through_cli(tmp_path, capsys):
     from fabformer.apps.cli import main
     gpath = op_graph("dense").save(tmp_path / "dense.graph.json")
     assert main(["build", str(gpath), "--board", "ulx3s-85f", "-o", str(tmp_path / "ecp5"),
-                 "--parallelism", "2", "--seed", "2", "--json"]) == 0
+                 "--parallelism", "2", "--seed", "2,5", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
+    # seed 2 meets the clock: seed 5 is never placed; the plan's script places with seed 2
     assert rep["nextpnr_seed"] == 2 and "--seed 2" in (Path(rep["build_dir"]) / "build_top.sh").read_text()
+    assert [(t["seed"], t["timing_met"]) for t in rep["nextpnr_seeds"]] == [(2, True)]
     # no --clock: the board's PLL target (100 MHz from the 25 MHz oscillator), met
     assert rep["bitstream"].endswith("ulx3s-85f.bit") and rep["fmax_mhz"] >= rep["clock_mhz"] == 100.0
     assert rep["clock_source"] == "pll" and rep["clock_chosen_by"] == "board target"
@@ -189,6 +192,11 @@ def test_ecp5_bare_part_moves_registers_into_dsps(tmp_path):
     assert rep["board"] == "part:LFE5U-12F" and rep["fmax_mhz"] >= 50 and rep["resources"]["dsp"]["used"] == 2
     assert rep["dsp_registers"] == {"dsp": 2, "inputs": 2, "outputs": 2, "ff_removed": 64}
     assert json.loads((tmp_path / "p" / "report.json").read_text())["dsp_registers"] == rep["dsp_registers"]
+    # the clock sits on the package's clock input; the netlist names no source file (the build
+    # does not depend on where fabformer is installed)
+    build_dir = next((tmp_path / "p" / "build").glob("try*"))
+    assert 'LOCATE COMP "clk" SITE "G2"' in (build_dir / "top.lpf").read_text()
+    assert "attribute \\src" not in (build_dir / "top.il").read_text()
 
 
 @needs_open_flow
@@ -462,3 +470,68 @@ def test_dsp_registers_absorbed_once(tmp_path):
     before = path.read_text()
     assert absorb_dsp_registers(path) == {"dsp": 1, "inputs": 0, "outputs": 0, "ff_removed": 0} != first
     assert path.read_text() == before
+
+
+def _fake_nextpnr(build_dir, fmax_by_seed, routes=lambda s: True):
+    """A stand-in for nextpnr in route_seeds: writes the files nextpnr writes, with ``fmax_by_seed``."""
+    def run(seed):
+        (build_dir / "top.tim").write_text(f"seed {seed}\n")
+        (build_dir / "top.report.json").write_text(json.dumps(
+            {"fmax": {"clk": {"achieved": fmax_by_seed[seed]}}, "utilization": {}}))
+        if not routes(seed):
+            return 1
+        (build_dir / "top.config").write_text(f"config of seed {seed}\n")
+        return 0
+    return run
+
+
+def test_route_seeds_stops_at_the_first_seed_that_meets_the_clock(tmp_path):
+    from fabformer.boards.flow import route_seeds
+    run = _fake_nextpnr(tmp_path, {4: 41.5, 7: 63.25, 9: 80.0})
+    chosen, tried = route_seeds(run, [4, 7, 9], tmp_path, "ecp5", clock_mhz=60)
+    assert chosen == 7 and [t["seed"] for t in tried] == [4, 7]  # seed 9 never placed
+    assert [t["timing_met"] for t in tried] == [False, True] and tried[0]["fmax_mhz"] == 41.5
+    assert (tmp_path / "top.config").read_text() == "config of seed 7\n"
+    assert (tmp_path / "seed4.top.config").read_text() == "config of seed 4\n"
+
+
+def test_route_seeds_keeps_the_fastest_when_none_meets_the_clock(tmp_path):
+    from fabformer.boards.flow import route_seeds
+    run = _fake_nextpnr(tmp_path, {1: 55.0, 2: 70.5, 3: 61.0}, )
+    chosen, tried = route_seeds(run, (1, 2, 3), tmp_path, "ecp5", clock_mhz=100)
+    assert chosen == 2 and len(tried) == 3 and not any(t["timing_met"] for t in tried)
+    # the packer reads nextpnr's own file names: they hold the fastest run's outputs again
+    assert (tmp_path / "top.config").read_text() == "config of seed 2\n"
+    assert json.loads((tmp_path / "top.report.json").read_text())["fmax"]["clk"]["achieved"] == 70.5
+    # a seed whose routing fails is never chosen, however fast its partial report
+    run = _fake_nextpnr(tmp_path, {1: 55.0, 2: 90.0}, routes=lambda s: s != 2)
+    chosen, tried = route_seeds(run, (1, 2), tmp_path, "ecp5", clock_mhz=80)
+    assert chosen == 1 and tried[1]["routed"] is False and (tmp_path / "top.config").read_text() == "config of seed 1\n"
+
+
+@pytest.mark.parametrize("bad", [[1, 1], [], [-1], "2", [1.5]])
+def test_seed_errors_are_named(bad):
+    from fabformer.boards.flow import check_seeds
+    with pytest.raises(FabformerError, match="nextpnr seed .*non-negative integer or a list of distinct ones"):
+        check_seeds(bad)
+
+
+def test_seed_option_parses_lists_and_ranges():
+    import argparse
+    from fabformer.apps.common import parse_seeds
+    assert parse_seeds("3") == 3 and parse_seeds("1,4,2") == [1, 4, 2] and parse_seeds("2-5") == [2, 3, 4, 5]
+    assert parse_seeds("1-2,7") == [1, 2, 7]
+    for bad in ("", "a", "3-1", "1,1", "1-2,2", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_seeds(bad)
+
+
+@needs_open_flow
+def test_seed_sweep_on_a_bare_part(tmp_path):
+    # a clock no seed meets: every seed is placed, the build fails naming the best of them, and each
+    # seed's own report stays in the build folder
+    with pytest.raises(FabformerError, match=r"reaches at most [\d.]+ MHz.*best of seeds 3, 1\) < 900 MHz"):
+        build(op_graph("dense"), "part:LFE5U-12F", tmp_path / "p", parallelism=2, clock_mhz=900, seed=[3, 1])
+    bdir = tmp_path / "p" / "build" / "try0"
+    fmax = {s: json.loads((bdir / f"seed{s}.top.report.json").read_text())["fmax"] for s in (3, 1)}
+    assert all(fmax.values())
