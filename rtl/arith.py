@@ -12,7 +12,7 @@ from amaranth.lib.memory import Memory
 
 from ..fixed import FixedType, Overflow, Rounding
 
-__all__ = ["shape_of", "requantize", "requantize_var", "shift_var", "shift_amount", "lookup", "lookup_sync", "leading_one", "unpack", "pack", "clip",
+__all__ = ["shape_of", "requantize", "requantize_var", "shift_split", "shift_var", "shift_amount", "lookup", "lookup_sync", "leading_one", "unpack", "pack", "clip",
            "stage", "mul_stages", "signed_bits", "dsp_mul", "saturate", "DSP_BITS", "KEEP_FF"]
 
 
@@ -96,14 +96,21 @@ def shift_amount(m, sel, shifts: dict, name: str = "sh"):
     return out
 
 
+def shift_split(m, s, right: str, left: str):
+    """A run-time signed shift ``s`` (right when positive) as two unsigned amounts: (``s`` when
+    positive else 0, ``-s`` when negative else 0), comb signals named ``right`` and ``left``."""
+    smin = s.shape().signed and -(1 << (s.shape().width - 1)) or 0
+    smax = (1 << (s.shape().width - (1 if s.shape().signed else 0))) - 1
+    pos = Signal(range(0, max(smax, 0) + 1), name=right)
+    neg = Signal(range(0, max(-smin, 0) + 1), name=left)
+    m.d.comb += [pos.eq(Mux(s > 0, s, 0)), neg.eq(Mux(s < 0, -s, 0))]
+    return pos, neg
+
+
 def shift_var(m, v, s, rounding: Rounding = Rounding.TRN, name: str = "shv"):
     """``v * 2**-s`` for a run-time signed shift ``s`` (a barrel shifter), with the
     rounding of :func:`fabformer.fixed.shift_round` when ``s > 0``."""
-    smin = s.shape().signed and -(1 << (s.shape().width - 1)) or 0
-    smax = (1 << (s.shape().width - (1 if s.shape().signed else 0))) - 1
-    pos = Signal(range(0, max(smax, 0) + 1), name=name + "_r")
-    neg = Signal(range(0, max(-smin, 0) + 1), name=name + "_l")
-    m.d.comb += [pos.eq(Mux(s > 0, s, 0)), neg.eq(Mux(s < 0, -s, 0))]
+    pos, neg = shift_split(m, s, name + "_r", name + "_l")
     if Rounding(rounding) is Rounding.RND:
         v = v + ((Const(1, 1) << pos) >> 1)
     elif Rounding(rounding) is Rounding.RND_CONV:  # ties to even (nothing added when pos == 0)

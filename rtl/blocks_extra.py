@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from .. import ir
 from .arith import pack, requantize, unpack
-from .blocks import Block, RowMap, Wire, row_shape
+from .blocks import Block, RowFifo, RowMap, Wire, row_shape
 from .generate import _reshape, block
 
 __all__ = ["MaxPoolBlock", "ConcatBlock", "InputSplit", "SPLIT_DELAY"]
@@ -143,7 +143,6 @@ class InputSplit(wiring.Component):
 
     def elaborate(self, platform):
         from amaranth.hdl import Cat
-        from amaranth.lib import fifo
         m = Module()
         total = sum(p[1] for p in self.parts)
         row = Signal(range(max(total, 2)))
@@ -151,7 +150,7 @@ class InputSplit(wiring.Component):
         start = 0
         readies = []
         for k, (_, rows, c, t) in enumerate(self.parts):
-            f = fifo.SyncFIFOBuffered(width=t.width * c, depth=rows + 2)
+            f = RowFifo(width=t.width * c, depth=rows + 2)
             m.submodules[f"fifo{k}"] = f
             here = Signal(name=f"here{k}")
             m.d.comb += here.eq((row >= start) & (row < start + rows))

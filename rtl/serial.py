@@ -31,7 +31,8 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, 
 from amaranth.lib.memory import Memory
 
 from .. import ir
-from .arith import clip, leading_one, mul_stages, signed_bits, overflow, pack, shape_of, shift_amount, shift_round, unpack
+from .arith import (KEEP_FF, clip, leading_one, mul_stages, signed_bits, overflow, pack, shape_of, shift_amount, shift_round,
+                    shift_split, unpack)
 from .arith import dsp_mul as _mul, stage as _r
 from .blocks import Block, _out_queue, row_shape
 
@@ -104,17 +105,11 @@ def _shift_parts(m, s, rounding, name):
     """The run-time shift ``s`` of :func:`~fabformer.rtl.arith.shift_var` decoded into
     registers: right shift, left shift and the rounding term (a function of the value shifted).
     The rounding term's parts that depend on the shift alone (half an output step, and that
-    less one) are registers too, so the stage that rounds is a bit select and one add."""
-    smin = s.shape().signed and -(1 << (s.shape().width - 1)) or 0
-    smax = (1 << (s.shape().width - (1 if s.shape().signed else 0))) - 1
-    pos = Mux(s > 0, s, 0)
-    neg = Mux(s < 0, -s, 0)
-    pos_r = _r(m, pos, f"{name}_r", range(0, max(smax, 0) + 1))
-    neg_r = _r(m, neg, f"{name}_l", range(0, max(-smin, 0) + 1))
+    less one) are registers too: rounding is a bit select and one add (:func:`_add_rounding`)."""
+    pos_c, neg_c = shift_split(m, s, f"{name}_rc", f"{name}_lc")
+    pos_r, neg_r = _r(m, pos_c, f"{name}_r"), _r(m, neg_c, f"{name}_l")
     from fabformer.fixed import Rounding
     r = Rounding(rounding)
-    pos_c = Signal(range(0, max(smax, 0) + 1))
-    m.d.comb += pos_c.eq(pos)
     half = (Const(1, 1) << pos_c) >> 1  # 0 when the shift is 0
     if r in (Rounding.RND, Rounding.RND_CONV):
         half_r = _r(m, half, f"{name}_half")
@@ -124,6 +119,27 @@ def _shift_parts(m, s, rounding, name):
         less_r = _r(m, Mux(pos_c > 0, half - 1, 0), f"{name}_half1", half.shape())
         return pos_r, neg_r, lambda v: Mux((v >> pos_r)[0], half_r, less_r)
     return pos_r, neg_r, lambda v: Const(0, 1)
+
+
+def round_stages(rounding) -> int:
+    """Cycles of :func:`_add_rounding`: ties to even picks its term from a bit the run-time shift
+    selects (a multiplexer tree), in a stage before the add's carry chain; the others add at once."""
+    from fabformer.fixed import Rounding
+    return 2 if Rounding(rounding) is Rounding.RND_CONV else 1
+
+
+def _add_rounding(m, v, rnd, rounding, carried, name):
+    """``v + rnd(v)`` registered in :func:`round_stages` cycles (``rnd``: :func:`_shift_parts`'
+    rounding term); ``carried`` (values that travel beside ``v``) delayed as many cycles.
+    Returns (the sum, the carried values)."""
+    if round_stages(rounding) == 2:
+        inc = _r(m, rnd(v), f"{name}_inc")
+        v = _r(m, v, f"{name}_p")
+        carried = [_r(m, c, f"{name}_c{k}") for k, c in enumerate(carried)]
+        out = _r(m, v + inc, f"{name}_v")
+    else:
+        out = _r(m, v + rnd(v), f"{name}_v")
+    return out, [_r(m, c, f"{name}_d{k}") for k, c in enumerate(carried)]
 
 
 class _SerialRow(Block):
@@ -186,14 +202,19 @@ class _SerialRow(Block):
         reserved = Signal(range(rows_q + 1), name="reserved")
         gap_cnt = Signal(range(max(gap, 2)), name="gap_cnt")
         admit = Signal(name="admit")
-        m.d.comb += self.i.ready.eq((reserved != rows_q) & (gap_cnt == 0))
-        m.d.comb += admit.eq(self.i.valid & self.i.ready)
-        m.d.sync += reserved.eq(reserved + admit - (self.o.valid & self.o.ready))
-        if gap > 1:
-            with m.If(admit):
-                m.d.sync += gap_cnt.eq(gap - 1)
-            with m.Elif(gap_cnt != 0):
-                m.d.sync += gap_cnt.eq(gap_cnt - 1)
+        # ready is a register, loaded with its own function of the next reserved count and gap
+        # (the same value every cycle as ready computed from them): the producer's handshake,
+        # which enables its row-wide registers, starts at a flip-flop; a kept copy of it admits
+        # the row here (the two are placed each beside its own users)
+        ready_r = Signal(init=1, name="ready_r")
+        ready_l = Signal(init=1, name="ready_l", attrs={KEEP_FF: 1})
+        reserved_next = Signal.like(reserved, name="reserved_next")
+        gap_next = Signal.like(gap_cnt, name="gap_next")
+        m.d.comb += [self.i.ready.eq(ready_r), admit.eq(self.i.valid & ready_l),
+                     reserved_next.eq(reserved + admit - (self.o.valid & self.o.ready)),
+                     gap_next.eq(Mux(admit, gap - 1, Mux(gap_cnt != 0, gap_cnt - 1, 0)) if gap > 1 else 0)]
+        ready_next = (reserved_next != rows_q) & (gap_next == 0)
+        m.d.sync += [reserved.eq(reserved_next), gap_cnt.eq(gap_next), ready_r.eq(ready_next), ready_l.eq(ready_next)]
         pulses = [admit]
 
         def pulse(k):
@@ -249,10 +270,10 @@ def _scalar(m, pl, pulse, value, width, norm, n_shape, table, others: dict, name
     c3 = _r(m, c2, f"{name}_v3")
     # the shift (right when positive, left when negative; the value is non-negative, so a right
     # shift by a + b is one by a then one by b) in two registered stages
-    w = nsh.shape().width
-    pos, neg = Signal(w, name=f"{name}_r3"), Signal(w, name=f"{name}_l3")
-    m.d.comb += [pos.eq(Mux(nsh > 0, nsh, 0)), neg.eq(Mux(nsh < 0, -nsh, 0))]
-    coarse = (lambda v: Cat(Const(0, 3), v[3:])) if w > 3 else (lambda v: Const(0, 1))
+    pos, neg = shift_split(m, nsh, f"{name}_r3", f"{name}_l3")
+
+    def coarse(v):
+        return Cat(Const(0, 3), v[3:]) if len(v) > 3 else Const(0, 1)
     c4 = _r(m, (c3 >> coarse(pos)) << coarse(neg), f"{name}_v4")
     pos4, neg4 = _r(m, pos[:3], f"{name}_r4"), _r(m, neg[:3], f"{name}_l4")
     n = _r(m, (c4 >> pos4) << neg4, f"{name}_n", n_shape)
@@ -269,7 +290,7 @@ def _scalar(m, pl, pulse, value, width, norm, n_shape, table, others: dict, name
 class SerialLayerNorm(_SerialRow):
     """Golden ``layernorm`` with 3 multipliers: row sum tree; A: ``d = N*x - S`` and
     ``d*d`` registered into the variance sum; P: inverse square root; B: ``z = rq(d*t)``,
-    ``y = rq(z*gamma + beta)`` in 7 registered stages.  II ``row_ii`` cycles per row."""
+    ``y = rq(z*gamma + beta)``, every stage registered (``B`` cycles).  II ``row_ii`` cycles per row."""
 
     kind = "layernorm"
     multipliers = 3
@@ -281,8 +302,8 @@ class SerialLayerNorm(_SerialRow):
         return 1 + mul_stages(w, w)
 
     @property
-    def B(self):  # operands; d*t; rounding; shift; saturate z; z*gamma; + beta, rounding
-        return 5 + self._dt_stages + self._zg_stages
+    def B(self):  # operands; d*t; rounding (round_stages); shift; saturate z; z*gamma; + beta, rounding
+        return 4 + round_stages(self.op.norm_type.rounding) + self._dt_stages + self._zg_stages
 
     @property
     def _dt_stages(self):
@@ -339,8 +360,7 @@ class SerialLayerNorm(_SerialRow):
             zsh1, g1, be1 = _r(m, zsh1, f"b1_zsh_{k}"), _r(m, g1, f"b1_g_{k}"), _r(m, be1, f"b1_b_{k}")
         pos2, neg2, rnd = _shift_parts(m, zsh1, nt.rounding, "b2_zsh")
         g2, be2 = _r(m, g1, "b2_g"), _r(m, be1, "b2_b")
-        v3 = _r(m, prod2 + rnd(prod2), "b3_v")
-        pos3, neg3, g3, be3 = _r(m, pos2, "b3_r"), _r(m, neg2, "b3_l"), _r(m, g2, "b3_g"), _r(m, be2, "b3_b")
+        v3, (pos3, neg3, g3, be3) = _add_rounding(m, prod2, rnd, nt.rounding, [pos2, neg2, g2, be2], "b3")
         sh4 = _r(m, (v3 >> pos3) << neg3, "b4_v")
         g4, be4 = _r(m, g3, "b4_g"), _r(m, be3, "b4_b")
         z5 = _r(m, overflow(sh4, nt), "b5_z", shape_of(nt))
@@ -360,7 +380,7 @@ class SerialLayerNorm(_SerialRow):
 class SerialSoftmax(_SerialRow):
     """Golden ``softmax`` with one exponent table and one multiplier: row maximum tree; A:
     ``max - x``, the table index and the exponent (a synchronous table, then a register) into the
-    row sum; P: reciprocal; B: ``y = rq(e*r)`` in 4 registered stages.  II ``row_ii`` cycles
+    row sum; P: reciprocal; B: ``y = rq(e*r)``, every stage registered (``B`` cycles).  II ``row_ii`` cycles
     per row."""
 
     kind = "softmax"
@@ -369,8 +389,8 @@ class SerialSoftmax(_SerialRow):
     DELAYED = 4  # B reuses the exponent
 
     @property
-    def B(self):  # operands; e*r (arith.dsp_mul); rounding; shift
-        return 3 + self._er_stages
+    def B(self):  # operands; e*r (arith.dsp_mul); rounding (round_stages); shift
+        return 2 + round_stages(self.out_spec[0].rounding) + self._er_stages
 
     @property
     def _er_stages(self):
@@ -405,8 +425,7 @@ class SerialSoftmax(_SerialRow):
         for k in range(self._er_stages - 1):  # the product's further stages: the shift waits
             osh1 = _r(m, osh1, f"b1_osh_{k}")
         pos2, neg2, rnd = _shift_parts(m, osh1, out_t.rounding, "b2_osh")
-        v3 = _r(m, prod2 + rnd(prod2), "b3_v")
-        pos3, neg3 = _r(m, pos2, "b3_r"), _r(m, neg2, "b3_l")
+        v3, (pos3, neg3) = _add_rounding(m, prod2, rnd, out_t.rounding, [pos2, neg2], "b3")
         sh4 = _r(m, (v3 >> pos3) << neg3, "b4_v")
         y = Signal(shape_of(out_t), name="y")
         m.d.comb += y.eq(overflow(sh4, out_t))
