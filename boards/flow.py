@@ -228,7 +228,10 @@ def over_budget(used: dict, available: dict) -> list[str]:
 # nextpnr's router per family.  ECP5: router2.  The whole digits model (28k flip-flops, 73-145
 # DSPs) never finished with router1 (115k-162k of ~210k arcs still overused after 13-35 minutes);
 # router2 routed the same placed netlist in 144 s (bench/README.md, "Fmax").
-ROUTER = {"ecp5": "router2"}
+# ECP5 also routes with --tmg-ripup (router2 rips up and reroutes nets on failing paths): on the
+# same placed digits netlist (124 multipliers, 78.57 MHz) seed 1 routed 71.42 -> 79.98 MHz and seed 2
+# 76.30 -> 79.53 MHz with it (bench/README.md, session 8).
+ROUTER = {"ecp5": "router2 --tmg-ripup"}
 
 
 def router_opts(family: str) -> str:
