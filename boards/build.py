@@ -394,7 +394,7 @@ def _finish(out, target, d, clock, r, attempts, baud, bdir, seed):
            "resources": _resources(r["nextpnr"] or r["yosys"], target.available),
            "parallelism": getattr(d, "parallelism", None), "multipliers": d.multipliers, "macs": d.macs,
            **_timing(d, clock_mhz, max(4, round(clock_mhz * 1e6 / baud)), baud),
-           "dsp_registers": r.get("dsp_registers"), "nextpnr_seed": r["seed"],
+           "dsp_registers": r.get("dsp_registers"), "nextpnr_seed": r.get("seed", seed[0]),
            "nextpnr_seeds": r.get("seeds_tried"),
            "attempts": attempts, "build_dir": str(bdir)}
     _write_report(out, rep)
