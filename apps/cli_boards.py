@@ -22,8 +22,8 @@ def register(sub) -> None:
     b.add_argument("--parallelism", help=PARALLELISM_HELP + "; default: fitted to the device")
     b.add_argument("--baud", type=int, default=115200)
     b.add_argument("--seed", type=parse_seeds, default=1, metavar="SEED[,SEED...]",
-                   help="nextpnr's placement seed (open flow; the routed Fmax varies with it, by 20 MHz on a full "
-                        "device); several (1,2,3 or 1-4): each try places with them in turn until one meets the clock")
+                   help="nextpnr's placement seed (open flow; the routed Fmax varies with it: one digits "
+                        "netlist on the ULX3S-85F routed at 56.97 MHz with seed 2 and 79.81 MHz with seed 1); several (1,2,3 or 1-4): each try places with them in turn until one meets the clock")
     b.add_argument("--arch", choices=["auto", "dataflow", "compact"], default="auto",
                    help="RTL architecture (default auto: dataflow when it fits the device, else compact)")
     b.add_argument("--listing", action="store_true", help="print the program listing (compact architecture)")

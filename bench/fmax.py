@@ -125,6 +125,7 @@ def main(argv=None) -> int:
     from fabformer import ir
     from fabformer.apps import testing
     from fabformer.apps.common import parse_seeds
+    from fabformer.boards.flow import check_seeds
     from fabformer.rtl import generate
     jobs = []
     for spec in a.op:
@@ -149,8 +150,7 @@ def main(argv=None) -> int:
             part = "part:iCE40HX8K" if a.family == "ice40-hx8k" else "part:iCE40UP5K"
             r = measure_in_shell(g, d, part, wd or Path(tempfile.mkdtemp()) / "b", 12.0)
         else:
-            seeds = parse_seeds(a.seed)
-            seeds = [seeds] if isinstance(seeds, int) else seeds
+            seeds = check_seeds(parse_seeds(a.seed))
             runs = [measure(d, a.family, wd if len(seeds) == 1 or wd is None else wd / f"seed{s}", seed=s,
                             pnr=not a.no_pnr) for s in seeds]
             r = runs[0]

@@ -469,8 +469,7 @@ def _seed_words(rep: dict) -> str:
     seeds = rep.get("nextpnr_seeds") or []
     if len(seeds) < 2:
         return f", placement seed {rep['nextpnr_seed']}" if rep.get("nextpnr_seed") is not None else ""
-    return f", placement seed {rep['nextpnr_seed']} (tried: " + ", ".join(
-        f"{t['seed']}: " + (f"{t['fmax_mhz']} MHz" if t["fmax_mhz"] is not None else "not routed") for t in seeds) + ")"
+    return f", placement seed {rep['nextpnr_seed']} (tried: {flow.seed_summary(seeds)})"
 
 
 def _clock_words(rep: dict) -> str:

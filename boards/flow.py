@@ -228,10 +228,11 @@ def over_budget(used: dict, available: dict) -> list[str]:
 # nextpnr's router per family.  ECP5: router2.  The whole digits model (28k flip-flops, 73-145
 # DSPs) never finished with router1 (115k-162k of ~210k arcs still overused after 13-35 minutes);
 # router2 routed the same placed netlist in 144 s (bench/README.md, "Fmax").
-# ECP5 also routes with --tmg-ripup (router2 rips up and reroutes nets on failing paths): on the
-# same placed digits netlist (124 multipliers, 78.57 MHz) seed 1 routed 71.42 -> 79.98 MHz and seed 2
-# 76.30 -> 79.53 MHz with it (bench/README.md, session 8).
-ROUTER = {"ecp5": "router2 --tmg-ripup"}
+# --tmg-ripup (router2 rips up nets on failing paths) is not used: on the placed digits netlist
+# (124 multipliers, 78.57 MHz) it routed seed 1 at 79.98 instead of 71.42 MHz and seed 2 at 79.53
+# instead of 76.30 MHz, but a small design against a clock it cannot meet did not finish within
+# minutes (bench/README.md, session 8).
+ROUTER = {"ecp5": "router2"}
 
 
 def router_opts(family: str) -> str:
@@ -293,10 +294,8 @@ def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed=1) -> 
         chosen, tried = route_seeds(run, seed, build_dir, platform.family, clock_mhz)
         sh = build_dir / "build_top.sh"  # the plan's own script places with the chosen seed
         sh.write_text(_SEED_OPTION.sub(f"--seed {chosen}", sh.read_text()))
-        ok = any(t["routed"] for t in tried)
-        for c in cmds[1:]:
-            if ok and _stage_of(c) != "place and route" and _run(["sh", "-c", c], build_dir, env, log, _stage_of(c)) != 0:
-                ok = False
+        ok = any(t["routed"] for t in tried) and all(
+            _run(["sh", "-c", c], build_dir, env, log, _stage_of(c)) == 0 for c in cmds[1:] if c is not pnr)
         times["place_route_pack"] = round(time.time() - t0 - sum(times.values()), 1)
     res = _collect(build_dir, platform.family, ok and not skipped, f"top.{ext}")
     if ok and not skipped:
@@ -362,6 +361,10 @@ def check_seeds(seed) -> tuple[int, ...]:
     return seeds
 
 
+def seed_summary(tried: list[dict]) -> str:
+    """``"1: 71.42 MHz, 2: not routed"``: :func:`route_seeds`' records in words."""
+    return ", ".join(f"{t['seed']}: " + (f"{t['fmax_mhz']} MHz" if t["routed"] and t["fmax_mhz"] is not None
+                                         else "not routed") for t in tried)
 
 
 def route_seeds(run, seeds, build_dir: Path, family: str, clock_mhz: float) -> tuple[int, list[dict]]:
@@ -377,10 +380,9 @@ def route_seeds(run, seeds, build_dir: Path, family: str, clock_mhz: float) -> t
     tried = []
     for k, s in enumerate(seeds):
         if len(seeds) > 1 and _progress_hook is not None:
-            before = "; ".join(f"seed {t['seed']}: " + (f"{t['fmax_mhz']} MHz" if t["fmax_mhz"] else "not routed")
-                               for t in tried)
             _progress_hook("note", f"place and route with seed {s} ({k + 1} of {len(seeds)}"
-                           + (f"; {before} < {clock_mhz:g} MHz)" if before else ")"), True, build_dir)
+                           + (f"; below {clock_mhz:g} MHz so far: {seed_summary(tried)})" if tried else ")"),
+                           True, build_dir)
         for name in outputs:
             (build_dir / name).unlink(missing_ok=True)
         code = run(s)
