@@ -395,7 +395,7 @@ def _finish(out, target, d, clock, r, attempts, baud, bdir, seed):
            "parallelism": getattr(d, "parallelism", None), "multipliers": d.multipliers, "macs": d.macs,
            **_timing(d, clock_mhz, max(4, round(clock_mhz * 1e6 / baud)), baud),
            "dsp_registers": r.get("dsp_registers"), "nextpnr_seed": r.get("seed", seed[0]),
-           "nextpnr_seeds": r.get("seeds_tried"),
+           "nextpnr_tmg_ripup": bool(r.get("tmg_ripup")), "nextpnr_seeds": r.get("seeds_tried"),
            "attempts": attempts, "build_dir": str(bdir)}
     _write_report(out, rep)
     return rep
@@ -467,9 +467,10 @@ def report_markdown(rep: dict) -> str:
 
 def _seed_words(rep: dict) -> str:
     seeds = rep.get("nextpnr_seeds") or []
-    if len(seeds) < 2:
-        return f", placement seed {rep['nextpnr_seed']}" if rep.get("nextpnr_seed") is not None else ""
-    return f", placement seed {rep['nextpnr_seed']} (tried: {flow.seed_summary(seeds)})"
+    if rep.get("nextpnr_seed") is None:
+        return ""
+    words = f", placement seed {rep['nextpnr_seed']}" + (" routed with --tmg-ripup" if rep.get("nextpnr_tmg_ripup") else "")
+    return words + (f" (tried: {flow.seed_summary(seeds)})" if len(seeds) > 1 else "")
 
 
 def _clock_words(rep: dict) -> str:

@@ -472,15 +472,18 @@ def test_dsp_registers_absorbed_once(tmp_path):
     assert path.read_text() == before
 
 
-def _fake_nextpnr(build_dir, fmax_by_seed, routes=lambda s: True):
-    """A stand-in for nextpnr in route_seeds: writes the files nextpnr writes, with ``fmax_by_seed``."""
-    def run(seed):
+def _fake_nextpnr(build_dir, fmax_by_seed, routes=lambda s: True, ripup_fmax=None, calls=None):
+    """A stand-in for nextpnr in route_seeds: writes the files nextpnr writes, with ``fmax_by_seed``
+    (``ripup_fmax`` for a run with --tmg-ripup); ``calls`` collects (seed, ripup)."""
+    def run(seed, ripup=False):
+        if calls is not None:
+            calls.append((seed, ripup))
         (build_dir / "top.tim").write_text(f"seed {seed}\n")
         (build_dir / "top.report.json").write_text(json.dumps(
-            {"fmax": {"clk": {"achieved": fmax_by_seed[seed]}}, "utilization": {}}))
+            {"fmax": {"clk": {"achieved": (ripup_fmax if ripup else fmax_by_seed)[seed]}}, "utilization": {}}))
         if not routes(seed):
             return 1
-        (build_dir / "top.config").write_text(f"config of seed {seed}\n")
+        (build_dir / "top.config").write_text(f"config of seed {seed}{' ripup' if ripup else ''}\n")
         return 0
     return run
 
@@ -489,7 +492,7 @@ def test_route_seeds_stops_at_the_first_seed_that_meets_the_clock(tmp_path):
     from fabformer.boards.flow import route_seeds
     run = _fake_nextpnr(tmp_path, {4: 41.5, 7: 63.25, 9: 80.0})
     chosen, tried = route_seeds(run, [4, 7, 9], tmp_path, "ecp5", clock_mhz=60)
-    assert chosen == 7 and [t["seed"] for t in tried] == [4, 7]  # seed 9 never placed
+    assert chosen["seed"] == 7 and [t["seed"] for t in tried] == [4, 7]  # seed 9 never placed
     assert [t["timing_met"] for t in tried] == [False, True] and tried[0]["fmax_mhz"] == 41.5
     assert (tmp_path / "top.config").read_text() == "config of seed 7\n"
     assert (tmp_path / "seed4.top.config").read_text() == "config of seed 4\n"
@@ -499,14 +502,38 @@ def test_route_seeds_keeps_the_fastest_when_none_meets_the_clock(tmp_path):
     from fabformer.boards.flow import route_seeds
     run = _fake_nextpnr(tmp_path, {1: 55.0, 2: 70.5, 3: 61.0}, )
     chosen, tried = route_seeds(run, (1, 2, 3), tmp_path, "ecp5", clock_mhz=100)
-    assert chosen == 2 and len(tried) == 3 and not any(t["timing_met"] for t in tried)
+    assert chosen["seed"] == 2 and len(tried) == 3  # 70.5 MHz is too far below 100 for a --tmg-ripup run and not any(t["timing_met"] for t in tried)
     # the packer reads nextpnr's own file names: they hold the fastest run's outputs again
     assert (tmp_path / "top.config").read_text() == "config of seed 2\n"
     assert json.loads((tmp_path / "top.report.json").read_text())["fmax"]["clk"]["achieved"] == 70.5
     # a seed whose routing fails is never chosen, however fast its partial report
     run = _fake_nextpnr(tmp_path, {1: 55.0, 2: 90.0}, routes=lambda s: s != 2)
     chosen, tried = route_seeds(run, (1, 2), tmp_path, "ecp5", clock_mhz=80)
-    assert chosen == 1 and tried[1]["routed"] is False and (tmp_path / "top.config").read_text() == "config of seed 1\n"
+    assert chosen["seed"] == 1 and tried[1]["routed"] is False and (tmp_path / "top.config").read_text() == "config of seed 1\n"
+
+
+def test_route_seeds_reroutes_a_near_miss_with_tmg_ripup(tmp_path):
+    from fabformer.boards.flow import route_seeds, seed_summary
+    calls = []
+    run = _fake_nextpnr(tmp_path, {1: 71.42, 2: 76.3}, ripup_fmax={2: 79.53}, calls=calls)
+    chosen, tried = route_seeds(run, (1, 2), tmp_path, "ecp5", clock_mhz=78.57)
+    assert calls == [(1, False), (2, False), (2, True)]  # the fastest seed, once more with --tmg-ripup
+    assert chosen == tried[-1] and chosen["tmg_ripup"] and chosen["timing_met"]
+    assert (tmp_path / "top.config").read_text() == "config of seed 2 ripup\n"
+    assert (tmp_path / "seed2.top.config").read_text() == "config of seed 2\n"
+    assert seed_summary(tried) == "1: 71.42 MHz, 2: 76.3 MHz, 2 with --tmg-ripup: 79.53 MHz"
+    # a re-route that comes out slower is not chosen: the faster plain run is packed again
+    calls.clear()
+    run = _fake_nextpnr(tmp_path, {3: 75.0}, ripup_fmax={3: 74.0}, calls=calls)
+    chosen, tried = route_seeds(run, 3, tmp_path, "ecp5", clock_mhz=78.57)
+    assert calls == [(3, False), (3, True)] and not chosen["tmg_ripup"] and chosen["fmax_mhz"] == 75.0
+    assert (tmp_path / "top.config").read_text() == "config of seed 3\n"
+    # far from the clock, on iCE40, or when asked not to: no second run
+    for seeds, family, clock, ripup in (((3,), "ecp5", 90.0, True), ((3,), "ice40", 78.57, True),
+                                        ((3,), "ecp5", 78.57, False)):
+        calls.clear()
+        route_seeds(run, seeds, tmp_path, family, clock_mhz=clock, ripup=ripup)
+        assert calls == [(3, False)], (family, clock, ripup)
 
 
 @pytest.mark.parametrize("bad", [[1, 1], [], [-1], "2", [1.5]])
