@@ -4,7 +4,8 @@ example is absent) for every open-flow board, plus the Arty plans.
     .venv/bin/python bench/boards.py [-o out/bench_boards] [--boards ulx3s-85f icebreaker ...]
 
 Prints one JSON line per board (resources, Fmax vs clock, latency, throughput, build
-seconds) and writes them to OUT/results.json; the numbers go into bench/README.md.
+seconds) and writes them to OUT/results.json; the numbers go into bench/README.md.  While a
+board builds, its steps and the tools' phases (as ``fabformer build`` shows them) go to stderr.
 """
 import argparse
 import json
@@ -57,6 +58,7 @@ def main():
     args = ap.parse_args()
     par = args.parallelism
     par = None if par is None else json.loads(par) if par.strip().startswith("{") else int(par)
+    from fabformer.apps.console import Console, using
     from fabformer.boards.build import build
     out = prepare_dir(args.output)
     g, source = example_graph()
@@ -65,7 +67,8 @@ def main():
     for b in args.boards:
         t = time.time()
         try:
-            rep = build(g, b, out / b, parallelism=par, clock_mhz=args.clock, seed=args.seed)
+            with using(Console()) as con, con.step(f"build {b}"):  # progress on stderr
+                rep = build(g, b, out / b, parallelism=par, clock_mhz=args.clock, seed=args.seed)
             row = {k: rep.get(k) for k in ("board", "bitstream", "fmax_mhz", "clock_mhz", "clock_source", "pll",
                                            "clock_chosen_by", "resources",
                                            "multipliers", "parallelism", "latency_cycles", "latency_ns",
