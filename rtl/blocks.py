@@ -429,8 +429,16 @@ class MacEngine(Elaboratable):
         self.multipliers = mults
         # stage 2: products; then the adder tree, registered every two levels
         tags = [v1, first1, lastk1, last1, nb1, gfirst1]
-        for suffix in ("f", "d", "p", "2"):  # operand copies (two), products, product copies
+        # the tags travel beside the data: operand copies (two), products, product copies, then
+        # one stage per adder-tree stage; their last stage is one kept copy per lane, so each
+        # lane's accumulator multiplexers and enables have their own (a 124-multiplier build
+        # routed at 76.73 MHz on the head's one 'first' register -> its accumulators' select, 5.8 ns)
+        suffixes = ["f", "d", "p", "2", *[str(3 + s) for s in range(tree_stages(pk))]]
+        for suffix in suffixes[:-1]:
             tags = [reg(t, f"{t.name[:-1]}{suffix}") for t in tags]
+        used = [True, True, NB > 1 or self.chain > 1, True, NB > 1 or self.chain > 1, self.chain > 1]  # v first lk last nb gfirst
+        lanes = [[stage(m, t, f"{t.name[:-1]}{suffixes[-1]}_{i}", keep=True) if u else None
+                  for t, u in zip(tags, used)] for i in range(pn)]
         level = [[reg(t, f"prod{i}_{j}", signed(aw), data=True) for j, t in enumerate(terms)] for i, terms in enumerate(prods)]
         for s in range(tree_stages(pk)):
             nxt_level = []
@@ -440,14 +448,13 @@ class MacEngine(Elaboratable):
                         terms = [a + b for a, b in zip(terms[0::2], terms[1::2])] + ([terms[-1]] if len(terms) % 2 else [])
                 nxt_level.append([reg(t, f"tree{s}_{i}_{j}", signed(aw), data=True) for j, t in enumerate(terms)])
             level = nxt_level
-            tags = [reg(t, f"{t.name[:-1]}{3 + s}") for t in tags]
-        v, first, lk, lst, nbt, gfirst = tags
         # accumulator stage
         acc = [Signal(signed(aw), name=f"acc{i}") for i in range(pn)]
         res = [Signal(signed(aw), name=f"res{n}") for n in range(self.n)]
         outw = [Signal(signed(aw), name=f"sum{n}") for n in range(self.n)]
         q = []
         for i in range(pn):
+            v, first, lk, lst, nbt, gfirst = lanes[i]
             partial = level[i][0] if level[i] else Const(0, signed(aw))
             if self.bias is not None:
                 bvals = [int(self.bias(b, i)) for b in range(NB)]
@@ -469,9 +476,11 @@ class MacEngine(Elaboratable):
                                 with m.Case(b):
                                     m.d.sync += res[b * pn + i].eq(new)
         sum_valid = Signal(name="sum_valid")
-        m.d.sync += sum_valid.eq(v & lst)
-        with m.If(v & lst):
-            m.d.sync += [o.eq(x) for o, x in zip(outw, [*res[:(NB - 1) * pn], *q])]
+        m.d.sync += sum_valid.eq(lanes[0][0] & lanes[0][3])
+        for n, (o, x) in enumerate(zip(outw, [*res[:(NB - 1) * pn], *q])):
+            v, lst = lanes[n % pn][0], lanes[n % pn][3]  # the lane that computes this output column
+            with m.If(v & lst):
+                m.d.sync += o.eq(x)
         if self.scale_stages:
             sums = [dsp_mul(m, s, Const(int(self.scale)), f"scaled{j}") for j, s in enumerate(outw)]
             for k in range(self.scale_stages):
