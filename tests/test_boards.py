@@ -536,6 +536,16 @@ def test_route_seeds_reroutes_a_near_miss_with_tmg_ripup(tmp_path):
         assert calls == [(3, False)], (family, clock, ripup)
 
 
+def test_report_says_the_seed_and_a_tmg_ripup_route():
+    from fabformer.boards.build import _seed_words
+    tried = [{"seed": 1, "routed": True, "fmax_mhz": 71.42, "timing_met": False, "tmg_ripup": False},
+             {"seed": 1, "routed": True, "fmax_mhz": 79.98, "timing_met": True, "tmg_ripup": True}]
+    words = _seed_words({"nextpnr_seed": 1, "nextpnr_tmg_ripup": True, "nextpnr_seeds": tried})
+    assert words == ", placement seed 1 routed with --tmg-ripup (tried: 1: 71.42 MHz, 1 with --tmg-ripup: 79.98 MHz)"
+    assert _seed_words({"nextpnr_seed": 3, "nextpnr_seeds": tried[:1]}) == ", placement seed 3"
+    assert _seed_words({"nextpnr_seed": None}) == ""
+
+
 @pytest.mark.parametrize("bad", [[1, 1], [], [-1], "2", [1.5]])
 def test_seed_errors_are_named(bad):
     from fabformer.boards.flow import check_seeds
