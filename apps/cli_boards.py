@@ -24,6 +24,9 @@ def register(sub) -> None:
     b.add_argument("--seed", type=parse_seeds, default=1, metavar="SEED[,SEED...]",
                    help="nextpnr's placement seed (open flow; the routed Fmax varies with it: one digits "
                         "netlist on the ULX3S-85F routed at 56.97 MHz with seed 2 and 79.81 MHz with seed 1); several (1,2,3 or 1-4): each try places with them in turn until one meets the clock")
+    b.add_argument("--pnr-minutes", type=float, metavar="MIN",
+                   help="time limit of one place and route (open flow; default none): a run stopped there counts "
+                        "as not routed and the next seed is tried (one digits seed's router did not converge in 26 min)")
     b.add_argument("--arch", choices=["auto", "dataflow", "compact"], default="auto",
                    help="RTL architecture (default auto: dataflow when it fits the device, else compact)")
     b.add_argument("--listing", action="store_true", help="print the program listing (compact architecture)")
@@ -44,7 +47,8 @@ def cmd_build(args) -> int:
     g = load(args.graph)
     with current().step(f"build for {args.board}: synthesis, place and route"):
         rep = build_arch(g, args.board, args.output, arch=args.arch, clock_mhz=args.clock,
-                         parallelism=parse_parallelism(args.parallelism), baud=args.baud, seed=args.seed)
+                         parallelism=parse_parallelism(args.parallelism), baud=args.baud, seed=args.seed,
+                         pnr_minutes=args.pnr_minutes)
     text = (rep.get("arch_note", "") + "\n" if rep.get("arch_note") else "") + _text(rep)
     if args.listing and rep.get("listing"):
         text += "\n" + Path(rep["listing"]).read_text().rstrip()

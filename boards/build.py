@@ -165,11 +165,14 @@ def _over(used: dict, available: dict) -> list[str]:
 
 
 def build(graph, board: str, out, *, clock_mhz: float | None = None, parallelism=None, baud: int = DEFAULT_BAUD,
-          design=None, max_tries: int = 4, seed=1) -> dict:
+          design=None, max_tries: int = 4, seed=1, pnr_minutes: float | None = None) -> dict:
     """Build ``graph`` (or a ready ``design``) for ``board`` into folder ``out``; return the report dict.
     ``seed``: nextpnr's placement seed, or a sequence of seeds that each try places with in turn
-    until one meets the clock (the report's ``nextpnr_seeds`` lists them with their Fmax)."""
+    until one meets the clock (the report's ``nextpnr_seeds`` lists them with their Fmax).
+    ``pnr_minutes``: the time limit of one place and route (open flow; default none): a run
+    stopped there counts as not routed and the next seed is tried."""
     seeds = flow.check_seeds(seed)
+    pnr_minutes = flow.check_pnr_minutes(pnr_minutes)
     target = get_target(board, clock_mhz)
     clock = _clock_plan(target, board, clock_mhz)
     clock_mhz = clock["mhz"]
@@ -189,7 +192,7 @@ def build(graph, board: str, out, *, clock_mhz: float | None = None, parallelism
         candidates = cands if len(cands) <= max_tries else cands[:max_tries - 1] + cands[-1:]
     divisor = max(4, round(clock_mhz * 1e6 / baud))
     if target.open_flow:
-        return _open_flow(graph, target, out, clock, candidates, design, baud, seeds)
+        return _open_flow(graph, target, out, clock, candidates, design, baud, seeds, pnr_minutes)
     return _vivado(graph, target, out, clock_mhz, candidates, design, divisor, baud)
 
 
@@ -241,7 +244,7 @@ def _design(graph, par):
     return generate(graph, parallelism=par)
 
 
-def _open_flow(graph, target, out, clock, candidates, design, baud, seed):
+def _open_flow(graph, target, out, clock, candidates, design, baud, seed, pnr_minutes=None):
     """Try the candidates in order: a synthesis too big for the device skips place and route,
     a routed design below the clock moves on to the next (smaller) candidate, except that with
     a clock of the board's choosing it is first built again at a clock chosen from its Fmax."""
@@ -264,7 +267,7 @@ def _open_flow(graph, target, out, clock, candidates, design, baud, seed):
             continue
         for again in range(2):
             bdir = out / "build" / (f"try{i}" if again == 0 else f"try{i}_at_{clock['mhz']:.2f}mhz")
-            r, attempt = _try(target, d, par, clock, bdir, baud, seed)
+            r, attempt = _try(target, d, par, clock, bdir, baud, seed, pnr_minutes)
             attempts.append(attempt)
             used = r["nextpnr"] or r["yosys"] or r.get("estimate") or {}
             if used.get("dsp") is not None and r.get("yosys"):
@@ -288,14 +291,15 @@ def _open_flow(graph, target, out, clock, candidates, design, baud, seed):
     _fail(out, target, first_clock, attempts)
 
 
-def _try(target, d, par, clock, bdir, baud, seed):
+def _try(target, d, par, clock, bdir, baud, seed, pnr_minutes=None):
     """One build of design ``d`` at ``clock``: (flow result, attempt record)."""
     clock_mhz = clock["mhz"]
     shell = UARTShell.for_design(d, divisor=max(4, round(clock_mhz * 1e6 / baud)))
     if hasattr(target, "default_clk_frequency"):  # an amaranth platform prepares once: a fresh one a try
-        r = flow.board_build(type(target)(), BoardTop(shell, pll=clock["pll"]), bdir, clock_mhz=clock_mhz, seed=seed)
+        r = flow.board_build(type(target)(), BoardTop(shell, pll=clock["pll"]), bdir, clock_mhz=clock_mhz, seed=seed,
+                             pnr_minutes=pnr_minutes)
     else:
-        r = flow.part_build(target, shell, bdir, clock_mhz=clock_mhz, seed=seed)
+        r = flow.part_build(target, shell, bdir, clock_mhz=clock_mhz, seed=seed, pnr_minutes=pnr_minutes)
     used = r["nextpnr"] or r["yosys"] or r.get("estimate") or {}
     fmax = r["fmax_mhz"]
     attempt = {"parallelism": d.parallelism if hasattr(d, "parallelism") else par,

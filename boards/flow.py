@@ -11,8 +11,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
@@ -59,11 +61,36 @@ def tool_env(family: str) -> dict:
     return env
 
 
-def _run(cmd, cwd, env, log: Path, stage: str | None = None):
+TIMED_OUT = 124  # _run's status for a command stopped at its time limit (as coreutils' timeout)
+
+
+def _run(cmd, cwd, env, log: Path, stage: str | None = None, limit_s: float | None = None):
+    """Run ``cmd`` with its output appended to ``log``; its exit status.  ``limit_s``: stop it
+    (its whole process group: a shell's children too) after that many seconds and return
+    :data:`TIMED_OUT`."""
     with open(log, "ab") as f:
-        if stage is None or _progress_hook is None:
-            return subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
-        return _watch(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT), stage, Path(cwd))
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            if stage is None or _progress_hook is None:
+                return proc.wait(timeout=limit_s)
+            return _watch(proc, stage, Path(cwd), limit_s=limit_s)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            f.write(f"\nfabformer: stopped after {limit_s / 60:g} min (the time limit)\n".encode())
+            if stage is not None and _progress_hook is not None:
+                _progress_hook(stage, TIMED_OUT, True, Path(cwd))
+            return TIMED_OUT
+        except BaseException:  # interrupted: the tool runs in its own session, so stop it here
+            _stop(proc)
+            raise
+
+
+def _stop(proc) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 # -- progress --------------------------------------------------------------------------
@@ -106,15 +133,20 @@ def _phase(log: Path, stage: str) -> str | None:
     return f"{best}, iteration {it[-1]}" if it else best
 
 
-def _watch(proc, stage: str, cwd: Path, poll_s: float = 1.0) -> int:
+def _watch(proc, stage: str, cwd: Path, poll_s: float = 1.0, limit_s: float | None = None) -> int:
+    """Wait for ``proc``, telling the progress hook its phase; raises subprocess.TimeoutExpired
+    after ``limit_s`` seconds."""
     hook = _progress_hook
     hook(stage, None, False, cwd)
     log = cwd / STAGE_LOGS.get(stage, "")
+    t0 = time.monotonic()
     while True:
         try:
             code = proc.wait(timeout=poll_s)
             break
         except subprocess.TimeoutExpired:
+            if limit_s is not None and time.monotonic() - t0 > limit_s:
+                raise
             hook(stage, _phase(log, stage) if stage in STAGE_LOGS else None, False, cwd)
     hook(stage, code, True, cwd)
     return code
@@ -240,16 +272,17 @@ def router_opts(family: str) -> str:
 _SEED_OPTION = re.compile(r"--seed \d+")
 
 
-def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed=1) -> dict:
+def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed=1, pnr_minutes: float | None = None) -> dict:
     """Synthesize, place, route and pack ``top`` (an Elaboratable using the platform's pins).
 
     The amaranth build plan is extracted and its commands run one by one: after
     yosys, a design that synthesis already shows too big for the device (LUT, FF,
     DSP or BRAM over ``platform.available``) is not placed (``skipped_pnr: True``).
+    ``pnr_minutes``: the time limit of one place and route (a seed whose router does not
+    converge is stopped and counted as not routed).
     Returns {"ok", "bitstream", "yosys", "nextpnr", "fmax_mhz", "seconds", ...}; never
     raises for a design that does not fit or route (that is ``ok: False`` with the log's tail).
     """
-    import time
     env = tool_env(platform.family)
     ext = "bin" if platform.family == "ice40" else "bit"
     t0 = time.time()
@@ -290,7 +323,8 @@ def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed=1) -> 
             return _SEED_OPTION.sub(f"--seed {s}" + (" --tmg-ripup" if ripup else ""), text)
 
         def run(s, ripup=False):
-            return _run(["sh", "-c", with_seed(pnr, s, ripup)], build_dir, env, log, "place and route")
+            return _run(["sh", "-c", with_seed(pnr, s, ripup)], build_dir, env, log, "place and route",
+                        limit_s=_limit_s(pnr_minutes))
         chosen, tried = route_seeds(run, seed, build_dir, platform.family, clock_mhz)
         sh = build_dir / "build_top.sh"  # the plan's own script places and routes as the chosen run did
         sh.write_text(with_seed(sh.read_text(), chosen["seed"], chosen["tmg_ripup"]))
@@ -361,11 +395,26 @@ def check_seeds(seed) -> tuple[int, ...]:
     return seeds
 
 
+def _limit_s(minutes) -> float | None:
+    return None if minutes is None else float(minutes) * 60
+
+
+def check_pnr_minutes(minutes) -> float | None:
+    """``minutes`` (a place and route time limit) as a float, or None for none; a clear error otherwise."""
+    if minutes is None:
+        return None
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes > 0:
+        raise FabformerError(f"place and route time limit {minutes!r}: give minutes as a number above 0 "
+                             "(e.g. 30), or none for no limit")
+    return float(minutes)
+
+
 def seed_summary(tried: list[dict]) -> str:
     """``"1: 71.42 MHz, 2: not routed, 1 with --tmg-ripup: 79.98 MHz"``: :func:`route_seeds`'
     records in words."""
     return ", ".join(f"{t['seed']}" + (" with --tmg-ripup" if t.get("tmg_ripup") else "") + ": "
-                     + (f"{t['fmax_mhz']} MHz" if t["routed"] and t["fmax_mhz"] is not None else "not routed")
+                     + (f"{t['fmax_mhz']} MHz" if t["routed"] and t["fmax_mhz"] is not None
+                        else "stopped at the time limit" if t.get("timed_out") else "not routed")
                      for t in tried)
 
 
@@ -384,7 +433,7 @@ def route_seeds(run, seeds, build_dir: Path, family: str, clock_mhz: float, ripu
     ``clock_mhz``.  When none does and the fastest routed run is within :data:`RIPUP_WITHIN` of
     the clock (ECP5; ``ripup``), that seed is routed once more with ``--tmg-ripup``.  Returns (the
     chosen record, one record per run: ``{"seed", "routed", "fmax_mhz", "timing_met",
-    "tmg_ripup"}``).  The chosen run is the first that meets the clock, else the one of highest
+    "tmg_ripup", "timed_out"}``).  The chosen run is the first that meets the clock, else the one of highest
     Fmax; with more than one run every run's outputs are kept as ``seed<N>.<file>`` (``seed<N>r.``
     with --tmg-ripup) and the chosen run's are copied to nextpnr's own names (the packer reads those)."""
     build_dir = Path(build_dir)
@@ -407,7 +456,8 @@ def route_seeds(run, seeds, build_dir: Path, family: str, clock_mhz: float, ripu
             fmax = min(by_clock.values()) if by_clock else None
         routed = code == 0 and (build_dir / outputs[0]).exists()
         tried.append({"seed": s, "routed": routed, "fmax_mhz": None if fmax is None else round(fmax, 2),
-                      "timing_met": routed and fmax is not None and fmax >= clock_mhz, "tmg_ripup": with_ripup})
+                      "timing_met": routed and fmax is not None and fmax >= clock_mhz, "tmg_ripup": with_ripup,
+                      "timed_out": code == TIMED_OUT})
         if keep:
             for name in outputs:
                 if (build_dir / name).exists():
@@ -472,7 +522,7 @@ def _clock_constraint(target, build_dir: Path) -> list[str]:
     return ["--lpf", "top.lpf"]
 
 
-def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed=1) -> dict:
+def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed=1, pnr_minutes: float | None = None) -> dict:
     env = tool_env(target.family)
     top = _PartTop(shell)
     ports = [top.clk, top.rst, shell.rx, shell.tx, shell.led_alive, shell.led_busy]
@@ -511,7 +561,7 @@ def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed=1) -> d
             pack = [env["ECPPACK"], "--input", "top.config", "--bit", "top.bit"]
         def run(s, ripup=False):
             return _run([*cmd, "--seed", str(s), *(["--tmg-ripup"] if ripup else [])], build_dir, env, log,
-                        "place and route")
+                        "place and route", limit_s=_limit_s(pnr_minutes))
         chosen, tried = route_seeds(run, seed, build_dir, target.family, clock_mhz)
         ok = any(t["routed"] for t in tried) and _run(pack, build_dir, env, log, "packing") == 0
     res = _collect(build_dir, target.family, ok, f"top.{ext}")

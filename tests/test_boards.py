@@ -245,7 +245,7 @@ def _fake_flow(monkeypatch, results):
     import fabformer.boards.build as B
     seen = []
 
-    def fake(target, top, bdir, *, clock_mhz, seed):
+    def fake(target, top, bdir, *, clock_mhz, seed, pnr_minutes=None):
         r = results[len(seen)]
         seen.append(bdir.name)
         top._MustUse__silence = top.shell._MustUse__silence = True  # not elaborated: no tools run
@@ -534,6 +534,46 @@ def test_route_seeds_reroutes_a_near_miss_with_tmg_ripup(tmp_path):
         calls.clear()
         route_seeds(run, seeds, tmp_path, family, clock_mhz=clock, ripup=ripup)
         assert calls == [(3, False)], (family, clock, ripup)
+
+
+def test_a_place_and_route_past_its_time_limit_is_stopped(tmp_path):
+    """flow._run stops a tool (a shell and its child) at the time limit; route_seeds counts it as
+    not routed and says so."""
+    import os
+    import time
+    from fabformer.boards import flow
+    log = tmp_path / "build.log"
+    log.write_text("")
+    pid_file = tmp_path / "child.pid"
+    t0 = time.monotonic()
+    code = flow._run(["sh", "-c", f"sleep 60 & echo $! > {pid_file}; wait"], tmp_path, dict(os.environ), log,
+                     limit_s=0.5)
+    assert code == flow.TIMED_OUT and time.monotonic() - t0 < 20
+    assert "stopped after" in log.read_text()
+    time.sleep(0.2)
+    stat = Path(f"/proc/{int(pid_file.read_text())}/stat")  # the shell's child is gone too (or a zombie)
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    # with a progress hook: the step ends as failed
+    seen = []
+    prev = flow.on_progress(lambda stage, phase, done, folder: seen.append((stage, phase, done)))
+    try:
+        assert flow._run(["sleep", "60"], tmp_path, dict(os.environ), log, "place and route", limit_s=0.5) == flow.TIMED_OUT
+    finally:
+        flow.on_progress(prev)
+    assert seen[-1] == ("place and route", flow.TIMED_OUT, True)
+    run = _fake_nextpnr(tmp_path, {1: 70.0, 2: 75.0})
+    chosen, tried = flow.route_seeds(lambda s, ripup=False: flow.TIMED_OUT if s == 1 else run(s, ripup), (1, 2),
+                                     tmp_path, "ecp5", clock_mhz=60)
+    assert chosen["seed"] == 2 and tried[0]["timed_out"] and not tried[0]["routed"]
+    assert flow.seed_summary(tried) == "1: stopped at the time limit, 2: 75.0 MHz"
+
+
+@pytest.mark.parametrize("bad", [0, -3, "10", True])
+def test_pnr_time_limit_errors_are_named(bad):
+    from fabformer.boards.flow import check_pnr_minutes
+    with pytest.raises(FabformerError, match="place and route time limit .*minutes as a number above 0"):
+        check_pnr_minutes(bad)
+    assert check_pnr_minutes(None) is None and check_pnr_minutes(30) == 30.0
 
 
 def test_report_says_the_seed_and_a_tmg_ripup_route():
