@@ -502,34 +502,35 @@ class MacEngine(Elaboratable):
 
 
 def _out_queue(m, w_en, w_data, o, depth: int):
-    """A first-in first-out queue of ``depth`` rows in front of the output register ``o``
-    (a row goes straight into ``o`` when the queue is empty and ``o`` is free).  The memory
-    is written whenever a row comes (``w_en``, a pipeline register): the consumer's ``ready``
-    decides only whether the write pointer moves on, and never reaches the enables of the
-    row-wide memory (a row that went straight into ``o`` is written to a free place that the
-    pointer leaves free)."""
-    o_free = ~o.valid | o.ready
-    if depth == 0:
-        with m.If(o_free):
-            m.d.sync += [o.valid.eq(w_en), o.payload.as_value().eq(w_data)]
+    """The block's output as a first-in first-out queue of ``depth + 1`` rows: ``o.payload`` is
+    the oldest row (an asynchronous memory read; a register for a one-row queue), ``o.valid``
+    says that the queue holds one.  A row is written whenever it comes (``w_en``, a pipeline
+    register): its producer reserved the place, so no handshake reaches the enables of the
+    row-wide storage, and the consumer's take moves only the read pointer.  A row written at
+    one edge is offered from the next, as from an output register: the cycles are those of an
+    output register with a ``depth``-row queue in front of it."""
+    cap = depth + 1
+    count = Signal(range(cap + 1), name="q_count")
+    count_next = Signal(range(cap + 1), name="q_count_next")
+    pop = Signal(name="q_pop")
+    m.d.comb += [pop.eq(o.valid & o.ready), count_next.eq(count + w_en - pop)]
+    m.d.sync += [count.eq(count_next), o.valid.eq(count_next != 0)]
+    if cap == 1:
+        row = Signal(len(w_data), name="q_row", reset_less=True)
+        with m.If(w_en):
+            m.d.sync += row.eq(w_data)
+        m.d.comb += o.payload.as_value().eq(row)
         return
-    mem = Memory(shape=unsigned(len(w_data)), depth=depth, init=[])
+    mem = Memory(shape=unsigned(len(w_data)), depth=cap, init=[])
     m.submodules.out_queue = mem
     wp_, rp_ = mem.write_port(), mem.read_port(domain="comb")
-    wptr, rptr = Signal(range(depth), name="q_wptr"), Signal(range(depth), name="q_rptr")
-    count = Signal(range(depth + 1), name="q_count")
-    to_mem = Signal(name="q_write")
-    pop_mem = Signal(name="q_pop")
-    m.d.comb += [pop_mem.eq(o_free & (count != 0)), to_mem.eq(w_en & ~(o_free & (count == 0))),
-                 wp_.addr.eq(wptr), wp_.data.eq(w_data), wp_.en.eq(w_en), rp_.addr.eq(rptr)]
-    with m.If(o_free):
-        m.d.sync += o.valid.eq(w_en | (count != 0))
-        m.d.sync += o.payload.as_value().eq(Mux(count != 0, rp_.data, w_data))
-    with m.If(to_mem):
-        m.d.sync += wptr.eq(Mux(wptr == depth - 1, 0, wptr + 1))
-    with m.If(pop_mem):
-        m.d.sync += rptr.eq(Mux(rptr == depth - 1, 0, rptr + 1))
-    m.d.sync += count.eq(count + to_mem - pop_mem)
+    wptr, rptr = Signal(range(cap), name="q_wptr"), Signal(range(cap), name="q_rptr")
+    m.d.comb += [wp_.addr.eq(wptr), wp_.data.eq(w_data), wp_.en.eq(w_en), rp_.addr.eq(rptr),
+                 o.payload.as_value().eq(rp_.data)]
+    with m.If(w_en):
+        m.d.sync += wptr.eq(Mux(wptr == cap - 1, 0, wptr + 1))
+    with m.If(pop):
+        m.d.sync += rptr.eq(Mux(rptr == cap - 1, 0, rptr + 1))
 
 
 def _rom_word(m, name, words: list[list[int]], t: FixedType, addr):
