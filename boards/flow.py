@@ -440,7 +440,7 @@ def route_seeds(run, seeds, build_dir: Path, family: str, clock_mhz: float, ripu
     seeds = check_seeds(seeds)
     outputs = PNR_OUTPUTS[family]
     near = ripup and family in RIPUP_FAMILIES
-    keep = len(seeds) > 1 or near
+    keep = len(seeds) > 1  # each run's outputs kept as seed<N>.* (one seed: only when re-routed)
     tried = []
 
     def tag(t):
@@ -480,6 +480,11 @@ def route_seeds(run, seeds, build_dir: Path, family: str, clock_mhz: float, ripu
         if best["fmax_mhz"] >= (1 - RIPUP_WITHIN) * clock_mhz:
             note(f"seed {best['seed']} routed at {best['fmax_mhz']} MHz, below {clock_mhz:g} MHz: "
                  "routing it once more with --tmg-ripup (re-routes the failing paths; about as long again)")
+            if not keep:  # one seed so far: its outputs are nextpnr's own files; keep them beside the re-route's
+                for name in outputs:
+                    if (build_dir / name).exists():
+                        shutil.copyfile(build_dir / name, build_dir / f"{tag(best)}.{name}")
+                keep = True
             attempt(best["seed"], True)
     met = [t for t in tried if t["timing_met"]]
     routed = [t for t in tried if t["routed"]]

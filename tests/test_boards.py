@@ -534,6 +534,11 @@ def test_route_seeds_reroutes_a_near_miss_with_tmg_ripup(tmp_path):
         calls.clear()
         route_seeds(run, seeds, tmp_path, family, clock_mhz=clock, ripup=ripup)
         assert calls == [(3, False)], (family, clock, ripup)
+    # one seed and no re-route: nextpnr's own files only, no seed<N>.* copies
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    route_seeds(_fake_nextpnr(alone, {3: 75.0}), 3, alone, "ecp5", clock_mhz=100.0)
+    assert sorted(f.name for f in alone.iterdir()) == ["top.config", "top.report.json", "top.tim"]
 
 
 def test_a_place_and_route_past_its_time_limit_is_stopped(tmp_path):
