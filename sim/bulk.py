@@ -96,6 +96,7 @@ def build(design, build_dir=None, progress=None) -> Path:
     exe = build_dir / "obj" / EXE
     stamp = build_dir / "fabformer.stamp"
     if stamp.is_file() and stamp.read_text() == digest and exe.is_file():
+        stamp.touch()  # used now: the cache removes the least recently used (runner.prune_cache)
         return exe
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / "top.v").write_text(text)
@@ -129,6 +130,8 @@ def build(design, build_dir=None, progress=None) -> Path:
             pass
     stamp.write_text(digest)
     (build_dir / "build_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    if build_dir.parent == runner.default_build_root().resolve():
+        runner.prune_cache(build_dir.parent)
     return exe
 
 

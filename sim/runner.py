@@ -65,6 +65,42 @@ def default_build_root() -> Path:
     return Path(tempfile.gettempdir()) / f"fabformer-sim-{os.getuid() if hasattr(os, 'getuid') else 0}"
 
 
+# The simulation builds under default_build_root() are a cache (one folder per design, about 90 MB
+# for the digits model under Verilator): after each new build the least recently used beyond
+# CACHE_BUILDS are removed (FABFORMER_SIM_CACHE_BUILDS sets the number).  A development machine's
+# cache had grown to 675 builds, 60 GB, and filled its disk.  Builds used in the last
+# CACHE_GRACE_S seconds stay whatever their number (another process may be running them).
+CACHE_BUILDS = 64
+CACHE_GRACE_S = 3600
+
+
+def prune_cache(root: Path | None = None, keep: int | None = None, grace_s: float = CACHE_GRACE_S) -> list[Path]:
+    """Remove the least recently used simulation builds under ``root`` (default: the cache) beyond
+    ``keep``; only folders fabformer made (holding ``fabformer.stamp``).  Returns those removed."""
+    import shutil
+    import time
+    root = Path(root) if root is not None else default_build_root()
+    if keep is None:
+        env = os.environ.get("FABFORMER_SIM_CACHE_BUILDS", "")
+        if env and not env.isdigit():
+            raise FabformerError(f"FABFORMER_SIM_CACHE_BUILDS={env!r}: give a whole number of builds to keep (e.g. 64)")
+        keep = int(env) if env else CACHE_BUILDS
+    if not root.is_dir():
+        return []
+    builds = []
+    for d in root.iterdir():
+        stamp = d / "fabformer.stamp"
+        if d.is_dir() and not d.is_symlink() and stamp.is_file():
+            builds.append((stamp.stat().st_mtime, d))
+    builds.sort(reverse=True)  # most recently used first
+    now, removed = time.time(), []
+    for used, d in builds[keep:]:
+        if now - used > grace_s:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 def build(design, simulator: str, build_dir=None, waves: bool = False) -> Path:
     """Build (or reuse) the simulation of ``design``; returns the build folder."""
     from cocotb_tools.runner import get_runner
@@ -88,6 +124,7 @@ def build(design, simulator: str, build_dir=None, waves: bool = False) -> Path:
     build_dir = Path(build_dir).resolve()
     stamp = build_dir / "fabformer.stamp"
     if stamp.is_file() and stamp.read_text() == digest:
+        stamp.touch()  # used now: the cache removes the least recently used
         return build_dir
     build_dir.mkdir(parents=True, exist_ok=True)
     src = build_dir / f"{TOPLEVEL}.v"
@@ -127,6 +164,8 @@ def build(design, simulator: str, build_dir=None, waves: bool = False) -> Path:
         except OSError:
             pass
     stamp.write_text(digest)
+    if build_dir.parent == default_build_root().resolve():
+        prune_cache(build_dir.parent)
     return build_dir
 
 

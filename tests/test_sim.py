@@ -254,3 +254,28 @@ def test_cli_sim_stream(tmp_path, capsys):
     assert rc == 2 and "--samples all needs a data set" in capsys.readouterr().err
     rc = main(["sim", str(gpath), "-o", str(tmp_path / "o3"), "--mode", "stream", "--simulator", "icarus"])
     assert rc == 2 and "runs on Verilator only" in capsys.readouterr().err
+
+
+def test_the_simulation_cache_keeps_the_most_recently_used_builds(tmp_path, monkeypatch):
+    """runner.prune_cache: beyond ``keep`` builds, the least recently used (their stamps' times)
+    go, except those used within the grace time; folders without a stamp are never touched."""
+    import os
+    import time
+    from fabformer.errors import FabformerError
+    from fabformer.sim.runner import prune_cache
+    now = time.time()
+    for name, age in (("a", 60), ("b", 120), ("c", 1800), ("d", 7200), ("e", 14400)):
+        d = tmp_path / f"model-verilator-{name}"
+        d.mkdir()
+        (d / "fabformer.stamp").write_text("digest")
+        os.utime(d / "fabformer.stamp", (now - age, now - age))
+    (tmp_path / "verilator-runtime-abc").mkdir()  # shared objects: no stamp, never removed
+    removed = prune_cache(tmp_path, keep=1)  # b and c are beyond it but used within the hour
+    assert [d.name for d in removed] == ["model-verilator-d", "model-verilator-e"]
+    assert sorted(d.name for d in tmp_path.iterdir()) == [
+        "model-verilator-a", "model-verilator-b", "model-verilator-c", "verilator-runtime-abc"]
+    monkeypatch.setenv("FABFORMER_SIM_CACHE_BUILDS", "1")
+    assert [d.name for d in prune_cache(tmp_path, grace_s=0)] == ["model-verilator-b", "model-verilator-c"]
+    monkeypatch.setenv("FABFORMER_SIM_CACHE_BUILDS", "many")
+    with pytest.raises(FabformerError, match="FABFORMER_SIM_CACHE_BUILDS='many': give a whole number"):
+        prune_cache(tmp_path)
