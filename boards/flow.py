@@ -428,8 +428,8 @@ RIPUP_FAMILIES = ("ecp5",)
 
 
 def route_seeds(run, seeds, build_dir: Path, family: str, clock_mhz: float, ripup: bool = True) -> tuple[dict, list[dict]]:
-    """Place and route with each seed of ``seeds`` in turn (``run(seed)`` runs nextpnr and returns
-    its exit status; ``run(seed, ripup=True)`` the same with ``--tmg-ripup``) until one meets
+    """Place and route with each seed of ``seeds`` in turn (``run(seed, ripup=False)`` runs nextpnr,
+    with ``--tmg-ripup`` when ``ripup``, and returns its exit status) until one meets
     ``clock_mhz``.  When none does and the fastest routed run is within :data:`RIPUP_WITHIN` of
     the clock (ECP5; ``ripup``), that seed is routed once more with ``--tmg-ripup``.  Returns (the
     chosen record, one record per run: ``{"seed", "routed", "fmax_mhz", "timing_met",
@@ -446,10 +446,15 @@ def route_seeds(run, seeds, build_dir: Path, family: str, clock_mhz: float, ripu
     def tag(t):
         return f"seed{t['seed']}{'r' if t['tmg_ripup'] else ''}"
 
+    def copy_outputs(src: str, dst: str):  # nextpnr's files from one prefix to another ("": its own names)
+        for name in outputs:
+            if (build_dir / f"{src}{name}").exists():
+                shutil.copyfile(build_dir / f"{src}{name}", build_dir / f"{dst}{name}")
+
     def attempt(s, with_ripup):
         for name in outputs:
             (build_dir / name).unlink(missing_ok=True)
-        code = run(s, ripup=True) if with_ripup else run(s)
+        code = run(s, ripup=with_ripup)
         fmax = None
         if (build_dir / "top.report.json").exists():
             _, by_clock = parse_nextpnr_report(build_dir / "top.report.json", family)
@@ -459,9 +464,7 @@ def route_seeds(run, seeds, build_dir: Path, family: str, clock_mhz: float, ripu
                       "timing_met": routed and fmax is not None and fmax >= clock_mhz, "tmg_ripup": with_ripup,
                       "timed_out": code == TIMED_OUT})
         if keep:
-            for name in outputs:
-                if (build_dir / name).exists():
-                    shutil.copyfile(build_dir / name, build_dir / f"{tag(tried[-1])}.{name}")
+            copy_outputs("", f"{tag(tried[-1])}.")
         return tried[-1]["timing_met"]
 
     def note(text):
@@ -481,9 +484,7 @@ def route_seeds(run, seeds, build_dir: Path, family: str, clock_mhz: float, ripu
             note(f"seed {best['seed']} routed at {best['fmax_mhz']} MHz, below {clock_mhz:g} MHz: "
                  "routing it once more with --tmg-ripup (re-routes the failing paths; about as long again)")
             if not keep:  # one seed so far: its outputs are nextpnr's own files; keep them beside the re-route's
-                for name in outputs:
-                    if (build_dir / name).exists():
-                        shutil.copyfile(build_dir / name, build_dir / f"{tag(best)}.{name}")
+                copy_outputs("", f"{tag(best)}.")
                 keep = True
             attempt(best["seed"], True)
     met = [t for t in tried if t["timing_met"]]
@@ -492,8 +493,7 @@ def route_seeds(run, seeds, build_dir: Path, family: str, clock_mhz: float, ripu
     if keep and best is not tried[-1]:
         for name in outputs:
             (build_dir / name).unlink(missing_ok=True)
-            if (build_dir / f"{tag(best)}.{name}").exists():
-                shutil.copyfile(build_dir / f"{tag(best)}.{name}", build_dir / name)
+        copy_outputs(f"{tag(best)}.", "")
     return best, tried
 
 

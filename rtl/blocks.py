@@ -476,9 +476,10 @@ class MacEngine(Elaboratable):
                                 with m.Case(b):
                                     m.d.sync += res[b * pn + i].eq(new)
         sum_valid = Signal(name="sum_valid")
-        m.d.sync += sum_valid.eq(lanes[0][0] & lanes[0][3])
+        v, _, _, lst, _, _ = lanes[0]
+        m.d.sync += sum_valid.eq(v & lst)
         for n, (o, x) in enumerate(zip(outw, [*res[:(NB - 1) * pn], *q])):
-            v, lst = lanes[n % pn][0], lanes[n % pn][3]  # the lane that computes this output column
+            v, _, _, lst, _, _ = lanes[n % pn]  # the lane that computes this output column
             with m.If(v & lst):
                 m.d.sync += o.eq(x)
         if self.scale_stages:
