@@ -522,16 +522,28 @@ def _out_queue(m, w_en, w_data, o, depth: int):
             m.d.sync += row.eq(w_data)
         m.d.comb += o.payload.as_value().eq(row)
         return
-    mem = Memory(shape=unsigned(len(w_data)), depth=cap, init=[])
-    m.submodules.out_queue = mem
+    rdata, _, _ = row_ring(m, "out_queue", cap, w_data, w_en, w_en, pop, prefix="q")
+    m.d.comb += o.payload.as_value().eq(rdata)
+
+
+def row_ring(m, name: str, places: int, w_data, w_en, w_move, r_move, prefix: str):
+    """A ring of ``places`` rows (``len(w_data)`` bits each) in a memory read asynchronously
+    (the submodule ``name``): the place at the write pointer is written when ``w_en`` and the
+    pointer moves on ``w_move``; the read pointer moves on ``r_move``.  Returns
+    ``(row, wptr, rptr)``: the row at the read pointer, and the pointers."""
+    mem = Memory(shape=unsigned(len(w_data)), depth=places, init=[])
+    m.submodules[name] = mem
     wp_, rp_ = mem.write_port(), mem.read_port(domain="comb")
-    wptr, rptr = Signal(range(cap), name="q_wptr"), Signal(range(cap), name="q_rptr")
-    m.d.comb += [wp_.addr.eq(wptr), wp_.data.eq(w_data), wp_.en.eq(w_en), rp_.addr.eq(rptr),
-                 o.payload.as_value().eq(rp_.data)]
-    with m.If(w_en):
-        m.d.sync += wptr.eq(Mux(wptr == cap - 1, 0, wptr + 1))
-    with m.If(pop):
-        m.d.sync += rptr.eq(Mux(rptr == cap - 1, 0, rptr + 1))
+    wptr, rptr = Signal(range(places), name=f"{prefix}_wptr"), Signal(range(places), name=f"{prefix}_rptr")
+
+    def step(p):
+        return Mux(p == places - 1, 0, p + 1)
+    m.d.comb += [wp_.addr.eq(wptr), wp_.data.eq(w_data), wp_.en.eq(w_en), rp_.addr.eq(rptr)]
+    with m.If(w_move):
+        m.d.sync += wptr.eq(step(wptr))
+    with m.If(r_move):
+        m.d.sync += rptr.eq(step(rptr))
+    return rp_.data, wptr, rptr
 
 
 def _rom_word(m, name, words: list[list[int]], t: FixedType, addr):
@@ -1009,11 +1021,12 @@ class PoolBlock(Block):
 class RowFifo(Elaboratable):
     """A first-in first-out queue of ``depth`` rows with the ports and the cycle behaviour of
     ``amaranth.lib.fifo.SyncFIFOBuffered`` (a row written into an empty queue is readable two
-    cycles later; ``w_rdy`` while fewer than ``depth`` rows are held, the output register
-    included), whose storage is written in every cycle: the row-wide memory has no write
-    enable, whose net would reach every cell of the row from the handshake.  The storage has
-    one place more than the rows it may hold beside the output register, so the place the
-    write pointer shows is always free; ``w_en`` only moves the pointer."""
+    cycles later; ``w_rdy`` while fewer than ``depth - 1`` rows wait behind the one offered),
+    whose row-wide storage sees no handshake: it is written in every cycle at the write
+    pointer (``w_en`` only moves the pointer) and ``r_data`` is its asynchronous read at the
+    read pointer (the consumer's ``r_en`` only moves the pointer).  The offered row stays in
+    its place; the storage has one place more than the rows held, so the place the write
+    pointer shows is always free."""
 
     def __init__(self, *, width: int, depth: int):
         if depth < 2:
@@ -1025,22 +1038,16 @@ class RowFifo(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        held = self.depth - 1  # rows the storage holds beside the output register
-        places = held + 1
+        held = self.depth - 1  # rows waiting behind the offered one
         level = Signal(range(held + 1), name="inner_level")
         m.d.comb += [self.w_rdy.eq(level != held), self.level.eq(level + self.r_rdy)]
         do_write = self.w_rdy & self.w_en
-        do_read = (level != 0) & (~self.r_rdy | self.r_en)
-        mem = Memory(shape=unsigned(self.width), depth=places, init=[])
-        m.submodules.storage = mem
-        wp, rp = mem.write_port(), mem.read_port(domain="sync")
-        produce, consume = Signal(range(places), name="produce"), Signal(range(places), name="consume")
-        m.d.comb += [wp.addr.eq(produce), wp.data.eq(self.w_data), wp.en.eq(1),
-                     rp.addr.eq(consume), rp.en.eq(do_read), self.r_data.eq(rp.data)]
-        with m.If(do_write):
-            m.d.sync += produce.eq(Mux(produce == places - 1, 0, produce + 1))
+        do_read = (level != 0) & (~self.r_rdy | self.r_en)  # a waiting row becomes the offered one
+        row, _, _ = row_ring(m, "storage", self.depth + 1, self.w_data, 1, do_write, self.r_rdy & self.r_en,
+                             prefix="fifo")
+        m.d.comb += self.r_data.eq(row)
         with m.If(do_read):
-            m.d.sync += [consume.eq(Mux(consume == places - 1, 0, consume + 1)), self.r_rdy.eq(1)]
+            m.d.sync += self.r_rdy.eq(1)
         with m.Elif(self.r_en):
             m.d.sync += self.r_rdy.eq(0)
         m.d.sync += level.eq(level + do_write - do_read)
