@@ -171,8 +171,7 @@ def build(graph, board: str, out, *, clock_mhz: float | None = None, parallelism
     until one meets the clock (the report's ``nextpnr_seeds`` lists them with their Fmax).
     ``pnr_minutes``: the time limit of one place and route (open flow; default none): a run
     stopped there counts as not routed and the next seed is tried."""
-    seeds = flow.check_seeds(seed)
-    pnr_minutes = flow.check_pnr_minutes(pnr_minutes)
+    pnr = flow.PnrOptions.of(seed, pnr_minutes)
     target = get_target(board, clock_mhz)
     clock = _clock_plan(target, board, clock_mhz)
     clock_mhz = clock["mhz"]
@@ -192,7 +191,7 @@ def build(graph, board: str, out, *, clock_mhz: float | None = None, parallelism
         candidates = cands if len(cands) <= max_tries else cands[:max_tries - 1] + cands[-1:]
     divisor = max(4, round(clock_mhz * 1e6 / baud))
     if target.open_flow:
-        return _open_flow(graph, target, out, clock, candidates, design, baud, seeds, pnr_minutes)
+        return _open_flow(graph, target, out, clock, candidates, design, baud, pnr)
     return _vivado(graph, target, out, clock_mhz, candidates, design, divisor, baud)
 
 
@@ -244,7 +243,7 @@ def _design(graph, par):
     return generate(graph, parallelism=par)
 
 
-def _open_flow(graph, target, out, clock, candidates, design, baud, seed, pnr_minutes=None):
+def _open_flow(graph, target, out, clock, candidates, design, baud, pnr):
     """Try the candidates in order: a synthesis too big for the device skips place and route,
     a routed design below the clock moves on to the next (smaller) candidate, except that with
     a clock of the board's choosing it is first built again at a clock chosen from its Fmax."""
@@ -267,7 +266,7 @@ def _open_flow(graph, target, out, clock, candidates, design, baud, seed, pnr_mi
             continue
         for again in range(2):
             bdir = out / "build" / (f"try{i}" if again == 0 else f"try{i}_at_{clock['mhz']:.2f}mhz")
-            r, attempt = _try(target, d, par, clock, bdir, baud, seed, pnr_minutes)
+            r, attempt = _try(target, d, par, clock, bdir, baud, pnr)
             attempts.append(attempt)
             used = r["nextpnr"] or r["yosys"] or r.get("estimate") or {}
             if used.get("dsp") is not None and r.get("yosys"):
@@ -281,7 +280,7 @@ def _open_flow(graph, target, out, clock, candidates, design, baud, seed, pnr_mi
                     if refill and refill not in candidates[i + 1:]:
                         candidates.insert(i + 1, refill)
             if r["ok"] and not attempt["over"] and attempt["timing_met"]:
-                return _finish(out, target, d, clock, r, attempts, baud, bdir, seed)
+                return _finish(out, target, d, clock, r, attempts, baud, bdir, pnr)
             lower = (_clock_from_fmax(target, clock, r["fmax_mhz"])
                      if clock["auto"] and r["ok"] and not attempt["over"] and r["fmax_mhz"] else None)
             if lower is None or again:
@@ -291,15 +290,14 @@ def _open_flow(graph, target, out, clock, candidates, design, baud, seed, pnr_mi
     _fail(out, target, first_clock, attempts)
 
 
-def _try(target, d, par, clock, bdir, baud, seed, pnr_minutes=None):
+def _try(target, d, par, clock, bdir, baud, pnr):
     """One build of design ``d`` at ``clock``: (flow result, attempt record)."""
     clock_mhz = clock["mhz"]
     shell = UARTShell.for_design(d, divisor=max(4, round(clock_mhz * 1e6 / baud)))
     if hasattr(target, "default_clk_frequency"):  # an amaranth platform prepares once: a fresh one a try
-        r = flow.board_build(type(target)(), BoardTop(shell, pll=clock["pll"]), bdir, clock_mhz=clock_mhz, seed=seed,
-                             pnr_minutes=pnr_minutes)
+        r = flow.board_build(type(target)(), BoardTop(shell, pll=clock["pll"]), bdir, clock_mhz=clock_mhz, pnr=pnr)
     else:
-        r = flow.part_build(target, shell, bdir, clock_mhz=clock_mhz, seed=seed, pnr_minutes=pnr_minutes)
+        r = flow.part_build(target, shell, bdir, clock_mhz=clock_mhz, pnr=pnr)
     used = r["nextpnr"] or r["yosys"] or r.get("estimate") or {}
     fmax = r["fmax_mhz"]
     attempt = {"parallelism": d.parallelism if hasattr(d, "parallelism") else par,
@@ -381,7 +379,7 @@ def _timing(d, clock_mhz, divisor=None, baud=None):
     return t
 
 
-def _finish(out, target, d, clock, r, attempts, baud, bdir, seed):
+def _finish(out, target, d, clock, r, attempts, baud, bdir, pnr):
     clock_mhz = round(clock["mhz"], 4)
     ext = r["bitstream"].suffix
     bit = out / f"{target.board.replace(':', '_')}{ext}"
@@ -398,7 +396,7 @@ def _finish(out, target, d, clock, r, attempts, baud, bdir, seed):
            "resources": _resources(r["nextpnr"] or r["yosys"], target.available),
            "parallelism": getattr(d, "parallelism", None), "multipliers": d.multipliers, "macs": d.macs,
            **_timing(d, clock_mhz, max(4, round(clock_mhz * 1e6 / baud)), baud),
-           "dsp_registers": r.get("dsp_registers"), "nextpnr_seed": r.get("seed", seed[0]),
+           "dsp_registers": r.get("dsp_registers"), "nextpnr_seed": r.get("seed", pnr.seeds[0]),
            "nextpnr_tmg_ripup": bool(r.get("tmg_ripup")), "nextpnr_seeds": r.get("seeds_tried"),
            "attempts": attempts, "build_dir": str(bdir)}
     _write_report(out, rep)

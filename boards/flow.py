@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
@@ -272,17 +273,18 @@ def router_opts(family: str) -> str:
 _SEED_OPTION = re.compile(r"--seed \d+")
 
 
-def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed=1, pnr_minutes: float | None = None) -> dict:
+def board_build(platform, top, build_dir: Path, *, clock_mhz: float, pnr: "PnrOptions | None" = None) -> dict:
     """Synthesize, place, route and pack ``top`` (an Elaboratable using the platform's pins).
 
     The amaranth build plan is extracted and its commands run one by one: after
     yosys, a design that synthesis already shows too big for the device (LUT, FF,
     DSP or BRAM over ``platform.available``) is not placed (``skipped_pnr: True``).
-    ``pnr_minutes``: the time limit of one place and route (a seed whose router does not
-    converge is stopped and counted as not routed).
+    ``pnr``: the placement seeds and the time limit of one place and route (:class:`PnrOptions`;
+    a seed whose router does not converge in time is stopped and counted as not routed).
     Returns {"ok", "bitstream", "yosys", "nextpnr", "fmax_mhz", "seconds", ...}; never
     raises for a design that does not fit or route (that is ``ok: False`` with the log's tail).
     """
+    pnr = pnr or PnrOptions()
     env = tool_env(platform.family)
     ext = "bin" if platform.family == "ice40" else "bit"
     t0 = time.time()
@@ -290,7 +292,7 @@ def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed=1, pnr
         top, name="top", emit_src=False,  # no source paths in the netlist: the same bitstream from any checkout
         synth_opts=platform.synth_opts,
         script_after_synth="tee -q -o top.stat.json stat -json",
-        nextpnr_opts=f"--seed {check_seeds(seed)[0]} --report top.report.json --timing-allow-fail" + router_opts(platform.family))
+        nextpnr_opts=f"--seed {pnr.seeds[0]} --report top.report.json --timing-allow-fail" + router_opts(platform.family))
     build_dir = Path(build_dir)
     plan.extract(str(build_dir))
     reads = [ln for ln in (build_dir / "top.ys").read_text().splitlines() if ln.startswith("read_")]
@@ -317,19 +319,19 @@ def board_build(platform, top, build_dir: Path, *, clock_mhz: float, seed=1, pnr
         _tell_over(over, build_dir)
     if ok and not skipped:
         res_regs = after_synthesis(platform.family, build_dir, log)
-        pnr = next(c for c in cmds[1:] if _stage_of(c) == "place and route")
+        pnr_cmd = next(c for c in cmds[1:] if _stage_of(c) == "place and route")
 
         def with_seed(text, s, ripup=False):
             return _SEED_OPTION.sub(f"--seed {s}" + (" --tmg-ripup" if ripup else ""), text)
 
         def run(s, ripup=False):
-            return _run(["sh", "-c", with_seed(pnr, s, ripup)], build_dir, env, log, "place and route",
-                        limit_s=_limit_s(pnr_minutes))
-        chosen, tried = route_seeds(run, seed, build_dir, platform.family, clock_mhz)
+            return _run(["sh", "-c", with_seed(pnr_cmd, s, ripup)], build_dir, env, log, "place and route",
+                        limit_s=pnr.limit_s)
+        chosen, tried = route_seeds(run, pnr.seeds, build_dir, platform.family, clock_mhz)
         sh = build_dir / "build_top.sh"  # the plan's own script places and routes as the chosen run did
         sh.write_text(with_seed(sh.read_text(), chosen["seed"], chosen["tmg_ripup"]))
         ok = any(t["routed"] for t in tried) and all(
-            _run(["sh", "-c", c], build_dir, env, log, _stage_of(c)) == 0 for c in cmds[1:] if c is not pnr)
+            _run(["sh", "-c", c], build_dir, env, log, _stage_of(c)) == 0 for c in cmds[1:] if c is not pnr_cmd)
         times["place_route_pack"] = round(time.time() - t0 - sum(times.values()), 1)
     res = _collect(build_dir, platform.family, ok and not skipped, f"top.{ext}")
     if ok and not skipped:
@@ -395,10 +397,6 @@ def check_seeds(seed) -> tuple[int, ...]:
     return seeds
 
 
-def _limit_s(minutes) -> float | None:
-    return None if minutes is None else float(minutes) * 60
-
-
 def check_pnr_minutes(minutes) -> float | None:
     """``minutes`` (a place and route time limit) as a float, or None for none; a clear error otherwise."""
     if minutes is None:
@@ -407,6 +405,24 @@ def check_pnr_minutes(minutes) -> float | None:
         raise FabformerError(f"place and route time limit {minutes!r}: give minutes as a number above 0 "
                              "(e.g. 30), or none for no limit")
     return float(minutes)
+
+
+@dataclass(frozen=True)
+class PnrOptions:
+    """How nextpnr places and routes a build: the placement ``seeds`` tried in turn until one
+    meets the clock (:func:`route_seeds`) and the time limit of one run in ``minutes`` (None:
+    none).  :meth:`of` checks what a user gave."""
+
+    seeds: tuple = (1,)
+    minutes: float | None = None
+
+    @classmethod
+    def of(cls, seed=1, minutes=None) -> "PnrOptions":
+        return cls(check_seeds(seed), check_pnr_minutes(minutes))
+
+    @property
+    def limit_s(self) -> float | None:
+        return None if self.minutes is None else self.minutes * 60
 
 
 def seed_summary(tried: list[dict]) -> str:
@@ -527,7 +543,8 @@ def _clock_constraint(target, build_dir: Path) -> list[str]:
     return ["--lpf", "top.lpf"]
 
 
-def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed=1, pnr_minutes: float | None = None) -> dict:
+def part_build(target, shell, build_dir: Path, *, clock_mhz: float, pnr: PnrOptions | None = None) -> dict:
+    pnr = pnr or PnrOptions()
     env = tool_env(target.family)
     top = _PartTop(shell)
     ports = [top.clk, top.rst, shell.rx, shell.tx, shell.led_alive, shell.led_busy]
@@ -566,8 +583,8 @@ def part_build(target, shell, build_dir: Path, *, clock_mhz: float, seed=1, pnr_
             pack = [env["ECPPACK"], "--input", "top.config", "--bit", "top.bit"]
         def run(s, ripup=False):
             return _run([*cmd, "--seed", str(s), *(["--tmg-ripup"] if ripup else [])], build_dir, env, log,
-                        "place and route", limit_s=_limit_s(pnr_minutes))
-        chosen, tried = route_seeds(run, seed, build_dir, target.family, clock_mhz)
+                        "place and route", limit_s=pnr.limit_s)
+        chosen, tried = route_seeds(run, pnr.seeds, build_dir, target.family, clock_mhz)
         ok = any(t["routed"] for t in tried) and _run(pack, build_dir, env, log, "packing") == 0
     res = _collect(build_dir, target.family, ok, f"top.{ext}")
     if ok:

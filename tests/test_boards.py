@@ -245,7 +245,7 @@ def _fake_flow(monkeypatch, results):
     import fabformer.boards.build as B
     seen = []
 
-    def fake(target, top, bdir, *, clock_mhz, seed, pnr_minutes=None):
+    def fake(target, top, bdir, *, clock_mhz, pnr=None):
         r = results[len(seen)]
         seen.append(bdir.name)
         top._MustUse__silence = top.shell._MustUse__silence = True  # not elaborated: no tools run

@@ -28,7 +28,7 @@ FIGURES = {"lut": 1234, "ff": 567, "dsp": 16, "bram": 2}
 FMAX = 61.5
 
 
-def fake_board_build(platform, top, build_dir, *, clock_mhz, seed=1, pnr_minutes=None):
+def fake_board_build(platform, top, build_dir, *, clock_mhz, pnr=None):
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     log = build_dir / "build.log"
