@@ -3,6 +3,12 @@ board fit chooses from (``fabformer.boards.build.parallelism_candidates``): mult
 analytic latency and II, MAC bound (MACs / multipliers), latency / MAC bound, and the
 latency Verilator measures on the same design (it must equal the analytic one).
 
+Beside them the barrier floor (``Design.phase_floor_cycles``): the sum over barrier phases
+(attention's scores wait for the last key) of each phase's slowest block's II, the latency
+this split of multipliers cannot beat even if no block added a delay of its own; and the
+least such floor over every split of the same multipliers (``phase_floor_best_cycles``).
+Latency - floor is what the blocks' own delays (row times, pipelines) add.
+
     .venv/bin/python bench/latency.py [--graph G.graph.json] [--samples 3] [--no-sim] [--json out.json]
 
 Default graph: the shipped digits example (``examples/digits/model_q8.h5``), else the
@@ -56,13 +62,16 @@ def main(argv=None):
         row = {"multipliers": d.multipliers, "latency_cycles": d.latency_cycles, "ii_cycles": d.ii_cycles,
                "mac_bound_cycles": round(d.mac_bound_cycles, 1),
                "latency_over_bound": round(d.latency_cycles / d.mac_bound_cycles, 2),
+               "floor_cycles": d.phase_floor_cycles,
+               "floor_over_bound": round(d.phase_floor_cycles / d.mac_bound_cycles, 2),
+               "best_floor_over_bound": round(d.phase_floor_best_cycles / d.mac_bound_cycles, 2),
                "token_major_tensors": len(d.orders)}
         if r is not None:
             row.update(simulated_latency=r.latency_cycles, simulated_ii=r.ii_cycles, bit_exact=bool(r.bit_exact))
         rows.append(row)
     print(f"\n{g.name}: {g.macs():,} MACs\n")
     cols = ["multipliers", "latency_cycles", "simulated_latency", "ii_cycles", "simulated_ii", "mac_bound_cycles",
-            "latency_over_bound", "bit_exact"]
+            "latency_over_bound", "floor_cycles", "floor_over_bound", "best_floor_over_bound", "bit_exact"]
     cols = [c for c in cols if any(c in r for r in rows)]
     print("| " + " | ".join(cols) + " |")
     print("|" + "|".join(" ---: " for _ in cols) + "|")

@@ -1,6 +1,8 @@
 """Whole-graph generator: one block per IR node, joined by streams, from the IR alone."""
 from __future__ import annotations
 
+import math
+
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +142,7 @@ class Design:
     _frame: tuple = field(default=None, repr=False)  # (common type, parts) when it reads several
     _fork_depths: dict = field(default_factory=dict, repr=False)
     orders: dict = field(default_factory=dict, repr=False)  # tensor -> row order of its stream
+    phases: dict = field(default_factory=dict, repr=False)  # node -> its barrier phase (barrier_phases)
     _top: Top = field(default=None, repr=False)
 
     @property
@@ -152,6 +155,28 @@ class Design:
     @property
     def mac_bound_cycles(self) -> float:
         return self.macs / max(self.multipliers, 1)
+
+    @property
+    def phase_floor_cycles(self) -> int:
+        """The latency this allocation of multipliers cannot beat with blocks passing rows: the
+        sum over barrier phases (:func:`barrier_phases`) of the slowest block's II in each, as if
+        every block added no delay of its own."""
+        ii = {b["name"]: b["ii"] for b in self.blocks}
+        worst: dict = {}
+        for name, k in self.phases.items():
+            worst[k] = max(worst.get(k, 0), ii[name])
+        return int(sum(worst.values()))
+
+    @property
+    def phase_floor_best_cycles(self) -> float:
+        """The least :attr:`phase_floor_cycles` of any split of this design's multipliers over its
+        blocks (in real numbers: ``(sum over phases of sqrt(phase MACs))**2 / multipliers``)."""
+        macs: dict = {}
+        for n in self._nodes:
+            k = self.phases.get(n.name)
+            if k is not None:
+                macs[k] = macs.get(k, 0) + n.macs(self.graph)
+        return sum(math.sqrt(v) for v in macs.values()) ** 2 / max(self.multipliers, 1)
 
     def verilog(self, name: str = "top") -> str:
         from amaranth.back import verilog
@@ -296,9 +321,9 @@ def generate_dataflow(graph: ir.Graph, parallelism=None) -> Design:
     d.out_rows, d.out_cols = row_shape(graph.tensors[d.out_tensor].shape)
     d.out_type = graph.type_of(d.out_tensor)
     ii = d.in_rows
-    ends = {}
+    ends, made = {}, {}
     for n in d._nodes:
-        blk = make_block(n, graph, par.get(n.name), d.orders)
+        blk = made[n.name] = make_block(n, graph, par.get(n.name), d.orders)
         blk._MustUse__silence = True  # analysis only; Top.elaborate builds the blocks it uses
         rows = blk.row_times([times[t] for t in n.inputs])
         if consumers.get(n.output, 0) > 1:
@@ -312,8 +337,30 @@ def generate_dataflow(graph: ir.Graph, parallelism=None) -> Design:
         d.blocks.append(info)
     d.latency_cycles = times[d.out_tensor][-1]
     d.ii_cycles = ii
+    d.phases = barrier_phases(graph, made, d._nodes, times)
     d._fork_depths = _fork_depths(graph, d._nodes, consumers, times, ends, ii, d.in_tensor, d.out_tensor)
     return d
+
+
+def barrier_phases(graph, blocks: dict, nodes, times) -> dict:
+    """Each node's barrier phase: 0 for the first blocks; a block that needs all rows of one of
+    its inputs before its first output row (the scores need the last key; its own
+    ``row_times``, probed with that input's rows far apart, say so) starts a phase after that
+    input's.  Within a phase blocks overlap row by row; a sample needs at least each phase's
+    slowest block's II in turn.  A block of one output row (a flatten -> dense) takes its
+    input row by row: no barrier."""
+    far = 10 ** 9
+    phase: dict = {}
+    of_tensor: dict = {}
+    for n in nodes:
+        blk, k = blocks[n.name], 0
+        for j, t in enumerate(n.inputs):
+            probe = [[0] * len(times[u]) for u in n.inputs]
+            probe[j] = [r * far for r in range(len(times[t]))]
+            waits = len(times[n.output]) > 1 and len(times[t]) > 1 and blk.row_times(probe)[0] >= probe[j][-1]
+            k = max(k, of_tensor.get(t, 0) + int(waits))
+        phase[n.name] = of_tensor[n.output] = k
+    return phase
 
 
 def _fork_depths(graph, nodes, consumers, times, ends, period, in_tensor, out_tensor) -> dict:

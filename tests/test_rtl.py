@@ -145,6 +145,24 @@ def test_attention_streams_token_major(monkeypatch):
 
 
 
+@pytest.mark.parametrize("par", [None, 1, 4])
+def test_barrier_phases_and_floor(par):
+    """The scores wait for the last key and the context for the last value: attention starts a
+    second phase; the dense before it and a flatten -> dense after it (one output row, taken row
+    by row) do not.  The floor is at most the latency, at least the least floor of any split."""
+    g = testing.encoder_graph()
+    d = generate(g, parallelism=par)
+    assert {n: d.phases[n] for n in ("embed", "q", "k", "v", "k_split")} == dict.fromkeys(("embed", "q", "k", "v", "k_split"), 0)
+    assert {n: d.phases[n] for n in ("qk", "softmax", "av", "o", "ln2", "head")} == dict.fromkeys(("qk", "softmax", "av", "o", "ln2", "head"), 1)
+    ii = {b["name"]: b["ii"] for b in d.blocks}
+    first = max(ii[n] for n, k in d.phases.items() if k == 0)
+    second = max(ii[n] for n, k in d.phases.items() if k == 1)
+    assert d.phase_floor_cycles == first + second <= d.latency_cycles
+    assert d.phase_floor_best_cycles <= d.phase_floor_cycles
+    a = sum(n.macs(g) for n in g.nodes if d.phases.get(n.name) == 0)
+    assert d.phase_floor_best_cycles == pytest.approx((a ** 0.5 + (d.macs - a) ** 0.5) ** 2 / d.multipliers)
+
+
 def test_saturate_equals_clip_exhaustively():
     # the bit-test saturation every requantizer uses equals clip(v, min, max) of the range, for
     # every value of every small signed/unsigned input width into every small signed/unsigned range
