@@ -36,24 +36,34 @@ from . import flow
 DEFAULT_BAUD = 115200
 FAILED = "FAILED.txt"
 CLOCK_MARGIN = 0.95  # a clock chosen from nextpnr's Fmax stays this far below it
+HALF = 0.55  # each next fitting candidate has at most about half the multipliers of the one before
 PLL_FAMILIES = ("ecp5", "ice40")
 
 
 def parallelism_candidates(graph, dsp: int, max_candidates: int = 6) -> list[dict]:
     """Per-node parallelism settings (``{node: int}``), most promising first.
 
-    Each setting is balanced: for a target II every node gets the fewest
-    multipliers that reach it (so no block idles waiting for a slower one).  The
-    first setting is the fastest one whose multipliers fit the ``dsp`` budget;
-    the next ones roughly halve the multipliers, down to one per node.
+    Each setting is balanced: the targets are the IIs of the node with the most MACs (its
+    options, several products per column included), none below the II of the blocks that have
+    no parallelism (layer norm, softmax: more multipliers would buy no throughput), and for a
+    target every node gets the fewest multipliers that reach it (so no block idles waiting for a
+    slower one).  The first setting is the fastest one whose multipliers fit the ``dsp``
+    budget; each next one has at most about half the multipliers (``HALF``), down to one per node.
     """
-    from fabformer.rtl import mac_nodes, parallelism_options
+    from fabformer.rtl import generate, mac_nodes, parallelism_options
     nodes = mac_nodes(graph)
     if not nodes:
         return [{}]
     opts = {n.name: parallelism_options(graph, n) for n in nodes}
+    # the blocks without a parallelism (layer norm, softmax, ...) take the same II at every
+    # setting: a target below theirs buys multipliers and no throughput
+    macs = {n.name for n in nodes}
+    fixed = max((b["ii"] for b in generate(graph, parallelism=1).blocks if b["name"] not in macs), default=0)
+    # the node of the most MACs sets the II of a balanced setting: its options are the targets
+    biggest = max(nodes, key=lambda n: n.macs(graph)).name
+    targets = sorted({o[1] for o in opts[biggest]})
     settings = {}
-    for target in sorted({o[1] for v in opts.values() for o in v}):
+    for target in [t for t in targets if t >= fixed] or targets[-1:]:
         par, mults = {}, 0
         for name, v in opts.items():
             ok = [o for o in v if o[1] <= target] or [max(v, key=lambda o: o[0])]
@@ -64,7 +74,7 @@ def parallelism_candidates(graph, dsp: int, max_candidates: int = 6) -> list[dic
     fitting = [kv for kv in ranked if kv[1] <= dsp] or ranked[-1:]
     out, last = [], None
     for par, mults in fitting:
-        if last is None or mults <= last / 2 or par == fitting[-1][0]:
+        if last is None or mults <= last * HALF or par == fitting[-1][0]:
             out.append(dict(par))
             last = mults
     if len(out) > max_candidates:  # keep the largest few and the smallest

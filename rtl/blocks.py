@@ -522,28 +522,41 @@ def _out_queue(m, w_en, w_data, o, depth: int):
             m.d.sync += row.eq(w_data)
         m.d.comb += o.payload.as_value().eq(row)
         return
-    rdata, _, _ = row_ring(m, "out_queue", cap, w_data, w_en, w_en, pop, prefix="q")
-    m.d.comb += o.payload.as_value().eq(rdata)
+    layout = o.payload.shape()
+    cols = layout.length if isinstance(layout, data.ArrayLayout) else 1
+    m.d.comb += o.payload.as_value().eq(row_ring(m, "out_queue", cap, w_data, w_en, w_en, pop, prefix="q", slices=cols))
 
 
-def row_ring(m, name: str, places: int, w_data, w_en, w_move, r_move, prefix: str):
-    """A ring of ``places`` rows (``len(w_data)`` bits each) in a memory read asynchronously
-    (the submodule ``name``): the place at the write pointer is written when ``w_en`` and the
-    pointer moves on ``w_move``; the read pointer moves on ``r_move``.  Returns
-    ``(row, wptr, rptr)``: the row at the read pointer, and the pointers."""
-    mem = Memory(shape=unsigned(len(w_data)), depth=places, init=[])
-    m.submodules[name] = mem
-    wp_, rp_ = mem.write_port(), mem.read_port(domain="comb")
-    wptr, rptr = Signal(range(places), name=f"{prefix}_wptr"), Signal(range(places), name=f"{prefix}_rptr")
+def row_ring(m, name: str, places: int, w_data, w_en, w_move, r_move, prefix: str, slices: int = 1):
+    """A ring of ``places`` rows (``len(w_data)`` bits each) in memories read asynchronously:
+    the place at the write pointer is written when ``w_en`` and the pointer moves on ``w_move``;
+    the read pointer moves on ``r_move``.  Returns the row at the read pointer.  The row is
+    stored in ``slices`` equal column slices (submodule ``name``, then ``name_1``, ...), each
+    with its own kept copies of the two pointers: no pointer register drives the address of a
+    whole row's storage (a net that spread across the die)."""
+    width = len(w_data)
+    if width % slices:
+        raise ValueError(f"row_ring: {width} bits do not split into {slices} slices")
+    sw = width // slices
 
     def step(p):
         return Mux(p == places - 1, 0, p + 1)
-    m.d.comb += [wp_.addr.eq(wptr), wp_.data.eq(w_data), wp_.en.eq(w_en), rp_.addr.eq(rptr)]
-    with m.If(w_move):
-        m.d.sync += wptr.eq(step(wptr))
-    with m.If(r_move):
-        m.d.sync += rptr.eq(step(rptr))
-    return rp_.data, wptr, rptr
+    out = []
+    for k in range(slices):
+        mem = Memory(shape=unsigned(sw), depth=places, init=[])
+        m.submodules[name if k == 0 else f"{name}_{k}"] = mem
+        wp_, rp_ = mem.write_port(), mem.read_port(domain="comb")
+        sfx = "" if k == 0 else f"_{k}"
+        keep = {KEEP_FF: 1} if slices > 1 else {}
+        wptr = Signal(range(places), name=f"{prefix}_wptr{sfx}", attrs=keep)
+        rptr = Signal(range(places), name=f"{prefix}_rptr{sfx}", attrs=keep)
+        m.d.comb += [wp_.addr.eq(wptr), wp_.data.eq(w_data[k * sw:(k + 1) * sw]), wp_.en.eq(w_en), rp_.addr.eq(rptr)]
+        with m.If(w_move):
+            m.d.sync += wptr.eq(step(wptr))
+        with m.If(r_move):
+            m.d.sync += rptr.eq(step(rptr))
+        out.append(rp_.data)
+    return Cat(*out)
 
 
 def _rom_word(m, name, words: list[list[int]], t: FixedType, addr):
@@ -1028,10 +1041,10 @@ class RowFifo(Elaboratable):
     its place; the storage has one place more than the rows held, so the place the write
     pointer shows is always free."""
 
-    def __init__(self, *, width: int, depth: int):
+    def __init__(self, *, width: int, depth: int, slices: int = 1):
         if depth < 2:
             raise ValueError(f"RowFifo depth must be at least 2, not {depth}")
-        self.width, self.depth = width, depth
+        self.width, self.depth, self.slices = width, depth, slices
         self.w_data, self.w_en, self.w_rdy = Signal(width), Signal(), Signal()
         self.r_data, self.r_en, self.r_rdy = Signal(width), Signal(), Signal()
         self.level = Signal(range(depth + 1))
@@ -1043,9 +1056,8 @@ class RowFifo(Elaboratable):
         m.d.comb += [self.w_rdy.eq(level != held), self.level.eq(level + self.r_rdy)]
         do_write = self.w_rdy & self.w_en
         do_read = (level != 0) & (~self.r_rdy | self.r_en)  # a waiting row becomes the offered one
-        row, _, _ = row_ring(m, "storage", self.depth + 1, self.w_data, 1, do_write, self.r_rdy & self.r_en,
-                             prefix="fifo")
-        m.d.comb += self.r_data.eq(row)
+        m.d.comb += self.r_data.eq(row_ring(m, "storage", self.depth + 1, self.w_data, 1, do_write,
+                                            self.r_rdy & self.r_en, prefix="fifo", slices=self.slices))
         with m.If(do_read):
             m.d.sync += self.r_rdy.eq(1)
         with m.Elif(self.r_en):
@@ -1074,7 +1086,7 @@ class Fork(wiring.Component):
         w = self.t.width * self.cols
         fifos = []
         for j in range(self.n):
-            f = RowFifo(width=w, depth=self.depth[j])
+            f = RowFifo(width=w, depth=self.depth[j], slices=self.cols)
             m.submodules[f"fifo{j}"] = f
             fifos.append(f)
         all_rdy = Signal()

@@ -150,7 +150,7 @@ class InputSplit(wiring.Component):
         start = 0
         readies = []
         for k, (_, rows, c, t) in enumerate(self.parts):
-            f = RowFifo(width=t.width * c, depth=rows + 2)
+            f = RowFifo(width=t.width * c, depth=rows + 2, slices=c)
             m.submodules[f"fifo{k}"] = f
             here = Signal(name=f"here{k}")
             m.d.comb += here.eq((row >= start) & (row < start + rows))

@@ -42,10 +42,14 @@ def mac_nodes(graph) -> list:
 
 def parallelism_options(graph, node) -> list[tuple[int, int, int]]:
     """``(multipliers, whole II cycles, parallelism)`` of one matmul-like node for every useful
-    parallelism up to one multiplier per output column, read from the blocks themselves
-    (for each II, the setting with the fewest multipliers), sorted."""
+    parallelism: up to one multiplier per output column, then several products per column
+    (``pk`` dividing the sum's length ``K``: a lane's products summed in an adder tree) up to
+    the whole ``K x N`` array; read from the blocks themselves (for each II, the setting with
+    the fewest multipliers), sorted."""
+    n = default_parallelism(node, graph)
+    k = int(node.weight.shape[0]) if node.kind == "dense" else int(graph.tensors[node.inputs[0]].shape[-1])
     best: dict = {}
-    for p in range(1, default_parallelism(node, graph) + 1):
+    for p in [*range(1, n + 1), *(n * d for d in range(2, k + 1) if k % d == 0)]:
         blk = make_block(node, graph, p)
         blk._MustUse__silence = True  # analysis only: never elaborated
         opt = (int(blk.multipliers), int(blk.ii), p)
