@@ -1,9 +1,8 @@
 """Whole-graph generator: one block per IR node, joined by streams, from the IR alone."""
 from __future__ import annotations
 
-import math
-
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -341,12 +340,12 @@ def generate_dataflow(graph: ir.Graph, parallelism=None) -> Design:
         d.blocks.append(info)
     d.latency_cycles = times[d.out_tensor][-1]
     d.ii_cycles = ii
-    d.phases = barrier_phases(graph, made, d._nodes, times)
+    d.phases = barrier_phases(made, d._nodes, times)
     d._fork_depths = _fork_depths(graph, d._nodes, consumers, times, ends, ii, d.in_tensor, d.out_tensor)
     return d
 
 
-def barrier_phases(graph, blocks: dict, nodes, times) -> dict:
+def barrier_phases(blocks: dict, nodes, times) -> dict:
     """Each node's barrier phase: 0 for the first blocks; a block that needs all rows of one of
     its inputs before its first output row (the scores need the last key; its own
     ``row_times``, probed with that input's rows far apart, say so) starts a phase after that

@@ -82,7 +82,7 @@ def test_pll_setting_is_the_nearest_output_not_above(family, f_in, want, out, pa
 def test_parallelism_candidates_shrink_to_one():
     from fabformer.apps.testing import encoder_graph
     g = encoder_graph()
-    from fabformer.boards.build import _mac_multipliers
+    from fabformer.boards.build import HALF, _mac_multipliers
     from fabformer.rtl import generate
     c = parallelism_candidates(g, 156)
     tot = [sum(p.values()) for p in c]
@@ -93,7 +93,7 @@ def test_parallelism_candidates_shrink_to_one():
     assert generate(g, parallelism=faster).ii_cycles < generate(g, parallelism=c[0]).ii_cycles
     # each next one has at most about half the multipliers of the one before
     m = [_mac_multipliers(g, p) for p in c]
-    assert all(b <= a * 0.55 for a, b in zip(m, m[1:-1]))
+    assert all(b <= a * HALF for a, b in zip(m, m[1:-1]))
 
 
 # -- framing and host driver -------------------------------------------------------------
