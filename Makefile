@@ -33,8 +33,12 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/fabformer demo -o out/demo
 
+# the suite runs on TEST_JOBS pytest-xdist workers (CI's machine has 2 cores; the simulation
+# builds they share are locked per design, sim/runner.py build_lock)
+TEST_JOBS ?= 2
+
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS)
 
 clean:
 	rm -rf out .pytest_cache

@@ -1062,8 +1062,13 @@ class RowFifo(Elaboratable):
         m = Module()
         held = self.depth - 1  # rows waiting behind the offered one
         level = Signal(range(held + 1), name="inner_level")
-        m.d.comb += [self.w_rdy.eq(level != held), self.level.eq(level + self.r_rdy)]
-        do_write = self.w_rdy & self.w_en
+        level_next = Signal.like(level, name="level_next")
+        # w_rdy is a register loaded with (next level != held): the same value in every cycle as
+        # (level != held), but the producer's take (which moves every slice's write pointer) starts
+        # at a flip-flop instead of behind the level's compare
+        w_rdy = Signal(init=1, name="w_rdy_r")
+        m.d.comb += [self.w_rdy.eq(w_rdy), self.level.eq(level + self.r_rdy)]
+        do_write = w_rdy & self.w_en
         do_read = (level != 0) & (~self.r_rdy | self.r_en)  # a waiting row becomes the offered one
         m.d.comb += self.r_data.eq(row_ring(m, "storage", self.depth + 1, self.w_data, 1, do_write,
                                             self.r_rdy & self.r_en, prefix="fifo", slices=self.slices))
@@ -1071,7 +1076,8 @@ class RowFifo(Elaboratable):
             m.d.sync += self.r_rdy.eq(1)
         with m.Elif(self.r_en):
             m.d.sync += self.r_rdy.eq(0)
-        m.d.sync += level.eq(level + do_write - do_read)
+        m.d.comb += level_next.eq(level + do_write - do_read)
+        m.d.sync += [level.eq(level_next), w_rdy.eq(level_next != held)]
         return m
 
 

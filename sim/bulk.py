@@ -93,6 +93,11 @@ def build(design, build_dir=None, progress=None) -> Path:
         name = getattr(design, "build_name", design.graph.name)
         build_dir = runner.default_build_root() / f"{name}-stream-{digest}"
     build_dir = Path(build_dir).resolve()
+    with runner.build_lock(build_dir):
+        return _build(text, tb, defines, digest, build_dir, progress)
+
+
+def _build(text: str, tb: str, defines: list, digest: str, build_dir: Path, progress) -> Path:
     exe = build_dir / "obj" / EXE
     stamp = build_dir / "fabformer.stamp"
     if stamp.is_file() and stamp.read_text() == digest and exe.is_file():

@@ -270,6 +270,7 @@ def test_the_simulation_cache_keeps_the_most_recently_used_builds(tmp_path, monk
         (d / "fabformer.stamp").write_text("digest")
         os.utime(d / "fabformer.stamp", (now - age, now - age))
     (tmp_path / "verilator-runtime-abc").mkdir()  # shared objects: no stamp, never removed
+    (tmp_path / "model-verilator-d.lock").touch()  # a build's lock goes with it
     removed = prune_cache(tmp_path, keep=1)  # b and c are beyond it but used within the hour
     assert [d.name for d in removed] == ["model-verilator-d", "model-verilator-e"]
     assert sorted(d.name for d in tmp_path.iterdir()) == [
@@ -279,3 +280,28 @@ def test_the_simulation_cache_keeps_the_most_recently_used_builds(tmp_path, monk
     monkeypatch.setenv("FABFORMER_SIM_CACHE_BUILDS", "many")
     with pytest.raises(FabformerError, match="FABFORMER_SIM_CACHE_BUILDS='many': give a whole number"):
         prune_cache(tmp_path)
+
+
+def test_a_build_waits_for_another_process_building_the_same_design(tmp_path):
+    """runner.build_lock: while one process checks and builds a design's folder, another that
+    needs the same folder waits (parallel test workers, two sweeps), then finds its stamp."""
+    import threading
+    import time
+    from fabformer.sim.runner import build_lock
+    build_dir = tmp_path / "model-verilator-0123"
+    order, held = [], threading.Event()
+
+    def first():
+        with build_lock(build_dir):
+            held.set()
+            time.sleep(0.3)
+            order.append("first done")
+
+    t = threading.Thread(target=first)
+    t.start()
+    held.wait(5)
+    with build_lock(build_dir):
+        order.append("second in")
+    t.join()
+    assert order == ["first done", "second in"]
+    assert (tmp_path / "model-verilator-0123.lock").is_file()
