@@ -104,6 +104,35 @@ class Block(wiring.Component):
                 "latency": l, "ii": self.ii}
 
 
+def _payload_cols(layout, width: int) -> int:
+    """The columns of a row payload (an array layout), or 1 where it is not one or does not split."""
+    cols = layout.length if isinstance(layout, data.ArrayLayout) else 1
+    return cols if cols > 1 and width % cols == 0 else 1
+
+
+def _column_outputs(m, o, can, valid, ys, name: str = "o") -> list:
+    """The output register of a row pipeline that advances on ``can`` (``~o.valid | o.ready``):
+    ``o.valid`` takes ``valid`` and column ``j`` of the payload takes ``ys[j]``.  Each column's
+    enable is its own LUT of a kept copy of ``o.valid`` and the consumer's ``ready`` (the same
+    value as ``can``), so no single net enables the whole row's registers.  Returns the column
+    enables (for the stages before the output register)."""
+    with m.If(can):
+        m.d.sync += o.valid.eq(valid)
+    out = o.payload.as_value()
+    w = len(out) // len(ys)
+    enables = []
+    for j, y in enumerate(ys):
+        vk = Signal(name=f"{name}_valid_{j}", attrs={KEEP_FF: 1})
+        en = Signal(name=f"{name}_en_{j}")
+        with m.If(can):
+            m.d.sync += vk.eq(valid)
+        m.d.comb += en.eq(~vk | o.ready)
+        with m.If(en):
+            m.d.sync += out[j * w:(j + 1) * w].eq(y)
+        enables.append(en)
+    return enables
+
+
 def skid(m, port, name: str):
     """A one-row skid buffer in front of a consumer of ``port`` (a stream input): ``port.ready`` is
     a register (the buffer is empty), so a consumer whose acceptance depends on its own
@@ -113,22 +142,31 @@ def skid(m, port, name: str):
     added: a row offered while the consumer takes it passes straight through, and a row
     arriving while it does not waits in the buffer instead of in its producer."""
     full = Signal(name=f"{name}_full")
-    buf = Signal(len(port.payload.as_value()), name=f"{name}_buf")
+    src = port.payload.as_value()
+    width = len(src)
+    cols = _payload_cols(port.payload.shape(), width)
+    sw = width // cols
+    # the buffer's enable and the payload select take, per column, their own kept copy of ``full``:
+    # the one register drove every bit's select (a 100 MHz build routed an add's skid ``full``
+    # with 8.6 ns)
+    copies = [full] if cols == 1 else [Signal(name=f"{name}_full_{k}", attrs={KEEP_FF: 1}) for k in range(cols)]
+    buf = Signal(width, name=f"{name}_buf")
     valid = Signal(name=f"{name}_valid")
-    payload = Signal(len(buf), name=f"{name}_row")
+    payload = Signal(width, name=f"{name}_row")
     take = Signal(name=f"{name}_take")
-    m.d.comb += [port.ready.eq(~full), valid.eq(full | port.valid),
-                 payload.eq(Mux(full, buf, port.payload.as_value()))]
-    with m.If(full):
-        with m.If(take):
-            m.d.sync += full.eq(0)
-    with m.Else():
+    full_next = Signal(name=f"{name}_full_next")
+    m.d.comb += [port.ready.eq(~full), valid.eq(full | port.valid), full_next.eq(~take & (full | port.valid))]
+    m.d.sync += [c.eq(full_next) for c in ([full] if cols == 1 else [full, *copies])]
+    parts = []
+    for k, c in enumerate(copies):
+        sl = slice(k * sw, (k + 1) * sw)
         # the buffer copies the offered row whenever it is empty (its enable is the register
         # ``full``, not the consumer's ``take``: that would reach every payload bit); only
         # ``full`` decides whether the copy is kept
-        m.d.sync += buf.eq(port.payload.as_value())
-        with m.If(port.valid & ~take):
-            m.d.sync += full.eq(1)
+        with m.If(~c):
+            m.d.sync += buf[sl].eq(src[sl])
+        parts.append(Mux(c, buf[sl], src[sl]))
+    m.d.comb += payload.eq(Cat(*parts))
     return valid, payload, take
 
 
@@ -191,9 +229,12 @@ class RowMap(Block):
                 m.d.sync += v.eq(valid)
             valid = v
         m.d.comb += i_take.eq(can & i_valid)
-        with m.If(can):
-            m.d.sync += self.o.valid.eq(valid)
-            m.d.sync += self.o.payload.as_value().eq(pack(ys))
+        if self.stages == 0 and len(ys) > 1:
+            _column_outputs(m, self.o, can, valid, ys)
+        else:
+            with m.If(can):
+                m.d.sync += self.o.valid.eq(valid)
+                m.d.sync += self.o.payload.as_value().eq(pack(ys))
         return m
 
 
@@ -232,9 +273,12 @@ class AddBlock(Block):
         s1 = [Signal(Value.cast(v).shape(), name=f"sum{j}", reset_less=True) for j, v in enumerate(sums)]
         v1 = Signal(name="valid1")
         ys = [requantize(m, v, f, out_t, name=f"y{j}") for j, v in enumerate(s1)]
-        with m.If(can):  # both stages advance together
-            m.d.sync += [v1.eq(take), *[r.eq(v) for r, v in zip(s1, sums)],
-                         self.o.valid.eq(v1), self.o.payload.as_value().eq(pack(ys))]
+        # both stages advance together; each column's registers on its own enable (_column_outputs)
+        with m.If(can):
+            m.d.sync += v1.eq(take)
+        for r, v, en in zip(s1, sums, _column_outputs(m, self.o, can, v1, ys)):
+            with m.If(en):
+                m.d.sync += r.eq(v)
         return m
 
 
