@@ -535,29 +535,28 @@ class MacEngine(Elaboratable):
         # requantize in two registered halves: shift and round, then saturate
         t = self.out_t
         rounded = [reg(shift_round(s, self.frac - t.frac, t.rounding), f"rounded{j}", data=True) for j, s in enumerate(sums)]
-        before = sum_valid
-        sum_valid = reg(sum_valid, "rounded_valid")
         ys = []
         for j, r in enumerate(rounded):
             y = Signal(shape_of(t), name=f"q{j}")
             m.d.comb += y.eq(overflow(r, t))
             ys.append(y)
         ys = Cat(*ys)
-        _out_queue(m, sum_valid, ys, self.o, self.queue - 1, w_en_before=before)
+        _out_queue(m, sum_valid, ys, self.o, self.queue - 1)  # written with the rounded row, a cycle later
         return m
 
 
-def _out_queue(m, w_en, w_data, o, depth: int, w_en_before=None):
+def _out_queue(m, w_en_before, w_data, o, depth: int):
     """The block's output as a first-in first-out queue of ``depth + 1`` rows: ``o.payload`` is
     the oldest row (an asynchronous memory read; a register for a one-row queue), ``o.valid``
-    says that the queue holds one.  A row is written whenever it comes (``w_en``, a pipeline
-    register): its producer reserved the place, so no handshake reaches the enables of the
-    row-wide storage, and the consumer's take moves only the read pointer.  A row written at
-    one edge is offered from the next, as from an output register: the cycles are those of an
-    output register with a ``depth``-row queue in front of it.  ``w_en_before``: the signal
-    ``w_en`` is a register of (``w_en`` one cycle earlier): each column slice of the storage then
-    takes its own kept copy of it as its write enable (the one register ``w_en`` drove every
-    slice's enables and pointer: a 100 MHz build routed layer norm's write pulse with 10.8 ns)."""
+    says that the queue holds one.  A row is written whenever it comes, one cycle after
+    ``w_en_before`` (the write enable is a register of it: the caller's ``w_data`` is the row a
+    cycle after ``w_en_before``): its producer reserved the place, so no handshake reaches the
+    enables of the row-wide storage, and the consumer's take moves only the read pointer.  A row
+    written at one edge is offered from the next, as from an output register: the cycles are
+    those of an output register with a ``depth``-row queue in front of it.  Each column slice of
+    the storage takes its own kept register of ``w_en_before`` as its write enable (one register
+    that drove every slice's enables and pointer was routed with 10.8 ns at 100 MHz)."""
+    w_en = stage(m, w_en_before, "q_wen")
     cap = depth + 1
     count = Signal(range(cap + 1), name="q_count")
     count_next = Signal(range(cap + 1), name="q_count_next")
@@ -572,7 +571,7 @@ def _out_queue(m, w_en, w_data, o, depth: int, w_en_before=None):
         return
     layout = o.payload.shape()
     cols = layout.length if isinstance(layout, data.ArrayLayout) else 1
-    if w_en_before is not None and cols > 1:
+    if cols > 1:
         w_en = [stage(m, w_en_before, f"q_wen_{k}", keep=True) for k in range(cols)]
     m.d.comb += o.payload.as_value().eq(row_ring(m, "out_queue", cap, w_data, w_en, w_en, pop, prefix="q", slices=cols))
 

@@ -228,7 +228,7 @@ class _SerialRow(Block):
             N = self.N
             buf = [Signal(y.shape(), name=f"y_buf{j}") for j in range(N - 1)]
             m.d.sync += [b.eq(n) for b, n in zip(buf, [*buf[1:], y])]
-            _out_queue(m, pulse(pl["write"]), pack([*buf, y]), self.o, rows_q - 1, w_en_before=pulse(pl["write"] - 1))
+            _out_queue(m, pulse(pl["write"] - 1), pack([*buf, y]), self.o, rows_q - 1)  # written at pulse(write)
         return pl, pulse, x0, out
 
     def _issue(self, m, pulse, pl, values, name):
