@@ -352,7 +352,8 @@ def after_synthesis(family: str, build_dir: Path, log: Path | None = None) -> di
     if log is not None:
         with open(log, "a") as f:
             f.write(f"DSP registers: {stats['inputs']} of {stats['dsp']} MULT18X18D take their operand registers, "
-                    f"{stats['outputs']} their product registers ({stats['ff_removed']} fabric flip-flops moved in)\n")
+                    f"{stats['outputs']} their product registers ({stats['ff_removed']} fabric flip-flops moved in, "
+                    f"{stats['ff_copied']} of them copies of an operand flip-flop that fed several DSPs)\n")
     return stats
 
 
@@ -696,22 +697,9 @@ def _free_running_ff(cell) -> bool:
             and p.get("SRMODE", "LSR_OVER_CE") == "LSR_OVER_CE")
 
 
-def absorb_dsp_registers(netlist: Path) -> dict:
-    """Moves the flip-flops on both sides of each ECP5 MULT18X18D into the DSP's own input and
-    output registers, in the synthesized netlist ``netlist`` (yosys JSON, rewritten in place).
-
-    yosys maps a multiply to a combinational MULT18X18D; the MAC engines register every
-    multiplier's operands and product in the fabric right before and after it
-    (``rtl.blocks.MacEngine``), so each such pair of registers is the DSP's own: moving them in
-    keeps every cycle, and the DSP, wherever nextpnr places it, no longer has a fabric route both
-    into and out of its multiplier in one cycle.  A DSP's inputs are absorbed when every A and B
-    pin is a constant or a free-running flip-flop (:func:`_free_running_ff`) that feeds nothing
-    but this DSP; its output when every P pin in use feeds one such flip-flop and nothing else;
-    all of them on one clock and one reset.  Returns ``{"dsp": n, "inputs": n, "outputs": n,
-    "ff_removed": n}``."""
-    d = json.loads(Path(netlist).read_text())
-    top = next(k for k, v in d["modules"].items() if v.get("attributes", {}).get("top"))
-    mod = d["modules"][top]
+def _drivers_and_sinks(mod) -> tuple[dict, dict]:
+    """Net bit -> (cell, port) driving it, and net bit -> [(cell, port)] reading it (the module's
+    output ports read as ``("$port", "")``)."""
     cells = mod["cells"]
     driver, sinks = {}, {}
     for name in sorted(cells):
@@ -730,6 +718,75 @@ def absorb_dsp_registers(netlist: Path) -> dict:
             for b in p["bits"]:
                 if not isinstance(b, str):
                     sinks.setdefault(b, []).append(("$port", ""))
+    return driver, sinks
+
+
+def absorb_dsp_registers(netlist: Path) -> dict:
+    """Moves the flip-flops on both sides of each ECP5 MULT18X18D into the DSP's own input and
+    output registers, in the synthesized netlist ``netlist`` (yosys JSON, rewritten in place).
+
+    yosys maps a multiply to a combinational MULT18X18D; the MAC engines register every
+    multiplier's operands and product in the fabric right before and after it
+    (``rtl.blocks.MacEngine``), so each such pair of registers is the DSP's own: moving them in
+    keeps every cycle, and the DSP, wherever nextpnr places it, no longer has a fabric route both
+    into and out of its multiplier in one cycle.  A DSP's inputs are absorbed when every A and B
+    pin is a constant or a free-running flip-flop (:func:`_free_running_ff`) that feeds nothing
+    but this DSP; its output when every P pin in use feeds one such flip-flop and nothing else;
+    all of them on one clock and one reset.  An operand flip-flop that feeds several DSPs and nothing
+    else is first copied, one per DSP (:func:`_split_shared_operand_ffs`).  Returns ``{"dsp": n,
+    "inputs": n, "outputs": n, "ff_removed": n, "ff_copied": n}``."""
+    d = json.loads(Path(netlist).read_text())
+    top = next(k for k, v in d["modules"].items() if v.get("attributes", {}).get("top"))
+    mod = d["modules"][top]
+    cells = mod["cells"]
+    driver, sinks = _drivers_and_sinks(mod)
+    copied = _split_shared_operand_ffs(d, cells, driver, sinks)
+    stats = _absorb(d, netlist, *((None, None) if copied else (driver, sinks)))
+    stats["ff_copied"] = copied
+    return stats
+
+
+def _split_shared_operand_ffs(d, cells, driver, sinks) -> int:
+    """Give each DSP its own copy of an operand flip-flop that feeds the A/B pins of several DSPs and
+    nothing else; returns the copies made.  yosys merges the MAC engines' per-DSP operand copies
+    where their inputs are the same net (weight ROM bits of equal contents; the ``keep`` set on them
+    does not survive the bit-level mapping): such a flip-flop could go into no DSP, and nextpnr
+    timed it through the fabric to both (a 100 MHz digits build: 19 of 156 DSPs, 7.1 ns of routing
+    on its worst path).  Each copy then moves into its DSP's input register: same cycles."""
+    bits = [b for m in d["modules"].values() for c in m.get("cells", {}).values()
+            for v in c["connections"].values() for b in v if not isinstance(b, str)]
+    bits += [b for m in d["modules"].values() for p in m.get("ports", {}).values() for b in p["bits"]
+             if not isinstance(b, str)]
+    nxt = max(bits, default=1) + 1
+    made = 0
+    for b in sorted(sinks):
+        drv = driver.get(b)
+        ss = sinks[b]
+        if drv is None or drv[1] != "Q" or not _free_running_ff(cells[drv[0]]):
+            continue
+        dsps = sorted({n for n, _ in ss})
+        if len(dsps) < 2 or any(cells.get(n, {}).get("type") != "MULT18X18D" or port[:1] not in _DSP_PORTS
+                                for n, port in ss):
+            continue
+        for k, dsp in enumerate(dsps[1:], 1):
+            copy = json.loads(json.dumps(cells[drv[0]]))
+            copy["connections"]["Q"] = [nxt]
+            cells[f"{drv[0]}$dsp{k}"] = copy
+            for n, port in ss:
+                if n == dsp:
+                    cells[n]["connections"][port] = [nxt]
+            nxt += 1
+            made += 1
+    return made
+
+
+def _absorb(d, netlist, driver=None, sinks=None) -> dict:
+    """:func:`absorb_dsp_registers` on the parsed netlist ``d`` (written back to ``netlist``)."""
+    top = next(k for k, v in d["modules"].items() if v.get("attributes", {}).get("top"))
+    mod = d["modules"][top]
+    cells = mod["cells"]
+    if driver is None:
+        driver, sinks = _drivers_and_sinks(mod)
     stats = {"dsp": 0, "inputs": 0, "outputs": 0, "ff_removed": 0}
     removed = set()
 

@@ -190,7 +190,7 @@ def test_ulx3s_bitstream_through_cli(tmp_path, capsys):
     assert rep["throughput_inferences_per_s"] == pytest.approx(100e6 / rep["ii_cycles"], rel=1e-6)
     assert {"used", "available"} <= set(rep["resources"]["lut"]) and rep["resources"]["dsp"]["used"] == 2
     # both multipliers' operand and product registers went into their DSPs (8-bit operands: 2 x 8 + 16 FFs each)
-    assert rep["dsp_registers"] == {"dsp": 2, "inputs": 2, "outputs": 2, "ff_removed": 64}
+    assert rep["dsp_registers"] == {"dsp": 2, "inputs": 2, "outputs": 2, "ff_removed": 64, "ff_copied": 0}
 
 
 @needs_open_flow
@@ -198,7 +198,7 @@ def test_ecp5_bare_part_moves_registers_into_dsps(tmp_path):
     # a bare ECP5 part (no board shell's PLL): the same absorption as a board build, in its report
     rep = build(op_graph("dense"), "part:LFE5U-12F", tmp_path / "p", parallelism=2, clock_mhz=50)
     assert rep["board"] == "part:LFE5U-12F" and rep["fmax_mhz"] >= 50 and rep["resources"]["dsp"]["used"] == 2
-    assert rep["dsp_registers"] == {"dsp": 2, "inputs": 2, "outputs": 2, "ff_removed": 64}
+    assert rep["dsp_registers"] == {"dsp": 2, "inputs": 2, "outputs": 2, "ff_removed": 64, "ff_copied": 0}
     assert json.loads((tmp_path / "p" / "report.json").read_text())["dsp_registers"] == rep["dsp_registers"]
     # the clock sits on the package's clock input; the netlist names no source file (the build
     # does not depend on where fabformer is installed)
@@ -412,7 +412,7 @@ def _netlist(tmp_path, *, extra_sink=False, enable=False):
 def test_dsp_registers_absorbed(tmp_path):
     from fabformer.boards.flow import absorb_dsp_registers
     path, a_d, b_d, p_q = _netlist(tmp_path)
-    assert absorb_dsp_registers(path) == {"dsp": 1, "inputs": 1, "outputs": 1, "ff_removed": 32}
+    assert absorb_dsp_registers(path) == {"dsp": 1, "inputs": 1, "outputs": 1, "ff_removed": 32, "ff_copied": 0}
     cells = json.loads(path.read_text())["modules"]["top"]["cells"]
     assert sorted(cells) == ["mul"]
     mul = cells["mul"]
@@ -436,7 +436,7 @@ def test_dsp_registers_kept_in_fabric_when_not_the_dsps_own(tmp_path, case):
     the product FFs still move in."""
     from fabformer.boards.flow import absorb_dsp_registers
     path, *_ = _netlist(tmp_path, **{case: True})
-    assert absorb_dsp_registers(path) == {"dsp": 1, "inputs": 0, "outputs": 1, "ff_removed": 16}
+    assert absorb_dsp_registers(path) == {"dsp": 1, "inputs": 0, "outputs": 1, "ff_removed": 16, "ff_copied": 0}
     cells = json.loads(path.read_text())["modules"]["top"]["cells"]
     assert {f"a{i}" for i in range(8)} | {f"b{i}" for i in range(8)} <= set(cells)
     assert "REG_INPUTA_CLK" not in cells["mul"]["parameters"] and cells["mul"]["parameters"]["REG_OUTPUT_CLK"] == "CLK0"
@@ -453,10 +453,32 @@ def test_dsp_registers_with_a_constant_operand(tmp_path):
         cells["mul"]["connections"][f"B{i}"] = ["1" if i in (0, 3) else "0"]
         del cells[f"b{i}"]
     path.write_text(json.dumps(d))
-    assert absorb_dsp_registers(path) == {"dsp": 1, "inputs": 1, "outputs": 1, "ff_removed": 24}
+    assert absorb_dsp_registers(path) == {"dsp": 1, "inputs": 1, "outputs": 1, "ff_removed": 24, "ff_copied": 0}
     mul = json.loads(path.read_text())["modules"]["top"]["cells"]["mul"]
     assert mul["parameters"]["REG_INPUTB_CLK"] == mul["parameters"]["REG_INPUTA_CLK"] == "CLK0"
     assert mul["connections"]["B3"] == ["1"] and [mul["connections"][f"A{i}"][0] for i in range(8)] == a_d
+
+
+def test_an_operand_register_shared_by_two_dsps_is_copied_into_each(tmp_path):
+    """Synthesis merged two DSPs' operand copies into one flip-flop (equal inputs): each DSP gets
+    its own copy, which moves into its input register; both DSPs' inputs are registered."""
+    from fabformer.boards.flow import absorb_dsp_registers
+    path, a_d, b_d, _ = _netlist(tmp_path)
+    d = json.loads(path.read_text())
+    cells = d["modules"]["top"]["cells"]
+    mul2 = json.loads(json.dumps(cells["mul"]))  # a second DSP on the same a and b registers
+    mul2["connections"].update({f"P{i}": [30000 + i] for i in range(36)})
+    cells["mul2"] = mul2
+    path.write_text(json.dumps(d))
+    stats = absorb_dsp_registers(path)
+    assert stats == {"dsp": 2, "inputs": 2, "outputs": 1, "ff_removed": 48, "ff_copied": 16}
+    cells = json.loads(path.read_text())["modules"]["top"]["cells"]
+    assert sorted(cells) == ["mul", "mul2"]  # a's and b's FFs and their copies are inside the DSPs
+    for m in ("mul", "mul2"):
+        c = cells[m]["connections"]
+        assert [c[f"A{i}"][0] for i in range(18)] == a_d + [a_d[7]] * 10
+        assert [c[f"B{i}"][0] for i in range(8)] == b_d
+        assert cells[m]["parameters"]["REG_INPUTA_CLK"] == cells[m]["parameters"]["REG_INPUTB_CLK"] == "CLK0"
 
 
 def test_dsp_registers_absorbed_once(tmp_path):
@@ -476,7 +498,7 @@ def test_dsp_registers_absorbed_once(tmp_path):
     mod["ports"]["y"]["bits"] = out
     path.write_text(json.dumps(d))
     before = path.read_text()
-    assert absorb_dsp_registers(path) == {"dsp": 1, "inputs": 0, "outputs": 0, "ff_removed": 0} != first
+    assert absorb_dsp_registers(path) == {"dsp": 1, "inputs": 0, "outputs": 0, "ff_removed": 0, "ff_copied": 0} != first
     assert path.read_text() == before
 
 
