@@ -807,8 +807,8 @@ class MatMulBlock(Block):
         d_set, d_clr = Signal(2), Signal(2)
         # load each operand into its write bank; the bank flips when it is full
         loading = {}
-        for port, wps, full, rows, nm, st, clr in ((self.a, [a_wp], a_full, ar, "a", a_set, a_clr),
-                                                   (self.b, b_wps, b_full, br, "b", b_set, b_clr)):
+        for port, wps, full, rows, nm, st in ((self.a, [a_wp], a_full, ar, "a", a_set),
+                                              (self.b, b_wps, b_full, br, "b", b_set)):
             wb = Signal(name=f"{nm}_wbank")
             cnt = Signal(range(max(rows, 2)), name=f"{nm}_cnt")
             loading[nm] = (wb, cnt)
@@ -818,19 +818,9 @@ class MatMulBlock(Block):
             free = ~full.bit_select(wb, 1)
             write = port.valid & free
             m.d.comb += port.ready.eq(free)
-            # The place at the write pointer is written in every cycle its bank is free, whatever
-            # the port offers (no row reads it before the pointer passes it; the cycle of the
-            # handshake writes the row taken): the producer's valid reaches no write enable.  Each
-            # memory's enable is its own kept register equal to ``free`` (loaded from the next
-            # bank and fullness), not a LUT of the bank registers fanned out to every memory.
-            wb_next = Signal(name=f"{nm}_wbank_next")
-            m.d.comb += wb_next.eq(Mux(write & (cnt == rows - 1), ~wb, wb))
-            free_next = ~((full & ~clr) | st).bit_select(wb_next, 1)
             for z, wp in enumerate(wps):
-                free_z = Signal(init=1, name=f"{nm}_free{z}", attrs={KEEP_FF: 1})
-                m.d.sync += free_z.eq(free_next)
                 m.d.comb += [wp.addr.eq(addr + Mux(wb, rows // nw, 0)), wp.data.eq(port.payload.as_value()),
-                             wp.en.eq(free_z & (sel == z))]
+                             wp.en.eq(write & (sel == z))]
             with m.If(write):
                 with m.If(cnt == rows - 1):
                     m.d.sync += [cnt.eq(0), sel.eq(0), addr.eq(0), wb.eq(~wb)]
