@@ -103,24 +103,23 @@ def prune_cache(root: Path | None = None, keep: int | None = None, grace_s: floa
     for used, d in builds[keep:]:
         if now - used > grace_s:
             shutil.rmtree(d, ignore_errors=True)
-            (d.parent / (d.name + ".lock")).unlink(missing_ok=True)
             removed.append(d)
     return removed
 
 
 @contextlib.contextmanager
 def build_lock(build_dir: Path):
-    """Hold an exclusive lock on ``build_dir`` (a ``.lock`` file beside it) while it is checked and
+    """Hold an exclusive lock on ``build_dir`` (its file ``fabformer.lock``) while it is checked and
     built: two processes that need the same design (parallel test workers, two sweeps) build it
     once, the second waits and then finds the first one's stamp."""
     build_dir = Path(build_dir)
-    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    build_dir.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # no POSIX locks: one process at a time is the caller's affair
         yield
         return
-    with open(build_dir.parent / (build_dir.name + ".lock"), "a") as f:
+    with open(build_dir / "fabformer.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
