@@ -7,6 +7,7 @@ the parsed reports (no bitstream path is returned for a failed build).
 """
 from __future__ import annotations
 
+import copy as copy_module
 import json
 import os
 import re
@@ -738,11 +739,10 @@ def absorb_dsp_registers(netlist: Path) -> dict:
     d = json.loads(Path(netlist).read_text())
     top = next(k for k, v in d["modules"].items() if v.get("attributes", {}).get("top"))
     mod = d["modules"][top]
-    cells = mod["cells"]
-    driver, sinks = _drivers_and_sinks(mod)
-    copied = _split_shared_operand_ffs(d, cells, driver, sinks)
-    stats = _absorb(d, netlist, *((None, None) if copied else (driver, sinks)))
+    copied = _split_shared_operand_ffs(d, mod["cells"], *_drivers_and_sinks(mod))
+    stats = _absorb(mod, *_drivers_and_sinks(mod))
     stats["ff_copied"] = copied
+    Path(netlist).write_text(json.dumps(d))
     return stats
 
 
@@ -769,7 +769,7 @@ def _split_shared_operand_ffs(d, cells, driver, sinks) -> int:
                                 for n, port in ss):
             continue
         for k, dsp in enumerate(dsps[1:], 1):
-            copy = json.loads(json.dumps(cells[drv[0]]))
+            copy = copy_module.deepcopy(cells[drv[0]])
             copy["connections"]["Q"] = [nxt]
             cells[f"{drv[0]}$dsp{k}"] = copy
             for n, port in ss:
@@ -780,13 +780,9 @@ def _split_shared_operand_ffs(d, cells, driver, sinks) -> int:
     return made
 
 
-def _absorb(d, netlist, driver=None, sinks=None) -> dict:
-    """:func:`absorb_dsp_registers` on the parsed netlist ``d`` (written back to ``netlist``)."""
-    top = next(k for k, v in d["modules"].items() if v.get("attributes", {}).get("top"))
-    mod = d["modules"][top]
+def _absorb(mod, driver: dict, sinks: dict) -> dict:
+    """:func:`absorb_dsp_registers` on the top module ``mod`` (changed in place)."""
     cells = mod["cells"]
-    if driver is None:
-        driver, sinks = _drivers_and_sinks(mod)
     stats = {"dsp": 0, "inputs": 0, "outputs": 0, "ff_removed": 0}
     removed = set()
 
@@ -859,5 +855,4 @@ def _absorb(d, netlist, driver=None, sinks=None) -> dict:
     for f in sorted(removed):
         del cells[f]
     stats["ff_removed"] = len(removed)
-    Path(netlist).write_text(json.dumps(d))
     return stats

@@ -236,10 +236,10 @@ class UARTShell(wiring.Component):
         wr_ptr = Signal(range(self.out_rows + 1))
         cycles = Signal(32)  # counts from the first input beat offered to the last output beat, then holds
         counting = Signal()
-        # The count's control reaches the 32-bit counter through two registers: ``count_inc`` (this
-        # cycle counts) and ``count_clear`` (the shell waits for a request), each loaded a cycle before it acts, so every counted cycle
-        # lands one cycle later and the total is the same by the time it is sent (SEND_CYCLES comes
-        # at least two cycles after RUN).  The decode of the state, the UART's valid and the model's
+        # The count's control reaches the 32-bit counter through two registers, each loaded a cycle
+        # before it acts: ``count_inc`` (this cycle counts) and ``count_clear`` (the shell waits for a
+        # request).  Every counted cycle lands one cycle later, and the total is the same by the time
+        # it is sent (SEND_CYCLES comes at least two cycles after RUN).  The decode of the state, the UART's valid and the model's
         # output no longer drives the counter's carry chain (a 100 MHz ULX3S build routed that path
         # with 11.4 ns).
         count_inc = Signal()

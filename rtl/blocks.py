@@ -569,8 +569,7 @@ def _out_queue(m, w_en_before, w_data, o, depth: int):
             m.d.sync += row.eq(w_data)
         m.d.comb += o.payload.as_value().eq(row)
         return
-    layout = o.payload.shape()
-    cols = layout.length if isinstance(layout, data.ArrayLayout) else 1
+    cols = _payload_cols(o.payload.shape(), len(w_data))
     if cols > 1:
         w_en = [stage(m, w_en_before, f"q_wen_{k}", keep=True) for k in range(cols)]
     m.d.comb += o.payload.as_value().eq(row_ring(m, "out_queue", cap, w_data, w_en, w_en, pop, prefix="q", slices=cols))
