@@ -248,9 +248,15 @@ def _clock_from_fmax(target, clock: dict, fmax: float) -> dict | None:
     return {**clock, "mhz": pll.out_mhz, "pll": pll}
 
 
-def _design(graph, par):
+def _design(graph, par, dsps=None):
     from ..rtl import generate
-    return generate(graph, parallelism=par)
+    return generate(graph, parallelism=par) if dsps is None else generate(graph, parallelism=par, dsps=dsps)
+
+
+def _engine_dsps(d) -> int:
+    """The matmul-like engines' multipliers of design ``d`` that are on DSPs."""
+    return (sum(b["multipliers"] for b in d.blocks if b["kind"] in ("dense", "matmul"))
+            - sum(getattr(d, "logic", {}).values()))
 
 
 def _open_flow(graph, target, out, clock, candidates, design, baud, pnr):
@@ -261,12 +267,17 @@ def _open_flow(graph, target, out, clock, candidates, design, baud, pnr):
     first_clock = clock
     extra_dsp = 0  # DSPs that synthesis puts outside the matmul-like blocks (seen in a try)
     refilled = False
+    # a setting the user chose keeps its multipliers: those beyond the device's DSPs are built
+    # in logic (first by the estimate of the other DSPs, then by what synthesis saw)
+    in_logic = design is None and len(candidates) == 1 and candidates[0] is not None
+    other_seen = 0
     candidates = list(candidates)
     i = -1
     while i + 1 < len(candidates):
         i += 1
         par = candidates[i]
-        d = design if design is not None else _design(graph, par)
+        dsps = max(0, target.available["dsp"] - (other_seen or other_dsps(graph))) if in_logic else None
+        d = design if design is not None else _design(graph, par, dsps)
         if extra_dsp and i < len(candidates) - 1 and d.multipliers + extra_dsp > target.available["dsp"]:
             attempts.append({"parallelism": d.parallelism, "multipliers": d.multipliers,
                              "latency_cycles": int(d.latency_cycles), "skipped": (
@@ -280,6 +291,13 @@ def _open_flow(graph, target, out, clock, candidates, design, baud, pnr):
             attempts.append(attempt)
             used = r["nextpnr"] or r["yosys"] or r.get("estimate") or {}
             if used.get("dsp") is not None and r.get("yosys"):
+                if in_logic and attempt["over"] and all(o.startswith("DSP") for o in attempt["over"]):
+                    # the DSPs synthesis put outside the engines' multipliers on DSPs
+                    seen = int(r["yosys"]["dsp"]) - _engine_dsps(d)
+                    if seen > (other_seen or other_dsps(graph)):
+                        other_seen = seen  # the same setting again, more of its multipliers in logic
+                        candidates.insert(i + 1, par)
+                        break
                 extra_dsp = max(extra_dsp, int(r["yosys"]["dsp"]) - int(d.multipliers))
                 if (design is None and not refilled and attempt["over"]
                         and all(o.startswith("DSP") for o in attempt["over"])):
@@ -311,7 +329,8 @@ def _try(target, d, par, clock, bdir, baud, pnr):
     used = r["nextpnr"] or r["yosys"] or r.get("estimate") or {}
     fmax = r["fmax_mhz"]
     attempt = {"parallelism": d.parallelism if hasattr(d, "parallelism") else par,
-               "multipliers": d.multipliers, "latency_cycles": int(d.latency_cycles),
+               "multipliers": d.multipliers, "logic_multipliers": sum(getattr(d, "logic", {}).values()),
+               "latency_cycles": int(d.latency_cycles),
                "used": used, "used_by": "nextpnr" if r["nextpnr"] else "yosys" if r["yosys"] else
                "flip-flop bits before synthesis" if r.get("estimate") else None,
                "fmax_mhz": None if fmax is None else round(fmax, 2), "clock_mhz": round(clock_mhz, 4),
@@ -405,6 +424,7 @@ def _finish(out, target, d, clock, r, attempts, baud, bdir, pnr):
            "pll": clock["pll"].as_dict() if clock["pll"] else None,
            "resources": _resources(r["nextpnr"] or r["yosys"], target.available),
            "parallelism": getattr(d, "parallelism", None), "multipliers": d.multipliers, "macs": d.macs,
+           "logic_multipliers": sum(getattr(d, "logic", {}).values()),
            **_timing(d, clock_mhz, max(4, round(clock_mhz * 1e6 / baud)), baud),
            "dsp_registers": r.get("dsp_registers"), "nextpnr_seed": r.get("seed", pnr.seeds[0]),
            "nextpnr_tmg_ripup": bool(r.get("tmg_ripup")), "nextpnr_seeds": r.get("seeds_tried"),

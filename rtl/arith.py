@@ -242,3 +242,26 @@ def dsp_mul(m, a, b, name, shape=None):
     for p, sh in parts[1:]:
         total = total + (p << sh)
     return stage(m, total, name, shape, reset_less=True)
+
+
+def logic_product_halves(m, a, b, name):
+    """``a * b`` built in logic (no DSP cell), in the register stages of an engine's DSP product:
+    ``b``'s partial products (``a`` where a bit of ``b`` is set, shifted; the sign bit's
+    subtracted when ``b`` is signed), summed as two halves by balanced adder trees, each half in
+    a register now; the caller's next register takes the halves' sum, which equals ``a * b``.
+    For the multipliers a design has beyond the device's DSPs (``generate(..., dsps=N)``)."""
+    a, b = Value.cast(a), Value.cast(b)
+    zero = Const(0, a.shape())
+    wb, sg = b.shape().width, b.shape().signed
+    terms = []
+    for i in range(wb):
+        pp = Mux(b[i], a, zero) << i
+        terms.append(-pp if sg and i == wb - 1 else pp)
+
+    def tree(ts):
+        while len(ts) > 1:
+            ts = [x + y for x, y in zip(ts[0::2], ts[1::2])] + ([ts[-1]] if len(ts) % 2 else [])
+        return ts[0]
+
+    h = (len(terms) + 1) // 2
+    return [stage(m, tree(part), f"{name}_{k}", reset_less=True) for k, part in enumerate((terms[:h], terms[h:])) if part]

@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 from .. import ir
 from ..errors import FabformerError
 from ..fixed import FixedType
-from .arith import KEEP_FF, dsp_mul, mul_stages, signed_bits, overflow, pack, requantize, shape_of, shift_round, stage, unpack
+from .arith import KEEP_FF, dsp_mul, logic_product_halves, mul_stages, signed_bits, overflow, pack, requantize, shape_of, shift_round, stage, unpack
 
 __all__ = ["mac_depth", "scale_stages", "queue_rows", "Block", "Pipe", "RowMap", "AddBlock", "MacEngine", "DenseBlock", "Wire", "MatMulBlock", "ReshapeBlock",
            "PoolBlock", "Fork", "row_shape", "row_layout", "mac_split"]
@@ -74,6 +74,7 @@ class Block(wiring.Component):
 
     # analytic timing -----------------------------------------------------------
     multipliers = 0
+    logic_multipliers = 0  # of ``multipliers``, those built in logic (set by ``generate(..., dsps=N)``)
 
     def timing(self, first: int, last: int) -> tuple[int, int]:
         """(first output beat, last output beat) cycles given first/last input beat cycles."""
@@ -101,7 +102,7 @@ class Block(wiring.Component):
     def info(self) -> dict:
         f, l = self.timing(0, self.in_specs[0][1] - 1)
         return {"name": self.name, "kind": self.kind, "multipliers": self.multipliers,
-                "latency": l, "ii": self.ii}
+                "logic_multipliers": self.logic_multipliers, "latency": l, "ii": self.ii}
 
 
 def _payload_cols(layout, width: int) -> int:
@@ -343,8 +344,11 @@ class MacEngine(Elaboratable):
     """
 
     def __init__(self, k, n, pn, pk, x_t, acc_width, out_t, heads, weight, bias, frac, const_weights=None,
-                 scale=None, chain=1, weight_stage=0):
+                 scale=None, chain=1, weight_stage=0, logic=0):
         self.k, self.n, self.pn, self.pk = k, n, pn, pk
+        # the last ``logic`` multipliers (lane by lane) are built in logic, not on DSP cells
+        # (:func:`logic_product_halves`: the same register stages, so the same cycles)
+        self.logic = logic
         self.weight_stage = weight_stage
         self.KB, self.NB = k // pk, n // pn
         self.steps = self.KB * self.NB
@@ -447,6 +451,7 @@ class MacEngine(Elaboratable):
         x1 = [reg(x_reg[j], f"x1_{j}", data=True) for j in range(pk)]
         mults = 0
         prods = []
+        in_logic = pn * pk - self.logic  # the index of the first multiplier built in logic
         for i in range(pn):
             terms = []
             for j in range(pk):
@@ -467,7 +472,11 @@ class MacEngine(Elaboratable):
                 # the DSP too, then copied at the accumulator's width next to the adder tree
                 xf = stage(m, x1[j], f"xf{i}_{j}", keep=True, reset_less=True)
                 xd = stage(m, xf, f"xd{i}_{j}", keep=True, reset_less=True)
-                terms.append(stage(m, xd * w1, f"p{i}_{j}", reset_less=True))
+                if self.const_weights is None and i * pk + j >= in_logic:
+                    halves = logic_product_halves(m, xd, w1, f"p{i}_{j}")
+                    terms.append(halves[0] + halves[1] if len(halves) > 1 else halves[0])
+                else:
+                    terms.append(stage(m, xd * w1, f"p{i}_{j}", reset_less=True))
                 mults += 1
             prods.append(terms)
         self.multipliers = mults
@@ -695,7 +704,8 @@ class DenseBlock(Block):
 
         eng = MacEngine(k, n, pn, pk, self.x_t, self.acc_width, out_t, C, weight,
                         lambda b, i: int(op.bias[b * pn + i]) << shift, self.acc_frac,
-                        const_weights=W if self.const else None, chain=C, weight_stage=1)
+                        const_weights=W if self.const else None, chain=C, weight_stage=1,
+                        logic=self.logic_multipliers)
         m.submodules.engine = eng
         xs = unpack(self.i.payload, k, self.x_t)
         m.d.comb += [eng.start.eq(self.i.valid), self.i.ready.eq(eng.ready)]
@@ -848,7 +858,7 @@ class MatMulBlock(Block):
         lane_sel = {}
 
         eng = MacEngine(K, N, pn, pk, at, self.acc_width, out_t, 2 * H, weight, None, self.frac,
-                        scale=int(op.scale))
+                        scale=int(op.scale), logic=self.logic_multipliers)
         m.submodules.engine = eng
         # eng head = bank * H + head index: a job reads the bank it was issued from; each b
         # memory is read one cycle ahead at the next step's word

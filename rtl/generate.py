@@ -17,6 +17,7 @@ from fabformer.fixed import FixedType
 from fabformer.names import Namer
 from .blocks import (AddBlock, DenseBlock, Fork, MatMulBlock, PoolBlock, ReshapeBlock, RowMap, Wire, row_layout,
                      row_shape)
+from .arith import shape_of, signed_bits
 from .rowfns import make_lookup, make_relu, make_requantize
 from .serial import SerialLayerNorm, SerialSoftmax
 
@@ -107,7 +108,7 @@ class Top(wiring.Component):
             for k, p in enumerate(parts):
                 publish(p[0], getattr(split, f"o{k}"))
         for n in d._nodes:
-            blk = make_block(n, d.graph, d.parallelism.get(n.name), d.orders)
+            blk = make_block(n, d.graph, d.parallelism.get(n.name), d.orders, logic=d.logic.get(n.name, 0))
             m.submodules[node_name(blk.name)] = blk
             node = d.graph.node(blk.name)
             for pname, tensor in zip(blk.port_names, node.inputs):
@@ -146,6 +147,7 @@ class Design:
     _fork_depths: dict = field(default_factory=dict, repr=False)
     orders: dict = field(default_factory=dict, repr=False)  # tensor -> row order of its stream
     phases: dict = field(default_factory=dict, repr=False)  # node -> its barrier phase (barrier_phases)
+    logic: dict = field(default_factory=dict)  # node -> its multipliers built in logic (``dsps``)
     _top: Top = field(default=None, repr=False)
 
     @property
@@ -283,9 +285,13 @@ def generate(graph: ir.Graph, parallelism=None, arch: str = "dataflow", **option
 
 
 @architecture("dataflow", "one block per graph node, joined by valid/ready streams; the latency architecture")
-def generate_dataflow(graph: ir.Graph, parallelism=None) -> Design:
-    """The dataflow design of ``graph``: blocks for every node after the quantize node."""
+def generate_dataflow(graph: ir.Graph, parallelism=None, dsps=None) -> Design:
+    """The dataflow design of ``graph``: blocks for every node after the quantize node.
+    ``dsps``: the DSP cells the matmul-like engines may use; their multipliers beyond it are
+    built in logic (:func:`logic_split`), with the same cycles (default: all on DSPs)."""
     graph.verify()
+    if dsps is not None and (not isinstance(dsps, (int, np.integer)) or isinstance(dsps, bool) or dsps < 0):
+        raise FabformerError(f"dsps must be a number of DSP cells >= 0 (or None: no limit), not {dsps!r}")
     par = _as_parallelism(parallelism, graph)
     if len(graph.outputs) != 1:
         raise FabformerError(f"the RTL backend needs exactly one graph output, got {graph.outputs}")
@@ -340,9 +346,34 @@ def generate_dataflow(graph: ir.Graph, parallelism=None) -> Design:
         d.blocks.append(info)
     d.latency_cycles = times[d.out_tensor][-1]
     d.ii_cycles = ii
+    if dsps is not None:
+        d.logic = logic_split(graph, made, int(dsps))
+        for info in d.blocks:
+            info["logic_multipliers"] = d.logic.get(info["name"], 0)
     d.phases = barrier_phases(made, d._nodes, times)
     d._fork_depths = _fork_depths(graph, d._nodes, consumers, times, ends, ii, d.in_tensor, d.out_tensor)
     return d
+
+
+def logic_split(graph, blocks: dict, dsps: int) -> dict:
+    """``{node: multipliers built in logic}`` so that the matmul-like engines use at most
+    ``dsps`` DSP cells: the excess is taken from the engines of the narrowest operands first (the
+    cheapest in logic: about one adder bit per bit of the product), then in graph order.  Engines
+    with constant weights (fully unrolled) are left as they are."""
+    def bits(blk):
+        a, b = (blk.x_t, blk.op.weight_type) if blk.kind == "dense" else (blk.in_specs[0][0], blk.in_specs[1][0])
+        return signed_bits(shape_of(a)) * signed_bits(shape_of(b))
+
+    engines = [(bits(blk), i, name, blk) for i, (name, blk) in enumerate(blocks.items())
+               if blk.kind in ("dense", "matmul") and not getattr(blk, "const", False)]
+    excess = sum(blk.multipliers for *_, blk in engines) - dsps
+    out = {}
+    for _, _, name, blk in sorted(engines, key=lambda e: e[:2]):
+        if excess <= 0:
+            break
+        out[name] = min(blk.multipliers, excess)
+        excess -= out[name]
+    return out
 
 
 def barrier_phases(blocks: dict, nodes, times) -> dict:
@@ -391,16 +422,21 @@ def block(kind):
     return registry.implements(kind, ARCH)
 
 
-def make_block(n, g, parallelism, orders=None):
+def make_block(n, g, parallelism, orders=None, logic=0):
     """The dataflow block of node ``n`` (``parallelism``: multipliers, for matmul-like nodes).
     ``orders`` (tensor -> row order) gives the streams whose rows do not come in the tensor's
-    own order (:func:`head_interleaving`); only the blocks that read or write one see it."""
+    own order (:func:`head_interleaving`); only the blocks that read or write one see it.
+    ``logic``: how many of its multipliers are built in logic (:func:`logic_split`)."""
     orders = {t: o for t, o in (orders or {}).items() if t in n.inputs or t == n.output}
     if orders and n.kind in ORDER_AWARE:
-        return registry.get(n, ARCH)(n, g, parallelism, orders=orders)
-    if orders and (n.kind not in ROW_WISE or any(orders.get(t) != orders.get(n.output) for t in n.inputs)):
+        blk = registry.get(n, ARCH)(n, g, parallelism, orders=orders)
+    elif orders and (n.kind not in ROW_WISE or any(orders.get(t) != orders.get(n.output) for t in n.inputs)):
         raise FabformerError(f"{n.name}: a {n.kind} block takes its rows in the tensor's own order")
-    return registry.get(n, ARCH)(n, g, parallelism)
+    else:
+        blk = registry.get(n, ARCH)(n, g, parallelism)
+    if logic:
+        blk.logic_multipliers = int(logic)
+    return blk
 
 
 ROW_WISE = ("softmax", "relu", "requantize", "lookup", "scale")  # each row on its own: any row order

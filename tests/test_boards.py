@@ -322,6 +322,23 @@ def test_fitting_refills_the_dsps_left_after_synthesis(monkeypatch, tmp_path):
     assert rep["multipliers"] == a1["multipliers"] and rep["parallelism"] == a1["parallelism"]
 
 
+def test_a_chosen_setting_beyond_the_dsps_builds_the_rest_in_logic(monkeypatch, tmp_path):
+    """``--parallelism`` with more engine multipliers than the device has DSPs: the excess is
+    built in logic (same cycles); when synthesis shows DSPs outside the engines beyond the
+    estimate, the same setting is built again with that many more in logic."""
+    from fabformer.rtl.sweep import dense_graph
+    g = dense_graph(32, 32, rows=4)
+    seen = _fake_flow(monkeypatch, [{"used": {"lut": 100, "ff": 100, "dsp": 160, "bram": 0}},  # 4 DSPs elsewhere
+                                    {"used": {"lut": 100, "ff": 100, "dsp": 156, "bram": 0}, "ok": True,
+                                     "fmax": 40.0}])
+    rep = build(g, "ulx3s-85f", tmp_path / "o", clock_mhz=25.0, parallelism=512)
+    a0, a1 = rep["attempts"]
+    assert seen == ["try0", "try1"] and a0["multipliers"] == a1["multipliers"] == rep["multipliers"] == 512
+    assert (a0["logic_multipliers"], a1["logic_multipliers"], rep["logic_multipliers"]) == (356, 360, 360)
+    assert a0["latency_cycles"] == a1["latency_cycles"] == rep["latency_cycles"]
+    assert a0["over"] == ["DSP 160 > 156"] and rep["fmax_mhz"] == 40.0
+
+
 def test_fitting_reports_numbers_when_nothing_fits(monkeypatch, tmp_path):
     g = op_graph("dense")
     n = len(parallelism_candidates(g, 8))

@@ -115,6 +115,23 @@ def test_pruned_dense_uses_fewer_multipliers():
     assert half.multipliers == 128 and full.multipliers == 256
 
 
+def test_dsp_budget_moves_the_narrowest_multipliers_into_logic():
+    """``dsps=N``: yosys sees N multiplies in the engines (the rest are adder trees); the excess is
+    taken from the narrowest operands first; the RTL without a budget is unchanged."""
+    g = testing.op_graph("matmul")  # two matmuls: a 8x8-bit one ('op') and a wider one ('op2')
+    free = generate(g, parallelism=8)
+    assert free.logic == {} and generate(g, parallelism=8, dsps=100).logic == {}
+    assert generate(g, parallelism=8, dsps=None).rtlil() == free.rtlil()
+    d = generate(g, parallelism=8, dsps=11)
+    assert d.logic == {"op": 5}
+    assert [b["logic_multipliers"] for b in d.blocks if b["kind"] == "matmul"] == [5, 0]
+    assert cell_counts(d).get("$mul", 0) == 11 and cell_counts(free).get("$mul", 0) == 16
+    assert generate(g, parallelism=8, dsps=0).logic == {"op": 8, "op2": 8}
+    for bad in (-1, 2.5, True, "8"):
+        with pytest.raises(FabformerError, match="dsps must be a number of DSP cells"):
+            generate(g, parallelism=8, dsps=bad)
+
+
 @pytest.mark.parametrize("kind, own", [("layernorm", 3), ("softmax", 1)])
 def test_row_functions_share_multipliers(kind, own):
     """Layer norm and softmax run one element per cycle through 3 and 1 multipliers

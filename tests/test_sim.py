@@ -22,6 +22,13 @@ KINDS = [k for k in testing.OP_KINDS if k != "quantize"]
 SWEEP = [1, 2, 4, 8, 16]
 MATMUL_PAR = [1, 2, 8, 16]  # (lanes, products) = (1, 1), (2, 1), (4, 2), (4, 4) for 4x4 heads
 FLAT_PAR = [1, 12]  # flatten -> dense, rows chained: one lane / 12 multipliers (one step a row)
+# multipliers built in logic beyond a DSP budget: (graph, parallelism, dsps)
+LOGIC = [("dense", 4, 1), ("matmul", 8, 3), ("flat_dense", 12, 0)]
+
+
+def _logic_graph(which):
+    return {"dense": lambda: dense_graph(16, 16, rows=16), "matmul": lambda: testing.op_graph("matmul"),
+            "flat_dense": flat_dense_graph}[which]()
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +37,7 @@ def design_set():
     designs += [generate(dense_graph(16, 16, rows=16), parallelism=p) for p in SWEEP]
     designs += [generate(testing.op_graph("matmul"), parallelism=p) for p in MATMUL_PAR]
     designs += [generate(flat_dense_graph(), parallelism=p) for p in FLAT_PAR]
+    designs += [generate(_logic_graph(w), parallelism=p, dsps=d) for w, p, d in LOGIC]
     return DesignSet(designs, name="rtl_tests")
 
 
@@ -110,6 +118,20 @@ def test_flatten_dense_takes_rows_as_they_come(p, design_set, verilator_results)
     assert kinds == ["flatten", "dense"] and m.blocks[0]["latency"] == 3  # input rows 0..3 pass through
     steps = 8 * 6 // m.multipliers  # one row's share: 8 inputs x 6 outputs
     assert m.latency_cycles == 4 * steps + 1 + mac_depth(1 if p == 1 else 2)
+
+
+@pytest.mark.parametrize("which, p, dsps", LOGIC)
+def test_multipliers_beyond_the_dsps_built_in_logic(which, p, dsps, design_set, verilator_results):
+    """``generate(..., dsps=N)``: the engines' multipliers beyond N are built in logic (dense,
+    both matmuls of the matmul graph, a row-chained flatten -> dense with none on DSPs):
+    bit-exact under stalls, with the cycles of the same design on DSPs."""
+    i = len(KINDS) + len(SWEEP) + len(MATMUL_PAR) + len(FLAT_PAR) + [w for w, _, _ in LOGIC].index(which)
+    m = design_set.members[i]
+    _check_op("matmul" if which == "matmul" else "dense", m, verilator_results[i])
+    on_dsps = generate(_logic_graph(which), parallelism=p)
+    assert sum(m.logic.values()) == on_dsps.multipliers - dsps > 0
+    assert (m.latency_cycles, m.ii_cycles, m.multipliers) == (on_dsps.latency_cycles, on_dsps.ii_cycles,
+                                                              on_dsps.multipliers)
 
 
 def _example():
