@@ -108,7 +108,8 @@ class Top(wiring.Component):
             for k, p in enumerate(parts):
                 publish(p[0], getattr(split, f"o{k}"))
         for n in d._nodes:
-            blk = make_block(n, d.graph, d.parallelism.get(n.name), d.orders, logic=d.logic.get(n.name, 0))
+            blk = make_block(n, d.graph, d.parallelism.get(n.name), d.orders, logic=d.logic.get(n.name, 0),
+                             lanes=d.lanes.get(n.name, 1))
             m.submodules[node_name(blk.name)] = blk
             node = d.graph.node(blk.name)
             for pname, tensor in zip(blk.port_names, node.inputs):
@@ -148,6 +149,7 @@ class Design:
     orders: dict = field(default_factory=dict, repr=False)  # tensor -> row order of its stream
     phases: dict = field(default_factory=dict, repr=False)  # node -> its barrier phase (barrier_phases)
     logic: dict = field(default_factory=dict)  # node -> its multipliers built in logic (``dsps``)
+    lanes: dict = field(default_factory=dict)  # row function node -> its lanes, where more than one (row_lanes)
     _top: Top = field(default=None, repr=False)
 
     @property
@@ -331,9 +333,14 @@ def generate_dataflow(graph: ir.Graph, parallelism=None, dsps=None) -> Design:
     d.out_type = graph.type_of(d.out_tensor)
     ii = d.in_rows
     ends, made = {}, {}
+    engines_ii = max((_probe(make_block(n, graph, par.get(n.name), d.orders)).ii for n in d._nodes if n.mac_array),
+                     default=None)
     for n in d._nodes:
-        blk = made[n.name] = make_block(n, graph, par.get(n.name), d.orders)
-        blk._MustUse__silence = True  # analysis only; Top.elaborate builds the blocks it uses
+        blk = made[n.name] = _probe(make_block(n, graph, par.get(n.name), d.orders))
+        if engines_ii is not None and hasattr(blk, "lanes"):
+            blk.lanes = row_lanes(blk, engines_ii)
+            if blk.lanes > 1:
+                d.lanes[n.name] = blk.lanes
         rows = blk.row_times([times[t] for t in n.inputs])
         if consumers.get(n.output, 0) > 1:
             rows = [t + FORK_DELAY for t in rows]
@@ -353,6 +360,24 @@ def generate_dataflow(graph: ir.Graph, parallelism=None, dsps=None) -> Design:
     d.phases = barrier_phases(made, d._nodes, times)
     d._fork_depths = _fork_depths(graph, d._nodes, consumers, times, ends, ii, d.in_tensor, d.out_tensor)
     return d
+
+
+def _probe(blk):
+    blk._MustUse__silence = True  # analysis only; Top.elaborate builds the blocks it uses
+    return blk
+
+
+def row_lanes(blk, target_ii) -> int:
+    """Lanes of a row function (layer norm, softmax) so that it keeps up with the matmul-like
+    engines: the fewest that bring its II to ``target_ii`` (the slowest engine's), else the
+    fewest that reach its least II.  Each lane adds its multipliers."""
+    options = []
+    for lanes in [v for v in range(1, blk.N + 1) if blk.N % v == 0]:
+        blk.lanes = lanes
+        if blk.ii <= target_ii:
+            return lanes
+        options.append((blk.ii, lanes))
+    return min(options)[1]
 
 
 def logic_split(graph, blocks: dict, dsps: int) -> dict:
@@ -422,11 +447,12 @@ def block(kind):
     return registry.implements(kind, ARCH)
 
 
-def make_block(n, g, parallelism, orders=None, logic=0):
+def make_block(n, g, parallelism, orders=None, logic=0, lanes=1):
     """The dataflow block of node ``n`` (``parallelism``: multipliers, for matmul-like nodes).
     ``orders`` (tensor -> row order) gives the streams whose rows do not come in the tensor's
     own order (:func:`head_interleaving`); only the blocks that read or write one see it.
-    ``logic``: how many of its multipliers are built in logic (:func:`logic_split`)."""
+    ``logic``: how many of its multipliers are built in logic (:func:`logic_split`); ``lanes``: a row
+    function's lanes (:func:`row_lanes`)."""
     orders = {t: o for t, o in (orders or {}).items() if t in n.inputs or t == n.output}
     if orders and n.kind in ORDER_AWARE:
         blk = registry.get(n, ARCH)(n, g, parallelism, orders=orders)
@@ -436,6 +462,8 @@ def make_block(n, g, parallelism, orders=None, logic=0):
         blk = registry.get(n, ARCH)(n, g, parallelism)
     if logic:
         blk.logic_multipliers = int(logic)
+    if lanes != 1:
+        blk.lanes = int(lanes)
     return blk
 
 

@@ -86,6 +86,11 @@ def _delay(m, value, cycles: int, name):
     return rp.data
 
 
+def _lane_names(lanes: int):
+    """``name(base, lane)``: signal names of one lane (the base alone with a single lane)."""
+    return (lambda base, l: base) if lanes == 1 else (lambda base, l: f"{base}_l{l}")
+
+
 def tree_levels(n: int) -> int:
     """Levels of a pairwise reduction tree over ``n`` values."""
     return max(n - 1, 0).bit_length()
@@ -149,23 +154,41 @@ class _SerialRow(Block):
 
     P = 7  # P: capture, leading one, shift tables, normalising shift (coarse, fine), table index, table read
     E = DELAYED = B = 0
+    per_lane = 1  # multipliers of one lane
 
-    def __init__(self, name, op, g: ir.Graph):
+    def __init__(self, name, op, g: ir.Graph, lanes: int = 1):
         xt, out_t = g.type_of(op.inputs[0]), g.type_of(op.output)
         rows, cols = row_shape(g.tensors[op.inputs[0]].shape)
         self.op, self.g, self.rows, self.N = op, g, rows, cols
         super().__init__(name, [(xt, rows, cols)], (out_t, rows, cols))
+        self.lanes = lanes
+
+    @property
+    def lanes(self) -> int:
+        """Elements A and B take per cycle (each lane its own multipliers and tables)."""
+        return self._lanes
+
+    @lanes.setter
+    def lanes(self, v: int):
+        if v < 1 or self.N % v:
+            raise ValueError(f"{self.name}: {v} lanes do not divide a row of {self.N}")
+        self._lanes = v
+
+    @property
+    def multipliers(self) -> int:
+        return self.per_lane * self.lanes
 
     def plan(self) -> dict:
         """The fixed schedule of a row, in cycles after its admission (cycle 0)."""
-        N, M = self.N, tree_levels(self.N)
-        gap = max(N, M + 1)
+        N, M, L = self.N, tree_levels(self.N), self.lanes
+        n = N // L                     # cycles a row takes in A and in B (``lanes`` elements a cycle)
+        gap = max(n, M + 1)
         load_a = 1 + M                 # the row reduction is in its register: A loads the row
-        a0 = load_a + 1                # element j leaves A's shift register in cycle a0 + j
-        cap = a0 + self.E + N          # the accumulator holds the whole row: P captures it
+        a0 = load_a + 1                # elements jL .. jL + L - 1 leave A's shift register in cycle a0 + j
+        cap = a0 + self.E + tree_levels(L) + n  # the accumulator holds the whole row (after the lanes' sum)
         b_load = cap + self.P          # the table entry is read: B loads the row's scalars
-        b0 = b_load + 1                # element j enters B in cycle b0 + j
-        write = b0 + self.B + N - 1    # the last output element: the row enters the output queue
+        b0 = b_load + 1                # elements jL .. enter B in cycle b0 + j
+        write = b0 + self.B + n - 1    # the last output elements: the row enters the output queue
         lat = write + 1
         return {"gap": gap, "load_a": load_a, "a0": a0, "cap": cap, "b_load": b_load, "b0": b0,
                 "delay": b0 - (a0 + self.DELAYED), "write": write, "latency": lat,
@@ -224,22 +247,23 @@ class _SerialRow(Block):
 
         x0 = [_hold(m, admit, v, f"x0_{j}") for j, v in enumerate(unpack(self.i.payload, self.N, xt))]
 
-        def out(y):
-            N = self.N
-            buf = [Signal(y.shape(), name=f"y_buf{j}") for j in range(N - 1)]
-            m.d.sync += [b.eq(n) for b, n in zip(buf, [*buf[1:], y])]
-            _out_queue(m, pulse(pl["write"] - 1), pack([*buf, y]), self.o, rows_q - 1)  # written at pulse(write)
+        def out(ys):  # each cycle the lanes' next elements (lane l: element jL + l)
+            N, L = self.N, len(ys)
+            buf = [Signal(ys[0].shape(), name=f"y_buf{j}") for j in range(N - L)]
+            m.d.sync += [b.eq(n) for b, n in zip(buf, [*buf[L:], *ys])]
+            _out_queue(m, pulse(pl["write"] - 1), pack([*buf, *ys]), self.o, rows_q - 1)  # written at pulse(write)
         return pl, pulse, x0, out
 
     def _issue(self, m, pulse, pl, values, name):
-        """A's shift register: loaded with ``values`` at the row's ``load_a`` cycle; its
-        first element is element ``j`` of the row in cycle ``a0 + j``."""
+        """A's shift register: loaded with ``values`` at the row's ``load_a`` cycle; its first
+        ``lanes`` elements are elements ``jL .. jL + L - 1`` of the row in cycle ``a0 + j``."""
+        L = self.lanes
         regs = [Signal(Value.cast(v).shape(), name=f"{name}{j}") for j, v in enumerate(values)]
         with m.If(pulse(pl["load_a"])):
             m.d.sync += [r.eq(v) for r, v in zip(regs, values)]
         with m.Else():
-            m.d.sync += [r.eq(n) for r, n in zip(regs[:-1], regs[1:])]
-        return regs[0]
+            m.d.sync += [r.eq(n) for r, n in zip(regs[:-L], regs[L:])]
+        return regs[:L]
 
 
 def _rom(m, table, idx, name):
@@ -293,7 +317,7 @@ class SerialLayerNorm(_SerialRow):
     ``y = rq(z*gamma + beta)``, every stage registered (``B`` cycles).  II ``row_ii`` cycles per row."""
 
     kind = "layernorm"
-    multipliers = 3
+    per_lane = 3
     DELAYED = 1  # B reuses d
 
     @property
@@ -331,49 +355,57 @@ class SerialLayerNorm(_SerialRow):
             return sh - (sh % 2)
 
         pl, pulse, x0, out = self._frame(m)
-        # row sum, then A: one squared deviation per cycle into the variance sum
+        L, n = self.lanes, N // self.lanes
+        nm = _lane_names(L)
+        # row sum, then A: one squared deviation per lane and cycle into the variance sum
         S = _hold(m, pulse(pl["load_a"]), _tree(m, x0, lambda a, b: a + b, "sum"), "a_S", s_shape)
-        x = self._issue(m, pulse, pl, x0, "a_x")
-        d = _r(m, _times(x, N) - S, "a_d", signed(dt.width))
-        sq = _mul(m, d, d, "a_sq", unsigned(2 * dt.width))
+        xs = self._issue(m, pulse, pl, x0, "a_x")
+        ds = [_r(m, _times(x, N) - S, nm("a_d", l), signed(dt.width)) for l, x in enumerate(xs)]
+        sq = _tree(m, [_mul(m, d, d, nm("a_sq", l), unsigned(2 * dt.width)) for l, d in enumerate(ds)],
+                   lambda a, b: a + b, "a_sqsum")
         Q = Signal(unsigned(qt.width), name="a_Q")
-        first = pulse(pl["a0"] + self.E)
+        first = pulse(pl["a0"] + self.E + tree_levels(L))
         m.d.sync += Q.eq(Mux(first, sq, Q + sq))
         # P: inverse square root of the variance and the output shift
         t, sh = _scalar(m, pl, pulse, Q + op.eps, qt.width, sh_of, unsigned(R + 3), op.invsqrt_table,
                         {"zsh": lambda pv: Ft + (R + sh_of(pv)) // 2 - nt.frac}, "p")
         b_t = _hold(m, pulse(pl["b_load"]), t, "b_t")
         b_zsh = _hold(m, pulse(pl["b_load"]), sh["zsh"], "b_zsh")
-        # B: one element per cycle
-        j = Signal(range(max(N, 2)), name="b_j")
+        # B: one element per lane and cycle (lane l: elements jL + l)
+        j = Signal(range(max(n, 2)), name="b_j")
         with m.If(pulse(pl["b_load"])):
             m.d.sync += j.eq(0)
-        with m.Elif(j != N - 1):
+        with m.Elif(j != n - 1):
             m.d.sync += j.eq(j + 1)
-        d1 = _r(m, _delay(m, d, pl["delay"], "d_delay"), "b1_d")
-        t1, zsh1 = _r(m, b_t, "b1_t"), _r(m, b_zsh, "b1_zsh")
-        g1 = _r(m, _const_select(m, [int(v) for v in op.gamma], j, "gamma"), "b1_g")
-        be1 = _r(m, _const_select(m, [int(v) << bshift for v in op.beta], j, "beta"), "b1_b")
-        assert mul_stages(signed_bits(d1), signed_bits(t1)) == self._dt_stages
-        prod2 = _mul(m, d1, t1, "b2_dt", None)
-        for k in range(self._dt_stages - 1):  # the product's second stage: the others wait a cycle
-            zsh1, g1, be1 = _r(m, zsh1, f"b1_zsh_{k}"), _r(m, g1, f"b1_g_{k}"), _r(m, be1, f"b1_b_{k}")
-        pos2, neg2, rnd = _shift_parts(m, zsh1, nt.rounding, "b2_zsh")
-        g2, be2 = _r(m, g1, "b2_g"), _r(m, be1, "b2_b")
-        v3, (pos3, neg3, g3, be3) = _add_rounding(m, prod2, rnd, nt.rounding, [pos2, neg2, g2, be2], "b3")
-        sh4 = _r(m, (v3 >> pos3) << neg3, "b4_v")
-        g4, be4 = _r(m, g3, "b4_g"), _r(m, be3, "b4_b")
-        z5 = _r(m, overflow(sh4, nt), "b5_z", shape_of(nt))
-        g5, be5 = _r(m, g4, "b5_g"), _r(m, be4, "b5_b")
-        zg6 = _mul(m, z5, g5, "b6_zg")
-        assert mul_stages(signed_bits(z5), signed_bits(g5)) == self._zg_stages
-        be6 = be5
-        for k in range(self._zg_stages):
-            be6 = _r(m, be6, f"b6_b{k}")
-        w7 = _r(m, shift_round(zg6 + be6, f - out_t.frac, out_t.rounding), "b7_y")
-        y = Signal(shape_of(out_t), name="y")
-        m.d.comb += y.eq(overflow(w7, out_t))
-        out(y)
+        ys = []
+        for l, d in enumerate(ds):
+            def r(v, base, shape=None):
+                return _r(m, v, nm(base, l), shape)
+            d1 = r(_delay(m, d, pl["delay"], nm("d_delay", l)), "b1_d")
+            t1, zsh1 = r(b_t, "b1_t"), r(b_zsh, "b1_zsh")
+            g1 = r(_const_select(m, [int(v) for v in op.gamma[l::L]], j, nm("gamma", l)), "b1_g")
+            be1 = r(_const_select(m, [int(v) << bshift for v in op.beta[l::L]], j, nm("beta", l)), "b1_b")
+            assert mul_stages(signed_bits(d1), signed_bits(t1)) == self._dt_stages
+            prod2 = _mul(m, d1, t1, nm("b2_dt", l), None)
+            for k in range(self._dt_stages - 1):  # the product's second stage: the others wait a cycle
+                zsh1, g1, be1 = r(zsh1, f"b1_zsh_{k}"), r(g1, f"b1_g_{k}"), r(be1, f"b1_b_{k}")
+            pos2, neg2, rnd = _shift_parts(m, zsh1, nt.rounding, nm("b2_zsh", l))
+            g2, be2 = r(g1, "b2_g"), r(be1, "b2_b")
+            v3, (pos3, neg3, g3, be3) = _add_rounding(m, prod2, rnd, nt.rounding, [pos2, neg2, g2, be2], nm("b3", l))
+            sh4 = r((v3 >> pos3) << neg3, "b4_v")
+            g4, be4 = r(g3, "b4_g"), r(be3, "b4_b")
+            z5 = r(overflow(sh4, nt), "b5_z", shape_of(nt))
+            g5, be5 = r(g4, "b5_g"), r(be4, "b5_b")
+            zg6 = _mul(m, z5, g5, nm("b6_zg", l))
+            assert mul_stages(signed_bits(z5), signed_bits(g5)) == self._zg_stages
+            be6 = be5
+            for k in range(self._zg_stages):
+                be6 = r(be6, f"b6_b{k}")
+            w7 = r(shift_round(zg6 + be6, f - out_t.frac, out_t.rounding), "b7_y")
+            y = Signal(shape_of(out_t), name=nm("y", l))
+            m.d.comb += y.eq(overflow(w7, out_t))
+            ys.append(y)
+        out(ys)
         return m
 
 
@@ -384,7 +416,7 @@ class SerialSoftmax(_SerialRow):
     per row."""
 
     kind = "softmax"
-    multipliers = 1
+    per_lane = 1
     E = 4        # max - x, table index, table read, exponent register; the sum takes it
     DELAYED = 4  # B reuses the exponent
 
@@ -406,28 +438,36 @@ class SerialSoftmax(_SerialRow):
         Fr = op.recip_table.out_type.frac
 
         pl, pulse, x0, out = self._frame(m)
+        L = self.lanes
+        nm = _lane_names(L)
         mx = _hold(m, pulse(pl["load_a"]), _tree(m, x0, lambda a, b: Mux(b > a, b, a), "max"), "a_mx",
                    shape_of(xt))
-        x = self._issue(m, pulse, pl, x0, "a_x")
-        d = _r(m, mx - x, "a_d", signed(xt.width + 1))
-        e = _r(m, _rom(m, op.exp_table, _index(m, op.exp_table, d, "a_idx"), "exp_rom"), "a_e")
+        es = []
+        for l, x in enumerate(self._issue(m, pulse, pl, x0, "a_x")):
+            d = _r(m, mx - x, nm("a_d", l), signed(xt.width + 1))
+            es.append(_r(m, _rom(m, op.exp_table, _index(m, op.exp_table, d, nm("a_idx", l)), nm("exp_rom", l)),
+                         nm("a_e", l)))
+        e = _tree(m, es, lambda a, b: a + b, "a_esum")
         s = Signal(unsigned(sw), name="a_s")
-        first = pulse(pl["a0"] + self.E)
+        first = pulse(pl["a0"] + self.E + tree_levels(L))
         m.d.sync += s.eq(Mux(first, e, s + e))
         r, sh = _scalar(m, pl, pulse, s, sw, lambda pv: pv - R, unsigned(R + 2), op.recip_table,
                         {"osh": lambda pv: Fr + pv - out_t.frac}, "p")
         b_r = _hold(m, pulse(pl["b_load"]), r, "b_r")
         b_osh = _hold(m, pulse(pl["b_load"]), sh["osh"], "b_osh")
-        e1 = _r(m, _delay(m, e, pl["delay"], "e_delay"), "b1_e")
-        r1, osh1 = _r(m, b_r, "b1_r"), _r(m, b_osh, "b1_osh")
-        prod2 = _mul(m, e1, r1, "b2_er")
-        assert mul_stages(signed_bits(e1), signed_bits(r1)) == self._er_stages
-        for k in range(self._er_stages - 1):  # the product's further stages: the shift waits
-            osh1 = _r(m, osh1, f"b1_osh_{k}")
-        pos2, neg2, rnd = _shift_parts(m, osh1, out_t.rounding, "b2_osh")
-        v3, (pos3, neg3) = _add_rounding(m, prod2, rnd, out_t.rounding, [pos2, neg2], "b3")
-        sh4 = _r(m, (v3 >> pos3) << neg3, "b4_v")
-        y = Signal(shape_of(out_t), name="y")
-        m.d.comb += y.eq(overflow(sh4, out_t))
-        out(y)
+        ys = []
+        for l, e in enumerate(es):
+            e1 = _r(m, _delay(m, e, pl["delay"], nm("e_delay", l)), nm("b1_e", l))
+            r1, osh1 = _r(m, b_r, nm("b1_r", l)), _r(m, b_osh, nm("b1_osh", l))
+            prod2 = _mul(m, e1, r1, nm("b2_er", l))
+            assert mul_stages(signed_bits(e1), signed_bits(r1)) == self._er_stages
+            for k in range(self._er_stages - 1):  # the product's further stages: the shift waits
+                osh1 = _r(m, osh1, nm(f"b1_osh_{k}", l))
+            pos2, neg2, rnd = _shift_parts(m, osh1, out_t.rounding, nm("b2_osh", l))
+            v3, (pos3, neg3) = _add_rounding(m, prod2, rnd, out_t.rounding, [pos2, neg2], nm("b3", l))
+            sh4 = _r(m, (v3 >> pos3) << neg3, nm("b4_v", l))
+            y = Signal(shape_of(out_t), name=nm("y", l))
+            m.d.comb += y.eq(overflow(sh4, out_t))
+            ys.append(y)
+        out(ys)
         return m
