@@ -58,7 +58,8 @@ def source_model(graph, graph_path=None, explicit=None):
 
 
 PARALLELISM_HELP = ("multipliers per matmul-like node: an integer for every node, node=int,node=int, or a JSON "
-                    "object {\"node\": int, ...} (nodes not named keep their default)")
+                    "object {\"node\": int, ...} (nodes not named keep their default; a layer norm or softmax "
+                    "node named takes that many lanes, else as many as keep up with the matmul-like nodes)")
 
 
 def parse_parallelism(text):

@@ -45,20 +45,29 @@ def parallelism_candidates(graph, dsp: int, max_candidates: int = 6) -> list[dic
 
     Each setting is balanced: the targets are the IIs of the node with the most MACs (its
     options, several products per column included), none below the II of the blocks that have
-    no parallelism (layer norm, softmax: more multipliers would buy no throughput), and for a
+    no parallelism (nor below the least II layer norm and softmax reach with lanes: more
+    multipliers would buy no throughput), and for a
     target every node gets the fewest multipliers that reach it (so no block idles waiting for a
     slower one).  The first setting is the fastest one whose multipliers fit the ``dsp``
     budget; each next one has at most about half the multipliers (``HALF``), down to one per node.
     """
-    from fabformer.rtl import generate, mac_nodes, parallelism_options
+    from fabformer.rtl import generate, mac_nodes, make_block, parallelism_options
     nodes = mac_nodes(graph)
     if not nodes:
         return [{}]
     opts = {n.name: parallelism_options(graph, n) for n in nodes}
-    # the blocks without a parallelism (layer norm, softmax, ...) take the same II at every
-    # setting: a target below theirs buys multipliers and no throughput
+    # the blocks without a parallelism take the same II at every setting, layer norm and softmax
+    # theirs at the most lanes that still lower it: a target below that buys multipliers and no throughput
+    from fabformer.rtl.generate import LANED, row_lanes
+    rows = [n for n in graph.nodes if n.kind in LANED]
+    most = {}
+    for n in rows:
+        blk = make_block(n, graph, None)
+        blk._MustUse__silence = True
+        most[n.name] = row_lanes(blk, 0)
     macs = {n.name for n in nodes}
-    fixed = max((b["ii"] for b in generate(graph, parallelism=1).blocks if b["name"] not in macs), default=0)
+    fixed = max((b["ii"] for b in generate(graph, parallelism={**{n.name: 1 for n in nodes}, **most}).blocks
+                 if b["name"] not in macs), default=0)
     # the node of the most MACs sets the II of a balanced setting: its options are the targets
     biggest = max(nodes, key=lambda n: n.macs(graph)).name
     targets = sorted({o[1] for o in opts[biggest]})

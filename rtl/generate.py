@@ -247,15 +247,20 @@ def _as_parallelism(parallelism, graph) -> dict:
             raise FabformerError(f"parallelism must be a positive number of multipliers, not {parallelism}")
         return {n.name: int(parallelism) for n in mac_nodes}
     if isinstance(parallelism, dict):
-        names = {n.name for n in mac_nodes}
+        rows = {n.name: row_shape(graph.tensors[n.output].shape)[1] for n in graph.nodes if n.kind in LANED}
+        names = {n.name for n in mac_nodes} | set(rows)
         bad = [k for k in parallelism if k not in names]
         if bad:
-            raise FabformerError(f"parallelism names unknown matmul-like node(s) {bad}; "
+            raise FabformerError(f"parallelism names unknown matmul-like or row-function node(s) {bad}; "
                                  f"valid: {', '.join(sorted(names))}")
         out = {n.name: default_parallelism(n, graph) for n in mac_nodes}
         for k, v in parallelism.items():
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise FabformerError(f"parallelism of {k!r} must be a positive integer, not {v!r}")
+            if k in rows and rows[k] % v:
+                raise FabformerError(f"parallelism of {k!r} (lanes of a row function) must divide its row of "
+                                     f"{rows[k]} elements, not {v}; valid: "
+                                     f"{', '.join(str(d) for d in range(1, rows[k] + 1) if rows[k] % d == 0)}")
             out[k] = int(v)
         return out
     raise FabformerError(f"parallelism must be None, a positive integer or a dict {{node: int}}, "
@@ -337,8 +342,8 @@ def generate_dataflow(graph: ir.Graph, parallelism=None, dsps=None) -> Design:
                      default=None)
     for n in d._nodes:
         blk = made[n.name] = _probe(make_block(n, graph, par.get(n.name), d.orders))
-        if engines_ii is not None and hasattr(blk, "lanes"):
-            blk.lanes = row_lanes(blk, engines_ii)
+        if n.kind in LANED and (n.name in par or engines_ii is not None):
+            blk.lanes = par[n.name] if n.name in par else row_lanes(blk, engines_ii)
             if blk.lanes > 1:
                 d.lanes[n.name] = blk.lanes
         rows = blk.row_times([times[t] for t in n.inputs])
@@ -467,6 +472,7 @@ def make_block(n, g, parallelism, orders=None, logic=0, lanes=1):
     return blk
 
 
+LANED = ("layernorm", "softmax")  # row functions of lanes: a parallelism entry sets them, else row_lanes
 ROW_WISE = ("softmax", "relu", "requantize", "lookup", "scale")  # each row on its own: any row order
 ORDER_AWARE = ("matmul", "split_heads", "merge_heads")  # factories that take ``orders``
 

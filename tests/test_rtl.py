@@ -32,7 +32,7 @@ def test_unsigned_element_shape():
 
 @pytest.mark.parametrize("p, msg", [
     (0, "positive number of multipliers"),
-    ({"nope": 2}, r"unknown matmul-like node\(s\) \['nope'\]; valid: d$"),
+    ({"nope": 2}, r"unknown matmul-like or row-function node\(s\) \['nope'\]; valid: d$"),
     ({"d": -1}, "must be a positive integer"),
     ("fast", "must be None, a positive integer or a dict"),
 ])
@@ -130,6 +130,22 @@ def test_dsp_budget_moves_the_narrowest_multipliers_into_logic():
     for bad in (-1, 2.5, True, "8"):
         with pytest.raises(FabformerError, match="dsps must be a number of DSP cells"):
             generate(g, parallelism=8, dsps=bad)
+
+
+def test_row_function_lanes_keep_up_with_the_engines():
+    """Without a setting of their own, layer norm and softmax take the fewest lanes that bring
+    their II within the slowest MAC engine's; a parallelism entry sets them (it must divide the row)."""
+    g = testing.encoder_graph()
+    slow, fast = generate(g, parallelism=32), generate(g, parallelism=64)
+    assert slow.lanes == {} and fast.lanes == {"softmax": 2, "ln1": 2, "ln2": 2}
+    engines = max(b["ii"] for b in fast.blocks if b["kind"] in ("dense", "matmul"))
+    assert fast.ii_cycles == engines == 64
+    ln = testing.op_graph("layernorm")
+    assert generate(ln, parallelism={"op": 1}).rtlil() == generate(ln).rtlil()
+    assert generate(ln, parallelism={"op": 2}).multipliers == 6
+    with pytest.raises(FabformerError, match=r"parallelism of 'op' \(lanes of a row function\) must divide its "
+                                             r"row of 8 elements, not 3; valid: 1, 2, 4, 8"):
+        generate(ln, parallelism={"op": 3})
 
 
 @pytest.mark.parametrize("kind, own", [("layernorm", 3), ("softmax", 1)])

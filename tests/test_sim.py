@@ -24,6 +24,7 @@ MATMUL_PAR = [1, 2, 8, 16]  # (lanes, products) = (1, 1), (2, 1), (4, 2), (4, 4)
 FLAT_PAR = [1, 12]  # flatten -> dense, rows chained: one lane / 12 multipliers (one step a row)
 # multipliers built in logic beyond a DSP budget: (graph, parallelism, dsps)
 LOGIC = [("dense", 4, 1), ("matmul", 8, 3), ("flat_dense", 12, 0)]
+LANES = [("layernorm", 2), ("layernorm", 8), ("softmax", 2), ("softmax", 4)]  # row functions' lanes
 
 
 def _logic_graph(which):
@@ -38,6 +39,7 @@ def design_set():
     designs += [generate(testing.op_graph("matmul"), parallelism=p) for p in MATMUL_PAR]
     designs += [generate(flat_dense_graph(), parallelism=p) for p in FLAT_PAR]
     designs += [generate(_logic_graph(w), parallelism=p, dsps=d) for w, p, d in LOGIC]
+    designs += [generate(testing.op_graph(k), parallelism={"op": lanes}) for k, lanes in LANES]
     return DesignSet(designs, name="rtl_tests")
 
 
@@ -56,7 +58,8 @@ def verilator_results(design_set):
 
 @pytest.fixture(scope="module")
 def icarus_results(design_set):
-    return run_many(_pairs(design_set, 3, 0)[:len(KINDS)], simulator="icarus")
+    pairs = _pairs(design_set, 3, 0)
+    return run_many(pairs[:len(KINDS)] + pairs[-len(LANES):], simulator="icarus")
 
 
 def _check_op(kind, member, r):
@@ -134,6 +137,24 @@ def test_multipliers_beyond_the_dsps_built_in_logic(which, p, dsps, design_set, 
                                                               on_dsps.multipliers)
 
 
+@pytest.mark.parametrize("kind, lanes", LANES)
+def test_row_function_lanes(kind, lanes, design_set, verilator_results, icarus_results):
+    """Layer norm and softmax with several elements a cycle (each lane its multipliers): bit-exact
+    under stalls on both simulators, the analytic latency and II as simulated, the II lower than one
+    lane's where the row time binds it."""
+    k = LANES.index((kind, lanes))
+    i = len(design_set.members) - len(LANES) + k
+    m = design_set.members[i]
+    _check_op(kind, m, verilator_results[i])
+    _check_op(kind, m, icarus_results[len(KINDS) + k])
+    one = generate(testing.op_graph(kind))
+    own = {"layernorm": 3, "softmax": 1}[kind]
+    assert m.lanes == {"op": lanes} and m.multipliers == one.multipliers + own * (lanes - 1)
+    assert m.latency_cycles < one.latency_cycles
+    if kind == "layernorm":
+        assert m.ii_cycles < one.ii_cycles
+
+
 def _example():
     model = ROOT / "examples" / "digits" / "model_q8.h5"
     if model.is_file():
@@ -150,18 +171,23 @@ def _example():
     return g, testing.random_inputs(g, 200, seed=3)
 
 
-@pytest.mark.parametrize("which", ["example", "encoder"])
+@pytest.mark.parametrize("which", ["example", "encoder", "encoder_lanes_logic"])
 def test_whole_model_verilator(which):
-    """The digits example (200 samples) and the random-weight test encoder: bit-exact, the
-    measured latency and II equal the analytic ones (II = the slowest block's II)."""
+    """The digits example (200 samples) and the random-weight test encoder, once more with its
+    row functions in lanes and 54 of its multipliers in logic: bit-exact, the measured latency and
+    II equal the analytic ones (II = the slowest block's II)."""
     if which == "example":
         g, x = _example()
     else:
         g = testing.encoder_graph()
         x = testing.random_inputs(g, 20, seed=5)
-    d = generate(g)
+    if which == "encoder_lanes_logic":
+        d = generate(g, parallelism={"ln1": 2, "ln2": 4, "softmax": 2}, dsps=100)
+        assert d.lanes == {"ln1": 2, "ln2": 4, "softmax": 2} and sum(d.logic.values()) == 54
+    else:
+        d = generate(g)
     r = run(d, x, simulator="verilator", timing_samples=6)
-    assert r.samples == len(x) and (which == "encoder" or r.samples >= 200)
+    assert r.samples == len(x) and (which != "example" or r.samples >= 200)
     assert r.mismatches == 0, "\n".join(r.mismatch_report[:10])
     np.testing.assert_array_equal(r.outputs, g.predict(x))
     assert r.latency_cycles == d.latency_cycles
