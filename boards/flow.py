@@ -747,12 +747,13 @@ def absorb_dsp_registers(netlist: Path) -> dict:
 
 
 def _split_shared_operand_ffs(d, cells, driver, sinks) -> int:
-    """Give each DSP its own copy of an operand flip-flop that feeds the A/B pins of several DSPs and
-    nothing else; returns the copies made.  yosys merges the MAC engines' per-DSP operand copies
-    where their inputs are the same net (weight ROM bits of equal contents; the ``keep`` set on them
-    does not survive the bit-level mapping): such a flip-flop could go into no DSP, and nextpnr
-    timed it through the fabric to both (a 100 MHz digits build: 19 of 156 DSPs, 7.1 ns of routing
-    on its worst path).  Each copy then moves into its DSP's input register: same cycles."""
+    """Give each DSP its own copy of an operand flip-flop that feeds the A/B pins of several DSPs, or
+    of a DSP and other cells; returns the copies made.  yosys merges the MAC engines' per-DSP operand
+    copies where their inputs are the same net (weight ROM bits of equal contents, the operand shared
+    by a lane on a DSP and one built in logic; the ``keep`` set on them does not survive the bit-level
+    mapping): such a flip-flop could go into no DSP, and nextpnr timed it through the fabric to both (a
+    100 MHz digits build: 19 of 156 DSPs, 7.1 ns of routing on its worst path).  Each copy then moves
+    into its DSP's input register: same cycles."""
     bits = [b for m in d["modules"].values() for c in m.get("cells", {}).values()
             for v in c["connections"].values() for b in v if not isinstance(b, str)]
     bits += [b for m in d["modules"].values() for p in m.get("ports", {}).values() for b in p["bits"]
@@ -764,15 +765,16 @@ def _split_shared_operand_ffs(d, cells, driver, sinks) -> int:
         ss = sinks[b]
         if drv is None or drv[1] != "Q" or not _free_running_ff(cells[drv[0]]):
             continue
-        dsps = sorted({n for n, _ in ss})
-        if len(dsps) < 2 or any(cells.get(n, {}).get("type") != "MULT18X18D" or port[:1] not in _DSP_PORTS
-                                for n, port in ss):
+        on_dsp = [(n, port) for n, port in ss if cells.get(n, {}).get("type") == "MULT18X18D" and port[:1] in _DSP_PORTS]
+        dsps = sorted({n for n, _ in on_dsp})
+        others = len(on_dsp) < len(ss)  # the flip-flop also feeds logic (or a DSP's other pins): it stays for them
+        if not dsps or (len(dsps) < 2 and not others):
             continue
-        for k, dsp in enumerate(dsps[1:], 1):
+        for k, dsp in enumerate(dsps if others else dsps[1:], 1):
             copy = copy_module.deepcopy(cells[drv[0]])
             copy["connections"]["Q"] = [nxt]
             cells[f"{drv[0]}$dsp{k}"] = copy
-            for n, port in ss:
+            for n, port in on_dsp:
                 if n == dsp:
                     cells[n]["connections"][port] = [nxt]
             nxt += 1

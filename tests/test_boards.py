@@ -446,11 +446,23 @@ def test_dsp_registers_absorbed(tmp_path):
     assert all(mul["port_directions"][k] == "input" for k in ("CLK0", "CE0", "RST0", "RST1"))
 
 
-@pytest.mark.parametrize("case", ["extra_sink", "enable"])
+def test_an_operand_register_that_also_feeds_logic_is_copied_into_the_dsp(tmp_path):
+    """An operand FF that feeds logic too (yosys merged a DSP lane's operand copy with that of a
+    multiplier built in logic): the DSP gets its own copy, which moves into its input register; the
+    original stays for the logic."""
+    from fabformer.boards.flow import absorb_dsp_registers
+    path, a_d, _, _ = _netlist(tmp_path, extra_sink=True)
+    assert absorb_dsp_registers(path) == {"dsp": 1, "inputs": 1, "outputs": 1, "ff_removed": 32, "ff_copied": 1}
+    cells = json.loads(path.read_text())["modules"]["top"]["cells"]
+    assert sorted(cells) == ["a0", "lut", "mul"] and cells["lut"]["connections"]["A"] == cells["a0"]["connections"]["Q"]
+    assert [cells["mul"]["connections"][f"A{i}"][0] for i in range(8)] == a_d
+
+
+@pytest.mark.parametrize("case", ["enable"])
 def test_dsp_registers_kept_in_fabric_when_not_the_dsps_own(tmp_path, case):
-    """An operand FF that feeds something else, or loads only when enabled, stays in the fabric, and
-    then so do the other operand's FFs (nextpnr times a DSP with one registered input as unregistered);
-    the product FFs still move in."""
+    """An operand FF that loads only when enabled stays in the fabric, and then so do the other
+    operand's FFs (nextpnr times a DSP with one registered input as unregistered); the product FFs
+    still move in."""
     from fabformer.boards.flow import absorb_dsp_registers
     path, *_ = _netlist(tmp_path, **{case: True})
     assert absorb_dsp_registers(path) == {"dsp": 1, "inputs": 0, "outputs": 1, "ff_removed": 16, "ff_copied": 0}
