@@ -91,22 +91,19 @@ def parallelism_candidates(graph, dsp: int, max_candidates: int = 6) -> list[dic
     return out
 
 
-def other_dsps(graph) -> int:
-    """DSPs a design uses beyond its matmul-like multipliers, estimated before synthesis: the row
-    functions' multipliers (layer norm 3, softmax 1) and each matmul's scale multiply per output
-    column (none for a power-of-two scale)."""
-    from fabformer.rtl import make_block, mac_nodes
-    macs = {n.name for n in mac_nodes(graph)}
+def other_dsps(graph, parallelism=None) -> int:
+    """DSP cells a design uses beyond its matmul-like multipliers, estimated before synthesis: the
+    row functions' products (layer norm 3, softmax 1, per lane; a product of operands wider than a
+    DSP takes several) and each matmul's scale multiply per output column (none for a scale of 1),
+    at ``parallelism`` (its lanes for the row functions; default: one lane each)."""
+    from fabformer.rtl import generate, make_block
+    d = generate(graph, parallelism=parallelism)
+    lanes = d.lanes if parallelism is not None else {}
     extra = 0
-    for n in graph.nodes:
-        if n.kind == "quantize":
-            continue
-        if n.name not in macs:
-            blk = make_block(n, graph, None)
-            blk._MustUse__silence = True
-            extra += int(blk.multipliers)
-        elif n.kind == "matmul" and int(n.scale) & (int(n.scale) - 1):
-            extra += int(graph.tensors[n.output].shape[-1])
+    for n in d._nodes:
+        blk = make_block(n, graph, d.parallelism.get(n.name), d.orders, lanes=lanes.get(n.name, 1))
+        blk._MustUse__silence = True
+        extra += int(blk.other_dsp_cells)
     return extra
 
 
@@ -285,7 +282,7 @@ def _open_flow(graph, target, out, clock, candidates, design, baud, pnr):
     while i + 1 < len(candidates):
         i += 1
         par = candidates[i]
-        dsps = max(0, target.available["dsp"] - (other_seen or other_dsps(graph))) if in_logic else None
+        dsps = max(0, target.available["dsp"] - (other_seen or other_dsps(graph, par))) if in_logic else None
         d = design if design is not None else _design(graph, par, dsps)
         if extra_dsp and i < len(candidates) - 1 and d.multipliers + extra_dsp > target.available["dsp"]:
             attempts.append({"parallelism": d.parallelism, "multipliers": d.multipliers,
@@ -303,7 +300,7 @@ def _open_flow(graph, target, out, clock, candidates, design, baud, pnr):
                 if in_logic and attempt["over"] and all(o.startswith("DSP") for o in attempt["over"]):
                     # the DSPs synthesis put outside the engines' multipliers on DSPs
                     seen = int(r["yosys"]["dsp"]) - _engine_dsps(d)
-                    if seen > (other_seen or other_dsps(graph)):
+                    if seen > (other_seen or other_dsps(graph, par)):
                         other_seen = seen  # the same setting again, more of its multipliers in logic
                         candidates.insert(i + 1, par)
                         break

@@ -204,6 +204,14 @@ def mul_stages(wa: int, wb: int) -> int:
     return 3 if max(wa, wb) <= DSP_BITS else 4
 
 
+def dsp_cells(wa: int, wb: int) -> int:
+    """DSP cells of :func:`dsp_mul` for operands of ``wa`` and ``wb`` signed bits: one per pair of
+    pieces (an operand wider than a DSP is split into pieces of ``_LO`` bits and the rest)."""
+    def pieces(w):
+        return 1 if w <= DSP_BITS else 1 + pieces(w - _LO)
+    return pieces(wa) * pieces(wb)
+
+
 def _pieces(v):
     """``v`` as (piece, shift) pairs of at most ``DSP_BITS`` signed bits: the low ``_LO`` bits
     unsigned and the rest (recursively) with the value's sign (constants as constants)."""

@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 from .. import ir
 from ..errors import FabformerError
 from ..fixed import FixedType
-from .arith import KEEP_FF, dsp_mul, logic_product_halves, mul_stages, signed_bits, overflow, pack, requantize, shape_of, shift_round, stage, unpack
+from .arith import KEEP_FF, dsp_cells, dsp_mul, logic_product_halves, mul_stages, signed_bits, overflow, pack, requantize, shape_of, shift_round, stage, unpack
 
 __all__ = ["mac_depth", "scale_stages", "queue_rows", "Block", "Pipe", "RowMap", "AddBlock", "MacEngine", "DenseBlock", "Wire", "MatMulBlock", "ReshapeBlock",
            "PoolBlock", "Fork", "row_shape", "row_layout", "mac_split"]
@@ -75,6 +75,12 @@ class Block(wiring.Component):
     # analytic timing -----------------------------------------------------------
     multipliers = 0
     logic_multipliers = 0  # of ``multipliers``, those built in logic (set by ``generate(..., dsps=N)``)
+
+    @property
+    def other_dsp_cells(self) -> int:
+        """DSP cells of the block's multiplies outside a MAC engine's multipliers (the row
+        functions' products, a matmul's scale), as synthesis maps :func:`arith.dsp_mul`."""
+        return 0
 
     def timing(self, first: int, last: int) -> tuple[int, int]:
         """(first output beat, last output beat) cycles given first/last input beat cycles."""
@@ -783,6 +789,12 @@ class MatMulBlock(Block):
         b_done = ins[1][-1]
         d = self.steps + 1 + mac_depth(self.pk, scale_stages(self.acc_width, self.op.scale))
         return [s + d for s in issue_times([max(b_done, t) + 1 for t in ins[0]], self.steps)]
+
+    @property
+    def other_dsp_cells(self) -> int:
+        if not scale_stages(self.acc_width, self.op.scale):
+            return 0
+        return self.n * dsp_cells(self.acc_width, signed_bits(Const(int(self.op.scale))))
 
     @property
     def ii(self):

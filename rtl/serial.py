@@ -31,7 +31,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, 
 from amaranth.lib.memory import Memory
 
 from .. import ir
-from .arith import (KEEP_FF, clip, leading_one, mul_stages, signed_bits, overflow, pack, shape_of, shift_amount, shift_round,
+from .arith import (KEEP_FF, clip, dsp_cells, leading_one, mul_stages, signed_bits, overflow, pack, shape_of, shift_amount, shift_round,
                     shift_split, unpack)
 from .arith import dsp_mul as _mul, stage as _r
 from .blocks import Block, _out_queue, row_shape
@@ -330,6 +330,13 @@ class SerialLayerNorm(_SerialRow):
         return 4 + round_stages(self.op.norm_type.rounding) + self._dt_stages + self._zg_stages
 
     @property
+    def other_dsp_cells(self) -> int:  # per lane: d*d, d*t, z*gamma
+        d = signed_bits(shape_of(self.op.d_type(self.g)))
+        t = signed_bits(shape_of(self.op.invsqrt_table.out_type))
+        z, gm = signed_bits(shape_of(self.op.norm_type)), _select_bits(self.op.gamma)
+        return self.lanes * (dsp_cells(d, d) + dsp_cells(d, t) + dsp_cells(z, gm))
+
+    @property
     def _dt_stages(self):
         return mul_stages(signed_bits(shape_of(self.op.d_type(self.g))), signed_bits(shape_of(self.op.invsqrt_table.out_type)))
 
@@ -423,6 +430,11 @@ class SerialSoftmax(_SerialRow):
     @property
     def B(self):  # operands; e*r (arith.dsp_mul); rounding (round_stages); shift
         return 2 + round_stages(self.out_spec[0].rounding) + self._er_stages
+
+    @property
+    def other_dsp_cells(self) -> int:  # per lane: e*r
+        return self.lanes * dsp_cells(signed_bits(shape_of(self.op.exp_table.out_type)),
+                                      signed_bits(shape_of(self.op.recip_table.out_type)))
 
     @property
     def _er_stages(self):

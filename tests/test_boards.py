@@ -339,6 +339,26 @@ def test_a_chosen_setting_beyond_the_dsps_builds_the_rest_in_logic(monkeypatch, 
     assert a0["over"] == ["DSP 160 > 156"] and rep["fmax_mhz"] == 40.0
 
 
+def test_other_dsps_as_synthesis_counted_them():
+    """The DSP cells beyond the engines' multipliers, estimated from the blocks: on the digits
+    example yosys (synth_ecp5) mapped 156 DSPs for 117 engine multipliers at the 124-multiplier
+    setting (39 others: 2 layer norms x 7, softmax 1, the scores' scale 8 x 3), and 195 for 141 on
+    DSPs at the setting below, whose layer norms and softmax take 2 lanes (54 others)."""
+    from fabformer.boards.build import other_dsps
+    model = Path(__file__).resolve().parent.parent / "examples" / "digits" / "model_q8.h5"
+    if not model.is_file():
+        pytest.skip("the digits example is not in this checkout")
+    from fabformer import convert
+    from fabformer.apps.data import digits
+    from fabformer.frontend import load_keras_model
+    g = convert(load_keras_model(model), calibration=digits().x_train)
+    assert other_dsps(g) == 39
+    wide = {"embed": 16, "ff1": 64, "ff2": 64, "head": 20, "mha": 32, "mha/context": 16, "mha/key": 32,
+            "mha/query": 32, "mha/scores": 16, "mha/value": 32}
+    assert other_dsps(g, wide) == 54
+    assert other_dsps(op_graph("dense")) == 0
+
+
 def test_fitting_reports_numbers_when_nothing_fits(monkeypatch, tmp_path):
     g = op_graph("dense")
     n = len(parallelism_candidates(g, 8))
