@@ -496,7 +496,9 @@ def report_markdown(rep: dict) -> str:
             + _seed_words(rep),
             f"- latency: {rep['latency_cycles']} cycles = {rep['latency_ns']} ns; "
             f"throughput: {rep['throughput_inferences_per_s']} inferences/s (II {rep['ii_cycles']} cycles)",
-            f"- multipliers: {rep['multipliers']} for {rep['macs']} MACs/inference", *_uart_rows(rep), "",
+            f"- multipliers: {rep['multipliers']} for {rep['macs']} MACs/inference"
+            + (f" ({rep['logic_multipliers']} of them built in logic, beyond the DSPs)"
+               if rep.get("logic_multipliers") else ""), *_uart_rows(rep), "",
             "| resource | used | available | % |", "| --- | ---: | ---: | ---: |"]
     for k, v in rep["resources"].items():
         rows.append(f"| {k.upper()} | {f(v['used'])} | {f(v['available'])} | {f(v['percent'])} |")

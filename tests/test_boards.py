@@ -337,6 +337,8 @@ def test_a_chosen_setting_beyond_the_dsps_builds_the_rest_in_logic(monkeypatch, 
     assert (a0["logic_multipliers"], a1["logic_multipliers"], rep["logic_multipliers"]) == (356, 360, 360)
     assert a0["latency_cycles"] == a1["latency_cycles"] == rep["latency_cycles"]
     assert a0["over"] == ["DSP 160 > 156"] and rep["fmax_mhz"] == 40.0
+    assert "multipliers: 512 for 4096 MACs/inference (360 of them built in logic, beyond the DSPs)" in (
+        tmp_path / "o" / "report.md").read_text()
 
 
 def test_other_dsps_as_synthesis_counted_them():
