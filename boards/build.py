@@ -337,7 +337,8 @@ def _try(target, d, par, clock, bdir, baud, pnr):
     attempt = {"parallelism": d.parallelism if hasattr(d, "parallelism") else par,
                "multipliers": d.multipliers, "logic_multipliers": sum(getattr(d, "logic", {}).values()),
                "latency_cycles": int(d.latency_cycles),
-               "used": used, "used_by": "nextpnr" if r["nextpnr"] else "yosys" if r["yosys"] else
+               "used": used, "used_by": ("nextpnr (packed; no legal placement)" if r["nextpnr"] and not r["ok"]
+                                         and fmax is None else "nextpnr") if r["nextpnr"] else "yosys" if r["yosys"] else
                "flip-flop bits before synthesis" if r.get("estimate") else None,
                "fmax_mhz": None if fmax is None else round(fmax, 2), "clock_mhz": round(clock_mhz, 4),
                "routed": r["ok"], "skipped_pnr": bool(r.get("skipped_pnr")), "over": _over(used, target.available),
@@ -358,7 +359,8 @@ def _fail(out, target, clock, attempts):
     needed = ", ".join(f"{k.upper()} {last['used'].get(k)}/{target.available[k]}" for k in RESOURCE_KINDS
                        if last["used"].get(k) is not None)
     tried = "; ".join(f"{a['multipliers']} multipliers: " + (
-        ", ".join(a["over"]) + (f" (from {a['used_by']}, not placed)" if a["skipped_pnr"] else "") if a["over"]
+        ", ".join(a["over"]) + (f" (from {a['used_by']}, not placed)" if a["skipped_pnr"] else
+                                f" (from {a['used_by']})" if not a["routed"] else "") if a["over"]
         else f"Fmax {a['fmax_mhz']} MHz{_best_of(a)} < {a.get('clock_mhz', clock_mhz):g} MHz"
         if a["routed"] or a["fmax_mhz"] is not None
         else "place and route failed") for a in attempts)

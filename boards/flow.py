@@ -196,6 +196,16 @@ NEXTPNR_CELLS = {
 }
 
 
+def parse_nextpnr_log_utilisation(text: str, family: str) -> dict:
+    """{kind: used} from the "Device utilisation" lines of a nextpnr log (``NAME: used/ available``),
+    which nextpnr prints after packing: a run that fails to place writes no report, and its packed
+    counts (an ECP5 TRELLIS_COMB can exceed yosys' LUT count) say why.  Empty when there are none."""
+    found = dict(re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*\d+\s+\d+%", text, flags=re.M))
+    if not found:
+        return {}
+    return {kind: sum(int(found.get(n, 0)) for n in names) for kind, names in NEXTPNR_CELLS[family].items()}
+
+
 def parse_nextpnr_report(path: Path, family: str) -> tuple[dict, dict]:
     """(utilization {kind: used}, fmax {clock net: MHz}) from ``nextpnr --report``."""
     r = json.loads(Path(path).read_text())
@@ -378,8 +388,10 @@ def _collect(build_dir: Path, family: str, ok: bool, bitname: str) -> dict:
     else:
         res["ok"] = False
         tim = build_dir / "top.tim"
-        tail = tim.read_text(errors="replace").splitlines()[-15:] if tim.exists() else []
-        res["log_tail"] = "\n".join(tail)
+        text = tim.read_text(errors="replace") if tim.exists() else ""
+        res["log_tail"] = "\n".join(text.splitlines()[-15:])
+        if res["nextpnr"] is None and "Unable to find legal placement" in text:
+            res["nextpnr"] = parse_nextpnr_log_utilisation(text, family) or None  # packed, not placed
     return res
 
 

@@ -361,6 +361,23 @@ def test_other_dsps_as_synthesis_counted_them():
     assert other_dsps(op_graph("dense")) == 0
 
 
+def test_a_design_that_packs_over_the_device_says_so(tmp_path):
+    """nextpnr packs more logic cells than yosys counted LUTs and finds no legal placement: the build
+    reads the packed counts from its log (no report is written) and says which resource is over."""
+    from fabformer.boards.flow import _collect
+    log = ("Info: Device utilisation:\n"
+           "Info: \t          MULT18X18D:     156/    156   100%\n"
+           "Info: \t              DP16KD:       5/    208     2%\n"
+           "Info: \t          TRELLIS_FF:   55670/  83640    66%\n"
+           "Info: \t        TRELLIS_COMB:   91984/  83640   109%\n"
+           "ERROR: Unable to find legal placement for all cells, design is probably at utilisation limit.\n")
+    (tmp_path / "top.tim").write_text(log)
+    res = _collect(tmp_path, "ecp5", False, "top.bit")
+    assert not res["ok"] and res["nextpnr"] == {"lut": 91984, "ff": 55670, "dsp": 156, "bram": 5}
+    (tmp_path / "top.tim").write_text("ERROR: Unable to route\n")
+    assert _collect(tmp_path, "ecp5", False, "top.bit")["nextpnr"] is None
+
+
 def test_fitting_reports_numbers_when_nothing_fits(monkeypatch, tmp_path):
     g = op_graph("dense")
     n = len(parallelism_candidates(g, 8))
