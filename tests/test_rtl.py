@@ -115,6 +115,59 @@ def test_pruned_dense_uses_fewer_multipliers():
     assert half.multipliers == 128 and full.multipliers == 256
 
 
+@pytest.mark.parametrize("sa, sb", [(signed(8), signed(8)), (unsigned(8), signed(8)), (signed(16), signed(8)),
+                                     (signed(9), unsigned(7)), (signed(16), signed(16)), (signed(5), signed(1))])
+def test_logic_product_is_exact(sa, sb):
+    """The multiplier built in logic (radix-4 Booth digits of b, two registered halves, their sum in
+    the next register) equals a * b: every pair where both have at most 8 bits, else the extremes and
+    2,000 random pairs."""
+    import itertools
+    from amaranth.hdl import Elaboratable, Module, Signal
+    from amaranth.sim import Simulator
+    from fabformer.rtl.arith import logic_product_halves
+
+    def span(s):
+        return (-(1 << (s.width - 1)), 1 << (s.width - 1)) if s.signed else (0, 1 << s.width)
+
+    class Mul(Elaboratable):
+        def __init__(self):
+            self.a, self.b = Signal(sa), Signal(sb)
+            self.y = Signal(signed(sa.width + sb.width + 1))
+
+        def elaborate(self, platform):
+            m = Module()
+            h = logic_product_halves(m, self.a, self.b, "p")
+            m.d.sync += self.y.eq(sum(h[1:], h[0]))
+            return m
+
+    (alo, ahi), (blo, bhi) = span(sa), span(sb)
+    if sa.width <= 8 and sb.width <= 8:
+        pairs = list(itertools.product(range(alo, ahi), range(blo, bhi)))
+    else:
+        rng = np.random.default_rng(0)
+        pairs = list(itertools.product((alo, alo + 1, -1, 0, 1, ahi - 1), (blo, blo + 1, -1, 0, 1, bhi - 1)))
+        pairs = [(x, y) for x, y in pairs if alo <= x < ahi and blo <= y < bhi]
+        pairs += list(zip(rng.integers(alo, ahi, 2000).tolist(), rng.integers(blo, bhi, 2000).tolist()))
+    dut = Mul()
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    bad = []
+
+    async def bench(ctx):
+        for k in range(len(pairs) + 1):  # after the k-th tick the sum register holds pair k - 1's product
+            if k < len(pairs):
+                ctx.set(dut.a, pairs[k][0])
+                ctx.set(dut.b, pairs[k][1])
+            await ctx.tick()
+            if k >= 1:
+                x, y = pairs[k - 1]
+                if ctx.get(dut.y) != x * y:
+                    bad.append((x, y, ctx.get(dut.y)))
+    sim.add_testbench(bench)
+    sim.run()
+    assert not bad, bad[:5]
+
+
 def test_dsp_budget_moves_the_narrowest_multipliers_into_logic():
     """``dsps=N``: yosys sees N multiplies in the engines (the rest are adder trees); the excess is
     taken from the narrowest operands first; the RTL without a budget is unchanged."""
