@@ -352,6 +352,11 @@ def _best_of(attempt: dict) -> str:
     return f" (best of seeds {', '.join(str(t['seed']) for t in seeds)})" if len(seeds) > 1 else ""
 
 
+def _timed_out(attempt) -> bool:
+    """Every place and route of the attempt was stopped at the ``--pnr-minutes`` limit."""
+    return bool(attempt.get("seeds")) and all(t.get("timed_out") for t in attempt["seeds"])
+
+
 def _fail(out, target, clock, attempts):
     clock_mhz = clock["mhz"]
     last = attempts[-1]
@@ -363,9 +368,12 @@ def _fail(out, target, clock, attempts):
                                 f" (from {a['used_by']})" if not a["routed"] else "") if a["over"]
         else f"Fmax {a['fmax_mhz']} MHz{_best_of(a)} < {a.get('clock_mhz', clock_mhz):g} MHz"
         if a["routed"] or a["fmax_mhz"] is not None
-        else "place and route failed") for a in attempts)
+        else "place and route stopped at its time limit" if _timed_out(a) else "place and route failed")
+        for a in attempts)
     if last["over"] or not last["routed"] and last["fmax_mhz"] is None:
-        why = "; ".join(last["over"]) if last["over"] else "place and route failed (see build/ logs)"
+        why = ("; ".join(last["over"]) if last["over"] else
+               "place and route stopped at its time limit (--pnr-minutes) before it finished" if _timed_out(last)
+               else "place and route failed (see build/ logs)")
         msg = (f"the design does not fit {target.board} ({device}) even at the smallest parallelism tried "
                f"({last['multipliers']} multipliers): {why}. needed/available: {needed}. "
                f"Tried {len(attempts)} setting(s) [{tried}].{_where(target, last)} "

@@ -378,6 +378,27 @@ def test_a_design_that_packs_over_the_device_says_so(tmp_path):
     assert _collect(tmp_path, "ecp5", False, "top.bit")["nextpnr"] is None
 
 
+def test_a_place_and_route_stopped_at_its_time_limit_says_so(monkeypatch, tmp_path):
+    import fabformer.boards.build as B
+    g = op_graph("dense")
+    calls = []
+
+    def fake(target, top, bdir, *, clock_mhz, pnr=None):
+        calls.append(bdir.name)
+        top._MustUse__silence = top.shell._MustUse__silence = True
+        bdir.mkdir(parents=True, exist_ok=True)
+        return {"ok": False, "bitstream": None, "yosys": {"lut": 100, "ff": 100, "dsp": 2, "bram": 0},
+                "nextpnr": None, "fmax_mhz": None, "seconds": {"synthesis": 1.0},
+                "seeds_tried": [{"seed": 3, "routed": False, "fmax_mhz": None, "timing_met": False,
+                                 "tmg_ripup": False, "timed_out": True}]}
+    monkeypatch.setattr(B.flow, "board_build", fake)
+    with pytest.raises(FabformerError, match=r"place and route stopped at its time limit \(--pnr-minutes\) before "
+                                             r"it finished.*Tried 1 setting\(s\) \[2 multipliers: place and route "
+                                             r"stopped at its time limit\]"):
+        build(g, "ulx3s-85f", tmp_path / "o", clock_mhz=25.0, parallelism=2)
+    assert calls == ["try0"]
+
+
 def test_fitting_reports_numbers_when_nothing_fits(monkeypatch, tmp_path):
     g = op_graph("dense")
     n = len(parallelism_candidates(g, 8))
