@@ -256,7 +256,7 @@ def _clock_from_fmax(target, clock: dict, fmax: float) -> dict | None:
 
 def _design(graph, par, dsps=None):
     from ..rtl import generate
-    return generate(graph, parallelism=par) if dsps is None else generate(graph, parallelism=par, dsps=dsps)
+    return generate(graph, parallelism=par, dsps=dsps)
 
 
 def _engine_dsps(d) -> int:
@@ -282,7 +282,8 @@ def _open_flow(graph, target, out, clock, candidates, design, baud, pnr):
     while i + 1 < len(candidates):
         i += 1
         par = candidates[i]
-        dsps = max(0, target.available["dsp"] - (other_seen or other_dsps(graph, par))) if in_logic else None
+        other = (other_seen or other_dsps(graph, par)) if in_logic else 0
+        dsps = max(0, target.available["dsp"] - other) if in_logic else None
         d = design if design is not None else _design(graph, par, dsps)
         if extra_dsp and i < len(candidates) - 1 and d.multipliers + extra_dsp > target.available["dsp"]:
             attempts.append({"parallelism": d.parallelism, "multipliers": d.multipliers,
@@ -300,7 +301,7 @@ def _open_flow(graph, target, out, clock, candidates, design, baud, pnr):
                 if in_logic and attempt["over"] and all(o.startswith("DSP") for o in attempt["over"]):
                     # the DSPs synthesis put outside the engines' multipliers on DSPs
                     seen = int(r["yosys"]["dsp"]) - _engine_dsps(d)
-                    if seen > (other_seen or other_dsps(graph, par)):
+                    if seen > other:
                         other_seen = seen  # the same setting again, more of its multipliers in logic
                         candidates.insert(i + 1, par)
                         break
