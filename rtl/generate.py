@@ -337,11 +337,11 @@ def generate_dataflow(graph: ir.Graph, parallelism=None, dsps=None) -> Design:
     d.out_rows, d.out_cols = row_shape(graph.tensors[d.out_tensor].shape)
     d.out_type = graph.type_of(d.out_tensor)
     ii = d.in_rows
-    ends, made = {}, {}
-    engines_ii = max((_probe(make_block(n, graph, par.get(n.name), d.orders)).ii for n in d._nodes if n.mac_array),
-                     default=None)
+    ends = {}
+    made = {n.name: _probe(make_block(n, graph, par.get(n.name), d.orders)) for n in d._nodes}
+    engines_ii = max((made[n.name].ii for n in d._nodes if n.mac_array), default=None)
     for n in d._nodes:
-        blk = made[n.name] = _probe(make_block(n, graph, par.get(n.name), d.orders))
+        blk = made[n.name]
         if n.kind in LANED and (n.name in par or engines_ii is not None):
             blk.lanes = par[n.name] if n.name in par else row_lanes(blk, engines_ii)
             if blk.lanes > 1:
