@@ -387,12 +387,29 @@ def _fail(out, target, clock, attempts):
                + (f"the board runs from its oscillator ({target.family} boards get no PLL), so use a part: "
                   f"target with --clock {math.floor(best)} or less"
                   if best and hasattr(target, "default_clk_frequency") and target.family not in PLL_FAMILIES
-                  else f"ask for a lower --clock (at most {math.floor(best)} MHz)" if best
+                  else f"ask for a lower --clock ({_reachable_clock(target, clock, best)})" if best
                   else "ask for a lower --clock"))
     (out / FAILED).write_text(msg + "\n\n" + json.dumps(attempts, indent=1, sort_keys=True, default=str) + "\n")
     err = FabformerError(msg)
     err.attempts = attempts  # what each try used and reached, for callers that record it (explore)
     raise err
+
+
+def _reachable_clock(target, clock: dict, fmax: float) -> str:
+    """What ``--clock`` to ask for after a build routed at ``fmax`` below its clock: on a PLL
+    board the PLL's highest output at or below ``fmax`` (and the value that selects it), else
+    the whole MHz below ``fmax``."""
+    osc = clock.get("oscillator_mhz")
+    if clock.get("pll") is not None and osc:
+        from .pll import pll_setting
+        try:
+            out = pll_setting(target.family, osc, fmax).out_mhz
+        except FabformerError:
+            out = None
+        if out is not None and out >= osc:
+            ask = min(math.ceil(out * 100) / 100, fmax)
+            return f"--clock {ask:g} gives the PLL's {out:.6g} MHz, its highest output at or below {fmax:g} MHz"
+    return f"at most {math.floor(fmax)} MHz"
 
 
 def _where(target, attempt, n: int = 4) -> str:

@@ -421,6 +421,19 @@ def test_fitting_reports_best_fmax_when_too_slow(monkeypatch, tmp_path):
     assert not list((tmp_path / "o").glob("*.bin"))
 
 
+def test_too_slow_on_a_pll_board_names_the_pll_clock_it_reaches(monkeypatch, tmp_path):
+    """--clock 97 is the PLL's 96.875 MHz; a design routed at 96.87 MHz is refused, and the message
+    names the --clock whose PLL output (25 MHz x 27 / 7 = 96.4286 MHz) the design meets."""
+    g = op_graph("dense")
+    _fake_flow(monkeypatch, [{"used": {"lut": 100, "ff": 10, "dsp": 2, "bram": 0}, "ok": True, "fmax": 96.87}])
+    with pytest.raises(FabformerError, match=r"reaches at most 96.87 MHz, below the board's 96.875 MHz clock.*"
+                                             r"--clock 96.43 gives the PLL's 96.4286 MHz, its highest output at or "
+                                             r"below 96.87 MHz"):
+        build(g, "ulx3s-85f", tmp_path / "o", clock_mhz=97.0, parallelism=2)
+    from fabformer.boards.pll import pll_setting
+    assert pll_setting("ecp5", 25.0, 96.43).out_mhz == pytest.approx(25 * 27 / 7)
+
+
 def test_clock_chosen_from_fmax(monkeypatch, tmp_path):
     """No --clock: the first build runs at the board's PLL target; one that routes below it is built
     again at the PLL output nearest to 95 % of its Fmax from below, and the report says so."""
