@@ -20,6 +20,10 @@ def register(sub) -> None:
     b.add_argument("-o", "--output", required=True)
     b.add_argument("--clock", type=float, help="clock in MHz (default: the board's oscillator)")
     b.add_argument("--parallelism", help=PARALLELISM_HELP + "; default: fitted to the device")
+    b.add_argument("--logic-multipliers", type=int, metavar="N",
+                   help="open flow: the fit may build up to N matmul-like multipliers in logic beyond the "
+                        "device's DSPs (radix-4 Booth, same cycles; an 8x8-bit one is about 120 ECP5 logic "
+                        "cells); default none")
     b.add_argument("--baud", type=int, default=115200)
     b.add_argument("--seed", type=parse_seeds, default=1, metavar="SEED[,SEED...]",
                    help="nextpnr's placement seed (open flow; the routed Fmax varies with it: one digits "
@@ -48,7 +52,7 @@ def cmd_build(args) -> int:
     with current().step(f"build for {args.board}: synthesis, place and route"):
         rep = build_arch(g, args.board, args.output, arch=args.arch, clock_mhz=args.clock,
                          parallelism=parse_parallelism(args.parallelism), baud=args.baud, seed=args.seed,
-                         pnr_minutes=args.pnr_minutes)
+                         pnr_minutes=args.pnr_minutes, logic_multipliers=args.logic_multipliers)
     text = (rep.get("arch_note", "") + "\n" if rep.get("arch_note") else "") + _text(rep)
     if args.listing and rep.get("listing"):
         text += "\n" + Path(rep["listing"]).read_text().rstrip()

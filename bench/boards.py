@@ -56,6 +56,8 @@ def main():
     ap.add_argument("--clock", type=float, help="MHz (default: the board's choice; a PLL for ECP5/iCE40 boards)")
     ap.add_argument("--seed", type=parse_seeds, default=1, help="nextpnr's placement seed, or seeds tried in turn (1,2,3 or 1-4)")
     ap.add_argument("--pnr-minutes", type=float, help="time limit of one place and route (default none)")
+    ap.add_argument("--logic-multipliers", type=int, help="the fit may build up to N multipliers in logic "
+                                                          "beyond the DSPs (default none)")
     args = ap.parse_args()
     par = args.parallelism
     par = None if par is None else json.loads(par) if par.strip().startswith("{") else int(par)
@@ -70,7 +72,7 @@ def main():
         try:
             with using(Console()) as con, con.step(f"build {b}"):  # progress on stderr
                 rep = build(g, b, out / b, parallelism=par, clock_mhz=args.clock, seed=args.seed,
-                            pnr_minutes=args.pnr_minutes)
+                            pnr_minutes=args.pnr_minutes, logic_multipliers=args.logic_multipliers)
             row = {k: rep.get(k) for k in ("board", "bitstream", "fmax_mhz", "clock_mhz", "clock_source", "pll",
                                            "clock_chosen_by", "resources",
                                            "multipliers", "parallelism", "latency_cycles", "latency_ns",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import shutil
 import sys
 from pathlib import Path
@@ -114,25 +115,47 @@ def _mac_multipliers(graph, par: dict) -> int:
     return sum(b["multipliers"] for b in d.blocks if b["name"] in names)
 
 
-def fill_parallelism(graph, dsp: int, start: dict | None = None) -> dict:
+def fill_parallelism(graph, dsp: int, start: dict | None = None, lanes: bool = True) -> dict:
     """A setting that uses the DSP budget: from the fastest balanced setting whose multipliers fit
     ``dsp`` (or ``start``), upgrade one node at a time to its next parallelism option, taking the
     upgrade that cuts the design's latency plus II the most per added multiplier while the total
-    stays within ``dsp``."""
-    from fabformer.rtl import generate, mac_nodes, parallelism_options
+    stays within ``dsp``.  A layer norm or softmax may take more lanes too (each lane's DSP cells
+    count against ``dsp`` beyond its first lane's, which ``other_dsps`` sets aside): a lane halves
+    the cycles a row spends in it, which shortens the chain of row-streaming blocks a sample
+    passes (``lanes=False``: no lane moves)."""
+    from fabformer.rtl import generate, mac_nodes, make_block, parallelism_options
+    from fabformer.rtl.generate import LANED, row_lanes
     nodes = mac_nodes(graph)
     if not nodes:
         return {}
     opts = {n.name: parallelism_options(graph, n) for n in nodes}
+    # the lanes a row function may take (dividing its row, up to the most that still lower its
+    # II), each with its DSP cells beyond one lane's
+    lane_opts = {}
+    for n in graph.nodes:
+        if n.kind not in LANED:
+            continue
+        blk = make_block(n, graph, None)
+        blk._MustUse__silence = True
+        most, one = row_lanes(blk, 0), None
+        for count in [v for v in range(1, most + 1) if blk.N % v == 0]:
+            blk.lanes = count
+            one = int(blk.other_dsp_cells) if one is None else one
+            lane_opts.setdefault(n.name, []).append((int(blk.other_dsp_cells) - one, count))
 
     def mults(p):
-        return sum(next(o[0] for o in opts[k] if o[2] == v) if any(o[2] == v for o in opts[k]) else v
-                   for k, v in p.items())
+        eng = sum(next(o[0] for o in opts[k] if o[2] == v) if any(o[2] == v for o in opts[k]) else v
+                  for k, v in p.items() if k in opts)
+        return eng + sum(next(c for c, v in lane_opts[k] if v == p[k]) for k in p if k in lane_opts)
 
     if start is None:
         cands = parallelism_candidates(graph, dsp)
         start = next((c for c in cands if mults(c) <= dsp), cands[-1])
     par = dict(start)
+    # the lanes generate gives the row functions at the start (keeping up with the engines):
+    # a move adds lanes from there
+    auto = generate(graph, parallelism=par).lanes
+    lanes_now = {k: par.get(k, auto.get(k, 1)) for k in lane_opts}
 
     def cost(p):
         d = generate(graph, parallelism=p)
@@ -141,18 +164,33 @@ def fill_parallelism(graph, dsp: int, start: dict | None = None) -> dict:
     def upgraded(p, names):
         out = dict(p)
         for name in names:
+            if name in lane_opts:
+                cur = out.get(name, lanes_now[name])
+                up = [v for _, v in lane_opts[name] if v > cur]
+                if not up:
+                    return None
+                out[name] = up[0]
+                continue
             up = [o for o in opts[name] if o[2] > p[name]]
             if not up:
                 return None
             out[name] = up[0][2]
         return out
 
-    base, _ = cost(par)
-    while True:
+    def climb(par, with_lanes):
+        base, _ = cost(par)
+        while True:
+            best = _best_move(par, base, with_lanes)
+            if best is None:
+                return par, base
+            _, par, base = best
+
+    def _best_move(par, base, with_lanes):
         # moves: one node to its next option, or every node of one II at once (parallel branches
-        # such as query, key and value only gain together)
-        ii_of = {k: next((o[1] for o in opts[k] if o[2] == v), None) for k, v in par.items()}
-        moves = [[k] for k in opts] + [[k for k in opts if ii_of[k] == ii] for ii in sorted(set(ii_of.values()))]
+        # such as query, key and value only gain together), or a row function to more lanes
+        ii_of = {k: next((o[1] for o in opts[k] if o[2] == v), None) for k, v in par.items() if k in opts}
+        moves = ([[k] for k in opts] + [[k for k in opts if ii_of[k] == ii] for ii in sorted(set(ii_of.values()))]
+                 + [[k] for k in lane_opts if with_lanes])
         best = None
         for names in moves:
             trial = upgraded(par, names)
@@ -162,9 +200,13 @@ def fill_parallelism(graph, dsp: int, start: dict | None = None) -> dict:
             gain = (base - c) / max(mults(trial) - mults(par), 1)
             if gain > 0 and (best is None or gain > best[0]):
                 best = (gain, trial, c)
-        if best is None:
-            return par
-        _, par, base = best
+        return best
+
+    # the climb is greedy: lanes, cheap per multiplier, can lead it to a worse end, so it runs
+    # with and without lane moves and keeps the better (without, on a tie)
+    plain, plain_cost = climb(dict(par), False)
+    laned, laned_cost = climb(dict(par), True) if lane_opts and lanes else (plain, plain_cost)
+    return laned if laned_cost < plain_cost else plain
 
 
 def _resources(used: dict, available: dict) -> dict:
@@ -181,14 +223,30 @@ def _over(used: dict, available: dict) -> list[str]:
 
 
 def build(graph, board: str, out, *, clock_mhz: float | None = None, parallelism=None, baud: int = DEFAULT_BAUD,
-          design=None, max_tries: int = 4, seed=1, pnr_minutes: float | None = None) -> dict:
+          design=None, max_tries: int = 4, seed=1, pnr_minutes: float | None = None,
+          logic_multipliers: int | None = None) -> dict:
     """Build ``graph`` (or a ready ``design``) for ``board`` into folder ``out``; return the report dict.
     ``seed``: nextpnr's placement seed, or a sequence of seeds that each try places with in turn
     until one meets the clock (the report's ``nextpnr_seeds`` lists them with their Fmax).
     ``pnr_minutes``: the time limit of one place and route (open flow; default none): a run
-    stopped there counts as not routed and the next seed is tried."""
+    stopped there counts as not routed and the next seed is tried.
+    ``logic_multipliers``: the fit may build up to this many matmul-like multipliers in logic
+    beyond the device's DSPs (open flow; default none): it fills DSPs plus that many, and the one
+    setting it chose is built with the excess in logic (radix-4 Booth multipliers, the same cycles)."""
+    if logic_multipliers is not None:
+        if isinstance(logic_multipliers, bool) or not isinstance(logic_multipliers, numbers.Integral) \
+                or logic_multipliers < 0:
+            raise FabformerError(f"--logic-multipliers must be a whole number >= 0, not {logic_multipliers!r}")
+        if design is not None or parallelism is not None:
+            raise FabformerError(
+                f"--logic-multipliers {logic_multipliers} sets how far the fit may go beyond the DSPs; with "
+                "--parallelism the chosen setting's multipliers beyond the DSPs are built in logic already "
+                "(give one of the two)")
     pnr = flow.PnrOptions.of(seed, pnr_minutes)
     target = get_target(board, clock_mhz)
+    if logic_multipliers and not target.open_flow:
+        raise FabformerError(f"--logic-multipliers applies to the open flow's boards (ECP5, iCE40); "
+                             f"{board} is built by Vivado, which maps multipliers itself")
     clock = _clock_plan(target, board, clock_mhz)
     clock_mhz = clock["mhz"]
     out = prepare_dir(out, clean=True)
@@ -196,6 +254,9 @@ def build(graph, board: str, out, *, clock_mhz: float | None = None, parallelism
         candidates = [None]
     elif parallelism is not None:
         candidates = [parallelism]
+    elif logic_multipliers and target.open_flow:
+        # one setting: the DSPs (less those the rest of the design needs) and up to that many more
+        candidates = [fill_parallelism(graph, target.available["dsp"] - other_dsps(graph) + int(logic_multipliers))]
     else:
         cands = parallelism_candidates(graph, target.available["dsp"])
         # first the setting that fills the DSPs (those the design needs besides the matmul-like
@@ -594,6 +655,9 @@ def build_arch(graph, board: str, out, *, arch: str = "auto", **kw) -> dict:
         raise FabformerError(f"--parallelism {kw['parallelism']} is a dataflow setting; the compact architecture "
                              f"has one MAC array (valid with --arch compact: no --parallelism)")
     kw.pop("parallelism", None)
+    if kw.pop("logic_multipliers", None) and not note:
+        raise FabformerError("--logic-multipliers is a dataflow setting; the compact architecture has one MAC "
+                             "array (valid with --arch compact: no --logic-multipliers)")
     # on a device of few DSPs (the UP5K's 8): half of them are the MAC lanes, the other half and the
     # idle lanes take the row unit's multiplies, the write-back's scale multiplies by constants
     dsp = get_target(board).available["dsp"]

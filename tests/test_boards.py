@@ -341,19 +341,67 @@ def test_a_chosen_setting_beyond_the_dsps_builds_the_rest_in_logic(monkeypatch, 
         tmp_path / "o" / "report.md").read_text()
 
 
-def test_other_dsps_as_synthesis_counted_them():
-    """The DSP cells beyond the engines' multipliers, estimated from the blocks: on the digits
-    example yosys (synth_ecp5) mapped 156 DSPs for 117 engine multipliers at the 124-multiplier
-    setting (39 others: 2 layer norms x 7, softmax 1, the scores' scale 8 x 3), and 195 for 141 on
-    DSPs at the setting below, whose layer norms and softmax take 2 lanes (54 others)."""
-    from fabformer.boards.build import other_dsps
+@pytest.fixture(scope="module")
+def digits_graph():
     model = Path(__file__).resolve().parent.parent / "examples" / "digits" / "model_q8.h5"
     if not model.is_file():
         pytest.skip("the digits example is not in this checkout")
     from fabformer import convert
     from fabformer.apps.data import digits
     from fabformer.frontend import load_keras_model
-    g = convert(load_keras_model(model), calibration=digits().x_train)
+    return convert(load_keras_model(model), calibration=digits().x_train)
+
+
+def test_fill_gives_row_functions_lanes_where_they_cut_the_latency(digits_graph):
+    """With 60 multipliers beyond the ULX3S-85F's DSPs, the digits fill gives layer norm and
+    softmax more lanes (each lane's DSP cells counted against the budget): 564 cycles where the
+    fill without lane moves reaches 593 (both II 128).  With none beyond, the fill is the same
+    with and without lane moves (no lane pays there)."""
+    from fabformer.boards.build import fill_parallelism, other_dsps, _mac_multipliers
+    from fabformer.rtl import generate
+    g = digits_graph
+    budget = 156 - other_dsps(g) + 60
+    plain, laned = fill_parallelism(g, budget, lanes=False), fill_parallelism(g, budget)
+    dp, dl = generate(g, parallelism=plain), generate(g, parallelism=laned)
+    assert (dp.latency_cycles, dp.ii_cycles, dl.latency_cycles, dl.ii_cycles) == (593, 128, 564, 128)
+    assert {k: laned[k] for k in ("ln1", "ln2", "mha/probs")} == {"ln1": 2, "ln2": 2, "mha/probs": 2}
+    lane_cells = other_dsps(g, laned) - other_dsps(g)
+    assert _mac_multipliers(g, laned) + lane_cells <= budget < _mac_multipliers(g, plain) + lane_cells + 60
+    assert fill_parallelism(g, 156 - other_dsps(g)) == fill_parallelism(g, 156 - other_dsps(g), lanes=False)
+
+
+def test_logic_multipliers_let_the_fit_go_beyond_the_dsps(monkeypatch, tmp_path):
+    """``logic_multipliers=N``: one setting, filled to the DSPs less the other DSPs plus N; its
+    engine multipliers beyond the DSPs are built in logic (at most N of them)."""
+    from fabformer.apps.testing import encoder_graph
+    from fabformer.boards.build import fill_parallelism, other_dsps
+    g = encoder_graph()
+    seen = _fake_flow(monkeypatch, [{"used": {"lut": 100, "ff": 100, "dsp": 156, "bram": 0}, "ok": True,
+                                     "fmax": 40.0}])
+    rep = build(g, "ulx3s-85f", tmp_path / "o", clock_mhz=25.0, logic_multipliers=60)
+    (a0,) = rep["attempts"]
+    assert seen == ["try0"] and a0["parallelism"] == fill_parallelism(g, 156 - other_dsps(g) + 60)
+    assert 0 < rep["logic_multipliers"] <= 60
+    from fabformer.rtl import generate
+    d = generate(g, parallelism=a0["parallelism"], dsps=156 - other_dsps(g, a0["parallelism"]))
+    assert sum(d.logic.values()) == rep["logic_multipliers"] and d.latency_cycles == rep["latency_cycles"]
+    for bad, why in ((-1, "whole number >= 0"), (2.5, "whole number >= 0"), (True, "whole number >= 0")):
+        with pytest.raises(FabformerError, match=why):
+            build(g, "ulx3s-85f", tmp_path / "x", logic_multipliers=bad)
+    with pytest.raises(FabformerError, match="give one of the two"):
+        build(g, "ulx3s-85f", tmp_path / "x", parallelism=2, logic_multipliers=10)
+    with pytest.raises(FabformerError, match="built by Vivado"):
+        build(g, "arty-a7-35", tmp_path / "x", logic_multipliers=10)
+    assert not (tmp_path / "x").exists()
+
+
+def test_other_dsps_as_synthesis_counted_them(digits_graph):
+    """The DSP cells beyond the engines' multipliers, estimated from the blocks: on the digits
+    example yosys (synth_ecp5) mapped 156 DSPs for 117 engine multipliers at the 124-multiplier
+    setting (39 others: 2 layer norms x 7, softmax 1, the scores' scale 8 x 3), and 195 for 141 on
+    DSPs at the setting below, whose layer norms and softmax take 2 lanes (54 others)."""
+    from fabformer.boards.build import other_dsps
+    g = digits_graph
     assert other_dsps(g) == 39
     wide = {"embed": 16, "ff1": 64, "ff2": 64, "head": 20, "mha": 32, "mha/context": 16, "mha/key": 32,
             "mha/query": 32, "mha/scores": 16, "mha/value": 32}
