@@ -74,6 +74,40 @@ def encoder(tokens: int, d_model: int, blocks: int = 2, heads: int = 2, seed: in
     return g.verify()
 
 
+def split_blocks(rtlil: str) -> dict:
+    """``{block: RTLIL text}``: each direct child of the design's ``top`` module with the modules
+    under it, for a synthesis per block (the top module itself only wires the blocks together)."""
+    mods, pending, cur, name = {}, [], None, None
+    for line in rtlil.splitlines(keepends=True):
+        if cur is None:
+            if line.startswith("module "):
+                name, cur = line.split()[1], [l for l in pending if l.strip() != "attribute \\top 1"] + [line]
+                pending = []
+            elif line.startswith("attribute "):
+                pending.append(line)
+            continue
+        cur.append(line)
+        if line.rstrip("\n") == "end":
+            mods[name], cur = "".join(cur), None
+    children = sorted(n for n in mods if n.startswith("\\top.") and n.count(".") == 1)
+    return {c[len("\\top."):]: "".join(t for n, t in mods.items() if n == c or n.startswith(c + "."))
+            for c in children}
+
+
+def block_synth_counts(folder) -> dict | None:
+    """LUT/FF/DSP/BRAM summed over ``folder/blocks/*.stat.json`` (None unless every block has one)."""
+    from fabformer.boards.flow import yosys_counts
+    scripts = sorted(folder.glob("blocks/*.ys"))
+    stats = [f.with_suffix(".stat.json") for f in scripts]
+    if not scripts or not all(f.exists() for f in stats):
+        return None
+    total: dict = {}
+    for f in stats:
+        for k, v in yosys_counts(json.loads(f.read_text()), "ecp5").items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, nargs="+", default=[8, 16, 32])
@@ -83,6 +117,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dsp", type=int, default=156, help="multipliers the fit may use (--setting fit)")
     ap.add_argument("--synth", action="store_true", help="also yosys synth_ecp5 each design (slow)")
     ap.add_argument("--synth-dir", help="per-design folders: top.il + top.ys written, top.stat.json read")
+    ap.add_argument("--split-blocks", action="store_true",
+                    help="with --synth-dir: also blocks/<block>.il + .ys, one synthesis per block (in parallel "
+                         "elsewhere); the table sums their blocks/<block>.stat.json where top.stat.json is missing")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     from pathlib import Path
@@ -115,8 +152,19 @@ def main(argv=None) -> int:
                     (w / "top.il").write_text(d.rtlil("top"))
                     (w / "top.ys").write_text("\n".join(["read_rtlil top.il", *synth_commands("ecp5", ""),
                                                          "tee -q -o top.stat.json stat -json"]) + "\n")
+                if a.split_blocks and not (w / "blocks").exists():
+                    (w / "blocks").mkdir()
+                    for blk, text in split_blocks((w / "top.il").read_text()).items():
+                        (w / "blocks" / f"{blk}.il").write_text(text)
+                        (w / "blocks" / f"{blk}.ys").write_text("\n".join(
+                            [f"read_rtlil {blk}.il", *synth_commands("ecp5", "", top=f"top.{blk}"),
+                             f"tee -q -o {blk}.stat.json stat -json"]) + "\n")
                 if (w / "top.stat.json").exists():
                     y = yosys_counts(json.loads((w / "top.stat.json").read_text()), "ecp5")
+                elif a.split_blocks:
+                    y = block_synth_counts(w)
+                    if y is not None:
+                        y["from"] = "sum of per-block syntheses"
             if a.synth and y is None:
                 sys.path.insert(0, str(Path(__file__).resolve().parent))
                 from fmax import measure

@@ -797,3 +797,41 @@ def test_seed_sweep_on_a_bare_part(tmp_path):
     bdir = tmp_path / "p" / "build" / "try0"
     fmax = {s: json.loads((bdir / f"seed{s}.top.report.json").read_text())["fmax"] for s in (3, 1)}
     assert all(fmax.values())
+
+
+def test_scaling_splits_a_design_into_its_blocks_for_synthesis(tmp_path):
+    """bench/scaling.py --split-blocks: each direct child of ``top`` with the modules under it, a
+    whole design yosys can read on its own; the blocks' counts are summed only when all are there."""
+    import importlib.util
+    from fabformer.rtl import generate
+    spec = importlib.util.spec_from_file_location(
+        "scaling", Path(__file__).resolve().parent.parent / "bench" / "scaling.py")
+    scaling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scaling)
+    from fabformer.apps.testing import encoder_graph
+    text = generate(encoder_graph(), parallelism=1).rtlil("top")
+    modules = [ln.split()[1] for ln in text.splitlines() if ln.startswith("module ")]
+    blocks = scaling.split_blocks(text)
+    assert set(blocks) == {m[len("\\top."):] for m in modules if m.count(".") == 1 and m.startswith("\\top.")}
+    assert {"ln1", "softmax", "ff1"} <= set(blocks)
+    inner = [ln.split()[1] for t in blocks.values() for ln in t.splitlines() if ln.startswith("module ")]
+    assert sorted(inner) == sorted(m for m in modules if m != "\\top")  # each module once, top left out
+    assert all(ln.split()[1].startswith("\\top.ff1") for ln in blocks["ff1"].splitlines() if ln.startswith("module "))
+    assert "attribute \\top 1" not in blocks["ff1"]
+    yosys = find_tool("YOSYS")
+    if yosys is not None:  # yosys reads the block alone: every module it instantiates is in its text
+        import subprocess
+        (tmp_path / "ff1.il").write_text(blocks["ff1"])
+        r = subprocess.run([yosys, "-q", "-p", "read_rtlil ff1.il; hierarchy -check -top top.ff1; "
+                            "tee -q -o n.txt ls"], cwd=tmp_path, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "top.ff1" in (tmp_path / "n.txt").read_text()
+    w = tmp_path / "d"
+    (w / "blocks").mkdir(parents=True)
+    stat = {"modules": {"m": {"num_cells_by_type": {"LUT4": 3, "CCU2C": 1, "TRELLIS_FF": 5, "MULT18X18D": 1}}}}
+    for b in ("a", "b"):
+        (w / "blocks" / f"{b}.ys").write_text("")
+    (w / "blocks" / "a.stat.json").write_text(json.dumps(stat))
+    assert scaling.block_synth_counts(w) is None  # b has no result yet
+    (w / "blocks" / "b.stat.json").write_text(json.dumps(stat))
+    assert scaling.block_synth_counts(w) == {"lut": 10, "ff": 10, "dsp": 2, "bram": 0}
