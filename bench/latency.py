@@ -10,6 +10,13 @@ least such floor over every split of the same multipliers (``phase_floor_best_cy
 Latency - floor is what the blocks' own delays (row times, pipelines) add.
 
     .venv/bin/python bench/latency.py [--graph G.graph.json] [--samples 3] [--no-sim] [--json out.json]
+    .venv/bin/python bench/latency.py --frontier [--graph G.graph.json]
+
+``--frontier`` (analytic only): settings chosen for latency, not balance.  From one multiplier
+per node, each step takes the move that cuts the latency the most per added multiplier (a node
+to its next parallelism option, or a layer norm / softmax to twice its lanes); a line per step
+with its latency / MAC bound, and the least ratio seen.  A greedy search: it shows how low the
+ratio goes in this architecture, not a proof that no setting goes lower.
 
 Default graph: the shipped digits example (``examples/digits/model_q8.h5``), else the
 random-weight test encoder.  The designs of all settings share one Verilator build.
@@ -33,6 +40,7 @@ def main(argv=None):
     ap.add_argument("--no-sim", action="store_true", help="analytic numbers only")
     ap.add_argument("--json")
     ap.add_argument("--log", default="out/latency_sim.log", help="where the simulator's own log lines go")
+    ap.add_argument("--frontier", action="store_true", help="greedy latency-first settings (analytic)")
     a = ap.parse_args(argv)
     from fabformer import ir
     from fabformer.apps import testing
@@ -43,6 +51,8 @@ def main(argv=None):
     else:
         from rtl import example
         g, x = example()
+    if a.frontier:
+        return frontier(g)
     if x is None:
         x = testing.random_inputs(g, a.samples, seed=1)
     settings = parallelism_candidates(g, 10 ** 6, max_candidates=12)
@@ -79,6 +89,49 @@ def main(argv=None):
         print("| " + " | ".join(f"{r.get(c, '')}" for c in cols) + " |")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
+
+
+def frontier(g) -> int:
+    """Greedy latency-first settings of ``g``: print a row per step and the least latency / bound."""
+    from fabformer.rtl import generate, make_block, mac_nodes, parallelism_options
+    from fabformer.rtl.generate import LANED
+    opts = {n.name: sorted({o[2] for o in parallelism_options(g, n)}) for n in mac_nodes(g)}
+    rows = {}
+    for n in g.nodes:
+        if n.kind in LANED:
+            blk = make_block(n, g, None)
+            blk._MustUse__silence = True
+            rows[n.name] = [v for v in range(1, blk.N + 1) if blk.N % v == 0]
+    cur = {k: 1 for k in opts}
+    d = generate(g, parallelism=cur)
+    print(f"\n{g.name}: {g.macs():,} MACs; greedy latency-first settings\n")
+    print("| multipliers | latency | II | MAC bound | latency / bound | setting |")
+    print("| ---: | ---: | ---: | ---: | ---: | --- |")
+    best = None
+    while True:
+        r = d.latency_cycles / d.mac_bound_cycles
+        best = min(best or (r, d.multipliers), (r, d.multipliers))
+        print(f"| {d.multipliers} | {d.latency_cycles:,} | {d.ii_cycles:,} | {d.mac_bound_cycles:,.1f} | {r:.2f} | "
+              f"{json.dumps(cur, sort_keys=True)} |", flush=True)
+        step = None
+        for k in list(opts) + list(rows):
+            choices = opts.get(k) or rows[k]
+            now = cur.get(k, d.lanes.get(k, 1))
+            up = [v for v in choices if v > now]
+            if not up:
+                continue
+            trial = generate(g, parallelism={**cur, k: up[0]})
+            added = trial.multipliers - d.multipliers
+            if added <= 0:
+                continue
+            gain = (d.latency_cycles - trial.latency_cycles) / added
+            if gain > 0 and (step is None or gain > step[0]):
+                step = (gain, {**cur, k: up[0]}, trial)
+        if step is None:
+            break
+        _, cur, d = step
+    print(f"\nleast latency / MAC bound on this path: {best[0]:.2f} at {best[1]} multipliers")
+    return 0
 
 
 if __name__ == "__main__":
