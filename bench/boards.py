@@ -75,7 +75,7 @@ def main():
                             pnr_minutes=args.pnr_minutes, logic_multipliers=args.logic_multipliers)
             row = {k: rep.get(k) for k in ("board", "bitstream", "fmax_mhz", "clock_mhz", "clock_source", "pll",
                                            "clock_chosen_by", "resources",
-                                           "multipliers", "parallelism", "latency_cycles", "latency_ns",
+                                           "multipliers", "logic_multipliers", "parallelism", "latency_cycles", "latency_ns",
                                            "ii_cycles", "throughput_inferences_per_s", "uart", "attempts")}
         except FabformerError as e:
             row = {"board": b, "error": str(e)}
