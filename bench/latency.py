@@ -14,7 +14,8 @@ Latency - floor is what the blocks' own delays (row times, pipelines) add.
 
 ``--frontier`` (analytic only): settings chosen for latency, not balance.  From one multiplier
 per node, each step takes the move that cuts the latency the most per added multiplier (a node
-to its next parallelism option, or a layer norm / softmax to twice its lanes); a line per step
+to its next parallelism option, or a layer norm / softmax to its next lane count, any divisor of its
+row: past the II's need more lanes still shorten its row time); a line per step
 with its latency / MAC bound, and the least ratio seen.  A greedy search: it shows how low the
 ratio goes in this architecture, not a proof that no setting goes lower.
 

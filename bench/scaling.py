@@ -81,7 +81,7 @@ def split_blocks(rtlil: str) -> dict:
     for line in rtlil.splitlines(keepends=True):
         if cur is None:
             if line.startswith("module "):
-                name, cur = line.split()[1], [l for l in pending if l.strip() != "attribute \\top 1"] + [line]
+                name, cur = line.split()[1], [a for a in pending if a.strip() != "attribute \\top 1"] + [line]
                 pending = []
             elif line.startswith("attribute "):
                 pending.append(line)

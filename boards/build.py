@@ -52,20 +52,14 @@ def parallelism_candidates(graph, dsp: int, max_candidates: int = 6) -> list[dic
     slower one).  The first setting is the fastest one whose multipliers fit the ``dsp``
     budget; each next one has at most about half the multipliers (``HALF``), down to one per node.
     """
-    from fabformer.rtl import generate, mac_nodes, make_block, parallelism_options
+    from fabformer.rtl import generate, mac_nodes, parallelism_options
     nodes = mac_nodes(graph)
     if not nodes:
         return [{}]
     opts = {n.name: parallelism_options(graph, n) for n in nodes}
     # the blocks without a parallelism take the same II at every setting, layer norm and softmax
     # theirs at the most lanes that still lower it: a target below that buys multipliers and no throughput
-    from fabformer.rtl.generate import LANED, row_lanes
-    rows = [n for n in graph.nodes if n.kind in LANED]
-    most = {}
-    for n in rows:
-        blk = make_block(n, graph, None)
-        blk._MustUse__silence = True
-        most[n.name] = row_lanes(blk, 0)
+    most = {k: v[-1][1] for k, v in row_lane_options(graph).items()}
     macs = {n.name for n in nodes}
     fixed = max((b["ii"] for b in generate(graph, parallelism={**{n.name: 1 for n in nodes}, **most}).blocks
                  if b["name"] not in macs), default=0)
@@ -89,6 +83,27 @@ def parallelism_candidates(graph, dsp: int, max_candidates: int = 6) -> list[dic
             last = mults
     if len(out) > max_candidates:  # keep the largest few and the smallest
         out = out[:max_candidates - 1] + out[-1:]
+    return out
+
+
+def row_lane_options(graph) -> dict:
+    """``{node: [(DSP cells beyond one lane's, lanes), ...]}`` for each layer norm and softmax: the
+    lane counts that divide its row, up to the most that still lower its II."""
+    from fabformer.rtl import make_block
+    from fabformer.rtl.generate import LANED, row_lanes
+    out = {}
+    for n in graph.nodes:
+        if n.kind not in LANED:
+            continue
+        blk = make_block(n, graph, None)
+        blk._MustUse__silence = True
+        most = row_lanes(blk, 0)
+        blk.lanes = 1
+        one = int(blk.other_dsp_cells)
+        out[n.name] = []
+        for count in [v for v in range(1, most + 1) if blk.N % v == 0]:
+            blk.lanes = count
+            out[n.name].append((int(blk.other_dsp_cells) - one, count))
     return out
 
 
@@ -123,25 +138,12 @@ def fill_parallelism(graph, dsp: int, start: dict | None = None, lanes: bool = T
     count against ``dsp`` beyond its first lane's, which ``other_dsps`` sets aside): a lane halves
     the cycles a row spends in it, which shortens the chain of row-streaming blocks a sample
     passes (``lanes=False``: no lane moves)."""
-    from fabformer.rtl import generate, mac_nodes, make_block, parallelism_options
-    from fabformer.rtl.generate import LANED, row_lanes
+    from fabformer.rtl import generate, mac_nodes, parallelism_options
     nodes = mac_nodes(graph)
     if not nodes:
         return {}
     opts = {n.name: parallelism_options(graph, n) for n in nodes}
-    # the lanes a row function may take (dividing its row, up to the most that still lower its
-    # II), each with its DSP cells beyond one lane's
-    lane_opts = {}
-    for n in graph.nodes:
-        if n.kind not in LANED:
-            continue
-        blk = make_block(n, graph, None)
-        blk._MustUse__silence = True
-        most, one = row_lanes(blk, 0), None
-        for count in [v for v in range(1, most + 1) if blk.N % v == 0]:
-            blk.lanes = count
-            one = int(blk.other_dsp_cells) if one is None else one
-            lane_opts.setdefault(n.name, []).append((int(blk.other_dsp_cells) - one, count))
+    lane_opts = row_lane_options(graph)
 
     def mults(p):
         eng = sum(next(o[0] for o in opts[k] if o[2] == v) if any(o[2] == v for o in opts[k]) else v
@@ -157,9 +159,14 @@ def fill_parallelism(graph, dsp: int, start: dict | None = None, lanes: bool = T
     auto = generate(graph, parallelism=par).lanes
     lanes_now = {k: par.get(k, auto.get(k, 1)) for k in lane_opts}
 
-    def cost(p):
-        d = generate(graph, parallelism=p)
-        return d.latency_cycles + d.ii_cycles, d.multipliers
+    costs: dict = {}
+
+    def cost(p):  # the two climbs below try many of the same settings: each is generated once
+        key = tuple(sorted(p.items()))
+        if key not in costs:
+            d = generate(graph, parallelism=p)
+            costs[key] = d.latency_cycles + d.ii_cycles
+        return costs[key]
 
     def upgraded(p, names):
         out = dict(p)
@@ -178,14 +185,14 @@ def fill_parallelism(graph, dsp: int, start: dict | None = None, lanes: bool = T
         return out
 
     def climb(par, with_lanes):
-        base, _ = cost(par)
+        base = cost(par)
         while True:
-            best = _best_move(par, base, with_lanes)
+            best = best_move(par, base, with_lanes)
             if best is None:
                 return par, base
             _, par, base = best
 
-    def _best_move(par, base, with_lanes):
+    def best_move(par, base, with_lanes):
         # moves: one node to its next option, or every node of one II at once (parallel branches
         # such as query, key and value only gain together), or a row function to more lanes
         ii_of = {k: next((o[1] for o in opts[k] if o[2] == v), None) for k, v in par.items() if k in opts}
@@ -196,7 +203,7 @@ def fill_parallelism(graph, dsp: int, start: dict | None = None, lanes: bool = T
             trial = upgraded(par, names)
             if trial is None or trial == par or mults(trial) > dsp:
                 continue
-            c, _ = cost(trial)
+            c = cost(trial)
             gain = (base - c) / max(mults(trial) - mults(par), 1)
             if gain > 0 and (best is None or gain > best[0]):
                 best = (gain, trial, c)
@@ -254,7 +261,7 @@ def build(graph, board: str, out, *, clock_mhz: float | None = None, parallelism
         candidates = [None]
     elif parallelism is not None:
         candidates = [parallelism]
-    elif logic_multipliers and target.open_flow:
+    elif logic_multipliers:
         # one setting: the DSPs (less those the rest of the design needs) and up to that many more
         candidates = [fill_parallelism(graph, target.available["dsp"] - other_dsps(graph) + int(logic_multipliers))]
     else:
