@@ -9,6 +9,14 @@ this split of multipliers cannot beat even if no block added a delay of its own;
 least such floor over every split of the same multipliers (``phase_floor_best_cycles``).
 Latency - floor is what the blocks' own delays (row times, pipelines) add.
 
+Then the chain floor (``Design.chain_floor_cycles``), the stronger bound of a design whose
+blocks pass whole rows: a block starts on a row when the row has arrived and spends II / rows
+on each, so each block on the path adds at least one row's work; only the pipelines, forks and
+queues are left out.  Its least value over every real split of the same multipliers
+(``chain_floor_best_cycles``, a convex program) is what no setting of that many multipliers
+can beat in this architecture, however the multipliers are spread and however short the
+pipelines.
+
     .venv/bin/python bench/latency.py [--graph G.graph.json] [--samples 3] [--no-sim] [--json out.json]
     .venv/bin/python bench/latency.py --frontier [--graph G.graph.json]
 
@@ -76,13 +84,17 @@ def main(argv=None):
                "floor_cycles": d.phase_floor_cycles,
                "floor_over_bound": round(d.phase_floor_cycles / d.mac_bound_cycles, 2),
                "best_floor_over_bound": round(d.phase_floor_best_cycles / d.mac_bound_cycles, 2),
+               "chain_floor_cycles": round(d.chain_floor_cycles, 1),
+               "chain_floor_over_bound": round(d.chain_floor_cycles / d.mac_bound_cycles, 2),
+               "best_chain_floor_over_bound": round(d.chain_floor_best_cycles / d.mac_bound_cycles, 2),
                "token_major_tensors": len(d.orders)}
         if r is not None:
             row.update(simulated_latency=r.latency_cycles, simulated_ii=r.ii_cycles, bit_exact=bool(r.bit_exact))
         rows.append(row)
     print(f"\n{g.name}: {g.macs():,} MACs\n")
     cols = ["multipliers", "latency_cycles", "simulated_latency", "ii_cycles", "simulated_ii", "mac_bound_cycles",
-            "latency_over_bound", "floor_cycles", "floor_over_bound", "best_floor_over_bound", "bit_exact"]
+            "latency_over_bound", "floor_cycles", "floor_over_bound", "best_floor_over_bound", "chain_floor_cycles",
+            "chain_floor_over_bound", "best_chain_floor_over_bound", "bit_exact"]
     cols = [c for c in cols if any(c in r for r in rows)]
     print("| " + " | ".join(cols) + " |")
     print("|" + "|".join(" ---: " for _ in cols) + "|")

@@ -148,6 +148,9 @@ class Design:
     _fork_depths: dict = field(default_factory=dict, repr=False)
     orders: dict = field(default_factory=dict, repr=False)  # tensor -> row order of its stream
     phases: dict = field(default_factory=dict, repr=False)  # node -> its barrier phase (barrier_phases)
+    waits: dict = field(default_factory=dict, repr=False)  # node -> per input: needs all its rows first (waits_for_all)
+    _in_rows: dict = field(default_factory=dict, repr=False)  # hardware input tensor -> (first, last) row cycle
+    _stream_rows: dict = field(default_factory=dict, repr=False)  # tensor -> rows of its stream (a flatten's: its input's)
     logic: dict = field(default_factory=dict)  # node -> its multipliers built in logic (``dsps``)
     lanes: dict = field(default_factory=dict)  # row function node -> its lanes, where more than one (row_lanes)
     _top: Top = field(default=None, repr=False)
@@ -184,6 +187,23 @@ class Design:
             if k is not None:
                 macs[k] = macs.get(k, 0) + n.macs(self.graph)
         return sum(math.sqrt(v) for v in macs.values()) ** 2 / max(self.multipliers, 1)
+
+    @property
+    def chain_floor_cycles(self) -> float:
+        """The latency this split of multipliers cannot beat in a design whose blocks pass whole
+        rows (:func:`chain_floor` with each block's own II): a block starts on a row when that
+        row has arrived, needs its II in all and ``II / rows`` for each row; no block adds a
+        delay of its own (pipeline, fork, queue)."""
+        return chain_floor(self, {b["name"]: b["ii"] for b in self.blocks})
+
+    @property
+    def chain_floor_best_cycles(self) -> float:
+        """The least :attr:`chain_floor_cycles` of any split of this design's multipliers over the
+        nodes that have MACs (in real numbers: a node of ``w`` MACs and ``m`` multipliers takes
+        ``w / m`` cycles), the other blocks at their own II: what no setting of this many
+        multipliers reaches in this architecture, before any block's own delay.  Solved as a
+        convex program (:func:`chain_floor_best`)."""
+        return chain_floor_best(self)
 
     def verilog(self, name: str = "top") -> str:
         from amaranth.back import verilog
@@ -362,7 +382,10 @@ def generate_dataflow(graph: ir.Graph, parallelism=None, dsps=None) -> Design:
         d.logic = logic_split(graph, made, int(dsps))
         for info in d.blocks:
             info["logic_multipliers"] = d.logic.get(info["name"], 0)
-    d.phases = barrier_phases(made, d._nodes, times)
+    d.waits = {n.name: waits_for_all(made[n.name], n, times) for n in d._nodes}
+    d.phases = barrier_phases(d._nodes, d.waits)
+    d._in_rows = {t: (times[t][0], times[t][-1]) for t in hw_in}
+    d._stream_rows = {t: len(v) for t, v in times.items()}
     d._fork_depths = _fork_depths(graph, d._nodes, consumers, times, ends, ii, d.in_tensor, d.out_tensor)
     return d
 
@@ -406,25 +429,125 @@ def logic_split(graph, blocks: dict, dsps: int) -> dict:
     return out
 
 
-def barrier_phases(blocks: dict, nodes, times) -> dict:
-    """Each node's barrier phase: 0 for the first blocks; a block that needs all rows of one of
-    its inputs before its first output row (the scores need the last key; its own
-    ``row_times``, probed with that input's rows far apart, say so) starts a phase after that
-    input's.  Within a phase blocks overlap row by row; a sample needs at least each phase's
-    slowest block's II in turn.  A block of one output row (a flatten -> dense) takes its
-    input row by row: no barrier."""
+def waits_for_all(blk, n, times) -> list:
+    """Per input of node ``n``: whether its block needs all rows of that input before its first
+    output row (the scores need the last key; its own ``row_times``, probed with that input's
+    rows far apart, say so).  A block of one output row (a flatten -> dense) takes its input
+    row by row: it waits for none."""
     far = 10 ** 9
+    out = []
+    for j, t in enumerate(n.inputs):
+        probe = [[0] * len(times[u]) for u in n.inputs]
+        probe[j] = [r * far for r in range(len(times[t]))]
+        out.append(len(times[n.output]) > 1 and len(times[t]) > 1 and blk.row_times(probe)[0] >= probe[j][-1])
+    return out
+
+
+def barrier_phases(nodes, waits: dict) -> dict:
+    """Each node's barrier phase: 0 for the first blocks; a block that waits for all rows of one
+    of its inputs (:func:`waits_for_all`) starts a phase after that input's.  Within a phase
+    blocks overlap row by row; a sample needs at least each phase's slowest block's II in turn."""
     phase: dict = {}
     of_tensor: dict = {}
     for n in nodes:
-        blk, k = blocks[n.name], 0
-        for j, t in enumerate(n.inputs):
-            probe = [[0] * len(times[u]) for u in n.inputs]
-            probe[j] = [r * far for r in range(len(times[t]))]
-            waits = len(times[n.output]) > 1 and len(times[t]) > 1 and blk.row_times(probe)[0] >= probe[j][-1]
-            k = max(k, of_tensor.get(t, 0) + int(waits))
+        k = 0
+        for t, w in zip(n.inputs, waits[n.name]):
+            k = max(k, of_tensor.get(t, 0) + int(w))
         phase[n.name] = of_tensor[n.output] = k
     return phase
+
+
+def _chain_terms(d):
+    """The row-passing relaxation of design ``d`` as data: per node its rows (the more of its
+    output stream's rows and its input streams', so a flatten -> dense counts its input rows) and,
+    per input, the tensor and whether it waits for all its rows."""
+    rows, out = d._stream_rows, []
+    for n in d._nodes:
+        rows_out, rows_in = rows[n.output], [rows[t] for t in n.inputs]
+        out.append((n.name, n.output, rows_out, max([rows_out, *rows_in]),
+                    list(zip(n.inputs, d.waits[n.name]))))
+    return out
+
+
+def chain_floor(d, ii: dict) -> float:
+    """Latency of design ``d`` if each node ``n`` took ``ii[n]`` cycles per sample, ``ii[n] / R``
+    per row (``R`` its rows), and added no delay of its own.  Per tensor the cycles of its first
+    (``F``) and last (``L``) row: a node's first row needs its inputs' first rows (all rows of an
+    input it waits for) and one row's work; its last row needs its inputs' last rows and one
+    row's work, and its whole II after the first row could start.  A lower bound of the analytic
+    latency (each block's ``row_times`` adds its pipeline to this)."""
+    return _chain_times(d, ii)[1][d.out_tensor]
+
+
+def chain_floor_best(d) -> float:
+    """The least :func:`chain_floor` of design ``d`` over real splits of its multipliers among
+    the nodes with MACs (``w / m`` cycles for ``m`` multipliers), the others at their own II.
+    Every constraint ``t_a >= t_b + c / m + k`` is convex, so SLSQP on the epigraph form finds
+    the optimum (started from the split proportional to MACs)."""
+    from scipy.optimize import minimize
+    terms = _chain_terms(d)
+    macs = {n.name: n.macs(d.graph) for n in d._nodes}
+    var = [name for name, *_ in terms if macs[name] > 0]
+    if not var:
+        return chain_floor(d, {b["name"]: b["ii"] for b in d.blocks})
+    fixed = {b["name"]: b["ii"] for b in d.blocks if macs[b["name"]] == 0}
+    M = float(d.multipliers)
+    tensors = [out for _, out, *_ in terms]
+    nv = len(var)
+    idx_m = {name: k for k, name in enumerate(var)}
+    idx_f = {t: nv + 2 * k for k, t in enumerate(tensors)}  # F of tensor t, L at +1
+    scale = d.macs / M  # times in units of the MAC bound keep the problem well conditioned
+
+    def ii_of(x, name):
+        return macs[name] / (x[idx_m[name]] * M) / scale if name in idx_m else fixed[name] / scale
+
+    def at(x, t, last):
+        if t in idx_f:
+            return x[idx_f[t] + int(last)]
+        return d._in_rows[t][int(last)] / scale
+
+    cons = []
+    for name, out, rows_out, rows, ins in terms:
+        for t, w in ins:
+            cons.append(lambda x, n=name, o=out, r=rows, t=t, w=w:   # F_out >= (L or F)_in + row
+                        x[idx_f[o]] - at(x, t, w) - ii_of(x, n) / r)
+            cons.append(lambda x, n=name, o=out, t=t, w=w:            # L_out >= start + II
+                        x[idx_f[o] + 1] - at(x, t, w) - ii_of(x, n))
+            cons.append(lambda x, n=name, o=out, r=rows, t=t:         # L_out >= L_in + row
+                        x[idx_f[o] + 1] - at(x, t, True) - ii_of(x, n) / r)
+        if rows_out == 1:
+            cons.append(lambda x, o=out: x[idx_f[o] + 1] - x[idx_f[o]])
+    x0 = np.zeros(nv + 2 * len(tensors))
+    total = sum(macs[v] for v in var)
+    for name in var:
+        x0[idx_m[name]] = macs[name] / total
+    ii0 = {name: ii_of(x0, name) * scale for name, *_ in terms}
+    F0, L0 = _chain_times(d, ii0)
+    for t in tensors:
+        x0[idx_f[t]], x0[idx_f[t] + 1] = F0[t] / scale + 1e-6, L0[t] / scale + 1e-6
+    out_k = idx_f[d.out_tensor] + 1
+    res = minimize(lambda x: x[out_k], x0, method="SLSQP",
+                   jac=lambda x: np.eye(len(x))[out_k],
+                   bounds=[(1e-6, 1.0)] * nv + [(None, None)] * (2 * len(tensors)),
+                   constraints=[{"type": "ineq", "fun": c} for c in cons] +
+                               [{"type": "eq", "fun": lambda x: x[:nv].sum() - 1.0}],
+                   options={"maxiter": 2000, "ftol": 1e-12})
+    split = np.clip(res.x[:nv], 1e-9, None)
+    split = split / split.sum()
+    best = chain_floor(d, {**fixed, **{name: macs[name] / (split[idx_m[name]] * M) for name in var}})
+    return min(best, chain_floor(d, {**fixed, **{name: ii0[name] for name in var}}))
+
+
+def _chain_times(d, ii: dict):
+    F, L = {}, {}
+    for t, (f, l) in d._in_rows.items():
+        F[t], L[t] = f, l
+    for name, out, rows_out, rows, ins in _chain_terms(d):
+        row = ii[name] / rows
+        start = max(L[t] if w else F[t] for t, w in ins)
+        last = max(max(L[t] for t, _ in ins) + row, start + ii[name])
+        F[out], L[out] = (last, last) if rows_out == 1 else (start + row, last)
+    return F, L
 
 
 def _fork_depths(graph, nodes, consumers, times, ends, period, in_tensor, out_tensor) -> dict:

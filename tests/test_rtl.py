@@ -249,6 +249,31 @@ def test_barrier_phases_and_floor(par):
     assert d.phase_floor_best_cycles == pytest.approx((a ** 0.5 + (d.macs - a) ** 0.5) ** 2 / d.multipliers)
 
 
+def test_chain_floor():
+    """The chain floor: one dense by hand (its II after the first row arrives, one row's work
+    after the last); the encoder at every parallelism: no higher than the analytic latency
+    (the head counts its flattened input's rows: a one-row tensor there would put it above),
+    no lower than each phase's slowest block in turn (the first phase's barrier tensors
+    come from its slowest blocks here), and the best split no higher than this one's or than
+    the split in proportion to MACs."""
+    from fabformer.rtl.generate import chain_floor
+    g = testing.op_graph("dense", tokens=4)
+    d = generate(g, parallelism=1)
+    (ii,) = [b["ii"] for b in d.blocks]
+    first, last = d._in_rows[d.in_tensor]
+    assert d.chain_floor_cycles == max(last + ii / 4, first + ii) < d.latency_cycles
+    g = testing.encoder_graph()
+    for par in (None, 1, 2, 4, 8):
+        d = generate(g, parallelism=par)
+        assert d.phase_floor_cycles <= d.chain_floor_cycles <= d.latency_cycles
+        assert d.chain_floor_best_cycles <= d.chain_floor_cycles + 1e-6
+        macs = {n.name: n.macs(g) for n in d._nodes}
+        share = {k: v * d.multipliers / d.macs for k, v in macs.items() if v}
+        prop = {**{b["name"]: b["ii"] for b in d.blocks}, **{k: macs[k] / m for k, m in share.items()}}
+        assert d.chain_floor_best_cycles <= chain_floor(d, prop) + 1e-6
+        assert d.chain_floor_best_cycles >= d.phase_floor_best_cycles - 1e-6
+
+
 def test_saturate_equals_clip_exhaustively():
     # the bit-test saturation every requantizer uses equals clip(v, min, max) of the range, for
     # every value of every small signed/unsigned input width into every small signed/unsigned range
