@@ -19,6 +19,11 @@ pipelines.
 
     .venv/bin/python bench/latency.py [--graph G.graph.json] [--samples 3] [--no-sim] [--json out.json]
     .venv/bin/python bench/latency.py --frontier [--graph G.graph.json]
+    .venv/bin/python bench/latency.py --search latency|chain [--starts 4] [--graph G.graph.json]
+
+``--search latency|chain`` (analytic only): a local search over all settings (single and paired
+option steps from two fixed and ``--starts`` random settings) for the least latency, or chain
+floor, over the MAC bound; a line per start.
 
 ``--frontier`` (analytic only): settings chosen for latency, not balance.  From one multiplier
 per node, each step takes the move that cuts the latency the most per added multiplier (a node
@@ -50,6 +55,10 @@ def main(argv=None):
     ap.add_argument("--json")
     ap.add_argument("--log", default="out/latency_sim.log", help="where the simulator's own log lines go")
     ap.add_argument("--frontier", action="store_true", help="greedy latency-first settings (analytic)")
+    ap.add_argument("--search", choices=["latency", "chain"],
+                    help="local search for the least latency (or chain floor) / MAC bound (analytic)")
+    ap.add_argument("--starts", type=int, default=4, help="--search: random starting settings beside the two fixed ones")
+    ap.add_argument("--seed", type=int, default=0, help="--search: seed of the random starts")
     a = ap.parse_args(argv)
     from fabformer import ir
     from fabformer.apps import testing
@@ -62,6 +71,8 @@ def main(argv=None):
         g, x = example()
     if a.frontier:
         return frontier(g)
+    if a.search:
+        return search(g, a.search, a.starts, a.seed)
     if x is None:
         x = testing.random_inputs(g, a.samples, seed=1)
     settings = parallelism_candidates(g, 10 ** 6, max_candidates=12)
@@ -104,9 +115,10 @@ def main(argv=None):
         Path(a.json).write_text(json.dumps(rows, indent=1))
 
 
-def frontier(g) -> int:
-    """Greedy latency-first settings of ``g``: print a row per step and the least latency / bound."""
-    from fabformer.rtl import generate, make_block, mac_nodes, parallelism_options
+def setting_options(g):
+    """``(parallelism options of each matmul-like node, lane options of each layer norm /
+    softmax: any divisor of its row)``."""
+    from fabformer.rtl import make_block, mac_nodes, parallelism_options
     from fabformer.rtl.generate import LANED
     opts = {n.name: sorted({o[2] for o in parallelism_options(g, n)}) for n in mac_nodes(g)}
     rows = {}
@@ -115,6 +127,13 @@ def frontier(g) -> int:
             blk = make_block(n, g, None)
             blk._MustUse__silence = True
             rows[n.name] = [v for v in range(1, blk.N + 1) if blk.N % v == 0]
+    return opts, rows
+
+
+def frontier(g) -> int:
+    """Greedy latency-first settings of ``g``: print a row per step and the least latency / bound."""
+    from fabformer.rtl import generate
+    opts, rows = setting_options(g)
     cur = {k: 1 for k in opts}
     d = generate(g, parallelism=cur)
     print(f"\n{g.name}: {g.macs():,} MACs; greedy latency-first settings\n")
@@ -144,6 +163,60 @@ def frontier(g) -> int:
             break
         _, cur, d = step
     print(f"\nleast latency / MAC bound on this path: {best[0]:.2f} at {best[1]} multipliers")
+    return 0
+
+
+def search(g, objective: str, starts: int, seed: int) -> int:
+    """Local search for the least ``objective`` / MAC bound over settings of ``g`` (every node
+    and row function at one of its options): from one multiplier per node, 4 per node (or
+    fewer where that is not an option) and ``starts`` random settings, move to the best
+    neighbour (one node's option one step up or down, or two nodes' each one step) while it
+    lowers the ratio.  ``objective``: ``latency`` (the analytic latency) or ``chain`` (the
+    chain floor: no pipeline delay).  Prints each start's local minimum."""
+    import random
+    from fabformer.rtl import generate
+    opts, rows = setting_options(g)
+    choices = {**opts, **rows}
+    keys = list(choices)
+    memo = {}
+
+    def ratio(s):
+        k = tuple(sorted(s.items()))
+        if k not in memo:
+            d = generate(g, parallelism=dict(s))
+            v = d.latency_cycles if objective == "latency" else d.chain_floor_cycles
+            memo[k] = (v / d.mac_bound_cycles, d.multipliers, d.latency_cycles, round(d.chain_floor_cycles, 1))
+        return memo[k]
+
+    def steps(s, key):
+        i = choices[key].index(s[key])
+        return [choices[key][j] for j in (i - 1, i + 1) if 0 <= j < len(choices[key])]
+
+    def neighbours(s):
+        for a in keys:
+            for va in steps(s, a):
+                t = {**s, a: va}
+                yield t
+                for b in keys[keys.index(a) + 1:]:
+                    for vb in steps(s, b):
+                        yield {**t, b: vb}
+
+    rng = random.Random(seed)
+    first = [{k: 1 for k in keys}, {k: max(v for v in choices[k] if v <= 4) for k in keys}]
+    print(f"\n{g.name}: {g.macs():,} MACs; local search for the least {objective} / MAC bound\n")
+    print("| start | multipliers | latency | chain floor | ratio | setting |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    best = None
+    for n, cur in enumerate(first + [{k: rng.choice(v[:5]) for k, v in choices.items()} for _ in range(starts)]):
+        val = ratio(cur)
+        while True:
+            t = min(neighbours(cur), key=lambda s: ratio(s)[0])
+            if ratio(t)[0] >= val[0] - 1e-9:
+                break
+            cur, val = t, ratio(t)
+        print(f"| {n} | {val[1]} | {val[2]:,} | {val[3]:,} | {val[0]:.3f} | {json.dumps(cur, sort_keys=True)} |", flush=True)
+        best = min(best or val, val)
+    print(f"\nleast {objective} / MAC bound found: {best[0]:.3f} at {best[1]} multipliers ({len(memo):,} settings evaluated)")
     return 0
 
 
