@@ -274,6 +274,40 @@ def test_chain_floor():
         assert d.chain_floor_best_cycles >= d.phase_floor_best_cycles - 1e-6
 
 
+def test_latency_search_ends_at_a_local_minimum(capsys):
+    """bench/latency.py --search: each start's line names a setting whose printed ratio is the
+    design's own (chain floor or latency over the MAC bound), and no single option step of any
+    node lowers it."""
+    import importlib.util
+    import json as _json
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("latency_bench", Path(__file__).resolve().parent.parent / "bench" / "latency.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    g = testing.classifier_graph()
+    opts, rows = bench.setting_options(g)
+    choices = {**opts, **rows}
+    for objective in ("chain", "latency"):
+        bench.search(g, objective, starts=1, seed=0)
+        lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| ") and ln.endswith("} |")]
+        assert len(lines) == 3
+        for ln in lines:
+            cells = [c.strip() for c in ln.strip("|").split("|")]
+            setting = _json.loads(cells[-1])
+
+            def ratio(s):
+                d = generate(g, parallelism=s)
+                return (d.chain_floor_cycles if objective == "chain" else d.latency_cycles) / d.mac_bound_cycles
+
+            r = ratio(setting)
+            assert f"{r:.3f}" == cells[4]
+            for k, vs in choices.items():
+                i = vs.index(setting[k])
+                for j in (i - 1, i + 1):
+                    if 0 <= j < len(vs):
+                        assert ratio({**setting, k: vs[j]}) >= r - 1e-9
+
+
 def test_saturate_equals_clip_exhaustively():
     # the bit-test saturation every requantizer uses equals clip(v, min, max) of the range, for
     # every value of every small signed/unsigned input width into every small signed/unsigned range
