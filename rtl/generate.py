@@ -515,8 +515,9 @@ def chain_floor_best(d) -> float:
                         x[idx_f[o] + 1] - at(x, t, w) - ii_of(x, n))
             cons.append(lambda x, n=name, o=out, r=rows, t=t:         # L_out >= L_in + row
                         x[idx_f[o] + 1] - at(x, t, True) - ii_of(x, n) / r)
-        if rows_out == 1:
+        if rows_out == 1:  # its one row is its first and its last
             cons.append(lambda x, o=out: x[idx_f[o] + 1] - x[idx_f[o]])
+            cons.append(lambda x, o=out: x[idx_f[o]] - x[idx_f[o] + 1])
     x0 = np.zeros(nv + 2 * len(tensors))
     total = sum(macs[v] for v in var)
     for name in var:
@@ -532,13 +533,18 @@ def chain_floor_best(d) -> float:
                    constraints=[{"type": "ineq", "fun": c} for c in cons] +
                                [{"type": "eq", "fun": lambda x: x[:nv].sum() - 1.0}],
                    options={"maxiter": 2000, "ftol": 1e-12})
+    if not res.success:
+        raise FabformerError(f"chain floor of {d.graph.name!r}: the solver did not converge ({res.message})")
     split = np.clip(res.x[:nv], 1e-9, None)
     split = split / split.sum()
-    best = chain_floor(d, {**fixed, **{name: macs[name] / (split[idx_m[name]] * M) for name in var}})
-    return min(best, chain_floor(d, {**fixed, **{name: ii0[name] for name in var}}))
+    # the program is the recurrence's exact epigraph: its optimum is the least floor (within the
+    # solver's tolerance, so never above the floor of the split it found)
+    at_split = chain_floor(d, {**fixed, **{name: macs[name] / (split[idx_m[name]] * M) for name in var}})
+    return min(res.fun * scale, at_split)
 
 
 def _chain_times(d, ii: dict):
+    """``(F, L)``: each tensor's first and last row cycle in :func:`chain_floor`'s recurrence."""
     F, L = {}, {}
     for t, (f, l) in d._in_rows.items():
         F[t], L[t] = f, l
