@@ -489,6 +489,30 @@ def test_clock_chosen_from_fmax(monkeypatch, tmp_path):
     assert "from a PLL on the 25 MHz oscillator, chosen by nextpnr Fmax" in (tmp_path / "o" / "report.md").read_text()
 
 
+def test_clock_chosen_from_fmax_twice_on_ice40(monkeypatch, tmp_path):
+    """iCE40 (no near-miss re-route): a setting that misses the clock chosen from its Fmax is built
+    once more at 95 % of the new Fmax before a smaller setting is tried; ECP5 re-routes instead, so
+    there the next setting comes after one such try."""
+    from fabformer.boards.build import clock_retries
+    assert (clock_retries("ice40"), clock_retries("ecp5")) == (2, 1)
+    g = op_graph("dense")
+    small = {"lut": 100, "ff": 100, "dsp": 2, "bram": 0}
+    seen = _fake_flow(monkeypatch, [{"used": small, "ok": True, "fmax": 38.26},
+                                    {"used": small, "ok": True, "fmax": 35.96},
+                                    {"used": small, "ok": True, "fmax": 35.5}])
+    rep = build(g, "icebreaker", tmp_path / "o", parallelism=2)
+    clocks = [a["clock_mhz"] for a in rep["attempts"]]
+    assert seen == ["try0"] + [f"try0_at_{c:.2f}mhz" for c in clocks[1:]] and len(clocks) == 3
+    assert clocks[0] == 48.0 and 35.96 < clocks[1] <= 0.95 * 38.26 and 30 < clocks[2] <= 0.95 * 35.96
+    assert rep["timing_met"] and rep["clock_mhz"] == clocks[2] and rep["fmax_mhz"] == 35.5
+    seen = _fake_flow(monkeypatch, [{"used": small, "ok": True, "fmax": 80.0},
+                                    {"used": small, "ok": True, "fmax": 70.0},
+                                    {"used": small, "ok": True, "fmax": 101.0}])
+    rep = build(g, "ulx3s-85f", tmp_path / "e", parallelism=None)
+    assert seen == ["try0", f"try0_at_{rep['attempts'][1]['clock_mhz']:.2f}mhz", "try1"] and rep["timing_met"]
+    assert rep["attempts"][2]["multipliers"] < rep["attempts"][0]["multipliers"]
+
+
 @needs_open_flow
 def test_whole_encoder_refused_on_icebreaker_before_synthesis(tmp_path):
     """The whole encoder (same op structure as the digits example) needs ~10x the UP5K's flip-flops:
