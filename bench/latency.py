@@ -118,15 +118,10 @@ def main(argv=None):
 def setting_options(g):
     """``(parallelism options of each matmul-like node, lane options of each layer norm /
     softmax: any divisor of its row)``."""
-    from fabformer.rtl import make_block, mac_nodes, parallelism_options
-    from fabformer.rtl.generate import LANED
+    from fabformer.boards.build import row_lane_options
+    from fabformer.rtl import mac_nodes, parallelism_options
     opts = {n.name: sorted({o[2] for o in parallelism_options(g, n)}) for n in mac_nodes(g)}
-    rows = {}
-    for n in g.nodes:
-        if n.kind in LANED:
-            blk = make_block(n, g, None)
-            blk._MustUse__silence = True
-            rows[n.name] = [v for v in range(1, blk.N + 1) if blk.N % v == 0]
+    rows = {k: [lanes for _, lanes in v] for k, v in row_lane_options(g, every=True).items()}
     return opts, rows
 
 

@@ -38,6 +38,8 @@ from . import flow
 DEFAULT_BAUD = 115200
 FAILED = "FAILED.txt"
 CLOCK_MARGIN = 0.95  # a clock chosen from nextpnr's Fmax stays this far below it
+HALF = 0.55  # each next fitting candidate has at most about half the multipliers of the one before
+PLL_FAMILIES = ("ecp5", "ice40")
 
 
 def clock_retries(family: str) -> int:
@@ -47,8 +49,6 @@ def clock_retries(family: str) -> int:
     for: the test classifier on the iCEBreaker routed at 38.26 MHz against 48 and at 35.96 against
     the 36 MHz chosen from that, 40 kHz short; a setting of fewer multipliers then came first."""
     return 1 if family in flow.RIPUP_FAMILIES else 2
-HALF = 0.55  # each next fitting candidate has at most about half the multipliers of the one before
-PLL_FAMILIES = ("ecp5", "ice40")
 
 
 def parallelism_candidates(graph, dsp: int, max_candidates: int = 6) -> list[dict]:
@@ -96,9 +96,10 @@ def parallelism_candidates(graph, dsp: int, max_candidates: int = 6) -> list[dic
     return out
 
 
-def row_lane_options(graph) -> dict:
+def row_lane_options(graph, every: bool = False) -> dict:
     """``{node: [(DSP cells beyond one lane's, lanes), ...]}`` for each layer norm and softmax: the
-    lane counts that divide its row, up to the most that still lower its II."""
+    lane counts that divide its row, up to the most that still lower its II (``every``: all of
+    them; past the II's need more lanes still shorten the row's latency)."""
     from fabformer.rtl import make_block
     from fabformer.rtl.generate import LANED, row_lanes
     out = {}
@@ -107,7 +108,7 @@ def row_lane_options(graph) -> dict:
             continue
         blk = make_block(n, graph, None)
         blk._MustUse__silence = True
-        most = row_lanes(blk, 0)
+        most = blk.N if every else row_lanes(blk, 0)
         blk.lanes = 1
         one = int(blk.other_dsp_cells)
         out[n.name] = []
@@ -356,6 +357,7 @@ def _open_flow(graph, target, out, clock, candidates, design, baud, pnr):
     in_logic = design is None and len(candidates) == 1 and candidates[0] is not None
     other_seen = 0
     candidates = list(candidates)
+    retries = clock_retries(target.family)
     i = -1
     while i + 1 < len(candidates):
         i += 1
@@ -370,7 +372,7 @@ def _open_flow(graph, target, out, clock, candidates, design, baud, pnr):
                                  f"> {target.available['dsp']} DSPs"), "used": {}, "over": ["DSP (estimated)"],
                              "skipped_pnr": True, "routed": False, "fmax_mhz": None, "used_by": "estimate"})
             continue
-        for again in range(1 + clock_retries(target.family)):
+        for again in range(1 + retries):
             bdir = out / "build" / (f"try{i}" if again == 0 else f"try{i}_at_{clock['mhz']:.2f}mhz")
             r, attempt = _try(target, d, par, clock, bdir, baud, pnr)
             attempts.append(attempt)
@@ -396,7 +398,7 @@ def _open_flow(graph, target, out, clock, candidates, design, baud, pnr):
                 return _finish(out, target, d, clock, r, attempts, baud, bdir, pnr)
             lower = (_clock_from_fmax(target, clock, r["fmax_mhz"])
                      if clock["auto"] and r["ok"] and not attempt["over"] and r["fmax_mhz"] else None)
-            if lower is None or again == clock_retries(target.family):
+            if lower is None or again == retries:
                 break
             clock = lower  # the same setting again, at a clock nextpnr's Fmax allows
         clock = first_clock

@@ -255,7 +255,7 @@ def test_chain_floor():
     (the head counts its flattened input's rows: a one-row tensor there would put it above),
     no lower than each phase's slowest block in turn (the first phase's barrier tensors
     come from its slowest blocks here), and the best split no higher than this one's or than
-    the split in proportion to MACs."""
+    the split in proportion to MACs, and here no lower than the barrier floor's best split."""
     from fabformer.rtl.generate import chain_floor
     g = testing.op_graph("dense", tokens=4)
     d = generate(g, parallelism=1)
